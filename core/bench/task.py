@@ -1,0 +1,68 @@
+"""The benchmark task protocol.
+
+A plugin contributes tasks through ``polydiff_register_benchmarks``::
+
+    @hookimpl
+    def polydiff_register_benchmarks(register):
+        register("molecule/qm9", BenchmarkTask(name="molecule/qm9", modality="molecule",
+                                               model="egnn", run=run_qm9), modality="molecule")
+
+``task.run(ctx)`` trains (budget from ``ctx.budget``), samples over ``ctx.samplers`` ×
+``ctx.nfe`` (or the task defaults), computes registered metrics, writes samples (SDF, PDB,
+WAV, PNG/GIF) and at least one PNG into ``ctx.out_dir``, and returns rows made by
+:func:`make_row` — the ``tasks`` entries of ``results.json`` (schema in
+``benchmarks/README.md``). Every row carries reference rows: ``data`` (real-vs-real, the
+floor) and ``untrained`` (untrained model or noise, the ceiling).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+
+@dataclass
+class BenchContext:
+    suite: str                      # quick | standard | gpu | samplers | …
+    device: torch.device
+    seed: int
+    out_dir: Path                   # this task's folder for samples and plots
+    samplers: Sequence[str] | None = None   # user override (--samplers)
+    nfe: Sequence[int] | None = None        # user override (--nfe)
+    progress: bool = True
+
+    def budget(self, quick, standard, gpu=None):
+        """Pick a value by suite (``gpu`` falls back to ``standard``)."""
+        if self.suite == "quick":
+            return quick
+        if self.suite == "gpu" and gpu is not None:
+            return gpu
+        return standard
+
+    def sampler_grid(self, default_samplers: Sequence[str], default_nfe: Sequence[int]):
+        """(sampler, nfe) pairs to evaluate."""
+        return [(s, n) for s in (self.samplers or default_samplers) for n in (self.nfe or default_nfe)]
+
+
+@dataclass
+class BenchmarkTask:
+    name: str
+    modality: str
+    model: str
+    run: Callable[[BenchContext], list]
+    suites: tuple = ("quick", "standard", "gpu")
+    description: str = ""
+
+
+def make_row(task: BenchmarkTask | str, *, modality: str, model: str, sampler: str, nfe: int, seed: int,
+             metrics: dict, reference: dict, timing: dict, files: Sequence[str | Path] = (), **extra) -> dict:
+    """One ``results.json`` task row (see ``benchmarks/README.md``)."""
+    name = task.name if isinstance(task, BenchmarkTask) else task
+    row = {"task": name, "modality": modality, "model": model, "sampler": sampler, "nfe": int(nfe),
+           "seed": int(seed), "metrics": {k: float(v) for k, v in metrics.items()},
+           "reference": {k: {m: float(x) for m, x in v.items()} for k, v in reference.items()},
+           "timing": {k: float(v) for k, v in timing.items()}, "files": [str(f) for f in files]}
+    row.update(extra)
+    return row

@@ -1,0 +1,193 @@
+"""The ``polydiff`` command line: plugins, train, sample, eval, bench, info."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _kv(items) -> dict:
+    """``["a=1", "b=x"]`` → ``{"a": 1, "b": "x"}`` (JSON values where they parse)."""
+    out = {}
+    for it in items or []:
+        if "=" not in it:
+            raise SystemExit(f"expected KEY=VALUE, got {it!r}")
+        k, v = it.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def cmd_plugins(args) -> int:
+    from .plugin_manager import get_plugins
+
+    rows = get_plugins().components()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    w = [max(len(str(r[k])) for r in rows + [{"kind": "kind", "name": "name", "plugin": "plugin", "version": "version"}])
+         for k in ("kind", "name", "plugin", "version")]
+    print("  ".join(h.ljust(n) for h, n in zip(("kind", "name", "plugin", "version"), w)))
+    for r in rows:
+        print("  ".join(str(r[k]).ljust(n) for k, n in zip(("kind", "name", "plugin", "version"), w)))
+    return 0
+
+
+def cmd_train(args) -> int:
+    import torch
+
+    from .model import DiffusionModel
+    from .training import TrainConfig, train
+
+    torch.manual_seed(args.seed)
+    model = DiffusionModel.create(args.modality, network=args.network, schedule=args.schedule,
+                                  parameterization=args.parameterization, **_kv(args.net_opt))
+    dataset = model.modality.load_dataset(args.data, **_kv(args.data_opt))
+    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                      device=args.device, out_dir=args.out, cond_dropout=args.cond_dropout)
+    res = train(model, dataset, cfg)
+    model.save(args.out)
+    print(json.dumps({"out": str(args.out), "steps": res.steps, "seconds": round(res.seconds, 2),
+                      "final_loss": res.losses[-1][1] if res.losses else None}))
+    return 0
+
+
+def _load_model(args):
+    import polydiff
+
+    src = args.checkpoint or f"starter:{args.modality}"
+    model = polydiff.load(src, device=args.device if args.device != "auto" else None)
+    if args.device == "auto":
+        from .model import resolve_device
+
+        model.to(resolve_device("auto"))
+    if args.modality and model.modality.name != args.modality.split("-")[0]:
+        raise SystemExit(f"checkpoint {src} is a {model.modality.name!r} model, not {args.modality!r}")
+    return model
+
+
+def cmd_sample(args) -> int:
+    model = _load_model(args)
+    samples = model.sample(args.n, sampler=args.sampler, steps=args.steps, seed=args.seed,
+                           cond=_kv(args.cond) or None, guidance=args.guidance)
+    paths = model.modality.write(samples, args.out)
+    print(json.dumps({"written": [str(p) for p in paths][:20], "count": len(paths)}))
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .plugin_manager import get_plugins
+
+    modality = get_plugins().get("modality", args.modality)(None)
+    samples = modality.read(args.path)
+    metrics = args.metrics.split(",") if args.metrics else None
+    res = modality.evaluate(samples, reference=args.reference, metrics=metrics)
+    print(json.dumps(res, indent=2))
+    return 0
+
+
+def cmd_bench(args) -> int:
+    try:
+        from .bench.runner import main as bench_main
+    except ImportError:
+        print("polydiff bench: the benchmark runner is not installed in this version", file=sys.stderr)
+        return 2
+    return bench_main(args)
+
+
+def cmd_info(args) -> int:
+    from .checkpoint import read_config
+
+    print(json.dumps(read_config(Path(args.checkpoint)), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="polydiff", description="Multimodal scientific diffusion toolkit")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = p.add_subparsers(dest="command")
+
+    def common(sp):
+        sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+        sp.add_argument("--seed", type=int, default=0)
+
+    sp = sub.add_parser("plugins", help="list registered components")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(fn=cmd_plugins)
+
+    sp = sub.add_parser("train", help="train a model of a modality")
+    sp.add_argument("modality")
+    sp.add_argument("--data", default=None, help="registered dataset name (modality default if omitted)")
+    sp.add_argument("--data-opt", action="append", metavar="KEY=VALUE", help="dataset option (repeatable)")
+    sp.add_argument("--network", default=None)
+    sp.add_argument("--net-opt", action="append", metavar="KEY=VALUE")
+    sp.add_argument("--schedule", default=None)
+    sp.add_argument("--parameterization", default=None)
+    sp.add_argument("--steps", type=int, default=1000)
+    sp.add_argument("--batch-size", type=int, default=64)
+    sp.add_argument("--lr", type=float, default=2e-4)
+    sp.add_argument("--cond-dropout", type=float, default=0.0)
+    sp.add_argument("--out", required=True, help="checkpoint folder to write")
+    common(sp)
+    sp.set_defaults(fn=cmd_train)
+
+    sp = sub.add_parser("sample", help="sample from a checkpoint (or a starter model) and write files")
+    sp.add_argument("modality", nargs="?", default=None)
+    sp.add_argument("--checkpoint", default=None)
+    sp.add_argument("-n", type=int, default=16)
+    sp.add_argument("--sampler", default="dpmpp_2m")
+    sp.add_argument("--steps", type=int, default=50)
+    sp.add_argument("--guidance", type=float, default=1.0)
+    sp.add_argument("--cond", action="append", metavar="KEY=VALUE")
+    sp.add_argument("--out", required=True)
+    common(sp)
+    sp.set_defaults(fn=cmd_sample)
+
+    sp = sub.add_parser("eval", help="evaluate files of samples with a modality's metrics")
+    sp.add_argument("modality")
+    sp.add_argument("path")
+    sp.add_argument("--reference", default=None)
+    sp.add_argument("--metrics", default=None, help="comma-separated metric names")
+    common(sp)
+    sp.set_defaults(fn=cmd_eval)
+
+    sp = sub.add_parser("bench", help="run a benchmark suite")
+    sp.add_argument("--suite", default="quick")
+    sp.add_argument("--out", default="runs/bench")
+    sp.add_argument("--modality", default=None)
+    sp.add_argument("--samplers", default=None)
+    sp.add_argument("--nfe", default=None)
+    sp.add_argument("--force", action="store_true")
+    common(sp)
+    sp.set_defaults(fn=cmd_bench)
+
+    sp = sub.add_parser("info", help="print a checkpoint's config")
+    sp.add_argument("checkpoint")
+    sp.set_defaults(fn=cmd_info)
+    return p
+
+
+def main(argv=None) -> int:
+    from . import __version__
+    from .errors import PolydiffError
+
+    p = build_parser()
+    args = p.parse_args(argv)
+    if args.version:
+        print(__version__)
+        return 0
+    if not getattr(args, "fn", None):
+        p.print_help()
+        return 2
+    try:
+        return int(args.fn(args) or 0)
+    except PolydiffError as e:
+        print(f"polydiff {args.command}: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""The modality interface every modality plugin implements.
+
+A modality knows its data (loading, batching, statistics), where its noise lives (the
+space), how to turn a sampled tensor back into domain objects (molecules, waveforms,
+images, structures), how to write them to real files, and which metrics apply. The core
+knows nothing else about it.
+
+Batches are dicts ``{"x": Tensor [B, ...], "cond": dict | None}`` (see
+:mod:`polydiff.conditioning` for the cond conventions).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from .spaces import EuclideanSpace
+
+
+class Modality:
+    """Base class. Subclasses set the class attributes and override the hooks they need.
+
+    Instances carry a JSON-able ``config`` (vocabulary, label names, data statistics, …)
+    that is saved in checkpoints and passed back to the constructor on load; any
+    ``nn.Module`` the modality owns (a VAE, a vocoder) is returned by :meth:`modules` and
+    saved with the model.
+    """
+
+    name: str = ""
+    default_network: str = ""
+    default_dataset: str = ""
+    default_schedule: str = "edm"
+    default_parameterization: str = "edm"
+    sigma_data: float = 0.5
+    #: metric names that :meth:`evaluate` computes by default
+    default_metrics: Sequence[str] = ()
+
+    def __init__(self, config: dict | None = None):
+        self.config: dict = dict(config or {})
+
+    # -- data ----------------------------------------------------------------------
+    def load_dataset(self, name: str | None = None, **options) -> Any:
+        """A dataset (sequence of items) by registered name; may update ``self.config``
+        with data statistics (e.g. the atom-count histogram)."""
+        from .plugin_manager import registry
+
+        name = name or self.default_dataset
+        entry = registry("dataset").entry(name)
+        if entry.info.get("modality") not in (None, self.name):
+            raise ValueError(f"dataset {name!r} belongs to modality {entry.info.get('modality')!r}, not {self.name!r}")
+        dataset = entry.obj(**options)
+        self.fit(dataset)
+        return dataset
+
+    def fit(self, dataset) -> None:
+        """Record data statistics needed at sampling time in ``self.config``."""
+
+    def collate(self, items: list) -> dict:
+        """Items → batch ``{"x": Tensor [B, ...], "cond": dict | None}``."""
+        return {"x": torch.stack([torch.as_tensor(i) for i in items]), "cond": None}
+
+    # -- noise space and sampling ------------------------------------------------------
+    def space(self, cond: dict | None):
+        return EuclideanSpace()
+
+    def sampling_request(self, n: int, cond: dict | None, rng) -> tuple[tuple, dict | None]:
+        """Per-sample shape (without the batch axis) and the cond tensors for ``n`` samples.
+
+        ``cond`` is the user's request (e.g. ``{"label": "piano_C4"}`` or
+        ``{"n_atoms": 9}``); ``rng`` is a :class:`polydiff.rng.SampleRNG` for anything the
+        modality must draw per sample (atom counts from the histogram, say).
+        """
+        raise NotImplementedError(f"modality {self.name!r} does not implement sampling_request")
+
+    def decode(self, x: torch.Tensor, cond: dict | None) -> list:
+        """Sampled states ``[B, ...]`` → domain objects (one per sample)."""
+        return list(x)
+
+    def write(self, samples: list, path: str | Path) -> list[Path]:
+        """Write samples to real files (SDF, PDB, WAV, PNG…); returns the paths written."""
+        raise NotImplementedError(f"modality {self.name!r} cannot write files")
+
+    def read(self, path: str | Path) -> list:
+        """Read samples written by :meth:`write` (for ``polydiff eval``)."""
+        raise NotImplementedError(f"modality {self.name!r} cannot read files")
+
+    # -- modules and metrics -------------------------------------------------------------
+    def modules(self) -> dict[str, nn.Module]:
+        """Extra modules (VAE, classifier) saved and loaded with the model."""
+        return {}
+
+    def build_network(self, name: str | None = None, **kwargs) -> nn.Module:
+        from .plugin_manager import registry
+
+        name = name or self.default_network
+        entry = registry("network").entry(name)
+        return entry.obj(**kwargs)
+
+    def network_kwargs(self) -> dict:
+        """Data-dependent network arguments (input channels, number of classes…)."""
+        return {}
+
+    def evaluate(self, samples: list, reference: Any = None, metrics: Sequence[str] | None = None,
+                 **options) -> dict[str, float]:
+        """Registered metrics of this modality on ``samples``."""
+        from .plugin_manager import registry
+
+        reg = registry("metric")
+        out = {}
+        for m in metrics or self.default_metrics:
+            out[m] = float(reg.get(m)(samples, reference=reference, **options))
+        return out

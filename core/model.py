@@ -1,0 +1,248 @@
+"""A trained (or trainable) diffusion model: modality + network + schedule + parameterisation.
+
+``DiffusionModel.sample`` is the one entry point for generation in every modality;
+``save``/``load`` use the checkpoint format of :mod:`polydiff.checkpoint`.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import checkpoint as ckpt
+from . import discretization
+from .conditioning import to_device
+from .errors import CheckpointError
+from .guidance import bind, cfg as cfg_guidance
+from .modality import Modality
+from .parameterization import Denoiser
+from .rng import SampleRNG
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was asked for but CUDA is not available")
+    return dev
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+class DiffusionModel:
+    """Args:
+        modality: a :class:`Modality` instance (holds data statistics and extra modules).
+        network: the denoiser network ``net(x_in, time, cond)``.
+        schedule: a :class:`polydiff.schedules.Schedule`.
+        parameterization: what the network predicts (``edm``, ``eps``, ``v``, …).
+        network_name / network_kwargs: registry key and constructor arguments (saved).
+        schedule_name: registry key of the schedule (saved with its config).
+    """
+
+    def __init__(self, modality: Modality, network: nn.Module, schedule, *, parameterization: str = "edm",
+                 network_name: str = "", network_kwargs: dict | None = None, schedule_name: str | None = None,
+                 sigma_data: float | None = None, plugin: str | None = None, extra: dict | None = None):
+        self.modality = modality
+        self.network = network
+        self.schedule = schedule
+        self.schedule_name = schedule_name or schedule.name
+        self.parameterization = parameterization
+        self.sigma_data = float(modality.sigma_data if sigma_data is None else sigma_data)
+        self.network_name = network_name
+        self.network_kwargs = dict(network_kwargs or {})
+        self.plugin = plugin
+        self.extra = dict(extra or {})
+        self.ema: nn.Module | None = None
+        self.training_info: dict = {}
+
+    # -- construction -----------------------------------------------------------------
+    @classmethod
+    def create(cls, modality: str | Modality, *, network: str | None = None, schedule: str | None = None,
+               parameterization: str | None = None, modality_config: dict | None = None,
+               schedule_kwargs: dict | None = None, **network_kwargs) -> "DiffusionModel":
+        """Build an untrained model from registry names (defaults from the modality)."""
+        from .plugin_manager import get_plugins
+
+        pm = get_plugins()
+        if isinstance(modality, str):
+            entry = pm.registry("modality").entry(modality)
+            modality = entry.obj(modality_config)
+            plugin = entry.plugin
+        else:
+            plugin = pm.registry("modality").entry(modality.name).plugin if modality.name in pm.registry("modality") else None
+        net_name = network or modality.default_network
+        kwargs = {**modality.network_kwargs(), **network_kwargs}
+        net = modality.build_network(net_name, **kwargs)
+        sch_name = schedule or modality.default_schedule
+        sch = pm.get("schedule", sch_name)(**(schedule_kwargs or {}))
+        return cls(modality, net, sch, parameterization=parameterization or modality.default_parameterization,
+                   network_name=net_name, network_kwargs=kwargs, schedule_name=sch_name, plugin=plugin)
+
+    # -- denoisers ------------------------------------------------------------------------
+    def denoiser(self, ema: bool = True) -> Denoiser:
+        net = self.ema if (ema and self.ema is not None) else self.network
+        return Denoiser(net, self.schedule, self.parameterization, self.sigma_data)
+
+    @property
+    def device(self) -> torch.device:
+        p = next(self.network.parameters(), None)
+        return p.device if p is not None else torch.device("cpu")
+
+    def to(self, device) -> "DiffusionModel":
+        device = resolve_device(device)
+        self.network.to(device)
+        if self.ema is not None:
+            self.ema.to(device)
+        for m in self.modality.modules().values():
+            m.to(device)
+        return self
+    
+    def init_ema(self) -> nn.Module:
+        self.ema = copy.deepcopy(self.network).requires_grad_(False)
+        return self.ema
+
+    # -- sampling ---------------------------------------------------------------------------
+    def sigma_grid(self, steps: int, grid: str = "karras", **kw) -> torch.Tensor:
+        if self.parameterization == "edm" and grid == "karras":
+            kw.setdefault("sigma_min", 0.002)
+            kw.setdefault("sigma_max", 80.0)
+        return discretization.make_grid(grid, self.schedule, steps, **kw)
+
+    @torch.no_grad()
+    def sample_raw(self, n: int, *, sampler: str = "dpmpp_2m", steps: int | None = None, nfe: int | None = None,
+                   grid: str = "karras", seed: int = 0, cond: dict | None = None, guidance: float = 1.0,
+                   negative: dict | None = None, guidance_rescale: float = 0.0, ema: bool = True,
+                   sigmas: torch.Tensor | None = None, sample_offset: int = 0, callback=None,
+                   wrap=None, **sampler_options) -> tuple[torch.Tensor, dict | None]:
+        """Sample ``n`` states; returns ``(x [n, ...], cond)`` before decoding.
+
+        ``wrap(denoiser, cond) -> denoiser`` lets editing tools (inpainting) add themselves.
+        Sample i uses generator ``(seed, sample_offset + i)``: results do not depend on ``n``.
+        """
+        from .samplers import get_sampler
+        from .conditioning import null_cond
+
+        spec = get_sampler(sampler)
+        if sigmas is None:
+            if steps is None:
+                steps = spec.steps_for_nfe(nfe) if nfe is not None else 50
+            sigmas = self.sigma_grid(steps, grid)
+        dev = self.device
+        rng = SampleRNG(seed, n, offset=sample_offset)
+        shape, c = self.modality.sampling_request(n, cond, rng)
+        c = to_device(c, dev)
+        space = self.modality.space(c)
+        x = space.randn_like(torch.zeros((n,) + tuple(shape), device=dev), rng) * float(sigmas[0])
+        den = self.denoiser(ema)
+        if guidance != 1.0:
+            unc = null_cond(c, n) if negative is None else to_device(negative, dev)
+            d = cfg_guidance(den, c if c is not None else null_cond(None, n), guidance, uncond=unc,
+                             rescale=guidance_rescale)
+        else:
+            d = bind(den, c)
+        if wrap is not None:
+            d = wrap(d, c)
+        opts = {**spec.defaults, **sampler_options}
+        x = spec.fn(d, x, sigmas, space=space, rng=rng, callback=callback, **opts)
+        return x, c
+
+    def sample(self, n: int, **kwargs) -> list:
+        """Sample ``n`` items and decode them to domain objects (see :meth:`sample_raw`)."""
+        was = self.network.training
+        self.network.eval()
+        try:
+            x, c = self.sample_raw(n, **kwargs)
+        finally:
+            self.network.train(was)
+        return self.modality.decode(x, c)
+
+    # -- persistence -----------------------------------------------------------------------------
+    def config(self) -> dict:
+        from .plugin_manager import get_plugins
+
+        pm = get_plugins()
+        plugin = self.plugin or "local"
+        return {
+            "polydiff_version": _version(),
+            "plugin": {"name": plugin, "version": pm.plugins.get(plugin, "local")},
+            "modality": {"name": self.modality.name, "config": self.modality.config},
+            "network": {"name": self.network_name, "kwargs": self.network_kwargs},
+            "schedule": {"name": self.schedule_name, "config": self.schedule.config()},
+            "parameterization": {"kind": self.parameterization, "sigma_data": self.sigma_data},
+            "training": self.training_info,
+            "extra": self.extra,
+        }
+
+    def state_tensors(self, ema: bool = False) -> dict[str, torch.Tensor]:
+        net = self.ema if ema else self.network
+        out = {f"network.{k}": v for k, v in net.state_dict().items()}
+        if not ema:
+            for name, mod in self.modality.modules().items():
+                out.update({f"modules.{name}.{k}": v for k, v in mod.state_dict().items()})
+        return out
+
+    def save(self, path: str | Path) -> Path:
+        files = {"model.safetensors": self.state_tensors()}
+        if self.ema is not None:
+            files["ema.safetensors"] = self.state_tensors(ema=True)
+        return ckpt.write_checkpoint(Path(path), self.config(), files)
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str | None = "cpu", ema: bool = True) -> "DiffusionModel":
+        from .plugin_manager import get_plugins
+
+        path = Path(path)
+        cfg = ckpt.read_config(path)
+        pm = get_plugins()
+        try:
+            plugin = cfg["plugin"]["name"]
+            mod_name = cfg["modality"]["name"]
+            net_name = cfg["network"]["name"]
+        except (KeyError, TypeError) as e:
+            raise CheckpointError(f"{path / ckpt.CONFIG_NAME}: missing field {e}") from None
+        if plugin != "local":
+            pm.require_plugin(plugin, needed_for=f"checkpoint {path}")
+        modality = pm.get("modality", mod_name)(cfg["modality"].get("config"))
+        net = modality.build_network(net_name, **cfg["network"].get("kwargs", {}))
+        sch_cfg = dict(cfg["schedule"]["config"])
+        sch_cfg.pop("name", None)
+        schedule = pm.get("schedule", cfg["schedule"]["name"])(**sch_cfg)
+        model = cls(modality, net, schedule, parameterization=cfg["parameterization"]["kind"],
+                    network_name=net_name, network_kwargs=cfg["network"].get("kwargs", {}),
+                    schedule_name=cfg["schedule"]["name"], sigma_data=cfg["parameterization"]["sigma_data"],
+                    plugin=plugin, extra=cfg.get("extra", {}))
+        model.training_info = cfg.get("training", {})
+        files = cfg.get("files", {})
+        if "model.safetensors" not in files:
+            raise CheckpointError(f"{path}: config.json lists no model.safetensors")
+        tensors = ckpt.load_tensors(path, "model.safetensors", files["model.safetensors"])
+        _load_prefixed(net, tensors, "network.", path)
+        for name, mod in modality.modules().items():
+            _load_prefixed(mod, tensors, f"modules.{name}.", path)
+        if "ema.safetensors" in files:
+            model.init_ema()
+            _load_prefixed(model.ema, ckpt.load_tensors(path, "ema.safetensors", files["ema.safetensors"]),
+                           "network.", path)
+            if not ema:
+                model.ema = None
+        if device is not None:
+            model.to(device)
+        return model
+
+
+def _load_prefixed(module: nn.Module, tensors: dict, prefix: str, path: Path) -> None:
+    sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    missing, unexpected = module.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: weights do not match the architecture ({prefix[:-1]}): "
+            f"missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}"
+        )

@@ -1,0 +1,1 @@
+"""The audio modality plugin (registered through the polydiff entry-point group)."""

@@ -1,0 +1,1 @@
+"""The image modality plugin (registered through the polydiff entry-point group)."""

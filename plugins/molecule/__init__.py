@@ -1,0 +1,1 @@
+"""The molecule modality plugin (registered through the polydiff entry-point group)."""

@@ -1,0 +1,1 @@
+"""The protein modality plugin (registered through the polydiff entry-point group)."""

@@ -1,0 +1,1 @@
+"""The video modality plugin (registered through the polydiff entry-point group)."""
