@@ -121,10 +121,14 @@ class DiffusionModel:
                    grid: str = "karras", seed: int = 0, cond: dict | None = None, guidance: float = 1.0,
                    negative: dict | None = None, guidance_rescale: float = 0.0, ema: bool = True,
                    sigmas: torch.Tensor | None = None, sample_offset: int = 0, callback=None,
-                   wrap=None, **sampler_options) -> tuple[torch.Tensor, dict | None]:
+                   wrap=None, x_init: torch.Tensor | None = None, sampling_cond: dict | None = None,
+                   **sampler_options) -> tuple[torch.Tensor, dict | None]:
         """Sample ``n`` states; returns ``(x [n, ...], cond)`` before decoding.
 
         ``wrap(denoiser, cond) -> denoiser`` lets editing tools (inpainting) add themselves.
+        ``x_init`` (``[n, ...]``, clean data) starts from ``x_init + σ₀·noise`` instead of pure
+        noise (SDEdit: pass a truncated ``sigmas``). ``sampling_cond`` replaces the modality's
+        :meth:`sampling_request` cond (shape taken from ``x_init``) for editing existing items.
         Sample i uses generator ``(seed, sample_offset + i)``: results do not depend on ``n``.
         """
         from .samplers import get_sampler
@@ -137,10 +141,17 @@ class DiffusionModel:
             sigmas = self.sigma_grid(steps, grid)
         dev = self.device
         rng = SampleRNG(seed, n, offset=sample_offset)
-        shape, c = self.modality.sampling_request(n, cond, rng)
+        if sampling_cond is not None or x_init is not None:
+            if x_init is None:
+                raise ValueError("sampling_cond needs x_init")
+            shape, c = tuple(x_init.shape[1:]), sampling_cond
+        else:
+            shape, c = self.modality.sampling_request(n, cond, rng)
         c = to_device(c, dev)
         space = self.modality.space(c)
         x = space.randn_like(torch.zeros((n,) + tuple(shape), device=dev), rng) * float(sigmas[0])
+        if x_init is not None:
+            x = space.project(x + x_init.to(device=dev, dtype=x.dtype))
         den = self.denoiser(ema)
         if guidance != 1.0:
             unc = null_cond(c, n) if negative is None else to_device(negative, dev)
