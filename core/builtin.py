@@ -6,9 +6,16 @@ third-party plugin.
 from __future__ import annotations
 
 from . import guidance, parameterization
+from .editing import sample_repaint
 from .hookspecs import hookimpl
-from .samplers import SAMPLERS
+from .samplers import SAMPLERS, SamplerSpec
 from .schedules import SCHEDULES
+
+#: Samplers that need extra inputs (not part of the generic sampler study).
+EDITING_SAMPLERS = {
+    "repaint": SamplerSpec(sample_repaint, False, 1, 1, {"base": "ddpm", "resample": 10},
+                           "RePaint resampling inpainting (Lugmayr et al. 2022); needs known=, known_mask="),
+}
 
 
 @hookimpl
@@ -19,7 +26,7 @@ def polydiff_register_schedules(register):
 
 @hookimpl
 def polydiff_register_samplers(register):
-    for name, spec in SAMPLERS.items():
+    for name, spec in {**SAMPLERS, **EDITING_SAMPLERS}.items():
         register(name, spec.fn, spec=spec, deterministic=spec.deterministic, order=spec.order,
                  nfe_per_step=spec.nfe_per_step)
 
@@ -27,6 +34,7 @@ def polydiff_register_samplers(register):
 @hookimpl
 def polydiff_register_guidance(register):
     register("cfg", guidance.cfg)
+    register("classifier", guidance.classifier_guidance)
 
 
 @hookimpl

@@ -160,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--modality", default=None)
     sp.add_argument("--samplers", default=None)
     sp.add_argument("--nfe", default=None)
-    sp.add_argument("--force", action="store_true")
+    sp.add_argument("--force", action="store_true", help="re-run tasks that already finished")
+    sp.add_argument("--no-progress", action="store_true")
     common(sp)
     sp.set_defaults(fn=cmd_bench)
 

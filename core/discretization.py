@@ -96,7 +96,10 @@ GRIDS = ("karras", "exponential", "uniform_log_snr", "uniform_t", "leading", "tr
 
 def make_grid(kind: str, schedule: Schedule, n: int, *, sigma_min: float | None = None,
               sigma_max: float | None = None, rho: float = 7.0) -> torch.Tensor:
-    """Build a grid by name for ``schedule`` (σ bounds default to the schedule's)."""
+    """Build a grid by name for ``schedule`` (σ̃ bounds default to the schedule's):
+    ``karras`` (ρ-grid), ``exponential``/``uniform_log_snr`` (uniform in λ = −2 ln σ̃),
+    ``uniform_t`` (uniform in the schedule's t), ``leading``/``trailing``/``linspace``
+    (diffusers' integer timesteps of a table schedule). Returns ``[n + 1]`` float64."""
     lo = schedule.sigma_ve_min if sigma_min is None else sigma_min
     hi = schedule.sigma_ve_max if sigma_max is None else sigma_max
     if kind == "karras":
@@ -104,11 +107,15 @@ def make_grid(kind: str, schedule: Schedule, n: int, *, sigma_min: float | None 
     if kind == "exponential":
         return exponential(n, lo, hi)
     if kind == "uniform_log_snr":
-        return uniform_log_snr(schedule, n)
+        return exponential(n, lo, hi)
     if kind == "uniform_t":
-        return uniform_t(schedule, n)
+        t_lo = schedule.t_min if sigma_min is None else float(schedule.t_from_sigma_ve(lo))
+        t_hi = schedule.t_max if sigma_max is None else float(schedule.t_from_sigma_ve(hi))
+        return uniform_t(schedule, n, t_lo, t_hi)
     if kind in ("leading", "trailing", "linspace"):
         if not isinstance(schedule, DiscreteVPSchedule):
             raise ValueError(f"grid {kind!r} needs a discrete schedule, got {schedule.name!r}")
+        if sigma_min is not None or sigma_max is not None:
+            raise ValueError(f"grid {kind!r} is fixed by the schedule's timesteps: no sigma_min/sigma_max")
         return discrete(schedule, n, kind)
     raise ValueError(f"unknown grid {kind!r}; grids: {', '.join(GRIDS)}")

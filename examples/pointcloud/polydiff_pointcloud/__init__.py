@@ -1,0 +1,46 @@
+"""polydiff-pointcloud: an example third-party modality plugin.
+
+Registers, through polydiff's pluggy hooks only:
+
+- modality ``pointcloud``: sets of N points in 2-D with zero centre of mass
+  (:class:`polydiff.spaces.ZeroCoMSpace` with ``n_pos=2``);
+- network ``pointcloud_deepsets``: a permutation-equivariant DeepSets denoiser;
+- dataset ``rings2d``: seeded noisy rings of random radius and rotation;
+- metric ``ring_error``: how far points lie from the cloud's own best-fit ring;
+- benchmark task ``pointcloud/rings``.
+"""
+from __future__ import annotations
+
+from polydiff.hookspecs import hookimpl
+
+from .modality import PointCloudModality, RingsDataset, ring_error
+from .network import DeepSetsDenoiser
+
+__version__ = "0.1.0"
+
+
+@hookimpl
+def polydiff_register_modalities(register):
+    register("pointcloud", PointCloudModality)
+
+
+@hookimpl
+def polydiff_register_networks(register):
+    register("pointcloud_deepsets", DeepSetsDenoiser, modality="pointcloud")
+
+
+@hookimpl
+def polydiff_register_datasets(register):
+    register("rings2d", RingsDataset, modality="pointcloud")
+
+
+@hookimpl
+def polydiff_register_metrics(register):
+    register("ring_error", ring_error, modality="pointcloud", higher_is_better=False)
+
+
+@hookimpl
+def polydiff_register_benchmarks(register):
+    from .bench import TASK
+
+    register(TASK.name, TASK, modality="pointcloud", suites=list(TASK.suites))

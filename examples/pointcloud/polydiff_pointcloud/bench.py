@@ -1,0 +1,57 @@
+"""The example plugin's benchmark task: it shows up in ``polydiff bench`` once installed."""
+from __future__ import annotations
+
+import time
+
+import torch
+
+import polydiff
+from polydiff.bench import BenchmarkTask, make_row
+from polydiff.training import TrainConfig, train
+
+from .modality import ring_error
+
+
+def run(ctx):
+    steps = ctx.budget(quick=300, standard=3000)
+    model = polydiff.create("pointcloud")
+    data = model.modality.load_dataset("rings2d", size=2000, seed=ctx.seed)
+    real = torch.stack([data[i] for i in range(len(data))])
+    floor = ring_error(real[:256])
+    untrained = ring_error(torch.stack(model.sample(256, steps=20, seed=ctx.seed)))
+    res = train(model, data, TrainConfig(steps=steps, batch_size=128, lr=2e-3, seed=ctx.seed,
+                                         device=str(ctx.device), progress=ctx.progress, ema_decay=0.99))
+    rows = []
+    for sampler, nfe in ctx.sampler_grid(["dpmpp_2m"], [20]):
+        t0 = time.perf_counter()
+        samples = model.sample(256, sampler=sampler, nfe=nfe, seed=ctx.seed)
+        dt = time.perf_counter() - t0
+        path = model.modality.write(samples, ctx.out_dir / f"samples_{sampler}_{nfe}.json")[0]
+        png = _plot(samples[:16], ctx.out_dir / f"samples_{sampler}_{nfe}.png")
+        rows.append(make_row(TASK, modality="pointcloud", model="pointcloud_deepsets", sampler=sampler, nfe=nfe,
+                             seed=ctx.seed, metrics={"ring_error": ring_error(torch.stack(samples))},
+                             reference={"data": {"ring_error": floor}, "untrained": {"ring_error": untrained}},
+                             timing={"train_s": res.seconds, "train_steps_per_s": res.steps_per_s,
+                                     "samples_per_s": 256 / dt},
+                             files=[path, png], losses=res.losses))
+    return rows
+
+
+def _plot(samples, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 8, figsize=(12, 3))
+    for ax, p in zip(axes.flat, samples):
+        ax.scatter(p[:, 0], p[:, 1], s=6)
+        ax.set_aspect("equal")
+        ax.axis("off")
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+TASK = BenchmarkTask(name="pointcloud/rings", modality="pointcloud", model="pointcloud_deepsets", run=run,
+                     description="example third-party plugin: 16-point rings in 2-D")

@@ -1,0 +1,54 @@
+"""What an audio model's ``sample`` returns, and the scorer that carries its classifier.
+
+:class:`AudioClips` is a list of ``[N]`` waveforms (one per sample, so it fits the core's
+"list of domain objects") that also exposes the batch as ``waveform [B, N]``, its
+``sample_rate`` (Hz), the generated ``log_mel [B, n_mels, T]``, the requested ``labels``
+and their ``names``, and a ``scorer`` for the classifier metrics.
+"""
+from __future__ import annotations
+
+import torch
+
+
+class AudioClips(list):
+    def __init__(self, waveform: torch.Tensor, sample_rate: int, *, log_mel: torch.Tensor | None = None,
+                 labels: torch.Tensor | None = None, names: list[str] | None = None, scorer=None,
+                 frontend: dict | None = None):
+        super().__init__(list(waveform))
+        self.waveform = waveform
+        self.sample_rate = int(sample_rate)
+        self.log_mel = log_mel
+        self.labels = labels
+        self.names = names
+        self.scorer = scorer
+        self.frontend = frontend
+
+    @property
+    def seconds(self) -> float:
+        """Total duration in seconds."""
+        return self.waveform.shape[0] * self.waveform.shape[-1] / self.sample_rate
+
+    def __repr__(self) -> str:
+        return (f"AudioClips({self.waveform.shape[0]} clips × {self.waveform.shape[-1]} samples "
+                f"@ {self.sample_rate} Hz, labels={self.names[:4] if self.names else None})")
+
+
+class AudioScorer:
+    """The plugin's classifier with the front end and normalisation it was trained with.
+
+    ``score(waves [B, N]) → (probabilities [B, K], embeddings [B, D])``.
+    """
+
+    def __init__(self, classifier, frontend_cfg, mel_mean: float, mel_std: float, n_mels_padded: int | None = None):
+        self.classifier, self.cfg = classifier, frontend_cfg
+        self.mel_mean, self.mel_std = float(mel_mean), float(mel_std)
+
+    def normalised_mels(self, waves: torch.Tensor) -> torch.Tensor:
+        from .frontend import log_mel
+
+        return ((log_mel(waves, self.cfg) - self.mel_mean) / self.mel_std)[:, None]
+
+    def score(self, waves: torch.Tensor):
+        from .classifier import classify
+
+        return classify(self.classifier, self.normalised_mels(waves))

@@ -1,0 +1,269 @@
+"""Audio metrics.
+
+Round trip (paired ``samples`` vs ``reference``, waveforms ``[B, N]``; STFT with a Hann
+window, n_fft 1024, hop 256, ``center=True``, no normalisation):
+
+- spectral convergence  SC = ‖|S| − |Ŝ|‖_F / ‖|S|‖_F per clip (Arık et al. 2019), averaged;
+- log-spectral distance LSD = mean_frames √(mean_f (10·log10(P+ε) − 10·log10(P̂+ε))²) dB
+  with P = |S|² and ε = 1e-5 fixed. Silent frames are *kept*: where both spectra are far
+  below ε they contribute ≈ 0, where only one is silent the ε floor bounds the term.
+- mel-cepstral distortion MCD = mean_frames (10/ln 10)·√(2·Σ_{d≥1}(c_d − ĉ_d)²) dB,
+  c = orthonormal DCT-II (along the mel axis) of the natural-log mel power of the front end,
+  c0 dropped (Kubichek 1993; dB-scaled MFCCs would inflate it ~4×).
+
+Generation (by the plugin's classifier, see :mod:`polydiff.plugins.audio.classifier`):
+``class_accuracy``, ``fd_ours`` (Fréchet distance of embeddings; never compare with FAD),
+``is_ours`` (exp E_x KL(p(y|x) ‖ p(y)), Salimans et al. 2016), ``kl_ours`` (mean
+KL(p̄_real(y|c) ‖ p(y|x)) against the real clips of the requested class c) and
+``pitch_accuracy`` (f0 within 50 cents of the label's pitch).
+
+Every metric has the registry signature ``f(samples, reference=None, **options) -> float``;
+samples/reference may be :class:`AudioClips`, an :class:`AudioDataset`, a tensor
+``[B, N]`` or a list of ``[N]`` tensors.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+LSD_EPS = 1e-5
+DB_PER_NEPER_MCD = 10.0 / math.log(10.0)
+STFT_N_FFT, STFT_HOP = 1024, 256
+
+
+# -- inputs --------------------------------------------------------------------------------
+def as_waves(x) -> torch.Tensor:
+    """Anything clip-like → float32 ``[B, N]``."""
+    if hasattr(x, "waveform"):
+        x = x.waveform
+    elif hasattr(x, "waves"):
+        x = x.waves
+    if torch.is_tensor(x):
+        w = x
+    elif isinstance(x, np.ndarray):
+        w = torch.from_numpy(x)
+    else:
+        w = torch.stack([torch.as_tensor(v) for v in x])
+    w = w.float()
+    return w[None] if w.ndim == 1 else w
+
+
+def labels_of(x, labels=None) -> torch.Tensor | None:
+    if labels is not None:
+        return torch.as_tensor(labels).long()
+    lab = getattr(x, "labels", None)
+    return None if lab is None else torch.as_tensor(lab).long()
+
+
+def _paired(samples, reference):
+    if reference is None:
+        raise ValueError("this metric compares samples with a paired reference: pass reference=")
+    a, b = as_waves(samples), as_waves(reference)
+    if a.shape != b.shape:
+        raise ValueError(f"samples {tuple(a.shape)} and reference {tuple(b.shape)} must have the same shape")
+    return a, b
+
+
+def stft_power(w: torch.Tensor, n_fft: int = STFT_N_FFT, hop: int = STFT_HOP) -> torch.Tensor:
+    """``[B, N]`` → |STFT|² ``[B, n_fft/2+1, T]`` (float64)."""
+    win = torch.hann_window(n_fft, dtype=torch.float64)
+    s = torch.stft(w.double(), n_fft, hop, window=win, center=True, return_complex=True)
+    return s.abs() ** 2
+
+
+# -- closed forms on spectra (what the waveform metrics call) ----------------------------------
+def sc_from_magnitudes(mag_ref: torch.Tensor, mag: torch.Tensor) -> torch.Tensor:
+    """``[B, F, T]`` magnitudes → SC per clip ``[B]``."""
+    num = (mag_ref - mag).flatten(1).norm(dim=1)
+    return num / mag_ref.flatten(1).norm(dim=1).clamp(min=1e-12)
+
+
+def lsd_from_power(p_ref: torch.Tensor, p: torch.Tensor, eps: float = LSD_EPS) -> torch.Tensor:
+    """``[B, F, T]`` powers → LSD per clip ``[B]`` in dB (frames averaged)."""
+    d = 10 * torch.log10(p_ref + eps) - 10 * torch.log10(p + eps)
+    return d.pow(2).mean(1).sqrt().mean(-1)
+
+
+def dct_ortho(x: torch.Tensor, dim: int = -2) -> torch.Tensor:
+    """Orthonormal DCT-II along ``dim`` (matches ``scipy.fft.dct(norm="ortho")``)."""
+    n = x.shape[dim]
+    k = torch.arange(n, dtype=torch.float64)[:, None]
+    i = torch.arange(n, dtype=torch.float64)[None]
+    basis = torch.cos(math.pi * k * (2 * i + 1) / (2 * n)) * math.sqrt(2.0 / n)
+    basis[0] /= math.sqrt(2.0)
+    xt = x.double().movedim(dim, -1)
+    return (xt @ basis.T).movedim(-1, dim)
+
+
+def mcd_from_log_mel(lm_ref: torch.Tensor, lm: torch.Tensor) -> torch.Tensor:
+    """Natural-log mel ``[B, n_mels, T]`` pair → MCD per clip ``[B]`` in dB (c0 dropped)."""
+    c_ref, c = dct_ortho(lm_ref, -2)[:, 1:], dct_ortho(lm, -2)[:, 1:]
+    per_frame = DB_PER_NEPER_MCD * torch.sqrt(2 * (c_ref - c).pow(2).sum(1))
+    return per_frame.mean(-1)
+
+
+# -- registered round-trip metrics -----------------------------------------------------------
+def spectral_convergence(samples, reference=None, **options) -> float:
+    a, b = _paired(samples, reference)
+    return float(sc_from_magnitudes(stft_power(b).sqrt(), stft_power(a).sqrt()).mean())
+
+
+def log_spectral_distance(samples, reference=None, eps: float = LSD_EPS, **options) -> float:
+    a, b = _paired(samples, reference)
+    return float(lsd_from_power(stft_power(b), stft_power(a), eps).mean())
+
+
+def mel_cepstral_distortion(samples, reference=None, frontend: dict | None = None, **options) -> float:
+    from .frontend import FrontendConfig, log_mel
+
+    a, b = _paired(samples, reference)
+    cfg = FrontendConfig.from_dict(frontend or getattr(samples, "frontend", None))
+    return float(mcd_from_log_mel(log_mel(b, cfg), log_mel(a, cfg)).mean())
+
+
+# -- classifier-based generation metrics ----------------------------------------------------------
+def frechet_distance(mu1, cov1, mu2, cov2) -> float:
+    """‖μ₁−μ₂‖² + tr(Σ₁ + Σ₂ − 2(Σ₁Σ₂)^½) (Heusel et al. 2017), float64, scipy sqrtm."""
+    from scipy import linalg
+
+    mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
+    cov1, cov2 = np.asarray(cov1, np.float64), np.asarray(cov2, np.float64)
+    covmean, _ = linalg.sqrtm(cov1 @ cov2, disp=False)
+    if not np.isfinite(covmean).all():
+        off = np.eye(cov1.shape[0]) * 1e-6
+        covmean = linalg.sqrtm((cov1 + off) @ (cov2 + off))
+    covmean = np.real(covmean)
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(cov1) + np.trace(cov2) - 2 * np.trace(covmean))
+
+
+def frechet_from_features(f1: torch.Tensor, f2: torch.Tensor) -> float:
+    a, b = f1.double().numpy(), f2.double().numpy()
+    return frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
+
+
+def inception_score_from_probs(p: torch.Tensor) -> float:
+    """exp(E_x KL(p(y|x) ‖ p(y))) with p(y) the mean over samples; ``p [B, K]``."""
+    p = p.double().clamp(min=1e-12)
+    py = p.mean(0, keepdim=True)
+    return float(torch.exp((p * (p.log() - py.log())).sum(1).mean()))
+
+
+def _scorer(samples, options):
+    s = options.get("scorer") or getattr(samples, "scorer", None)
+    if s is None:
+        raise ValueError("classifier metrics need scorer= (an AudioScorer: the plugin's trained classifier); "
+                         "clips sampled from an audio model carry it")
+    return s
+
+
+def class_accuracy(samples, reference=None, labels=None, **options) -> float:
+    """Fraction of clips the classifier assigns to their requested label."""
+    probs, _ = _scorer(samples, options).score(as_waves(samples))
+    lab = labels_of(samples, labels)
+    if lab is None:
+        raise ValueError("class_accuracy needs labels (labels= or clips sampled with a label)")
+    return float((probs.argmax(1) == lab).double().mean())
+
+
+def fd_ours(samples, reference=None, **options) -> float:
+    """Fréchet distance between classifier embeddings of samples and reference clips."""
+    if reference is None:
+        raise ValueError("fd_ours needs reference= (real clips)")
+    sc = _scorer(samples, options)
+    _, e1 = sc.score(as_waves(samples))
+    _, e2 = sc.score(as_waves(reference))
+    return frechet_from_features(e1, e2)
+
+
+def is_ours(samples, reference=None, **options) -> float:
+    probs, _ = _scorer(samples, options).score(as_waves(samples))
+    return inception_score_from_probs(probs)
+
+
+def kl_ours(samples, reference=None, labels=None, **options) -> float:
+    """Mean KL(p̄_real(y|c) ‖ p(y|x)) in nats, p̄_real(y|c) the mean posterior over the real
+    clips of the sample's label c (the paired KL of AudioLDM, with class-level pairing)."""
+    if reference is None:
+        raise ValueError("kl_ours needs reference= (real clips with labels)")
+    sc = _scorer(samples, options)
+    lab, rlab = labels_of(samples, labels), labels_of(reference)
+    if lab is None or rlab is None:
+        raise ValueError("kl_ours needs labels on samples and reference")
+    p, _ = sc.score(as_waves(samples))
+    pr, _ = sc.score(as_waves(reference))
+    K = p.shape[1]
+    means = torch.stack([pr[rlab == c].mean(0) if (rlab == c).any() else torch.full((K,), 1.0 / K) for c in range(K)])
+    q = means[lab].double().clamp(min=1e-12)
+    pp = p.double().clamp(min=1e-12)
+    return float((q * (q.log() - pp.log())).sum(1).mean())
+
+
+# -- pitch ----------------------------------------------------------------------------------------
+def estimate_f0(wave: torch.Tensor, sample_rate: int, fmin: float = 50.0, fmax: float = 2000.0,
+                frame: int = 2048, hop: int = 512) -> float:
+    """Fundamental frequency (Hz) of a clip ``[N]``: normalised autocorrelation per frame
+    (frames with RMS ≥ 30 % of the loudest), the smallest lag whose peak reaches 90 % of the
+    best peak in [1/fmax, 1/fmin] (guards against octave-low errors), parabolic
+    interpolation, median over frames. NaN for silence."""
+    x = wave.double().cpu().numpy()
+    if x.shape[0] < frame:
+        x = np.pad(x, (0, frame - x.shape[0]))
+    starts = range(0, x.shape[0] - frame + 1, hop)
+    frames = np.stack([x[s: s + frame] for s in starts])
+    rms = np.sqrt((frames ** 2).mean(1))
+    if rms.max() <= 1e-6:
+        return float("nan")
+    frames = frames[rms >= 0.3 * rms.max()]
+    frames = (frames - frames.mean(1, keepdims=True)) * np.hanning(frame)
+    spec = np.fft.rfft(frames, 2 * frame)
+    ac = np.fft.irfft(np.abs(spec) ** 2)[:, :frame]
+    ac = ac / np.maximum(ac[:, :1], 1e-12)
+    lo, hi = int(sample_rate / fmax), min(frame - 2, int(sample_rate / fmin))
+    f0s = []
+    for a in ac:
+        seg = a[lo: hi + 1]
+        peaks = [i for i in range(1, len(seg) - 1) if seg[i] >= seg[i - 1] and seg[i] > seg[i + 1] and seg[i] > 0]
+        if not peaks:
+            continue
+        best = max(seg[i] for i in peaks)
+        i = next(i for i in peaks if seg[i] >= 0.9 * best)
+        y0, y1, y2 = seg[i - 1], seg[i], seg[i + 1]
+        den = y0 - 2 * y1 + y2
+        off = 0.5 * (y0 - y2) / den if den != 0 else 0.0
+        f0s.append(sample_rate / (lo + i + off))
+    return float(np.median(f0s)) if f0s else float("nan")
+
+
+def cents(f: float, ref: float) -> float:
+    return 1200 * math.log2(f / ref) if f > 0 and ref > 0 and math.isfinite(f) else float("inf")
+
+
+def pitch_accuracy(samples, reference=None, names=None, sample_rate: int | None = None, tolerance_cents: float = 50.0,
+                   **options) -> float:
+    """Fraction of clips whose estimated f0 lies within ``tolerance_cents`` of the pitch in
+    their label name (``{timbre}_{pitch}``, e.g. ``piano_C4``)."""
+    from .data import note_hz
+
+    names = names or getattr(samples, "names", None)
+    sr = sample_rate or getattr(samples, "sample_rate", None)
+    if names is None or sr is None:
+        raise ValueError("pitch_accuracy needs label names (names=) and sample_rate=")
+    w = as_waves(samples)
+    ok = [abs(cents(estimate_f0(w[i], sr), note_hz(str(n).rsplit("_", 1)[-1]))) <= tolerance_cents
+          for i, n in enumerate(names)]
+    return float(np.mean(ok))
+
+
+#: name → (function, higher_is_better)
+METRICS = {
+    "spectral_convergence": (spectral_convergence, False),
+    "lsd": (log_spectral_distance, False),
+    "mcd": (mel_cepstral_distortion, False),
+    "class_accuracy": (class_accuracy, True),
+    "fd_ours": (fd_ours, False),
+    "is_ours": (is_ours, True),
+    "kl_ours": (kl_ours, False),
+    "pitch_accuracy": (pitch_accuracy, True),
+}

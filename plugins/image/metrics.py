@@ -1,0 +1,187 @@
+"""Image metrics in the feature space of the plugin's own classifier (suffix ``_ours``).
+
+- class accuracy of conditional samples (classifier prediction = requested label);
+- ``fd_ours``: Fréchet distance ‖μ₁−μ₂‖² + tr(Σ₁+Σ₂−2(Σ₁Σ₂)^½) of the features
+  (Heusel et al. 2017, with our classifier instead of Inception);
+- KID: unbiased MMD² with the kernel k(x, y) = (xᵀy/d + 1)³, averaged over random subsets
+  (Bińkowski et al. 2018);
+- precision / recall (Kynkäänniemi et al. 2019, k = 3): the share of generated features
+  inside the real manifold (union of balls to each real point's k-th neighbour) and of
+  real features inside the generated one.
+
+Every metric takes ``samples`` (a list of :class:`~polydiff.plugins.image.io.ImageSample`,
+an :class:`~polydiff.plugins.image.data.ImageDataset`, or a tensor ``[N, C, H, W]`` in
+[-1, 1]) and ``reference`` (the same kinds, a data set name, a folder or an .npz; default
+chosen by image size). ``classifier=`` passes a trained
+:class:`~polydiff.plugins.image.classifier.DigitClassifier`; otherwise one is trained on the
+reference (cached). :func:`real_floor` gives each metric's real-vs-real value.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .classifier import DigitClassifier, classifier_for
+from .data import ImageDataset, load_reference
+
+
+def as_batch(samples) -> tuple[torch.Tensor, torch.Tensor]:
+    """Samples → (images ``[N, C, H, W]`` in [-1, 1], labels ``[N]`` long, −1 = none)."""
+    if isinstance(samples, ImageDataset):
+        return samples.images, samples.labels
+    if torch.is_tensor(samples):
+        return samples.float(), torch.full((samples.shape[0],), -1, dtype=torch.long)
+    samples = list(samples)
+    if not samples:
+        raise ValueError("no samples to evaluate")
+    if torch.is_tensor(samples[0]):
+        return torch.stack([s.float() for s in samples]), torch.full((len(samples),), -1, dtype=torch.long)
+    x = torch.stack([s.pixels.float() for s in samples]) * 2 - 1
+    y = torch.tensor([-1 if s.label is None else int(s.label) for s in samples], dtype=torch.long)
+    return x, y
+
+
+def _default_reference(images: torch.Tensor) -> str:
+    return "sklearn_digits" if images.shape[-1] <= 8 else "mnist5k"
+
+
+def _setup(samples, reference, classifier):
+    x, y = as_batch(samples)
+    ref = load_reference(reference, default=_default_reference(x))
+    rx, ry = as_batch(ref)
+    if classifier is None:
+        classifier = classifier_for(rx, ry)
+    size = rx.shape[-1]
+    if x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="area" if x.shape[-1] > size else "bilinear")
+    if x.shape[1] != rx.shape[1]:
+        raise ValueError(f"samples have {x.shape[1]} channels, the reference {rx.shape[1]}")
+    return x, y, rx, ry, classifier
+
+
+def frechet_distance(f1: np.ndarray, f2: np.ndarray) -> float:
+    """Fréchet distance of Gaussians fitted to features ``[N, d]`` and ``[M, d]`` (float64).
+
+    tr((Σ₁Σ₂)^½) is computed as Σ √λᵢ of the symmetric PSD matrix Σ₁^½ Σ₂ Σ₁^½ (same
+    eigenvalues as Σ₁Σ₂), which avoids complex round-off of a general matrix square root.
+    """
+    f1, f2 = np.asarray(f1, np.float64), np.asarray(f2, np.float64)
+    mu1, mu2 = f1.mean(0), f2.mean(0)
+    s1, s2 = np.atleast_2d(np.cov(f1, rowvar=False)), np.atleast_2d(np.cov(f2, rowvar=False))
+    w, v = np.linalg.eigh(s1)
+    r1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    lam = np.linalg.eigvalsh(r1 @ s2 @ r1)
+    tr_sqrt = np.sqrt(np.clip(lam, 0, None)).sum()
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * tr_sqrt)
+
+
+def kid_from_features(f1: np.ndarray, f2: np.ndarray, *, subsets: int = 50, subset_size: int = 1000,
+                      seed: int = 0) -> float:
+    """Mean over ``subsets`` random subsets of the unbiased MMD² with k = (xᵀy/d + 1)³."""
+    f1, f2 = np.asarray(f1, np.float64), np.asarray(f2, np.float64)
+    d = f1.shape[1]
+    m = min(subset_size, f1.shape[0], f2.shape[0])
+    if m < 2:
+        raise ValueError("KID needs at least 2 samples in each set")
+    rng = np.random.default_rng(seed)
+    vals = []
+    for _ in range(subsets):
+        a = f1[rng.choice(f1.shape[0], m, replace=False)]
+        b = f2[rng.choice(f2.shape[0], m, replace=False)]
+        kaa, kbb, kab = (a @ a.T / d + 1) ** 3, (b @ b.T / d + 1) ** 3, (a @ b.T / d + 1) ** 3
+        vals.append((kaa.sum() - np.trace(kaa)) / (m * (m - 1)) + (kbb.sum() - np.trace(kbb)) / (m * (m - 1))
+                    - 2 * kab.mean())
+    return float(np.mean(vals))
+
+
+def _kth_radius(f: torch.Tensor, k: int) -> torch.Tensor:
+    d = torch.cdist(f, f)
+    return d.kthvalue(k + 1, dim=1).values  # +1: the point itself is its 0-th neighbour
+
+
+def precision_recall_from_features(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
+    """(precision, recall) of Kynkäänniemi et al. 2019 with k-NN balls (features ``[N, d]``)."""
+    r, g = torch.as_tensor(np.asarray(real), dtype=torch.float64), torch.as_tensor(np.asarray(fake), dtype=torch.float64)
+    if r.shape[0] <= k or g.shape[0] <= k:
+        raise ValueError(f"precision/recall need more than k={k} points in each set")
+    rr, rg = _kth_radius(r, k), _kth_radius(g, k)
+    d = torch.cdist(g, r)  # [N_fake, N_real]
+    precision = (d <= rr[None]).any(1).double().mean()
+    recall = (d.T <= rg[None]).any(1).double().mean()
+    return float(precision), float(recall)
+
+
+def features(images: torch.Tensor, classifier: DigitClassifier) -> np.ndarray:
+    return classifier.embed(images).double().numpy()
+
+
+# -- registered metrics: f(samples, reference=None, **options) -> float ---------------------------------------
+
+def class_accuracy(samples, reference=None, *, classifier: DigitClassifier | None = None, labels=None, **_) -> float:
+    """Share of samples the classifier assigns to the requested label (labelled samples only)."""
+    x, y, _, _, clf = _setup(samples, reference, classifier)
+    if labels is not None:
+        y = torch.as_tensor(labels, dtype=torch.long)
+    keep = y >= 0
+    if not keep.any():
+        raise ValueError("class accuracy needs labelled samples (conditional generation)")
+    return float((clf.predict(x[keep]) == y[keep]).float().mean())
+
+
+def fd_ours(samples, reference=None, *, classifier: DigitClassifier | None = None, **_) -> float:
+    x, _, rx, _, clf = _setup(samples, reference, classifier)
+    return frechet_distance(features(x, clf), features(rx, clf))
+
+
+def kid_ours(samples, reference=None, *, classifier: DigitClassifier | None = None, subsets: int = 50,
+             subset_size: int = 1000, seed: int = 0, **_) -> float:
+    x, _, rx, _, clf = _setup(samples, reference, classifier)
+    return kid_from_features(features(x, clf), features(rx, clf), subsets=subsets, subset_size=subset_size, seed=seed)
+
+
+def precision_ours(samples, reference=None, *, classifier: DigitClassifier | None = None, k: int = 3, **_) -> float:
+    x, _, rx, _, clf = _setup(samples, reference, classifier)
+    return precision_recall_from_features(features(rx, clf), features(x, clf), k)[0]
+
+
+def recall_ours(samples, reference=None, *, classifier: DigitClassifier | None = None, k: int = 3, **_) -> float:
+    x, _, rx, _, clf = _setup(samples, reference, classifier)
+    return precision_recall_from_features(features(rx, clf), features(x, clf), k)[1]
+
+
+#: registry name → (function, higher_is_better)
+METRICS = {
+    "image_class_accuracy": (class_accuracy, True),
+    "image_fd_ours": (fd_ours, False),
+    "image_kid_ours": (kid_ours, False),
+    "image_precision_ours": (precision_ours, True),
+    "image_recall_ours": (recall_ours, True),
+}
+
+
+def all_scores(samples, reference, classifier: DigitClassifier, *, k: int = 3, kid_subsets: int = 50,
+               kid_subset_size: int = 1000) -> dict[str, float]:
+    """Every metric at once (features computed once); keys without the ``image_`` prefix.
+    ``class_accuracy`` only when the samples carry labels."""
+    x, y, rx, _, clf = _setup(samples, reference, classifier)
+    fx, fr = features(x, clf), features(rx, clf)
+    p, r = precision_recall_from_features(fr, fx, k)
+    out = {"fd_ours": frechet_distance(fx, fr),
+           "kid_ours": kid_from_features(fx, fr, subsets=kid_subsets, subset_size=kid_subset_size),
+           "precision_ours": p, "recall_ours": r}
+    if (y >= 0).any():
+        out["class_accuracy"] = float((clf.predict(x[y >= 0]) == y[y >= 0]).float().mean())
+    return out
+
+
+def real_floor(reference, classifier: DigitClassifier, *, n: int | None = None, seed: int = 0, **kw) -> dict:
+    """The real-vs-real values of :func:`all_scores`: one random half of ``reference`` (at most
+    ``n`` images, with their true labels) scored against the other half."""
+    ref = load_reference(reference)
+    perm = torch.randperm(len(ref), generator=torch.Generator().manual_seed(seed))
+    half = len(ref) // 2
+    a, b = ref.subset(perm[:half]), ref.subset(perm[half:])
+    if n is not None:
+        a = a.subset(torch.arange(min(n, len(a))))
+    return all_scores(a, b, classifier, **kw)

@@ -1,0 +1,125 @@
+"""Molecule files: SDF and XYZ writers and readers, SMILES, PNG grids of 2-D depictions.
+
+Writers take RDKit Mols (what :meth:`MoleculeModality.decode` returns), records or
+``(elements, positions)`` pairs; coordinates are written in Å. Writes go to a temporary
+file that is renamed into place.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from polydiff.errors import InputError
+
+from .chem import atoms_of, sanitized_copy, to_mol
+
+
+def _as_mol(sample):
+    if hasattr(sample, "GetAtoms"):
+        return sample
+    elements, pos = atoms_of(sample)
+    return to_mol(elements, pos, bonds="edm")
+
+
+def _atomic_write(path: Path, text: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+    return path
+
+
+def mol_block(mol) -> str:
+    """V2000/V3000 mol block of a possibly unsanitised Mol (no kekulisation needed:
+    EDM-rule bonds are never aromatic)."""
+    from rdkit import Chem
+
+    m = Chem.Mol(mol)
+    m.UpdatePropertyCache(strict=False)
+    return Chem.MolToMolBlock(m, kekulize=False)
+
+
+def write_sdf(samples, path) -> Path:
+    """Write molecules to an SDF file (one record per sample, with its properties)."""
+    chunks = []
+    for mol in map(_as_mol, samples):
+        props = "".join(f">  <{k}>\n{mol.GetProp(k)}\n\n" for k in mol.GetPropNames() if k != "bond_method")
+        chunks.append(mol_block(mol) + props + "$$$$\n")
+    return _atomic_write(Path(path), "".join(chunks))
+
+
+def write_xyz(samples, path) -> Path:
+    """Write molecules as a multi-frame XYZ file (Å)."""
+    lines = []
+    for k, s in enumerate(samples):
+        elements, pos = atoms_of(s)
+        name = s.GetProp("_Name") if hasattr(s, "HasProp") and s.HasProp("_Name") else f"molecule_{k}"
+        lines.append(str(len(elements)))
+        lines.append(name)
+        lines += [f"{e:<2s} {p[0]:14.8f} {p[1]:14.8f} {p[2]:14.8f}" for e, p in zip(elements, pos)]
+    return _atomic_write(Path(path), "\n".join(lines) + "\n")
+
+
+def read_molecules(path, *, on_error: str = "raise") -> list:
+    """SDF or XYZ file (or a folder of them) → RDKit Mols with conformers (bonds as
+    written for SDF, none for XYZ; the metrics use atoms and coordinates only)."""
+    from .data import load_sdf, load_xyz
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError("no such file or folder", file=path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".sdf", ".xyz"))
+        if not files:
+            raise InputError("folder holds no .sdf or .xyz files", file=path)
+        return [m for f in files for m in read_molecules(f, on_error=on_error)]
+    if path.suffix.lower() == ".xyz":
+        data = load_xyz(path, on_error=on_error)
+    elif path.suffix.lower() in (".sdf", ".sd", ".mol"):
+        data = load_sdf(path, on_error=on_error)
+    else:
+        raise InputError("unknown molecule file type (expected .sdf or .xyz)", file=path)
+    return [to_mol(r.elements, r.positions, bonds="edm", charges=r.charges) for r in data.records]
+
+
+def to_smiles(mol) -> str | None:
+    """Canonical SMILES of a Mol (None when RDKit cannot sanitise it)."""
+    from rdkit import Chem
+
+    m = sanitized_copy(_as_mol(mol))
+    return None if m is None else Chem.MolToSmiles(Chem.RemoveHs(m, sanitize=False))
+
+
+def png_grid(samples, path, *, per_row: int = 4, size: int = 250, max_mols: int = 16) -> Path:
+    """A PNG grid of 2-D depictions (RDKit Draw), hydrogens hidden, SMILES as legend;
+    unsanitisable molecules are drawn from their raw graph and labelled "invalid"."""
+    from rdkit import Chem
+    from rdkit.Chem import AllChem, Draw
+
+    mols, legends = [], []
+    for s in list(samples)[:max_mols]:
+        raw = _as_mol(s)
+        m = sanitized_copy(raw)
+        legend = "invalid"
+        if m is not None:
+            legend = Chem.MolToSmiles(Chem.RemoveHs(m, sanitize=False))
+            m = Chem.RemoveHs(m, sanitize=False)
+        else:
+            m = Chem.Mol(raw)
+            m.UpdatePropertyCache(strict=False)
+        m = Chem.Mol(m)
+        m.RemoveAllConformers()
+        AllChem.Compute2DCoords(m)
+        mols.append(m)
+        legends.append(legend[:40])
+    if not mols:
+        raise ValueError("png_grid needs at least one molecule")
+    img = Draw.MolsToGridImage(mols, molsPerRow=per_row, subImgSize=(size, size), legends=legends)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(str(path))
+    return path

@@ -1,0 +1,217 @@
+"""The plugin system: hooks, registries, discovery, allow-list, errors."""
+from __future__ import annotations
+
+import inspect
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pluggy
+import pytest
+
+import polydiff
+from polydiff import hookspecs
+from polydiff.errors import PluginNotFoundError, RegistryError
+from polydiff.hookspecs import hookimpl
+from polydiff.plugin_manager import PolydiffPlugins, get_plugins
+from polydiff.registry import KINDS
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _hookspec_names():
+    return sorted(n for n, f in inspect.getmembers(hookspecs, inspect.isfunction) if n.startswith("polydiff_"))
+
+
+class _Throwaway:
+    """One implementation of every registration hook, each registering ``demo_<kind>``."""
+
+
+def _make_throwaway(suffix=""):
+    ns = {}
+    for hook, kind in hookspecs.REGISTRATION_HOOKS.items():
+        def impl(register, _k=kind):
+            register(f"demo_{_k}{suffix}", object(), modality="demo")
+        impl.__name__ = hook
+        ns[hook] = hookimpl(impl)
+    return type("Throwaway", (), {k: staticmethod(v) for k, v in ns.items()})
+
+
+@pytest.fixture
+def pm():
+    """A fresh manager with the installed plugins; throwaway plugins are removed after."""
+    return PolydiffPlugins()
+
+
+# One test per hookspec (datasette's habit): this dict must name every hookspec.
+HOOK_TESTS = {}
+
+
+def _hook_test(name):
+    def deco(fn):
+        HOOK_TESTS[name] = fn
+        return fn
+    return deco
+
+
+def test_every_hookspec_has_a_test():
+    assert sorted(HOOK_TESTS) == _hookspec_names()
+
+
+def test_every_hookspec_is_documented_with_its_signature():
+    doc = (ROOT / "examples" / "pointcloud" / "README.md").read_text()
+    for name in _hookspec_names():
+        sig = f"{name}{inspect.signature(getattr(hookspecs, name))}"
+        assert sig in doc, f"'Writing a plugin' does not document {sig}"
+
+
+def _check_registration(pm, hook, kind):
+    pm.register(_make_throwaway(), name="throwaway")
+    try:
+        entry = pm.registry(kind).entry(f"demo_{kind}")
+        assert entry.plugin == "throwaway" and entry.version == "local"
+        assert entry.info == {"modality": "demo"}
+    finally:
+        pm.unregister("throwaway")
+    assert f"demo_{kind}" not in pm.registry(kind)
+
+
+for _hook, _kind in hookspecs.REGISTRATION_HOOKS.items():
+    def _t(pm, _h=_hook, _k=_kind):
+        _check_registration(pm, _h, _k)
+    _t.__name__ = f"test_hook_{_hook}"
+    globals()[_t.__name__] = _hook_test(_hook)(_t)
+
+
+@_hook_test("polydiff_add_hookspecs")
+def test_hook_polydiff_add_hookspecs(pm):
+    class ExtraSpecs:
+        @hookspecs.hookspec(firstresult=True)
+        def polydiff_demo_pick(self, x):
+            """A plugin-defined hook."""
+
+    class Provider:
+        @staticmethod
+        @hookimpl
+        def polydiff_add_hookspecs(pm):
+            pm.add_hookspecs(ExtraSpecs)
+
+        @staticmethod
+        @hookimpl
+        def polydiff_demo_pick(x):
+            return x * 2
+
+    pm.register(Provider, name="provider")
+    try:
+        assert pm.pm.hook.polydiff_demo_pick(x=21) == 42
+    finally:
+        pm.unregister("provider")
+
+
+def test_builtins_come_from_entry_points(pm):
+    import importlib.metadata as md
+
+    eps = {ep.name for ep in md.entry_points(group="polydiff")}
+    assert {"core", "molecule", "protein", "audio", "image", "video"} <= eps
+    assert {"core", "molecule", "protein", "audio", "image", "video"} <= set(pm.plugins)
+    assert pm.registry("sampler").entry("dpmpp_2m").plugin == "core"
+
+
+def test_duplicate_name_names_both_plugins(pm):
+    pm.register(_make_throwaway(), name="first")
+    pm.register(_make_throwaway(), name="second")
+    with pytest.raises(RegistryError) as err:
+        pm.registries
+    msg = str(err.value)
+    assert "first" in msg and "second" in msg and "registered twice" in msg
+
+
+def test_duplicate_of_builtin_names_core(pm):
+    class Clash:
+        @staticmethod
+        @hookimpl
+        def polydiff_register_samplers(register):
+            register("euler", lambda *a, **k: None)
+
+    pm.register(Clash, name="clash")
+    with pytest.raises(RegistryError, match="'core'.*'clash'|'clash'.*'core'"):
+        pm.registries
+
+
+def test_unknown_name_lists_installed(pm):
+    with pytest.raises(RegistryError) as err:
+        pm.get("sampler", "no_such_sampler")
+    msg = str(err.value)
+    assert "no_such_sampler" in msg and "euler" in msg and "dpmpp_2m" in msg
+
+
+def test_unknown_kind(pm):
+    with pytest.raises(RegistryError, match="kinds"):
+        pm.registry("flavour")
+
+
+def test_check_pending_catches_misspelled_hook(pm):
+    class Typo:
+        @staticmethod
+        @hookimpl
+        def polydiff_register_sampler(register):  # missing "s"
+            pass
+
+    with pytest.raises(pluggy.PluginValidationError):
+        pm.register(Typo, name="typo")
+
+
+def test_allow_list_restricts_loading():
+    pm = PolydiffPlugins(allow=["core"])
+    assert set(pm.plugins) == {"core"}
+    assert "euler" in pm.registry("sampler")
+    assert len(pm.registry("modality")) == 0
+    with pytest.raises(PluginNotFoundError, match="POLYDIFF_PLUGINS"):
+        pm.require_plugin("molecule")
+
+
+def test_allow_list_env_var(monkeypatch):
+    monkeypatch.setenv("POLYDIFF_PLUGINS", "core, pointcloud")
+    pm = PolydiffPlugins()
+    assert set(pm.plugins) <= {"core", "pointcloud"} and "core" in pm.plugins
+
+
+def test_require_plugin_lists_installed(pm):
+    with pytest.raises(PluginNotFoundError) as err:
+        pm.require_plugin("polydiff-chemistry-xyz", needed_for="checkpoint x")
+    assert "polydiff-chemistry-xyz" in str(err.value) and "core" in str(err.value)
+
+
+def test_cli_plugins_json_covers_every_component():
+    out = subprocess.run([sys.executable, "-m", "polydiff.cli", "plugins", "--json"], capture_output=True,
+                         text=True, check=True, timeout=300)
+    rows = json.loads(out.stdout)
+    assert rows and all(set(r) == {"kind", "name", "plugin", "version"} for r in rows)
+    kinds = {r["kind"] for r in rows}
+    assert {"schedule", "sampler", "guidance", "modality", "dataset", "metric", "benchmark"} <= kinds
+    # every registered component appears, exactly once per (kind, name)
+    pm = get_plugins()
+    expected = {(k, e.name) for k in KINDS for e in pm.registry(k)}
+    assert {(r["kind"], r["name"]) for r in rows} == expected
+    assert ("modality", "pointcloud") in expected
+
+
+def test_cli_plugins_table():
+    out = subprocess.run([sys.executable, "-m", "polydiff.cli", "plugins"], capture_output=True, text=True,
+                         check=True, timeout=300)
+    assert out.stdout.splitlines()[0].split() == ["kind", "name", "plugin", "version"]
+    assert "dpmpp_2m" in out.stdout
+
+
+def test_pyproject_lists_every_package():
+    import tomllib
+
+    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(cfg["packages"])
+    found = set()
+    for prefix, folder in cfg["package-dir"].items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(ROOT / folder).parts
+            found.add(".".join((prefix,) + rel))
+    assert found == listed
