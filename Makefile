@@ -11,7 +11,6 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml examples/pointcloud/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --upgrade pip
 	$(PIP) install -e '.[data,test]'
 	# mdanalysistests declares all of MDAnalysis as dependencies; we only need its data files.
 	$(PIP) install --no-deps 'mdanalysistests==2.11.0'
