@@ -41,10 +41,17 @@ def create(modality: str, **kwargs):
     return DiffusionModel.create(modality, **kwargs)
 
 
+def generate(modality: str, n: int = 16, **kwargs):
+    """Sample ``n`` items from a modality's shipped starter model (see :mod:`polydiff.starters`)."""
+    from .starters import generate as _generate
+
+    return _generate(modality, n, **kwargs)
+
+
 def plugins_table() -> list[dict]:
     """Every registered component as ``{kind, name, plugin, version}``."""
     return get_plugins().components()
 
 
-__all__ = ["load", "save", "create", "plugins_table", "get_plugins", "registry", "hookimpl", "hookspec",
+__all__ = ["load", "save", "create", "generate", "plugins_table", "get_plugins", "registry", "hookimpl", "hookspec",
            "PolydiffError", "RegistryError", "PluginNotFoundError", "CheckpointError", "InputError", "__version__"]

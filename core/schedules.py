@@ -157,13 +157,14 @@ def rescale_zero_terminal_snr(alphas_cumprod, *, floor: float = 2.0 ** -24) -> T
     """Lin et al. 2023, Alg. 1: shift/scale √ᾱ so the last is 0 and the first unchanged.
 
     An exactly-zero ᾱ_T makes σ̃ infinite, so ᾱ_T is then set to ``floor`` (diffusers'
-    solvers do the same) to keep the VE view finite; documented, not hidden.
+    solvers use 2⁻²⁴) or half of ᾱ_{T−1} if that is smaller, which keeps the table strictly
+    decreasing (for DDPM-linear ᾱ_{T−1} ≈ 4e-9 < 2⁻²⁴) and the VE view finite.
     """
     s = torch.sqrt(_t64(alphas_cumprod))
     s0, sT = s[0].clone(), s[-1].clone()
     s = (s - sT) * s0 / (s0 - sT)
     ac = s ** 2
-    ac[-1] = floor
+    ac[-1] = min(floor, 0.5 * float(ac[-2]))
     return ac
 
 

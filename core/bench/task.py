@@ -33,9 +33,12 @@ class BenchContext:
     nfe: Sequence[int] | None = None        # user override (--nfe)
     progress: bool = True
 
-    def budget(self, quick, standard, gpu=None):
-        """Pick a value by suite (``gpu`` falls back to ``standard``)."""
-        if self.suite == "quick":
+    def budget(self, quick, standard, gpu=None, smoke=None):
+        """Pick a value by suite budget (``gpu`` falls back to ``standard``, ``smoke`` — the
+        runner's own tests — to ``quick``)."""
+        if self.suite == "smoke" and smoke is not None:
+            return smoke
+        if self.suite in ("quick", "smoke"):
             return quick
         if self.suite == "gpu" and gpu is not None:
             return gpu

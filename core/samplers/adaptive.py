@@ -12,14 +12,30 @@ from .common import denoise, grid_floats, space_or_default, working_state
 
 
 def sample_ode_rk45(denoiser, x, sigmas, *, space=None, rng=None, callback=None, rtol: float = 1e-5,
-                    atol: float = 1e-5, method: str = "dopri5", stats: dict | None = None):
+                    atol: float = 1e-5, method: str = "dopri5", stats: dict | None = None,
+                    per_sample: bool = False):
     """Integrate the PF-ODE from σ̃ = sigmas[0] to the last σ̃ > 0 of the grid adaptively,
     then return D there (the grid's interior points are not used).
 
-    ``stats`` (a dict), if given, receives ``nfe`` (network evaluations spent).
+    The error control takes a norm over the whole batch, so a sample's step sizes (and its
+    result, within tolerance) depend on its batch-mates; ``per_sample=True`` integrates
+    each sample on its own (batch-size independent, B× the Python overhead).
+    ``stats`` (a dict), if given, receives ``nfe`` (network evaluations spent, summed).
     x: ``[B, ...]``; returns ``[B, ...]`` at σ̃ = 0.
     """
     from torchdiffeq import odeint
+
+    if per_sample and x.shape[0] > 1:
+        parts, total = [], 0
+        for i in range(x.shape[0]):
+            st: dict = {}
+            cb = None if callback is None else (lambda j, s, xx, x0, i=i: callback(j, s, xx, x0))
+            parts.append(sample_ode_rk45(denoiser, x[i:i + 1], sigmas, space=_SliceSpace(space, i), callback=cb,
+                                         rtol=rtol, atol=atol, method=method, stats=st))
+            total += st["nfe"]
+        if stats is not None:
+            stats["nfe"] = total
+        return torch.cat(parts)
 
     space, s = space_or_default(space), grid_floats(sigmas)
     x = working_state(x)
@@ -38,3 +54,24 @@ def sample_ode_rk45(denoiser, x, sigmas, *, space=None, rng=None, callback=None,
     if stats is not None:
         stats["nfe"] = count[0] + (0 if s[-1] > 0 else 1)
     return out
+
+
+class _SliceSpace:
+    """A space restricted to sample ``i`` (for per-sample integration); masks are sliced."""
+
+    def __init__(self, space, i: int):
+        self.space, self.i = space, i
+
+    def _sub(self):
+        import copy
+
+        sp = self.space
+        if sp is None or not hasattr(sp, "mask"):
+            return sp
+        sub = copy.copy(sp)
+        sub.mask = sp.mask[self.i:self.i + 1]
+        return sub
+
+    def project(self, x):
+        sub = self._sub()
+        return x if sub is None else sub.project(x)

@@ -55,20 +55,35 @@ def _per_sample_norm(v: torch.Tensor) -> torch.Tensor:
     return v.flatten(1).norm(dim=1).reshape((-1,) + (1,) * (v.ndim - 1))
 
 
-def langevin_correct(denoiser, x, sigma: float, rng, space, *, snr: float, n_steps: int, callback=None, i: int = 0):
+def langevin_correct(denoiser, x, sigma: float, rng, space, *, snr: float, n_steps: int, callback=None, i: int = 0,
+                     step_rule: str = "sigma"):
     """``n_steps`` of Langevin MCMC at fixed σ̃ (Song et al. 2021, Alg. 5, α_i = 1):
-    step ε = 2(snr·‖z‖/‖∇log p‖)² per sample, x ← x + ε∇log p + √(2ε) z."""
+    x ← x + ε∇ln p_σ̃ + √(2ε)·z.
+
+    Song et al. set ε = 2(snr·‖z‖/‖∇ln p‖)² with norms averaged over the batch, which
+    makes a sample depend on its batch-mates. ``step_rule="sigma"`` (default) uses
+    ε = 2(snr·σ̃)², the value of that rule when ‖∇ln p‖ ≈ ‖z‖/σ̃ (noise-dominated
+    marginal) — per-sample, batch-independent, and without the blow-up of per-sample
+    norms in low dimension near a mode (where ∇ln p → 0). ``step_rule="norm"``: the
+    per-sample-norm version of Song's rule.
+    """
     for _ in range(n_steps):
         x0 = denoise(denoiser, x, sigma, i, callback)
         grad = (x0 - x) / sigma ** 2
         z = space.randn_like(x, rng)
-        eps = 2 * (snr * _per_sample_norm(z) / _per_sample_norm(grad).clamp(min=1e-30)) ** 2
-        x = space.project(x + eps * grad + torch.sqrt(2 * eps) * z)
+        if step_rule == "norm":
+            eps = 2 * (snr * _per_sample_norm(z) / _per_sample_norm(grad).clamp(min=1e-30)) ** 2
+            x = space.project(x + eps * grad + torch.sqrt(2 * eps) * z)
+        elif step_rule == "sigma":
+            eps = 2 * (snr * sigma) ** 2
+            x = space.project(x + grad * eps + z * math.sqrt(2 * eps))
+        else:
+            raise ValueError(f"step_rule must be 'sigma' or 'norm', got {step_rule!r}")
     return x
 
 
-def sample_pc_langevin(denoiser, x, sigmas, *, space=None, rng=None, callback=None, snr: float = 0.1,
-                       n_steps: int = 1, sde=None):
+def sample_pc_langevin(denoiser, x, sigmas, *, space=None, rng=None, callback=None, snr: float = 0.16,
+                       n_steps: int = 1, sde=None, step_rule: str = "sigma"):
     """Predictor–corrector (Song et al. 2021, Alg. 1): at each σ̃_i > 0, ``n_steps`` Langevin
     corrector steps at σ̃_i (signal-to-noise ratio ``snr``), then one Euler–Maruyama
     (reverse-diffusion) predictor step to σ̃_{i+1}; the last step returns D.
@@ -79,7 +94,7 @@ def sample_pc_langevin(denoiser, x, sigmas, *, space=None, rng=None, callback=No
     x = working_state(x)
     for i in range(len(s) - 1):
         if s[i + 1] > 0 and n_steps > 0:
-            x = langevin_correct(denoiser, x, s[i], rng, space, snr=snr, n_steps=n_steps, i=i)
+            x = langevin_correct(denoiser, x, s[i], rng, space, snr=snr, n_steps=n_steps, i=i, step_rule=step_rule)
         x = sample_euler_maruyama(denoiser, x, s[i:i + 2], space=space, rng=rng,
                                   callback=(None if callback is None else (lambda _j, *a: callback(i, *a))), sde=sde)
     return x

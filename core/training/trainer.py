@@ -146,7 +146,9 @@ def train(model, dataset, cfg: TrainConfig | None = None, *, callback=None) -> T
     """Train ``model`` (a :class:`polydiff.model.DiffusionModel`) in place on ``dataset``.
 
     ``callback(step, loss)`` is called after every step with the 0-based step and the
-    global mean loss. Raises :class:`~polydiff.training.faults.NonFiniteLossError` after
+    global mean loss. The global RNGs (torch, numpy, python ``random``) are seeded from
+    ``cfg.seed`` (rank r > 0: hash(seed, r)) so that dropout or data augmentation inside the
+    network/dataset is reproducible and resumable. Raises :class:`~polydiff.training.faults.NonFiniteLossError` after
     ``max_nonfinite`` skipped steps and :class:`~polydiff.training.faults.TrainingOOMError`
     (naming the micro-batch size) when the accelerator runs out of memory.
     """

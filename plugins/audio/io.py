@@ -123,7 +123,8 @@ def write_wav(wav, out: str | Path, sample_rate: int | None = None, *, prefix: s
 
     ``wav``: :class:`~polydiff.plugins.audio.clips.AudioClips` (carries its sample rate),
     a tensor ``[B, N]`` or ``[N]``, or a list of ``[N]`` tensors. ``out``: a folder
-    (files ``{prefix}_{i:04d}.wav``, or ``{names[i]}.wav``) or, for a single clip, a
+    (files ``{prefix}_{i:04d}.wav``, ``{i:04d}_{label}.wav`` for labelled clips, or
+    ``{names[i]}.wav``) or, for a single clip, a
     path ending in ``.wav``. Samples are clipped to [-1, 1] and written as 16-bit PCM.
     """
     import soundfile as sf
@@ -133,7 +134,8 @@ def write_wav(wav, out: str | Path, sample_rate: int | None = None, *, prefix: s
         raise ValueError("write_wav needs sample_rate= for a plain tensor")
     if hasattr(wav, "waveform"):
         waves = list(wav.waveform)
-        names = names or getattr(wav, "names", None)
+        if names is None and getattr(wav, "names", None):
+            names = [f"{i:04d}_{n}" for i, n in enumerate(wav.names)]
     elif torch.is_tensor(wav):
         waves = [wav] if wav.ndim == 1 else list(wav)
     else:

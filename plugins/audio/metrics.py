@@ -76,12 +76,14 @@ def stft_power(w: torch.Tensor, n_fft: int = STFT_N_FFT, hop: int = STFT_HOP) ->
 # -- closed forms on spectra (what the waveform metrics call) ----------------------------------
 def sc_from_magnitudes(mag_ref: torch.Tensor, mag: torch.Tensor) -> torch.Tensor:
     """``[B, F, T]`` magnitudes → SC per clip ``[B]``."""
+    mag_ref, mag = mag_ref.double(), mag.double()
     num = (mag_ref - mag).flatten(1).norm(dim=1)
     return num / mag_ref.flatten(1).norm(dim=1).clamp(min=1e-12)
 
 
 def lsd_from_power(p_ref: torch.Tensor, p: torch.Tensor, eps: float = LSD_EPS) -> torch.Tensor:
     """``[B, F, T]`` powers → LSD per clip ``[B]`` in dB (frames averaged)."""
+    p_ref, p = p_ref.double(), p.double()
     d = 10 * torch.log10(p_ref + eps) - 10 * torch.log10(p + eps)
     return d.pow(2).mean(1).sqrt().mean(-1)
 
@@ -130,7 +132,7 @@ def frechet_distance(mu1, cov1, mu2, cov2) -> float:
 
     mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
     cov1, cov2 = np.asarray(cov1, np.float64), np.asarray(cov2, np.float64)
-    covmean, _ = linalg.sqrtm(cov1 @ cov2, disp=False)
+    covmean = linalg.sqrtm(cov1 @ cov2)
     if not np.isfinite(covmean).all():
         off = np.eye(cov1.shape[0]) * 1e-6
         covmean = linalg.sqrtm((cov1 + off) @ (cov2 + off))
@@ -203,8 +205,9 @@ def kl_ours(samples, reference=None, labels=None, **options) -> float:
 # -- pitch ----------------------------------------------------------------------------------------
 def estimate_f0(wave: torch.Tensor, sample_rate: int, fmin: float = 50.0, fmax: float = 2000.0,
                 frame: int = 2048, hop: int = 512) -> float:
-    """Fundamental frequency (Hz) of a clip ``[N]``: normalised autocorrelation per frame
-    (frames with RMS ≥ 30 % of the loudest), the smallest lag whose peak reaches 90 % of the
+    """Fundamental frequency (Hz) of a clip ``[N]``: normalised autocorrelation per Hann
+    frame divided by the window's autocorrelation (Boersma 1993; frames with RMS ≥ 30 % of
+    the loudest), the smallest lag whose peak reaches 90 % of the
     best peak in [1/fmax, 1/fmin] (guards against octave-low errors), parabolic
     interpolation, median over frames. NaN for silence."""
     x = wave.double().cpu().numpy()
@@ -216,10 +219,14 @@ def estimate_f0(wave: torch.Tensor, sample_rate: int, fmin: float = 50.0, fmax: 
     if rms.max() <= 1e-6:
         return float("nan")
     frames = frames[rms >= 0.3 * rms.max()]
-    frames = (frames - frames.mean(1, keepdims=True)) * np.hanning(frame)
-    spec = np.fft.rfft(frames, 2 * frame)
-    ac = np.fft.irfft(np.abs(spec) ** 2)[:, :frame]
+    win = np.hanning(frame)
+    frames = (frames - frames.mean(1, keepdims=True)) * win
+    ac = np.fft.irfft(np.abs(np.fft.rfft(frames, 2 * frame)) ** 2)[:, :frame]
     ac = ac / np.maximum(ac[:, :1], 1e-12)
+    # divide by the window's own autocorrelation (Boersma 1993), which removes the bias
+    # of the taper towards short lags
+    w_ac = np.fft.irfft(np.abs(np.fft.rfft(win, 2 * frame)) ** 2)[:frame]
+    ac = ac / np.maximum(w_ac / w_ac[0], 1e-3)
     lo, hi = int(sample_rate / fmax), min(frame - 2, int(sample_rate / fmin))
     f0s = []
     for a in ac:

@@ -11,13 +11,14 @@ on the data set, so training the denoiser never re-encodes.
 Typical use::
 
     mod = AudioModality({"vae_steps": 400})
-    data = mod.load_dataset("audio-notes")          # fits VAE + classifier
+    data = mod.load_dataset("audio_notes")          # fits VAE + classifier
     model = polydiff.create(mod)                    # network sized for the labels
     train(model, data, TrainConfig(cond_dropout=0.15))
     clips = model.sample(8, cond={"label": "piano_C4"}, guidance=3.0, seed=0)
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -34,9 +35,9 @@ from .vae import MelVAE, train_vae
 class AudioModality(Modality):
     name = "audio"
     default_network = "audio_unet"
-    default_dataset = "audio-notes"
+    default_dataset = "audio_notes"
     sigma_data = 1.0
-    default_metrics = ("spectral_convergence", "lsd", "mcd")
+    default_metrics = ("audio_spectral_convergence", "audio_lsd", "audio_mcd")
 
     def __init__(self, config: dict | None = None):
         super().__init__(config)
@@ -75,7 +76,7 @@ class AudioModality(Modality):
         return i
 
     def cond_tensors(self, cond: dict | None, n: int) -> dict | None:
-        """User request → ``{"label": LongTensor [n]}``. ``label`` may be a name, an index,
+        """User request → ``{"label": LongTensor [n], "cond_mask": ones [n]}``. ``label`` may be a name, an index,
         a list of ``n`` names/indices, a tensor ``[n]`` or ``"cycle"`` (every label in
         turn). Use it for ``negative=`` too: ``negative=mod.cond_tensors({"label": "organ_C4"}, n)``."""
         if not cond or cond.get("label") is None:
@@ -92,7 +93,7 @@ class AudioModality(Modality):
             t = torch.full((n,), self.label_index(lab), dtype=torch.long)
         if t.shape[0] != n:
             raise ValueError(f"{t.shape[0]} labels for {n} samples")
-        return {"label": t.long()}
+        return {"label": t.long(), "cond_mask": torch.ones(n)}
 
     # -- fitting -------------------------------------------------------------------------
     def normalised_mels(self, waves: torch.Tensor) -> torch.Tensor:
@@ -226,7 +227,7 @@ class AudioModality(Modality):
             from polydiff.errors import InputError
 
             raise InputError("no audio files", file=p, field="files")
-        names = [f.stem.split("_", 1)[1] if "_" in f.stem else f.stem for f in files]
+        names = [re.sub(r"^\d+_", "", f.stem) for f in files]
         labels = None
         if self.label_names and all(n in self.label_names for n in names):
             labels = torch.tensor([self.label_names.index(n) for n in names])

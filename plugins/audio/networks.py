@@ -86,7 +86,7 @@ class LatentUNet(nn.Module):
         ch: base width; ch_mult: width multipliers per level; attention at the lowest level.
     """
 
-    def __init__(self, in_channels: int = 4, n_classes: int = 0, ch: int = 64, ch_mult=(1, 2), emb_dim: int = 128):
+    def __init__(self, in_channels: int = 4, n_classes: int = 0, ch: int = 32, ch_mult=(1, 2), emb_dim: int = 128):
         super().__init__()
         self.in_channels, self.n_classes = in_channels, n_classes
         self.time_mlp = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))

@@ -100,9 +100,9 @@ def run_image_task(ctx: BenchContext, task: BenchmarkTask, *, dataset: str, net_
 def _digits8(ctx: BenchContext) -> list[dict]:
     return run_image_task(ctx, DIGITS8, dataset="sklearn_digits",
                           net_kwargs={"base_channels": 32, "channel_mult": (1, 2), "attn_resolutions": (4,)},
-                          steps=ctx.budget(quick=800, standard=4000), batch_size=64, lr=2e-3,
+                          steps=ctx.budget(quick=500, standard=4000), batch_size=64, lr=2e-3,
                           n_samples=ctx.budget(quick=200, standard=500), guidance=2.0,
-                          classifier_steps=ctx.budget(quick=300, standard=600))
+                          classifier_steps=ctx.budget(quick=200, standard=600))
 
 
 def _mnist(ctx: BenchContext) -> list[dict]:

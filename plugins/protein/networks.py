@@ -132,8 +132,10 @@ class E3Denoiser(nn.Module):
         ps, pv = max(scalars // 4, 1), max(vectors // 2, 1)
         self.hidden = o3.Irreps(f"{scalars}x0e + {ps}x0o + {vectors}x1o + {pv}x1e")
         self.embed = NodeEmbedding(scalars)
-        # input: scalars (embedding + cos dihedral), pseudo-scalar (sin dihedral), bond vectors i→i±1
-        self.irreps_in = o3.Irreps(f"{scalars + 1}x0e + 1x0o + 2x1o")
+        # input: scalars (embedding, cos and sin of the local dihedral), bond vectors i→i±1.
+        # The sine is a pseudo-scalar fed in as if it were even ("0e"): that deliberately
+        # breaks parity, so the network is SE(3)- but not E(3)-equivariant (chirality).
+        self.irreps_in = o3.Irreps(f"{scalars + 2}x0e + 2x1o")
         self.lin_in = o3.Linear(self.irreps_in, self.hidden)
         self.edge = nn.ModuleList([_EdgeGeometry(scalars) for _ in range(layers)])
         self.tps, self.radials, self.lin_out, self.gates, self.self_int, self.norms = (nn.ModuleList() for _ in range(6))

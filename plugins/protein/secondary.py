@@ -184,21 +184,24 @@ def dssp(bb: np.ndarray, res_names: list | None = None) -> str:
         if turn4[i - 1] and turn4[i]:
             helix[i:i + 4] = True
 
-    def h(i, j):
-        return 0 <= i < L and 0 <= j < L and hb[i, j]
+    def shifted(di: int, dj: int) -> np.ndarray:
+        """S[i, j] = hb[i + di, j + dj] (False outside the chain)."""
+        out = np.zeros_like(hb)
+        i0, i1 = max(0, -di), min(L, L - di)
+        j0, j1 = max(0, -dj), min(L, L - dj)
+        out[i0:i1, j0:j1] = hb[i0 + di:i1 + di, j0 + dj:j1 + dj]
+        return out
 
-    bridge = np.zeros(L, dtype=bool)
-    par, anti = set(), set()
-    for i in range(1, L - 1):
-        for j in range(1, L - 1):
-            if abs(i - j) < 3:
-                continue
-            if (h(i - 1, j) and h(j, i + 1)) or (h(j - 1, i) and h(i, j + 1)):
-                par.add((i, j))
-            if (h(i, j) and h(j, i)) or (h(i - 1, j + 1) and h(j - 1, i + 1)):
-                anti.add((i, j))
-    for i, j in par | anti:
-        bridge[i] = bridge[j] = True
+    # parallel bridge(i, j): [hb(i−1, j) and hb(j, i+1)] or [hb(j−1, i) and hb(i, j+1)]
+    a, b = shifted(-1, 0), shifted(0, 1)
+    par = (a & b.T) | (a.T & b)
+    # antiparallel: [hb(i, j) and hb(j, i)] or [hb(i−1, j+1) and hb(j−1, i+1)]
+    c = shifted(-1, 1)
+    anti = (hb & hb.T) | (c & c.T)
+    ok = np.abs(idx[:, None] - idx[None]) >= 3
+    inner = (idx >= 1) & (idx <= L - 2)
+    ok &= inner[:, None] & inner[None]
+    bridge = ((par | anti) & ok).any(1)
     ss[bridge] = "E"
     ss[helix] = "H"
     return "".join(ss)

@@ -98,7 +98,7 @@ def _open_text(path: Path) -> str:
                 return f.read()
         return path.read_text(errors="replace")
     except (OSError, EOFError, gzip.BadGzipFile) as e:
-        raise InputError(f"cannot read structure file: {e}", file=path) from None
+        raise InputError(f"cannot read structure file: {e}", file=path, record="-", field="file content") from None
 
 
 def _is_cif(path: Path) -> bool:
@@ -242,7 +242,7 @@ def structure_files(source) -> list[Path]:
         if p.is_dir():
             return sorted(f for f in p.iterdir() if f.name.lower().endswith(STRUCTURE_SUFFIXES))
         if not p.exists():
-            raise InputError("no such file or directory", file=p)
+            raise InputError("no such file or directory", file=p, record="-", field="path")
         return [p]
     return [Path(s) for s in source]
 

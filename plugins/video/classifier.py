@@ -127,7 +127,7 @@ def train_evaluator(canvas: int = 32, frames: int = 8, source: str = "mnist5k", 
             bar = tqdm(total=frame_steps + clip_steps, desc=f"video metric classifiers {canvas}px×{frames}",
                        leave=False)
         fc = FrameClassifier()
-        opt = torch.optim.Adam(fc.parameters(), lr=2e-3)
+        opt = torch.optim.Adam(fc.parameters(), lr=3e-3)
         frames_all = X.permute(0, 2, 1, 3, 4).reshape(-1, 1, canvas, canvas)
         frame_y = Y.repeat_interleave(frames)
         for step in range(frame_steps):
@@ -139,7 +139,7 @@ def train_evaluator(canvas: int = 32, frames: int = 8, source: str = "mnist5k", 
             if bar is not None:
                 bar.update(1)
         cc = ClipClassifier()
-        opt = torch.optim.Adam(cc.parameters(), lr=2e-3)
+        opt = torch.optim.Adam(cc.parameters(), lr=3e-3)
         for step in range(clip_steps):
             idx = torch.randint(len(X), (32,), generator=gen)
             logits, vel = cc(X[idx])

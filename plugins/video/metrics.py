@@ -87,7 +87,7 @@ def frechet_distance(mu1, cov1, mu2, cov2) -> float:
     """‖μ₁ − μ₂‖² + tr(Σ₁ + Σ₂ − 2 (Σ₁Σ₂)^½) for Gaussians (float64)."""
     mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
     cov1, cov2 = np.atleast_2d(cov1).astype(np.float64), np.atleast_2d(cov2).astype(np.float64)
-    covmean, _ = linalg.sqrtm(cov1 @ cov2, disp=False)
+    covmean = linalg.sqrtm(cov1 @ cov2)
     if not np.isfinite(covmean).all():
         eps = 1e-6 * np.eye(len(cov1))
         covmean = linalg.sqrtm((cov1 + eps) @ (cov2 + eps))

@@ -191,13 +191,20 @@ class VideoModality(Modality):
                 "n_classes": int(self.config["n_classes"]) if self.config["conditional"] else 0,
                 "context_frames": bool(self.config["context_frames"])}
 
-    def evaluator(self):
-        """The metric classifiers for this modality's clips (trained once, cached)."""
+    def evaluator(self, frames: int | None = None, canvas: int | None = None):
+        """The metric classifiers for clips of this modality's size (or the given one),
+        trained once per process on the configured digit source and cached."""
         from .classifier import get_evaluator
 
         C, T, H, W = self.shape()
-        return get_evaluator(canvas=H, frames=T, source=self.config["source"], digit_size=self.config["digit_size"])
+        same = canvas in (None, H)
+        return get_evaluator(canvas=canvas or H, frames=frames or T, source=self.config["source"],
+                             digit_size=self.config["digit_size"] if same else None)
 
     def evaluate(self, samples, reference=None, metrics=None, **options):
-        options.setdefault("evaluator", self.evaluator())
+        if options.get("evaluator") is None:
+            from .metrics import as_clips
+
+            x, _ = as_clips(samples)
+            options["evaluator"] = self.evaluator(frames=x.shape[2], canvas=x.shape[-1])
         return super().evaluate(samples, reference=reference, metrics=metrics, **options)

@@ -88,7 +88,7 @@ def mixture_16d(k: int = 6, seed: int = 3) -> GaussianMixture:
     return GaussianMixture(torch.ones(k, dtype=F64), means, stds)
 
 
-def sliced_w2(a: torch.Tensor, b: torch.Tensor, n_proj: int = 256, seed: int = 0) -> float:
+def sliced_w2(a: torch.Tensor, b: torch.Tensor, n_proj: int = 128, seed: int = 0) -> float:
     """Sliced Wasserstein-2 between two equal-size point sets ``[n, d]`` (fixed directions)."""
     if a.shape != b.shape:
         raise ValueError("sliced_w2 needs sets of equal size")

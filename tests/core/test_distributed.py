@@ -36,7 +36,8 @@ def tiny(monkeypatch):
 
 
 def test_torchrun_two_cpu_processes_equal_one_process(tiny, tmp_path):
-    args = ["--steps", "16", "--batch-size", "8", "--checkpoint-every", "8", "--cond-dropout", "0.3"]
+    args = ["--steps", "16", "--batch-size", "8", "--checkpoint-every", "8", "--cond-dropout", "0.3",
+            "--nan-item", "17"]
     env = dict(os.environ, POLYDIFF_PLUGINS="core", OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
            str(WORKER), "--out", str(tmp_path / "ddp"), *args]
@@ -44,6 +45,9 @@ def test_torchrun_two_cpu_processes_equal_one_process(tiny, tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     info = json.loads((tmp_path / "ddp" / "result.json").read_text())
     assert info["world_size"] == 2 and info["steps"] == 16
+    order = GlobalBatchOrder(48, 8, 7)  # the worker's data set size, batch and seed
+    expected_skips = sum(17 in order.next() for _ in range(16))
+    assert expected_skips >= 2 and info["skipped_nonfinite"] == expected_skips  # both ranks agreed to skip
 
     assert tw.main(["--out", str(tmp_path / "one"), *args]) == 0  # one process, same global batch
     one, ddp = load_file(str(tmp_path / "one" / "final.safetensors")), load_file(str(tmp_path / "ddp" / "final.safetensors"))
@@ -61,6 +65,12 @@ def test_torchrun_two_cpu_processes_equal_one_process(tiny, tmp_path):
     rng = ckpt.load_tensors(tmp_path / "ddp" / "checkpoints" / "step_000000016", "rng.safetensors", None)
     assert {k.split(".")[0] for k in rng} == {"rank0", "rank1"}
     assert not torch.equal(rng["rank0.torch_cpu"], rng["rank1.torch_cpu"])
+    # a checkpoint written by 2 processes resumes in 1 process and ends where the 2-process run ended
+    assert tw.main(["--out", str(tmp_path / "cont"), *args, "--resume",
+                    str(tmp_path / "ddp" / "checkpoints" / "step_000000008")]) == 0
+    cont = load_file(str(tmp_path / "cont" / "final.safetensors"))
+    assert json.loads((tmp_path / "cont" / "result.json").read_text())["start_step"] == 8
+    assert max((cont[k] - ddp[k]).abs().max().item() for k in cont) < 1e-5
 
 
 @settings(max_examples=60, deadline=None)

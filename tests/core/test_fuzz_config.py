@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save
 
@@ -272,6 +272,8 @@ def _load_mutated(model_dir: Path, path: list, value, *, by_name: bool):
 @FUZZ_HEAVY
 @given(path=st.sampled_from(SCHEMA_PATHS), value=json_values)
 def test_model_config_fields_of_the_wrong_type_are_refused(model_checkpoint, path, value):
+    if path in (["schedule", "config"], ["network", "kwargs"]):
+        assume(not isinstance(value, dict))  # their *contents* go to constructors: see the xfail test below
     _load_mutated(model_checkpoint, path, value, by_name=True)
 
 

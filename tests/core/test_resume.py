@@ -89,17 +89,18 @@ def test_resume_in_process_is_bit_identical_with_dropout(tiny, tmp_path):
     res = train(again, tw.make_dataset(), cfg(tmp_path / "run", resume="auto"))
     assert res.start_step == 10 and res.steps == 20
     assert_bit_identical(state(ref), state(again))
-    # control: the same resume with rank 0's RNG state removed from the checkpoint differs
+    # control: the same resume with another (valid) torch RNG state for rank 0 differs
     ck = tmp_path / "run2" / "checkpoints" / "step_000000010"
     train_interrupted(tw.make_model(0, dropout=0.2), tmp_path / "run2", 10)
-    rng = {k.replace("rank0.", "rank5."): v for k, v in load_file(str(ck / "rng.safetensors")).items()}
+    rng = load_file(str(ck / "rng.safetensors"))
+    rng["rank0.torch_cpu"] = torch.Generator().manual_seed(999).get_state()
     conf = json.loads((ck / "config.json").read_text())
     conf["files"]["rng.safetensors"] = ckpt.atomic_save_tensors(rng, ck / "rng.safetensors")
     conf["content_sha256"] = ckpt.content_hash(conf)
     (ck / "config.json").write_text(json.dumps(conf))
     other = tw.make_model(0, dropout=0.2)
-    with pytest.warns(UserWarning, match="no RNG state for rank 0"):
-        train(other, tw.make_dataset(), cfg(tmp_path / "run2", resume="auto"))
+    res = train(other, tw.make_dataset(), cfg(tmp_path / "run2", resume="auto"))
+    assert res.start_step == 10
     assert not torch.equal(state(ref)["model.net.0.weight"], state(other)["model.net.0.weight"])
 
 
@@ -129,6 +130,18 @@ def test_truncated_config_is_refused_too(tiny, tmp_path):
     with pytest.warns(CheckpointFallbackWarning, match="not valid JSON"):
         res = train(tw.make_model(0), tw.make_dataset(), cfg(run, resume="auto", steps=12))
     assert res.start_step == 5
+
+
+def test_an_explicitly_named_corrupt_checkpoint_is_refused_without_fallback(tiny, tmp_path):
+    run = tmp_path / "run"
+    train(tw.make_model(0), tw.make_dataset(), cfg(run, steps=10))
+    ck = run / "checkpoints" / "step_000000010"
+    (ck / "ema.safetensors").write_bytes((ck / "ema.safetensors").read_bytes()[:64])
+    with pytest.raises(CheckpointError, match="ema.safetensors.*(corrupt|truncated)"):
+        train(tw.make_model(0), tw.make_dataset(), cfg(tmp_path / "o", resume=str(ck)))
+    res = train(tw.make_model(0), tw.make_dataset(), cfg(tmp_path / "o", resume=str(run / "checkpoints" /
+                                                                                  "step_000000005")))
+    assert res.start_step == 5 and res.steps == 20
 
 
 def test_edited_config_fails_its_content_hash(tiny, tmp_path):

@@ -112,49 +112,52 @@ def test_order_of_convergence_on_gaussian_pf_ode(name):
     assert abs(slope - ORDER_CASES[name]) <= 0.3, (name, slope, nfes, errs)
 
 
-def test_third_order_needs_the_full_second_derivative_term():
-    """Regression guard: halving the D'' term (φ₃·D₂ with D₂ ≈ ½h²D'', as some DPM-Solver++(3M)
-    implementations do) drops the measured order to ≈ 2; ours stays ≈ 3 (test above). Here:
-    one 3M step from exact history for D(λ) = λ² (quadratic: the 3rd-order step is exact)."""
-    lam = lambda s: -math.log(s)  # noqa: E731
-    sig = torch.tensor([8.0, 4.0, 2.0, 1.0, 0.0], dtype=F64)
+def test_third_order_step_is_exact_for_quadratic_denoiser():
+    """Once three outputs are stored, a DPM-Solver++(3M) step is exact when D is quadratic in
+    λ = −ln σ̃: for D(λ) = λ² (independent of x), dx/dλ = D − x has the exact increment
+    x(b) = e^{a−b}x(a) + (b² − 2b + 2) − e^{a−b}(a² − 2a + 2). (Implementations that weight
+    the D'' term by φ₃ with D₂ ≈ ½h²D'' miss this by half the term and are 2nd order.)"""
+    sig = torch.tensor([8.0, 4.0, 2.0, 1.0, 0.5, 0.0], dtype=F64)
 
     def den(x, s):
-        return torch.full_like(x, lam(s) ** 2)
+        return torch.full_like(x, math.log(s) ** 2)
 
-    x = torch.zeros(1, 1, dtype=F64)
-    # exact solution of dx/dλ = −(x − D) with x(λ₀) = 0: x(λ) = ∫ e^{−(λ−τ)} τ² dτ
-    def sol(l1, l0=lam(8.0)):
-        f = lambda t: math.exp(t - l1) * (t * t - 2 * t + 2)  # noqa: E731  antiderivative·e^{−λ}
-        return f(l1) - f(l0)
-
-    # run the first three steps, then compare with the exact x/σ̃-view value at σ̃ = 1
-    xs = []
-    SAMPLERS["dpmpp_3m"].fn(den, x, sig, callback=lambda i, s, xx, x0: xs.append((s, float(xx))))
-    s_last, x_last = xs[-1]
-    exact_view = sol(lam(s_last))  # the σ̃ view state at σ̃ = 1 (exact D ⇒ only warm-up errors)
-    # the 3rd step is exact for quadratic D; only the 1st/2nd-order warm-up steps err:
-    warm = SAMPLERS["dpmpp_2m"].fn(den, x, sig[:3].tolist() + [0.0], callback=None)
-    assert abs(x_last - exact_view) < 0.5 * abs(float(warm) - exact_view) + 1e-12 or abs(x_last - exact_view) < 1e-2
+    states = {}
+    SAMPLERS["dpmpp_3m"].fn(den, torch.zeros(1, 1, dtype=F64), sig,
+                            callback=lambda i, s, x, x0: states.__setitem__(i, float(x)))
+    for i in (2, 3):  # the steps that have three outputs
+        a, b = -math.log(float(sig[i])), -math.log(float(sig[i + 1]))
+        exact = math.exp(a - b) * states[i] + (b * b - 2 * b + 2) - math.exp(a - b) * (a * a - 2 * a + 2)
+        assert abs(states[i + 1] - exact) < 1e-12
 
 
 # -- exact-score mixtures: RMSE to the converged PF-ODE falls with NFE -----------------------------
 DETERMINISTIC = [n for n, s in SAMPLERS.items() if s.deterministic and not s.adaptive]
 
 
-@pytest.mark.parametrize("dim", [2, 16])
-@pytest.mark.parametrize("grid", ["karras", "uniform_log_snr", "trailing"])
+@pytest.mark.parametrize("dim,grid", [(2, "karras"),
+                                      pytest.param(2, "uniform_log_snr", marks=pytest.mark.slow),
+                                      pytest.param(2, "trailing", marks=pytest.mark.slow),
+                                      pytest.param(16, "karras", marks=pytest.mark.slow),
+                                      pytest.param(16, "uniform_log_snr", marks=pytest.mark.slow),
+                                      pytest.param(16, "trailing", marks=pytest.mark.slow)])
 def test_rmse_to_converged_ode_falls_with_nfe(dim, grid):
+    """Per-sample RMSE to the converged PF-ODE solution from the same noise, NFE 5→10→20→50:
+    monotone (5 % slack) and at 50 NFE below a quarter of the 5-NFE error."""
     gmm = circle_mixture() if dim == 2 else mixture_16d()
     sch = DDPMLinear()
-    z = torch.randn(400, dim, generator=torch.Generator().manual_seed(7), dtype=F64)
+    z = torch.randn(200, dim, generator=torch.Generator().manual_seed(7), dtype=F64)
+    refs = {}
     for name in DETERMINISTIC:
         spec = SAMPLERS[name]
         rmses = []
         for nfe in (5, 10, 20, 50):
             sig = dz.make_grid(grid, sch, spec.steps_for_nfe(nfe))
             x = z * float(sig[0])
-            ref = converged_ode(gmm, x, sig)
+            key = (float(sig[0]), float(sig[-2]))  # the converged solution depends on the end points only
+            if key not in refs:
+                refs[key] = converged_ode(gmm, x, sig)
+            ref = refs[key]
             out = spec.fn(gmm, x, sig, **spec.defaults)
             rmses.append(float(((out - ref) ** 2).sum(1).mean().sqrt()))
         assert rmses[-1] < 0.25 * rmses[0], (name, grid, rmses)
@@ -183,9 +186,10 @@ def test_sample_does_not_depend_on_batch_size(name):
     gmm, spec = circle_mixture(), SAMPLERS[name]
     sig = dz.make_grid("karras", DDPMLinear(), 6)
     z = SampleRNG(11, 8).randn((2,), dtype=F64) * float(sig[0])
-    full = spec.fn(gmm, z, sig, rng=SampleRNG(5, 8), **spec.defaults)
+    opts = {**spec.defaults, **({"per_sample": True} if spec.adaptive else {})}
+    full = spec.fn(gmm, z, sig, rng=SampleRNG(5, 8), **opts)
     for i in (0, 3, 7):
-        one = spec.fn(gmm, z[i:i + 1], sig, rng=SampleRNG(5, 1, offset=i), **spec.defaults)
+        one = spec.fn(gmm, z[i:i + 1], sig, rng=SampleRNG(5, 1, offset=i), **opts)
         assert torch.equal(one[0], full[i]), name
     if not spec.deterministic:  # and randomness is really used: another seed differs
         other = spec.fn(gmm, z, sig, rng=SampleRNG(6, 8), **spec.defaults)
@@ -227,14 +231,16 @@ def test_zero_centre_of_mass_space_is_kept(name):
 
 @pytest.mark.parametrize("name", ["euler", "heun", "dpmpp_2m", "dpmpp_3m", "unipc", "ddpm"])
 def test_half_precision_state_is_updated_in_float32(name):
-    """A bf16 start state is promoted: the sampler returns float32 close to the f64 result."""
+    """A bf16 start state is promoted: the sampler returns float32 equal, to float32 rounding,
+    to the float64 run from the same (bf16-representable) start — not bf16-rounded updates."""
     gmm, spec = circle_mixture(), SAMPLERS[name]
     sig = dz.make_grid("karras", DDPMLinear(), 8)
-    z = torch.randn(64, 2, generator=torch.Generator().manual_seed(2), dtype=F64) * float(sig[0])
-    ref = spec.fn(gmm, z, sig, rng=SampleRNG(0, 64), **spec.defaults)
-    out = spec.fn(gmm, z.to(torch.bfloat16), sig, rng=SampleRNG(0, 64), **spec.defaults)
+    z = (torch.randn(64, 2, generator=torch.Generator().manual_seed(2), dtype=F64) * float(sig[0]))
+    z16 = z.to(torch.bfloat16)
+    ref = spec.fn(gmm, z16.double(), sig, rng=SampleRNG(0, 64), **spec.defaults)
+    out = spec.fn(gmm, z16, sig, rng=SampleRNG(0, 64), **spec.defaults)
     assert out.dtype == torch.float32
-    assert float((out.double() - ref).abs().max()) < 0.05  # only the bf16 start is rounded
+    assert float((out.double() - ref).abs().max()) < 1e-4
 
 
 @pytest.mark.parametrize("name", ["dpmpp_3m", "unipc", "heun", "ddpm"])

@@ -7,7 +7,7 @@ writes ``<out>/final.safetensors`` (network, EMA and optimiser tensors) and
 ``<out>/result.json``.
 
     python tests/core/trainer_worker.py --out DIR --steps 20 --batch-size 8 [--grad-accum 2]
-        [--checkpoint-every 5] [--resume auto] [--sleep 0.05]
+        [--checkpoint-every 5] [--resume auto] [--sleep 0.05] [--nan-item 17]
 """
 from __future__ import annotations
 
@@ -93,6 +93,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sleep", type=float, default=0.0, help="seconds to wait after each step")
     ap.add_argument("--dropout", type=float, default=0.0)
     ap.add_argument("--cond-dropout", type=float, default=0.0)
+    ap.add_argument("--nan-item", type=int, default=None, help="make this data item NaN")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
 
@@ -104,6 +105,8 @@ def main(argv=None) -> int:
         get_plugins().register(TinyPlugin(), name="tiny_train_test_plugin")
     model = make_model(0, dropout=args.dropout)
     data = make_dataset()
+    if args.nan_item is not None:
+        data[args.nan_item] = torch.full((DIM,), float("nan"))
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=1e-2,
                       warmup_steps=3, lr_schedule="cosine", ema_decay=0.9, seed=7, log_every=5,
                       out_dir=args.out, device="cpu", progress=False, checkpoint_every=args.checkpoint_every,

@@ -41,6 +41,7 @@ def polydiff_register_metrics(register):
 
 @hookimpl
 def polydiff_register_benchmarks(register):
-    from .bench import TASK
+    from .bench import TASK, TASK_SMALL
 
-    register(TASK.name, TASK, modality="pointcloud", suites=list(TASK.suites))
+    for task in (TASK, TASK_SMALL):
+        register(task.name, task, modality="pointcloud", suites=list(task.suites) + ["smoke"])

@@ -12,10 +12,10 @@ from polydiff.training import TrainConfig, train
 from .modality import ring_error
 
 
-def run(ctx):
-    steps = ctx.budget(quick=300, standard=3000)
+def run(ctx, n_points: int = 16):
+    steps = ctx.budget(quick=600, standard=3000, smoke=20)
     model = polydiff.create("pointcloud")
-    data = model.modality.load_dataset("rings2d", size=2000, seed=ctx.seed)
+    data = model.modality.load_dataset("rings2d", size=2000, n_points=n_points, seed=ctx.seed)
     real = torch.stack([data[i] for i in range(len(data))])
     floor = ring_error(real[:256])
     untrained = ring_error(torch.stack(model.sample(256, steps=20, seed=ctx.seed)))
@@ -28,7 +28,7 @@ def run(ctx):
         dt = time.perf_counter() - t0
         path = model.modality.write(samples, ctx.out_dir / f"samples_{sampler}_{nfe}.json")[0]
         png = _plot(samples[:16], ctx.out_dir / f"samples_{sampler}_{nfe}.png")
-        rows.append(make_row(TASK, modality="pointcloud", model="pointcloud_deepsets", sampler=sampler, nfe=nfe,
+        rows.append(make_row(f"pointcloud/rings{n_points if n_points != 16 else ''}", modality="pointcloud", model="pointcloud_deepsets", sampler=sampler, nfe=nfe,
                              seed=ctx.seed, metrics={"ring_error": ring_error(torch.stack(samples))},
                              reference={"data": {"ring_error": floor}, "untrained": {"ring_error": untrained}},
                              timing={"train_s": res.seconds, "train_steps_per_s": res.steps_per_s,
@@ -53,5 +53,11 @@ def _plot(samples, path):
     return path
 
 
+def run_small(ctx):
+    return run(ctx, n_points=8)
+
+
 TASK = BenchmarkTask(name="pointcloud/rings", modality="pointcloud", model="pointcloud_deepsets", run=run,
                      description="example third-party plugin: 16-point rings in 2-D")
+TASK_SMALL = BenchmarkTask(name="pointcloud/rings8", modality="pointcloud", model="pointcloud_deepsets",
+                           run=run_small, description="example third-party plugin: 8-point rings in 2-D")

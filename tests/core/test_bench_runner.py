@@ -1,0 +1,111 @@
+"""`polydiff bench`: suites, results schema, report, resume after a kill, failures recorded."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from polydiff.bench.schema import SchemaError, validate_results
+
+SUITE = """
+name = "smoke-test"
+budget = "smoke"
+tasks = ["pointcloud/*"]
+"""
+
+
+def _bench(tmp_path, *extra, timeout=900):
+    suite = tmp_path / "smoke.toml"
+    suite.write_text(SUITE)
+    cmd = [sys.executable, "-m", "polydiff.cli", "bench", "--suite", str(suite), "--out", str(tmp_path / "out"),
+           "--device", "cpu", "--no-progress", *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def test_suite_writes_valid_results_report_and_plots(tmp_path):
+    proc = _bench(tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = tmp_path / "out"
+    res = json.loads((out / "results.json").read_text())
+    validate_results(res)
+    assert res["suite"] == "smoke-test" and res["device"] == "cpu"
+    tasks = {r["task"] for r in res["tasks"]}
+    assert tasks == {"pointcloud/rings", "pointcloud/rings8"}
+    row = res["tasks"][0]
+    assert row["timing"]["peak_mem_mb"] > 10 and row["timing"]["train_s"] > 0
+    assert set(row["reference"]) >= {"data", "untrained"}
+    report = (out / "report.md").read_text()
+    assert "## pointcloud" in report and "ring_error ↓" in report and "## Timings" in report
+    assert list((out / "tasks").glob("*/*.png")) and (out / "training_loss.png").exists()
+    # re-running skips finished tasks (their result files are not rewritten)
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "tasks").glob("*/result.json")}
+    proc = _bench(tmp_path)
+    assert proc.returncode == 0
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    # --force re-runs them
+    proc = _bench(tmp_path, "--force")
+    assert proc.returncode == 0
+    assert all(p.stat().st_mtime_ns != t for p, t in stamps.items())
+
+
+def test_failing_task_is_recorded_and_suite_continues(tmp_path):
+    proc = _bench(tmp_path, "--samplers", "no_such_sampler")
+    assert proc.returncode == 1
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    validate_results(res)
+    assert len(res["tasks"]) == 2 and all("no_such_sampler" in r["error"] for r in res["tasks"])
+    assert "## Failed tasks" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_killed_suite_resumes_without_redoing_finished_tasks(tmp_path):
+    suite = tmp_path / "smoke.toml"
+    suite.write_text(SUITE)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "polydiff.cli", "bench", "--suite", str(suite), "--out", str(out), "--device", "cpu",
+           "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 600
+    first = None
+    while time.time() < deadline and first is None:
+        done = list((out / "tasks").glob("*/result.json")) if (out / "tasks").exists() else []
+        first = done[0] if done else None
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert first is not None, "no task finished before the deadline"
+    assert not (out / "results.json").exists()
+    stamp = first.stat().st_mtime_ns
+    proc = _bench(tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert first.stat().st_mtime_ns == stamp
+    assert len(json.loads((out / "results.json").read_text())["tasks"]) == 2
+
+
+@pytest.mark.parametrize("mutate, where", [
+    (lambda r: r.pop("suite"), "missing field 'suite'"),
+    (lambda r: r["tasks"][0].pop("reference"), "reference"),
+    (lambda r: r["tasks"][0]["metrics"].update(acc="high"), "metrics.acc"),
+    (lambda r: r["tasks"][0]["reference"].pop("untrained"), "untrained"),
+    (lambda r: r["tasks"][0].update(nfe=True), "nfe"),
+])
+def test_schema_rejects_malformed_results(mutate, where):
+    res = {"polydiff_version": "0", "suite": "q", "device": "cpu", "started": "2026-01-01T00:00:00+00:00",
+           "tasks": [{"task": "t", "modality": "m", "model": "n", "sampler": "euler", "nfe": 10, "seed": 0,
+                      "metrics": {"acc": 0.9}, "reference": {"data": {"acc": 1.0}, "untrained": {"acc": 0.1}},
+                      "timing": {"train_s": 1.0}}]}
+    validate_results(res)
+    mutate(res)
+    with pytest.raises(SchemaError, match=where):
+        validate_results(res)
+
+
+def test_unknown_suite_lists_suites(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "polydiff.cli", "bench", "--suite", "nope", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "quick" in proc.stderr and "samplers" in proc.stderr

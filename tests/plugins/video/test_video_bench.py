@@ -1,0 +1,26 @@
+"""The quick benchmark task: rows well-formed, files written, trained beats untrained."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from polydiff.bench.task import BenchContext
+
+
+@pytest.mark.slow
+def test_quick_task_beats_its_untrained_reference(tmp_path):
+    from polydiff.plugins.video.bench import TASK
+
+    ctx = BenchContext(suite="quick", device=torch.device("cpu"), seed=0, out_dir=tmp_path, progress=False)
+    rows = TASK.run(ctx)
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["task"] == "video/moving_digits" and row["nfe"] == 50
+    for k in ("train_s", "train_steps_per_s", "samples_per_s", "peak_mem_mb"):
+        assert row["timing"][k] > 0
+    m, un, data = row["metrics"], row["reference"]["untrained"], row["reference"]["data"]
+    assert m["video_frame_accuracy"] > un["video_frame_accuracy"] + 0.1
+    assert m["fvd_ours"] < un["fvd_ours"]
+    assert data["fvd_ours"] < m["fvd_ours"]
+    assert any(Path(f).suffix == ".png" for f in row["files"]) and any(Path(f).suffix == ".gif" for f in row["files"])
+    assert all(Path(f).exists() for f in row["files"])

@@ -1,0 +1,78 @@
+"""Video metrics against closed forms and real data."""
+import numpy as np
+import pytest
+import torch
+
+from polydiff.errors import InputError
+from polydiff.plugins.video.data import MovingDigits
+from polydiff.plugins.video.metrics import (feature_frechet, fvd_ours, frame_accuracy, frechet_distance,
+                                            identity_consistency, prediction_mse)
+from polydiff.plugins.video.modality import Clip
+
+
+def test_frechet_distance_closed_form_for_diagonal_covariances():
+    rng = np.random.default_rng(0)
+    mu1, mu2 = rng.normal(size=5), rng.normal(size=5)
+    a, b = rng.uniform(0.1, 3, 5), rng.uniform(0.1, 3, 5)
+    expected = ((mu1 - mu2) ** 2).sum() + ((np.sqrt(a) - np.sqrt(b)) ** 2).sum()
+    assert frechet_distance(mu1, np.diag(a), mu2, np.diag(b)) == pytest.approx(expected, rel=1e-9)
+    # rotation invariance with full covariances: FD(Rμ, RΣRᵀ) = FD(μ, Σ)
+    q, _ = np.linalg.qr(rng.normal(size=(5, 5)))
+    assert frechet_distance(q @ mu1, q @ np.diag(a) @ q.T, q @ mu2, q @ np.diag(b) @ q.T) == pytest.approx(expected,
+                                                                                                          rel=1e-7)
+
+
+def test_feature_frechet_of_samples_converges_to_the_gaussian_value():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(20000, 3, generator=g, dtype=torch.float64)
+    y = torch.randn(20000, 3, generator=g, dtype=torch.float64) * 2 + 1
+    # exact: |μ|² = 3, Σ(1 − 2)² = 3
+    assert feature_frechet(x, y) == pytest.approx(6.0, abs=0.15)
+
+
+def test_classifiers_recognise_held_out_real_clips(small_evaluator):
+    assert small_evaluator.report["frame_accuracy"] >= 0.85, small_evaluator.report
+    assert small_evaluator.report["clip_accuracy"] >= 0.4, small_evaluator.report  # chance: 0.1
+    real = MovingDigits(60, 16, 4, source="sklearn", split="test", seed=11)
+    clips = [Clip(real.clips[i].numpy(), int(real.labels[i])) for i in range(60)]
+    assert frame_accuracy(clips, evaluator=small_evaluator) >= 0.85
+    assert identity_consistency(clips, evaluator=small_evaluator) >= 0.85
+    # swapping the digit half-way through each clip breaks identity consistency
+    other = torch.roll(real.clips, 1, dims=0)
+    mixed = torch.cat([real.clips[:, :2], other[:, 2:]], dim=1)
+    keep = real.labels != torch.roll(real.labels, 1)
+    cons = identity_consistency(mixed[keep].numpy(), evaluator=small_evaluator)
+    assert cons <= 0.85 and cons >= 0.5 - 1e-9  # 2 of 4 frames agree at least
+    # wrong labels → low accuracy
+    wrong = [Clip(c.frames, (c.label + 1) % 10) for c in clips]
+    assert frame_accuracy(wrong, evaluator=small_evaluator) < 0.2
+
+
+def test_fvd_ours_real_floor_below_noise_and_static_clips(small_evaluator):
+    a = MovingDigits(80, 16, 4, source="sklearn", split="test", seed=21)
+    b = MovingDigits(80, 16, 4, source="sklearn", split="test", seed=22)
+    floor = fvd_ours(a, reference=b, evaluator=small_evaluator)
+    noise = torch.rand(80, 1, 4, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    static = a.clips[:, :1].expand(-1, 4, -1, -1).contiguous().numpy()  # digits that never move
+    assert floor < fvd_ours(noise, reference=b, evaluator=small_evaluator)
+    assert floor < fvd_ours(static, reference=b, evaluator=small_evaluator)
+    with pytest.raises(InputError):
+        fvd_ours(a, evaluator=small_evaluator)
+
+
+def test_prediction_mse_counts_only_generated_frames():
+    ref = torch.zeros(3, 1, 4, 2, 2)
+    gen = ref.clone()
+    gen[:, :, :2] = 5.0  # errors in the context frames do not count
+    gen[:, :, 2:] = 0.5
+    assert prediction_mse(gen, reference=ref, context_frames=2) == pytest.approx(0.25)
+    clips = [Clip(np.full((4, 2, 2), 255, np.uint8), None, 3) for _ in range(2)]
+    ref2 = torch.full((2, 1, 4, 2, 2), -1.0)
+    assert prediction_mse(clips, reference=ref2) == pytest.approx(4.0)
+    with pytest.raises(InputError):
+        prediction_mse(gen[:2], reference=ref)
+
+
+def test_frame_accuracy_needs_labels(small_evaluator):
+    with pytest.raises(InputError, match="label"):
+        frame_accuracy([Clip(np.zeros((4, 16, 16), np.uint8))], evaluator=small_evaluator)
