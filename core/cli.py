@@ -47,10 +47,16 @@ def cmd_train(args) -> int:
                                   parameterization=args.parameterization, **_kv(args.net_opt))
     dataset = model.modality.load_dataset(args.data, **_kv(args.data_opt))
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                      device=args.device, out_dir=args.out, cond_dropout=args.cond_dropout)
+                      device=args.device, out_dir=args.out, cond_dropout=args.cond_dropout,
+                      grad_accum=args.grad_accum, amp=args.amp, warmup_steps=args.warmup_steps,
+                      ema_decay=args.ema_decay, checkpoint_every=args.checkpoint_every,
+                      keep_checkpoints=args.keep_checkpoints, resume=args.resume)
     res = train(model, dataset, cfg)
+    if res.rank != 0:  # under torchrun only rank 0 writes the final checkpoint
+        return 0
     model.save(args.out)
     print(json.dumps({"out": str(args.out), "steps": res.steps, "seconds": round(res.seconds, 2),
+                      "world_size": res.world_size, "resumed_from": res.resumed_from,
                       "final_loss": res.losses[-1][1] if res.losses else None}))
     return 0
 
@@ -130,6 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--batch-size", type=int, default=64)
     sp.add_argument("--lr", type=float, default=2e-4)
     sp.add_argument("--cond-dropout", type=float, default=0.0)
+    sp.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimiser step")
+    sp.add_argument("--amp", default="auto", choices=["auto", "bf16", "none"])
+    sp.add_argument("--warmup-steps", type=int, default=0)
+    sp.add_argument("--ema-decay", type=float, default=0.999)
+    sp.add_argument("--checkpoint-every", type=int, default=0, help="steps between training checkpoints")
+    sp.add_argument("--keep-checkpoints", type=int, default=3)
+    sp.add_argument("--resume", default=None, help="'auto' (newest valid in OUT/checkpoints) or a folder")
     sp.add_argument("--out", required=True, help="checkpoint folder to write")
     common(sp)
     sp.set_defaults(fn=cmd_train)

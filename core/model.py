@@ -15,7 +15,7 @@ from torch import nn
 from . import checkpoint as ckpt
 from . import discretization
 from .conditioning import to_device
-from .errors import CheckpointError
+from .errors import CheckpointError, PolydiffError
 from .guidance import bind, cfg as cfg_guidance
 from .modality import Modality
 from .parameterization import Denoiser
@@ -223,11 +223,17 @@ class DiffusionModel:
             raise CheckpointError(f"{path / ckpt.CONFIG_NAME}: missing field {e}") from None
         if plugin != "local":
             pm.require_plugin(plugin, needed_for=f"checkpoint {path}")
-        modality = pm.get("modality", mod_name)(cfg["modality"].get("config"))
-        net = modality.build_network(net_name, **cfg["network"].get("kwargs", {}))
-        sch_cfg = dict(cfg["schedule"]["config"])
-        sch_cfg.pop("name", None)
-        schedule = pm.get("schedule", cfg["schedule"]["name"])(**sch_cfg)
+        try:
+            modality = pm.get("modality", mod_name)(cfg["modality"].get("config"))
+            net = modality.build_network(net_name, **cfg["network"].get("kwargs", {}))
+            sch_cfg = dict(cfg["schedule"]["config"])
+            sch_cfg.pop("name", None)
+            schedule = pm.get("schedule", cfg["schedule"]["name"])(**sch_cfg)
+        except PolydiffError:
+            raise
+        except (TypeError, ValueError, KeyError, AttributeError) as e:
+            raise CheckpointError(f"{path / ckpt.CONFIG_NAME}: cannot rebuild the model from its config "
+                                  f"({type(e).__name__}: {e})") from None
         model = cls(modality, net, schedule, parameterization=cfg["parameterization"]["kind"],
                     network_name=net_name, network_kwargs=cfg["network"].get("kwargs", {}),
                     schedule_name=cfg["schedule"]["name"], sigma_data=cfg["parameterization"]["sigma_data"],

@@ -37,6 +37,8 @@ class E3nnDenoiser(nn.Module):
         from e3nn import nn as enn
         from e3nn import o3
 
+        self._init_kwargs = {k: v for k, v in locals().items() if k not in ("self", "__class__", "enn", "o3")}
+
         self.n_feat = n_types + n_charges
         self.time_dim, self.n_basis, self.max_radius = time_dim, n_basis, float(max_radius)
         self.norm = avg_neighbors ** 0.5
@@ -58,6 +60,19 @@ class E3nnDenoiser(nn.Module):
             self.selfs.append(o3.Linear(irreps_in, gate.irreps_out))
             irreps_in = gate.irreps_out
         self.head = o3.Linear(irreps_in, o3.Irreps(f"1x1o + {self.n_feat}x0e"))
+
+    def __deepcopy__(self, memo):
+        """Rebuild and load the state: ``copy.deepcopy`` of e3nn's compiled (torch.fx)
+        modules renames their constant buffers, which would break EMA copies and their
+        checkpoints (``state_dict`` keys must match a freshly built network)."""
+        ref = next(self.parameters())
+        new = type(self)(**self._init_kwargs).to(device=ref.device, dtype=ref.dtype)
+        new.load_state_dict(self.state_dict())
+        for p_new, p in zip(new.parameters(), self.parameters()):
+            p_new.requires_grad_(p.requires_grad)
+        new.train(self.training)
+        memo[id(self)] = new
+        return new
 
     def forward(self, x: torch.Tensor, time: torch.Tensor, cond: dict | None = None) -> torch.Tensor:
         from e3nn import o3

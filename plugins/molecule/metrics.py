@@ -20,7 +20,6 @@ test subset for W1), a data set / list of samples, or (novelty) a set of SMILES.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -232,11 +231,3 @@ def evaluate_molecules(samples, reference=None, *, novelty_reference="qm9", geom
         out["mol_bond_angle_w1"] = _w1(angles, ref_a)
     return out
 
-
-def dataset_fingerprint(samples) -> str:
-    """A short hash of atoms and coordinates (to name caches of reference statistics)."""
-    h = hashlib.sha1()
-    for elements, pos in _atoms(samples):
-        h.update(",".join(elements).encode())
-        h.update(np.round(pos, 4).tobytes())
-    return h.hexdigest()[:12]

@@ -14,8 +14,6 @@ State ``x``: ``[B, N, 3 + K (+1)]`` per molecule padded to N atoms —
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
-
 import numpy as np
 import torch
 
@@ -81,7 +79,7 @@ class MoleculeModality(Modality):
                              f"create the model with modality_config={{'elements': [...]}}", file=dataset.name)
         hist = dataset.atom_count_histogram()
         self.config["n_atoms_hist"] = {str(k): int(v) for k, v in hist.items()}
-        self.config["max_atoms"] = max(int(self.config.get("max_atoms", 0)), max(hist) if hist else 1)
+        self.config["max_atoms"] = max(hist) if hist else int(self.config["max_atoms"])
         stats = {}
         for p in self.config["properties"]:
             vals = np.array([r.properties[p] for r in dataset.records if p in r.properties], dtype=np.float64)
@@ -205,10 +203,13 @@ class MoleculeModality(Modality):
 
         mask = cond["mask"] if cond and "mask" in cond else torch.ones(x.shape[:2])
         mols = []
+        use = None
+        if cond and "props" in cond:
+            use = cond.get("cond_mask", torch.ones(x.shape[0])).detach().cpu()
         for k, (elements, pos, charges) in enumerate(self.split_state(x, mask)):
             mol = to_mol(elements, pos, bonds=self.config["bonds"], charges=charges)
             mol.SetProp("_Name", f"polydiff_{k}")
-            if cond and "props" in cond and float(cond.get("cond_mask", torch.ones(1))[k]) > 0:
+            if use is not None and float(use[k]) > 0:
                 for j, p in enumerate(self.config["properties"]):
                     mean, std = self.config["property_stats"].get(p, (0.0, 1.0))
                     mol.SetDoubleProp(f"target_{p}", float(cond["props"][k, j]) * std + mean)
@@ -232,6 +233,3 @@ class MoleculeModality(Modality):
 
         return read_molecules(path)
 
-
-def counts_from_mask(mask: torch.Tensor) -> Sequence[int]:
-    return [int(v) for v in mask.sum(1).round().tolist()]

@@ -273,14 +273,10 @@ def _load_mutated(model_dir: Path, path: list, value, *, by_name: bool):
 @given(path=st.sampled_from(SCHEMA_PATHS), value=json_values)
 def test_model_config_fields_of_the_wrong_type_are_refused(model_checkpoint, path, value):
     if path in (["schedule", "config"], ["network", "kwargs"]):
-        assume(not isinstance(value, dict))  # their *contents* go to constructors: see the xfail test below
+        assume(not isinstance(value, dict))  # their *contents* go to constructors: see the next test
     _load_mutated(model_checkpoint, path, value, by_name=True)
 
 
-@pytest.mark.xfail(raises=(TypeError, ValueError, KeyError), strict=True,
-                   reason="DiffusionModel.load (core/model.py, not owned by issue 9) still lets a network's or "
-                          "schedule's constructor raise TypeError/ValueError on hostile kwargs; fix proposed in "
-                          "the issue-9 report (remove this mark when it is applied)")
 @FUZZ_HEAVY
 @example(where=[4, 0], value={"bogus": 1})  # network.kwargs = {"bogus": 1}
 @example(where=[8, 0, 0], value=None)  # schedule.config.<first key> = null

@@ -94,3 +94,24 @@ def test_edm_size_has_edm_parameter_count():
     net = EGNNDenoiser(hidden=256, layers=9, attention=True)
     n = sum(p.numel() for p in net.parameters())
     assert abs(n - 5.34e6) / 5.34e6 < 0.01, n
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", list(NETS))
+def test_networks_run_on_cuda_and_stay_equivariant(kind, orthogonal, batch_factory):
+    g = torch.Generator().manual_seed(4)
+    net = _net(kind, torch.float32)
+    x, mask = batch_factory(4, 12, 8, torch.float32, g, counts=[12, 9, 5, 3])
+    t = torch.zeros(4)
+    cond = {"mask": mask, "props": torch.zeros(4, 2), "cond_mask": torch.ones(4)}
+    with torch.no_grad():
+        cpu = net(x, t, cond)
+        net = net.cuda()
+        dev = {k: v.cuda() for k, v in cond.items()}
+        out = net(x.cuda(), t.cuda(), dev)
+        Q = orthogonal(g, torch.float32, True).cuda()
+        xr = x.cuda().clone()
+        xr[..., :3] = x[..., :3].cuda() @ Q.T
+        outr = net(xr, t.cuda(), dev)
+    assert (out.cpu() - cpu).abs().max() < 1e-3
+    assert (outr[..., :3] - out[..., :3] @ Q.T).abs().max() < 1e-4 * max(1.0, float(out.abs().max()))
