@@ -15,7 +15,6 @@ from pathlib import Path
 
 import torch
 
-from .data import synthetic_notes
 from .metrics import (class_accuracy, fd_ours, is_ours, kl_ours, log_spectral_distance, mel_cepstral_distortion,
                       pitch_accuracy, spectral_convergence)
 

@@ -39,7 +39,7 @@ class AudioScorer:
     ``score(waves [B, N]) → (probabilities [B, K], embeddings [B, D])``.
     """
 
-    def __init__(self, classifier, frontend_cfg, mel_mean: float, mel_std: float, n_mels_padded: int | None = None):
+    def __init__(self, classifier, frontend_cfg, mel_mean: float, mel_std: float):
         self.classifier, self.cfg = classifier, frontend_cfg
         self.mel_mean, self.mel_std = float(mel_mean), float(mel_std)
 

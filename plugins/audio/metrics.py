@@ -24,6 +24,7 @@ samples/reference may be :class:`AudioClips`, an :class:`AudioDataset`, a tensor
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -35,7 +36,12 @@ STFT_N_FFT, STFT_HOP = 1024, 256
 
 # -- inputs --------------------------------------------------------------------------------
 def as_waves(x) -> torch.Tensor:
-    """Anything clip-like → float32 ``[B, N]``."""
+    """Anything clip-like → float32 ``[B, N]``; a str/Path is read as a WAV folder
+    (``polydiff eval audio DIR --reference REF``)."""
+    if isinstance(x, (str, Path)):
+        from .modality import AudioModality
+
+        x = AudioModality({"progress": False}).read(x)
     if hasattr(x, "waveform"):
         x = x.waveform
     elif hasattr(x, "waves"):

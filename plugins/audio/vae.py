@@ -9,11 +9,10 @@ element (Rombach et al. use 1e-6 with perceptual/GAN terms; we use plain L1 and 
 """
 from __future__ import annotations
 
-import time
+import math
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
@@ -73,7 +72,7 @@ def train_vae(vae: MelVAE, mels: torch.Tensor, *, steps: int = 400, batch_size: 
     ``(step, L1)`` every 25 steps."""
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + torch.cos(torch.tensor(s / max(1, steps) * 3.14159265)).item()))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / max(1, steps))))
     vae.train()
     dev = next(vae.parameters()).device
     log = []

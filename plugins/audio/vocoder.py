@@ -59,8 +59,8 @@ def linear_power_from_mel(log_mel: torch.Tensor, cfg: FrontendConfig, inverse: s
         return inv.to(log_mel.device)(mel).clamp(min=0)
     if inverse != "nnls":
         raise ValueError(f"inverse must be 'nnls' or 'lstsq', not {inverse!r}")
-    F = mel_filterbank(cfg).to(device=mel.device, dtype=torch.float64)
-    M = mel.double()
+    F = mel_filterbank(cfg).to(device=mel.device, dtype=torch.float32)
+    M = mel
     P = (F / F.sum(0, keepdim=True).clamp(min=1e-8)) @ M  # spread each band over its filter
     FM = F @ M
     for _ in range(iters):

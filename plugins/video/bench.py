@@ -17,12 +17,12 @@ import torch
 from polydiff.bench.task import BenchContext, BenchmarkTask, make_row
 
 CONFIGS = {
-    "quick": dict(canvas=16, frames=4, source="sklearn", n_clips=600, steps=150, batch=16, channels=(16, 32),
-                  n_eval=30, guidance=2.0, eval_train=dict(n_clips=600, frame_steps=300, clip_steps=300)),
+    "quick": dict(canvas=16, frames=4, source="sklearn", n_clips=600, steps=300, batch=16, channels=(16, 32),
+                  n_eval=30, guidance=4.0, eval_train=dict(n_clips=600, frame_steps=300, clip_steps=300)),
     "standard": dict(canvas=32, frames=8, source="mnist5k", n_clips=3000, steps=3000, batch=16,
-                     channels=(32, 64, 96), n_eval=100, guidance=2.0, eval_train={}),
+                     channels=(32, 64, 96), n_eval=100, guidance=4.0, eval_train={}, space_to_depth=2),
     "gpu": dict(canvas=32, frames=8, source="mnist5k", n_clips=5000, steps=20000, batch=64,
-                channels=(64, 128, 128), n_eval=500, guidance=2.0, eval_train={}),
+                channels=(64, 128, 128), n_eval=500, guidance=4.0, eval_train={}),
 }
 
 
@@ -57,7 +57,8 @@ def run(ctx: BenchContext) -> list:
                               **cfg["eval_train"])
     eval_train_s = time.perf_counter() - t_eval
     model = polydiff.create("video", modality_config={"canvas": cfg["canvas"], "frames": cfg["frames"],
-                                                     "source": cfg["source"]}, channels=cfg["channels"])
+                                                     "source": cfg["source"]}, channels=cfg["channels"],
+                            space_to_depth=cfg.get("space_to_depth", 1))
     data = model.modality.load_dataset("moving_digits", n_clips=cfg["n_clips"], source=cfg["source"],
                                        seed=ctx.seed)
     n = cfg["n_eval"]
@@ -80,7 +81,7 @@ def run(ctx: BenchContext) -> list:
     reference["untrained"] = _metrics(model, untrained, ref, evaluator)
     if ctx.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(ctx.device)
-    res = train(model, data, TrainConfig(steps=cfg["steps"], batch_size=cfg["batch"], lr=1e-3, warmup_steps=50,
+    res = train(model, data, TrainConfig(steps=cfg["steps"], batch_size=cfg["batch"], lr=2e-3, warmup_steps=50,
                                          ema_decay=0.99 if cfg["steps"] < 1000 else 0.999, cond_dropout=0.15,
                                          seed=ctx.seed, device=str(ctx.device), progress=ctx.progress,
                                          out_dir=str(ctx.out_dir)))

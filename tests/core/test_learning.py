@@ -59,7 +59,7 @@ CASES = {
     "edm": (S.EDMSchedule(), "edm", 1.0, "lognormal", "default"),
     "eps": (S.DDPMLinear(), "eps", 1000.0, "discrete", "default"),
     "v_min_snr": (S.CosineDiscrete(), "v", 1000.0, "discrete", "min_snr"),
-    "x0_edm_weight": (S.EDMSchedule(), "x0", 1.0, "lognormal", "edm"),
+    "x0_min_snr": (S.CosineDiscrete(), "x0", 1000.0, "discrete", "min_snr"),
     "flow_matching": (S.RectifiedFlow(), "flow", 1.0, "uniform_t", "default"),
 }
 
@@ -96,7 +96,11 @@ def test_edm_preconditioned_mlp_learns_the_mixture():
     assert train_and_score("edm") <= 3.0
 
 
+#: steps per case (x₀-prediction learns the near-identity map at low noise more slowly)
+BUDGET = {"x0_min_snr": 3000}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("case", [c for c in CASES if c != "edm"])
 def test_each_parameterisation_learns_the_mixture(case):
-    assert train_and_score(case) <= 3.0
+    assert train_and_score(case, BUDGET.get(case, 1500)) <= 3.0

@@ -1,5 +1,7 @@
 """Both denoisers are SE(3)-equivariant (rotations + translations), ignore padding, and are
 not mirror-symmetric (they can tell helix handedness)."""
+import copy
+
 import pytest
 import torch
 from e3nn import o3
@@ -8,6 +10,20 @@ from polydiff.plugins.protein.networks import E3Denoiser, EGNNDenoiser
 
 NETS = {"egnn": (EGNNDenoiser, {"hidden": 24, "layers": 2, "k_nn": 6}),
         "e3nn": (E3Denoiser, {"scalars": 12, "vectors": 4, "layers": 2, "k_nn": 6})}
+
+
+@pytest.fixture(scope="module")
+def built():
+    """One instance per network (e3nn's tensor-product code generation is slow)."""
+    out = {}
+    for name, (cls, kw) in NETS.items():
+        torch.manual_seed(0)
+        out[name] = cls(**kw)
+    return out
+
+
+def net_of(built, name, dtype):
+    return copy.deepcopy(built[name]).to(dtype)
 
 
 def inputs(dtype, B=3, N=20, seed=0):
@@ -23,10 +39,8 @@ def inputs(dtype, B=3, N=20, seed=0):
 
 @pytest.mark.parametrize("name", list(NETS))
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.float64, 1e-6)])
-def test_equivariant_under_random_rotations_and_translations(name, dtype, tol):
-    cls, kw = NETS[name]
-    torch.manual_seed(0)
-    net = cls(**kw).to(dtype)
+def test_equivariant_under_random_rotations_and_translations(built, name, dtype, tol):
+    net = net_of(built, name, dtype)
     x, t, cond = inputs(dtype)
     out = net(x, t, cond)
     m = cond["mask"][..., None]
@@ -39,10 +53,8 @@ def test_equivariant_under_random_rotations_and_translations(name, dtype, tol):
 
 
 @pytest.mark.parametrize("name", list(NETS))
-def test_outputs_have_zero_mean_and_padding_does_not_leak(name):
-    cls, kw = NETS[name]
-    torch.manual_seed(1)
-    net = cls(**kw).double()
+def test_outputs_have_zero_mean_and_padding_does_not_leak(built, name):
+    net = net_of(built, name, torch.float64)
     x, t, cond = inputs(torch.float64)
     out = net(x, t, cond)
     m = cond["mask"]
@@ -56,10 +68,8 @@ def test_outputs_have_zero_mean_and_padding_does_not_leak(name):
 
 
 @pytest.mark.parametrize("name", list(NETS))
-def test_not_mirror_symmetric(name):
-    cls, kw = NETS[name]
-    torch.manual_seed(2)
-    net = cls(**kw).double()
+def test_not_mirror_symmetric(built, name):
+    net = net_of(built, name, torch.float64)
     x, t, cond = inputs(torch.float64)
     P = torch.diag(torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64))
     out, out_m = net(x, t, cond), net(x @ P, t, cond)
@@ -68,10 +78,8 @@ def test_not_mirror_symmetric(name):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", list(NETS))
-def test_runs_on_cuda_and_matches_cpu(name):
-    cls, kw = NETS[name]
-    torch.manual_seed(3)
-    net = cls(**kw)
+def test_runs_on_cuda_and_matches_cpu(built, name):
+    net = net_of(built, name, torch.float32)
     x, t, cond = inputs(torch.float32)
     ref = net(x, t, cond)
     dev = torch.device("cuda")

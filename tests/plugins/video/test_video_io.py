@@ -99,3 +99,38 @@ def test_fuzz_clip_folder_labels_and_bytes(tmp_path_factory, text, good):
         return
     # nothing silently dropped: every entry is either loaded or reported
     assert len(ds) + len(ds.skipped) == len([p for p in d.iterdir() if p.suffix == ".gif"])
+
+
+@pytest.mark.filterwarnings("ignore:.*skipped")
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=300), n_good=st.integers(0, 3), size=st.sampled_from([None, 6]))
+def test_fuzz_frame_folders_report_every_bad_clip(tmp_path_factory, data, n_good, size):
+    d = tmp_path_factory.mktemp("frames")
+    good = d / "good"
+    good.mkdir()
+    for t in range(n_good):
+        Image.fromarray(np.full((5, 5), 40 * t, np.uint8)).save(good / f"{t}.png")
+    bad = d / "bad"
+    bad.mkdir()
+    (bad / "0.png").write_bytes(b"\x89PNG\r\n\x1a\n" + data)
+    try:
+        ds = ClipFolder(d, size=size, on_error="skip")
+    except InputError as e:  # nothing readable at all
+        assert n_good == 0 and e.file is not None
+        return
+    assert ds.names == ["good"] and len(ds.skipped) == 1 and "bad" in ds.skipped[0]
+    assert ds.clips.shape == (1, n_good, size or 5, size or 5)
+    with pytest.raises(InputError, match="record 0"):
+        ClipFolder(d, size=size)
+
+
+def test_video_folder_dataset_through_the_registry(tmp_path):
+    import polydiff
+
+    for i in range(3):
+        write_gif(np.full((5, 8, 8), 50 * i, np.uint8), tmp_path / f"c{i}.gif")
+    model = polydiff.create("video", modality_config={"conditional": False}, channels=(8, 16), heads=2)
+    ds = model.modality.load_dataset("video_folder", root=tmp_path, frames=4)
+    assert len(ds) == 3 and model.modality.shape() == (1, 4, 8, 8)
+    batch = model.modality.collate([ds[0], ds[1]])
+    assert batch["x"].shape == (2, 1, 4, 8, 8) and batch["cond"] is None

@@ -22,6 +22,7 @@ def _cond(labels, mask=None):
 
 NETS = {
     "unet": lambda **kw: SpaceTimeUNet(1, (8, 16), heads=2, **kw),
+    "unet_s2d": lambda **kw: SpaceTimeUNet(1, (8, 16), heads=2, space_to_depth=2, **kw),
     "dit": lambda **kw: SpaceTimeDiT(1, patch=4, dim=24, depth=2, heads=2, **kw),
 }
 

@@ -1,0 +1,409 @@
+"""The exact-score sampler study (``polydiff bench --suite samplers``).
+
+Ground truth: Gaussian mixtures x₀ ~ Σ_k w_k N(μ_k, s_k² I) whose denoiser is closed-form.
+For x̃ = x₀ + σ̃ε the marginal is Σ_k w_k N(μ_k, (s_k² + σ̃²) I) and
+D(x̃, σ̃) = Σ_k r_k(x̃)·[μ_k + s_k²/(s_k² + σ̃²)·(x̃ − μ_k)], r_k the posterior
+responsibilities (REFERENCES.md, "Exact-score test problem").
+
+For every registered sampler × time grid × NFE on the DDPM-linear schedule (σ̃ from t = 999
+to t = 0) the study records the per-sample RMSE to the converged PF-ODE solution from the
+same noise (deterministic samplers; ``rmse_to_ode``: the ODE solved to t = 0, the common
+target; ``rmse_to_own_ode``: solved to the grid's own last σ̃ > 0, which for few-step
+``trailing`` grids stops early, e.g. t = 99 at 10 steps) and SW2 to fresh exact samples over the Monte-Carlo
+floor (all samplers), plus per-step sampler overhead (sampler maths with a free denoiser,
+4,000 2-D points on CPU). diffusers' schedulers, when installed, run from the same noise on
+the same schedule with ``trailing`` spacing (t = 999 first), with the exact ε-model.
+Outputs ``sampler_study.json`` and ``sampler_study.png`` (quality vs NFE).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+F64 = torch.float64
+
+
+class GaussianMixture:
+    """weights ``[K]``, means ``[K, d]``, stds ``[K]`` (isotropic)."""
+
+    def __init__(self, weights, means, stds):
+        self.w = torch.as_tensor(weights, dtype=F64)
+        self.w = self.w / self.w.sum()
+        self.mu = torch.as_tensor(means, dtype=F64)
+        self.s = torch.as_tensor(stds, dtype=F64)
+        self.d = self.mu.shape[1]
+
+    # -- data --------------------------------------------------------------------------
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        k = torch.multinomial(self.w, n, replacement=True, generator=generator)
+        z = torch.randn(n, self.d, generator=generator, dtype=F64)
+        return self.mu[k] + self.s[k, None] * z
+
+    def _comp_logp(self, x: torch.Tensor, sigma) -> torch.Tensor:
+        """``[n, K]`` log w_k + log N(x; μ_k, (s_k² + σ̃²) I)."""
+        sig = torch.as_tensor(sigma, dtype=F64).reshape(-1, 1)
+        var = self.s[None, :] ** 2 + sig ** 2  # [n or 1, K]
+        sq = ((x.to(F64)[:, None, :] - self.mu[None]) ** 2).sum(-1)
+        return torch.log(self.w)[None] - 0.5 * sq / var - 0.5 * self.d * torch.log(2 * math.pi * var)
+
+    def log_prob(self, x: torch.Tensor, sigma=0.0) -> torch.Tensor:
+        """``[n]`` log p_σ̃(x) of the noised marginal."""
+        return torch.logsumexp(self._comp_logp(x, sigma), dim=1)
+
+    def denoise(self, x: torch.Tensor, sigma) -> torch.Tensor:
+        """Exact D(x̃, σ̃) = E[x₀ | x̃]; x ``[n, d]``, σ̃ scalar or ``[n]``."""
+        xf = x.to(F64)
+        sig = torch.as_tensor(sigma, dtype=F64).reshape(-1, 1)
+        r = torch.softmax(self._comp_logp(xf, sig), dim=1)  # [n, K]
+        shrink = self.s[None] ** 2 / (self.s[None] ** 2 + sig ** 2)  # [n, K]
+        comp = self.mu[None] + shrink[..., None] * (xf[:, None, :] - self.mu[None])
+        return (r[..., None] * comp).sum(1).to(x.dtype)
+
+    def __call__(self, x, sigma, cond=None):
+        return self.denoise(x, sigma)
+
+    def eps_table_model(self, alphas_cumprod: torch.Tensor):
+        """A diffusers-style ε-network ``model(x_t, timestep)`` for a discrete VP table
+        (timestep rounded to the nearest table index): ε̂ = (x_t − √ᾱ·D(x_t/√ᾱ, σ̃))/√(1−ᾱ)."""
+        ac = torch.as_tensor(alphas_cumprod, dtype=F64)
+
+        def model(x_t, timestep, cond=None):
+            k = torch.as_tensor(timestep, dtype=F64).reshape(-1).round().long()
+            k = k.expand(x_t.shape[0]) if k.numel() == 1 else k
+            a, s = ac[k].sqrt(), (1 - ac[k]).sqrt()
+            xs = x_t.to(F64) / a[:, None]
+            x0 = self.denoise(xs, s / a)
+            return ((x_t.to(F64) - a[:, None] * x0) / s[:, None]).to(x_t.dtype)
+
+        return model
+
+
+def circle_mixture(k: int = 8, radius: float = 4.0, s_lo: float = 0.2, s_hi: float = 0.5) -> GaussianMixture:
+    """REFERENCES.md's 2-D problem: k components on a circle, stds spread over [s_lo, s_hi]."""
+    ang = torch.arange(k, dtype=F64) * (2 * math.pi / k)
+    means = torch.stack([radius * torch.cos(ang), radius * torch.sin(ang)], 1)
+    stds = torch.linspace(s_lo, s_hi, k, dtype=F64)
+    weights = torch.linspace(1.0, 2.0, k, dtype=F64)
+    return GaussianMixture(weights, means, stds)
+
+
+def mixture_16d(k: int = 6, seed: int = 3) -> GaussianMixture:
+    """A 16-D mixture with well-separated means (|μ| ≈ 3) and stds in [0.3, 0.7]."""
+    g = torch.Generator().manual_seed(seed)
+    means = torch.randn(k, 16, generator=g, dtype=F64)
+    means = 3.0 * means / means.norm(dim=1, keepdim=True)
+    stds = torch.linspace(0.3, 0.7, k, dtype=F64)
+    return GaussianMixture(torch.ones(k, dtype=F64), means, stds)
+
+
+def sliced_w2(a: torch.Tensor, b: torch.Tensor, n_proj: int = 128, seed: int = 0) -> float:
+    """Sliced Wasserstein-2 between two equal-size point sets ``[n, d]`` (fixed directions)."""
+    if a.shape != b.shape:
+        raise ValueError("sliced_w2 needs sets of equal size")
+    g = torch.Generator().manual_seed(seed)
+    dirs = torch.randn(a.shape[1], n_proj, generator=g, dtype=F64)
+    dirs = dirs / dirs.norm(dim=0, keepdim=True)
+    pa, _ = torch.sort(a.to(F64) @ dirs, dim=0)
+    pb, _ = torch.sort(b.to(F64) @ dirs, dim=0)
+    return float(((pa - pb) ** 2).mean().sqrt())
+
+
+def mc_floor(gmm: GaussianMixture, n: int, pairs: int = 5, seed: int = 1000) -> float:
+    """Mean SW2 over ``pairs`` pairs of independent exact sample sets of size ``n``."""
+    vals = []
+    for p in range(pairs):
+        g = torch.Generator().manual_seed(seed + p)
+        vals.append(sliced_w2(gmm.sample(n, g), gmm.sample(n, g)))
+    return sum(vals) / len(vals)
+
+
+
+# ----------------------------------------------------------------------------------------------
+# the study
+# ----------------------------------------------------------------------------------------------
+DIFFUSERS_SCHEDULERS = {
+    # name: (class, extra config, start in the VE view (σ̃₀·z) rather than VP (z))
+    "DDIM": ("DDIMScheduler", {"clip_sample": False, "set_alpha_to_one": True}, False),
+    "Euler": ("EulerDiscreteScheduler", {}, True),
+    "Heun": ("HeunDiscreteScheduler", {}, True),
+    "DPM-Solver++2M": ("DPMSolverMultistepScheduler", {"solver_order": 2}, False),
+    "DPM-Solver++3M": ("DPMSolverMultistepScheduler", {"solver_order": 3}, False),
+    "UniPC": ("UniPCMultistepScheduler", {}, False),
+    "DEIS": ("DEISMultistepScheduler", {}, False),
+}
+#: grid names for :func:`polydiff.discretization.make_grid`; "kind:σ_min" overrides the lower
+#: σ̃ end (the schedule's σ̃(t=0) = 0.01 otherwise): a log-SNR grid stopping at σ̃ = 0.2 is
+#: the best 10-NFE grid we found for these mixtures (a user-supplied grid, not a default).
+DEFAULT_GRIDS = ("karras", "uniform_log_snr", "uniform_log_snr:0.2", "uniform_t", "trailing", "leading", "linspace")
+
+
+def _grid(spec_name: str, schedule, steps: int):
+    from .. import discretization as dz
+
+    kind, _, lo = spec_name.partition(":")
+    return dz.make_grid(kind, schedule, steps, **({"sigma_min": float(lo)} if lo else {}))
+
+
+def _converged(mix, x: torch.Tensor, sigmas) -> torch.Tensor:
+    from ..samplers import SAMPLERS
+
+    return SAMPLERS["ode_rk45"].fn(mix, x.to(F64), sigmas, rtol=1e-8, atol=1e-8)
+
+
+def _rmse(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(((a.to(F64) - b.to(F64)) ** 2).sum(1).mean().sqrt())
+
+
+def _run_diffusers(cls_name: str, extra: dict, eps_model, z: torch.Tensor, steps: int):
+    import diffusers
+
+    sched = getattr(diffusers, cls_name)(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02,
+                                         beta_schedule="linear", timestep_spacing="trailing", **extra)
+    sched.set_timesteps(steps)
+    x = z.float() * sched.init_noise_sigma
+    nfe = 0
+    for t in sched.timesteps:
+        x = sched.step(eps_model(sched.scale_model_input(x, t), t), t, x).prev_sample
+        nfe += 1
+    return x, nfe, sched
+
+
+def _overhead_ours(spec, n_points: int, steps: int = 50, repeats: int = 3) -> float:
+    """Seconds per network evaluation spent in the sampler itself (free denoiser)."""
+    from .. import discretization as dz
+    from ..rng import GeneratorRNG
+    from ..schedules import DDPMLinear
+
+    sig = dz.make_grid("karras", DDPMLinear(), steps)
+    x = torch.randn(n_points, 2)
+    const = torch.randn(n_points, 2)
+    count = [0]
+
+    def free(xx, s):
+        count[0] += 1
+        return const
+
+    best = math.inf
+    for _ in range(repeats):
+        count[0] = 0
+        t0 = time.perf_counter()
+        spec.fn(free, x, sig, rng=GeneratorRNG(torch.Generator().manual_seed(0)), **spec.defaults)
+        best = min(best, (time.perf_counter() - t0) / max(count[0], 1))
+    return best
+
+
+def _overhead_diffusers(cls_name: str, extra: dict, n_points: int, steps: int = 50, repeats: int = 3) -> float:
+    import diffusers
+
+    const = torch.randn(n_points, 2)
+    best = math.inf
+    for _ in range(repeats):
+        sched = getattr(diffusers, cls_name)(num_train_timesteps=1000, beta_schedule="linear",
+                                             timestep_spacing="trailing", **extra)
+        sched.set_timesteps(steps)
+        x = torch.randn(n_points, 2)
+        t0 = time.perf_counter()
+        for t in sched.timesteps:
+            x = sched.step(const, t, sched.scale_model_input(x, t)).prev_sample
+        best = min(best, (time.perf_counter() - t0) / len(sched.timesteps))
+    return best
+
+
+def run_sampler_study(out_dir, *, samplers=None, nfe=(5, 10, 20, 50), grids=None, n: int = 10_000,
+                      n_rmse: int = 2000, include_diffusers: bool = True, progress: bool = True,
+                      problems=("mixture2d", "mixture16d"), seed: int = 0) -> dict:
+    """Run the study; write ``sampler_study.json`` and ``sampler_study.png`` into ``out_dir``.
+
+    ``n`` points for SW2 (≥ 10,000 recommended), the first ``n_rmse`` of them for RMSE to the
+    converged ODE. Returns the JSON dict (``rows``, ``overhead``, ``floors``, ``summary``).
+    """
+    from tqdm.auto import tqdm
+
+    from .. import discretization as dz
+    from ..parameterization import Denoiser
+    from ..rng import GeneratorRNG
+    from ..samplers import SAMPLERS
+    from ..schedules import DDPMLinear
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = list(samplers) if samplers else list(SAMPLERS)
+    unknown = [s for s in names if s not in SAMPLERS]
+    if unknown:
+        raise ValueError(f"unknown samplers {unknown}; registered: {', '.join(SAMPLERS)}")
+    grids = tuple(grids) if grids else DEFAULT_GRIDS
+    have_diffusers = False
+    if include_diffusers:
+        try:
+            import diffusers  # noqa: F401
+
+            have_diffusers = True
+        except ImportError:
+            have_diffusers = False
+    sch = DDPMLinear()
+    mixes = {"mixture2d": circle_mixture(), "mixture16d": mixture_16d()}
+    rows, floors = [], {}
+    jobs = [(p, s, g, k) for p in problems for s in names for g in grids for k in nfe]
+    bar = tqdm(total=len(jobs), desc="sampler study", disable=not progress)
+    t_start = time.perf_counter()
+    for prob in problems:
+        mix = mixes[prob]
+        floors[prob] = mc_floor(mix, n, pairs=5, seed=1000 + seed)
+        fresh = mix.sample(n, torch.Generator().manual_seed(4242 + seed))
+        z = torch.randn(n, mix.d, generator=torch.Generator().manual_seed(17 + seed), dtype=F64)
+        refs: dict = {}
+        s_end = sch.sigma_ve_min  # σ̃ at t = 0: the true end of the PF-ODE on this schedule
+
+        def reference(x, sig, own: bool = False):
+            """The converged PF-ODE from x at σ̃₀ to σ̃(t=0) (``own``: to the grid's last σ̃ > 0),
+            then D — the limit of every deterministic sampler from that state."""
+            end = float(sig[-2]) if own else s_end
+            key = (round(float(sig[0]), 9), round(end, 9), float(x[0, 0]))
+            if key not in refs:
+                refs[key] = _converged(mix, x[:n_rmse], torch.tensor([float(sig[0]), end, 0.0], dtype=F64))
+            return refs[key]
+
+        for name in names:
+            spec = SAMPLERS[name]
+            for grid in grids:
+                for k in nfe:
+                    bar.update(1)
+                    if spec.adaptive and k != nfe[0]:
+                        continue
+                    sig = _grid(grid, sch, spec.steps_for_nfe(k))
+                    x = z * float(sig[0])
+                    count = [0]
+
+                    def den(xx, s, mix=mix):
+                        count[0] += 1
+                        return mix.denoise(xx, s)
+
+                    out = spec.fn(den, x, sig, rng=GeneratorRNG(torch.Generator().manual_seed(23 + seed)),
+                                  **spec.defaults)
+                    row = {"problem": prob, "source": "polydiff", "sampler": name, "grid": grid, "nfe": int(k),
+                           "nfe_actual": count[0], "deterministic": spec.deterministic,
+                           "sw2": sliced_w2(out, fresh), "sw2_over_floor": sliced_w2(out, fresh) / floors[prob]}
+                    if spec.deterministic:
+                        row["rmse_to_ode"] = _rmse(out[:n_rmse], reference(x, sig))
+                        row["rmse_to_own_ode"] = _rmse(out[:n_rmse], reference(x, sig, own=True))
+                    rows.append(row)
+        if have_diffusers:
+            eps_model = mix.eps_table_model(sch.alphas_cumprod)
+            for label, (cls_name, extra, ve_start) in DIFFUSERS_SCHEDULERS.items():
+                for k in nfe:
+                    steps = max(1, (k + 1) // 2) if cls_name == "HeunDiscreteScheduler" else k
+                    out, used, sched = _run_diffusers(cls_name, extra, eps_model, z, steps)
+                    sig = dz.make_grid("trailing", sch, steps)
+                    start = float(sig[0]) if ve_start else math.sqrt(1 + float(sig[0]) ** 2)
+                    rows.append({"problem": prob, "source": "diffusers", "sampler": label, "grid": "trailing",
+                                 "nfe": int(k), "nfe_actual": used, "deterministic": True,
+                                 "rmse_to_ode": _rmse(out[:n_rmse], reference(z * start, sig)),
+                                 "rmse_to_own_ode": _rmse(out[:n_rmse], reference(z * start, sig, own=True)),
+                                 "sw2": sliced_w2(out.double(), fresh),
+                                 "sw2_over_floor": sliced_w2(out.double(), fresh) / floors[prob]})
+    bar.close()
+    overhead = []
+    for name in names:
+        overhead.append({"source": "polydiff", "sampler": name, "n_points": 4000,
+                         "ms_per_step": 1e3 * _overhead_ours(SAMPLERS[name], 4000)})
+    if have_diffusers:
+        for label, (cls_name, extra, _) in DIFFUSERS_SCHEDULERS.items():
+            overhead.append({"source": "diffusers", "sampler": label, "n_points": 4000,
+                             "ms_per_step": 1e3 * _overhead_diffusers(cls_name, extra, 4000)})
+    study = {"schedule": "ddpm_linear (t = 999 → 0)", "n": n, "n_rmse": n_rmse, "floors": floors,
+             "grids": list(grids), "nfe": list(nfe), "rows": rows, "overhead": overhead,
+             "summary": _summary(rows, overhead), "seconds": time.perf_counter() - t_start}
+    (out_dir / "sampler_study.json").write_text(json.dumps(study, indent=1))
+    _plot(study, out_dir / "sampler_study.png")
+    return study
+
+
+def _summary(rows, overhead) -> dict:
+    """Best 10-NFE RMSE (2-D mixture), ours vs diffusers' DPM-Solver++/UniPC/DEIS, and the
+    overhead ratio on the samplers both implement (targets: ≤ 0.5× each)."""
+    out: dict = {}
+    for prob in sorted({r["problem"] for r in rows}):
+        ten = [r for r in rows if r["problem"] == prob and r["nfe"] == 10 and "rmse_to_ode" in r]
+        ours = [r for r in ten if r["source"] == "polydiff" and r["nfe_actual"] <= 10]
+        theirs = [r for r in ten if r["source"] == "diffusers" and r["sampler"] in
+                  ("DPM-Solver++2M", "DPM-Solver++3M", "UniPC", "DEIS")]
+        entry = {}
+        if ours:
+            b = min(ours, key=lambda r: r["rmse_to_ode"])
+            entry["best_ours_10nfe"] = {k: b[k] for k in ("sampler", "grid", "rmse_to_ode", "nfe_actual")}
+        if theirs:
+            b = min(theirs, key=lambda r: r["rmse_to_ode"])
+            entry["best_diffusers_10nfe"] = {k: b[k] for k in ("sampler", "grid", "rmse_to_ode", "nfe_actual")}
+        if ours and theirs:
+            entry["rmse_ratio"] = entry["best_ours_10nfe"]["rmse_to_ode"] / entry["best_diffusers_10nfe"]["rmse_to_ode"]
+            entry["rmse_target_met"] = entry["rmse_ratio"] <= 0.5
+        out[prob] = entry
+    pairs = {"ddim": "DDIM", "euler": "Euler", "heun": "Heun", "dpmpp_2m": "DPM-Solver++2M",
+             "dpmpp_3m": "DPM-Solver++3M", "unipc": "UniPC"}
+    ours = {o["sampler"]: o["ms_per_step"] for o in overhead if o["source"] == "polydiff"}
+    theirs = {o["sampler"]: o["ms_per_step"] for o in overhead if o["source"] == "diffusers"}
+    ratios = {k: ours[k] / theirs[v] for k, v in pairs.items() if k in ours and v in theirs}
+    if ratios:
+        vals = sorted(ratios.values())
+        out["overhead_ratio"] = ratios
+        out["overhead_ratio_median"] = vals[len(vals) // 2]
+        out["overhead_target_met"] = max(vals) <= 0.5
+    return out
+
+
+def _plot(study: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    probs = sorted(study["floors"])
+    fig, axes = plt.subplots(1, len(probs), figsize=(6.5 * len(probs), 4.8), squeeze=False)
+    for ax, prob in zip(axes[0], probs):
+        rows = [r for r in study["rows"] if r["problem"] == prob and "rmse_to_ode" in r]
+        series: dict = {}
+        for r in rows:
+            key = (r["source"], r["sampler"])
+            series.setdefault(key, {}).setdefault(r["nfe"], []).append(r["rmse_to_ode"])
+        for (src, name), pts in sorted(series.items()):
+            xs = sorted(pts)
+            ys = [min(pts[k]) for k in xs]  # best grid per NFE
+            ax.plot(xs, ys, ("--" if src == "diffusers" else "-") + "o", ms=3,
+                    label=f"{name} ({'diffusers' if src == 'diffusers' else 'best grid'})")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("NFE")
+        ax.set_ylabel("RMSE to converged PF-ODE")
+        ax.set_title(f"{prob}: exact-score mixture (DDPM linear)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description="Exact-score sampler study (RMSE-to-ODE, SW2, overhead).")
+    p.add_argument("--out", required=True)
+    p.add_argument("--samplers", default=None, help="comma-separated sampler names (default: all)")
+    p.add_argument("--nfe", default="5,10,20,50")
+    p.add_argument("--grids", default=None)
+    p.add_argument("--n", type=int, default=10_000)
+    p.add_argument("--no-diffusers", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    study = run_sampler_study(a.out, samplers=a.samplers.split(",") if a.samplers else None,
+                              nfe=tuple(int(v) for v in a.nfe.split(",")),
+                              grids=a.grids.split(",") if a.grids else None, n=a.n,
+                              include_diffusers=not a.no_diffusers, progress=not a.no_progress)
+    print(json.dumps(study["summary"], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
