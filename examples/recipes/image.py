@@ -47,6 +47,7 @@ def parse_args(argv=None):
     p.add_argument("--n-samples", type=int, default=500)
     p.add_argument("--classifier-steps", type=int, default=600)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", default=None, help="continue training a checkpoint written by this recipe")
     p.add_argument("--threads", type=int, default=None, help="torch threads (1 is fastest on a busy machine)")
     return p.parse_args(argv)
 
@@ -77,7 +78,11 @@ def main(argv=None) -> dict:
     mcfg = {"dataset": args.dataset}
     if args.latent:
         mcfg["latent"] = {"vae_steps": args.vae_steps, "channels": args.vae_channels}
-    model = polydiff.create("image", network=args.network, modality_config=mcfg, **network_kwargs(args, args.latent))
+    if args.init:  # continue: network, EMA, VAE and latent scale come from the checkpoint
+        model = polydiff.load(args.init)
+    else:
+        model = polydiff.create("image", network=args.network, modality_config=mcfg,
+                                **network_kwargs(args, args.latent))
     print(f"network {args.network}: {sum(p.numel() for p in model.network.parameters()) / 1e6:.2f} M parameters")
     data = model.modality.load_dataset(split="train")  # trains the VAE first in latent mode
     reference = polydiff.registry("dataset").get(args.dataset)()
@@ -90,7 +95,13 @@ def main(argv=None) -> dict:
 
     n = args.n_samples
     cond = {"label": "balanced"}
-    untrained = model.sample(n, sampler="euler", steps=10, seed=args.seed, cond=cond, ema=False)
+    untrained = (polydiff.create("image", network=model.network_name, modality_config=model.modality.config,
+                                 **{k: v for k, v in model.network_kwargs.items()
+                                    if k not in ("in_channels", "image_size", "num_classes")})
+                 if args.init else model)
+    if args.init:
+        untrained.modality.vae = model.modality.vae
+    untrained = untrained.sample(n, sampler="euler", steps=10, seed=args.seed, cond=cond, ema=False)
     g = torch.Generator().manual_seed(args.seed)
     noise = [ImageSample(torch.rand(reference.images.shape[1:], generator=g), int(i % 10)) for i in range(n)]
     floor = real_floor(reference, clf, n=n, kid_subset_size=n)

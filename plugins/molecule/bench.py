@@ -175,14 +175,17 @@ def main(argv=None) -> int:
     p.add_argument("--nfe", type=int, default=50)
     p.add_argument("--nfe-measured", type=int, default=5, help="time this many evaluations and scale to --nfe")
     p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--networks", default="egnn,e3nn_molecule")
+    p.add_argument("--networks", default="egnn,egnn-concat,e3nn_molecule",
+                   help="egnn-concat = EGNN at EDM's size computed with EDM's per-edge concatenation")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    for net in args.networks.split(","):
-        kw = dict(EDM_SIZE) if net == "egnn" else {}
+    for name in args.networks.split(","):
+        net = "egnn" if name.startswith("egnn") else name
+        kw = dict(EDM_SIZE, split_pair_layers=name != "egnn-concat") if net == "egnn" else {}
         res = measure_throughput(net, device=args.device, train_steps=args.train_steps, sample_batch=args.sample_batch,
                                  nfe=args.nfe, sample_nfe_measured=args.nfe_measured, **kw)
+        res["name"] = name
         res["threads"] = torch.get_num_threads()
         res["vs_edm_cpu_train"] = res["train_molecules_per_s"] / EDM_CPU_MOLECULES_PER_S
         print(json.dumps(res), flush=True)

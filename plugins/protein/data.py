@@ -120,7 +120,7 @@ class CalphaDataset:
         return {"x": ca, "res_idx": idx, "ss": comp}
 
 
-def shipped_domains_dataset(crop: tuple[int, int] | None = None, seed: int = 0, **_) -> CalphaDataset:
+def shipped_domains_dataset(crop: tuple[int, int] | None = None, seed: int = 0) -> CalphaDataset:
     """Dataset loader ``protein/domains50``: the 50 shipped domains."""
     from .structures import handle_breaks
 
@@ -133,7 +133,7 @@ def shipped_domains_dataset(crop: tuple[int, int] | None = None, seed: int = 0, 
 
 def structure_folder_dataset(source=None, *, pdb_ids=(), crop=None, seed: int = 0, min_len: int = 40,
                              max_len: int | None = None, chains=None, on_error: str = "raise",
-                             cache_dir: str = "~/.cache/polydiff/pdb", **_) -> CalphaDataset:
+                             cache_dir: str = "~/.cache/polydiff/pdb") -> CalphaDataset:
     """Dataset loader ``protein/structures``: a folder, file list and/or PDB IDs."""
     report = LoadReport()
     bbs = load_source(source, pdb_ids=pdb_ids, cache_dir=cache_dir, chains=chains, breaks="split",

@@ -1,7 +1,8 @@
 """The ``protein`` modality: Cα traces in nm with zero centre of mass.
 
 State ``x [B, N, 3]`` = Cα coordinates / 10 Å (nm), padded to N with ``cond["mask"]``;
-noise lives in :class:`polydiff.spaces.ZeroCoMSpace` (mask, 3 coordinate channels).
+noise lives in :class:`CalphaSpace`, a :class:`polydiff.spaces.ZeroCoMSpace` (mask, 3
+coordinate channels) that draws each sample's noise at its own length.
 ``sigma_data = 1.0`` nm: the per-coordinate standard deviation of the centred 50 domains
 is ≈ 0.8–1.1 nm (measured in ``tests/plugins/protein/test_data.py``).
 
@@ -29,6 +30,23 @@ from .data import COORD_SCALE
 DEFAULT_METRICS = tuple(f"protein_{m}" for m in (
     "ca_ca_validity", "ca_ca_deviation", "clash_share", "clash_structure_share", "backbone_clash_share",
     "rg_ratio", "helix_fraction", "strand_fraction", "diversity_rmsd"))
+
+
+class CalphaSpace(ZeroCoMSpace):
+    """:class:`ZeroCoMSpace` whose sampling noise for sample i is drawn with exactly its
+    own number of residues (``[L_i, 3]``) from its own generator, then padded: torch's
+    CPU ``randn`` fills a tensor differently depending on its size, so drawing
+    ``[N_pad, 3]`` would make a sample depend on the longest sample in its batch."""
+
+    def randn_like(self, x, rng):
+        gens = getattr(rng, "generators", None)
+        if gens is None or x.ndim != 3:
+            return super().randn_like(x, rng)
+        n_valid = self.mask.reshape(x.shape[0], -1).sum(1).round().long().tolist()
+        out = torch.zeros(x.shape, dtype=torch.float32)
+        for i, (g, L) in enumerate(zip(gens, n_valid)):
+            out[i, :L] = torch.randn((L, x.shape[-1]), generator=g, dtype=torch.float32)
+        return self._center(out.to(device=x.device, dtype=x.dtype))
 
 
 class ProteinModality(Modality):
@@ -70,7 +88,7 @@ class ProteinModality(Modality):
     def space(self, cond):
         if cond is None or "mask" not in cond:
             raise InputError("protein states need cond['mask'] (residue mask)", field="mask")
-        return ZeroCoMSpace(cond["mask"], n_pos=3)
+        return CalphaSpace(cond["mask"], n_pos=3)
 
     def _lengths(self, n: int, cond: dict, rng) -> tuple[list[int], int]:
         if "length" in cond:

@@ -53,3 +53,29 @@ def test_vocode_goes_through_the_hook_and_is_deterministic(notes):
     a = V.vocode(lm, CFG)
     b = V.griffin_lim_vocoder(lm, CFG.to_dict())
     assert torch.equal(a, b)
+
+
+@pytest.mark.slow
+def test_griffin_lim_baselines_on_espeak_digits_match_published_scale():
+    """REFERENCES.md (espeak-ng digits, 22.05 kHz, n_fft 1024, ε = 1e-5): linear magnitude,
+    32 iterations SC 0.056 / LSD 1.19 dB; 100 iterations SC 0.023; from 80-bin mel, 32
+    iterations SC 0.378 / LSD 5.00 dB. Our digits differ (voices, padding to 1 s), so the
+    check is on scale (±40 %) and ordering, not digits. Measured here: 0.066 / 0.92,
+    0.033, and 0.296 / 3.32 (NNLS) vs 0.385 / 3.77 (torchaudio lstsq)."""
+    from polydiff.plugins.audio.data import espeak_available, spoken_digits
+
+    if not espeak_available():
+        pytest.skip("espeak-ng is not installed")
+    cfg = FrontendConfig(sample_rate=22050, n_fft=1024, hop_length=256, n_mels=80, f_max=11025.0, clip_samples=22050)
+    w = spoken_digits(voices=("en", "en+f3"), speeds=(160,), pitches=(50,), frontend=cfg.to_dict()).waves
+    P = torchaudio.transforms.Spectrogram(n_fft=1024, hop_length=256, power=2)(w)
+    lin32, lin100 = V.griffin_lim(P, cfg, 32), V.griffin_lim(P, cfg, 100)
+    sc32, lsd32 = M.spectral_convergence(lin32, reference=w), M.log_spectral_distance(lin32, reference=w)
+    assert 0.6 * 0.056 < sc32 < 1.4 * 0.056 and 0.6 * 1.19 < lsd32 < 1.4 * 1.19
+    assert M.spectral_convergence(lin100, reference=w) < sc32
+    lm = log_mel(w, cfg)
+    mel_nnls = V.griffin_lim(V.linear_power_from_mel(lm, cfg, "nnls"), cfg, 32)
+    mel_lstsq = V.griffin_lim(V.linear_power_from_mel(lm, cfg, "lstsq"), cfg, 32)
+    sc_n, sc_l = M.spectral_convergence(mel_nnls, reference=w), M.spectral_convergence(mel_lstsq, reference=w)
+    assert 0.6 * 0.378 < sc_l < 1.4 * 0.378 and sc_n < sc_l
+    assert M.log_spectral_distance(mel_nnls, reference=w) < 5.0 * 1.4

@@ -115,3 +115,17 @@ def test_networks_run_on_cuda_and_stay_equivariant(kind, orthogonal, batch_facto
         outr = net(xr, t.cuda(), dev)
     assert (out.cpu() - cpu).abs().max() < 1e-3
     assert (outr[..., :3] - out[..., :3] @ Q.T).abs().max() < 1e-4 * max(1.0, float(out.abs().max()))
+
+
+def test_split_first_layer_equals_edm_concatenation(batch_factory):
+    g = torch.Generator().manual_seed(5)
+    split = _net("egnn", torch.float64)
+    concat = NETS["egnn"]()
+    for blk in concat.blocks:
+        blk.edge_mlp.split = blk.coord_mlp.split = False
+    concat = concat.to(torch.float64).eval()
+    concat.load_state_dict(split.state_dict())
+    x, mask = batch_factory(2, 7, 8, torch.float64, g, counts=[7, 4])
+    t = torch.ones(2, dtype=torch.float64)
+    with torch.no_grad():
+        assert (split(x, t, {"mask": mask}) - concat(x, t, {"mask": mask})).abs().max() < 1e-12

@@ -1,0 +1,25 @@
+"""The quick benchmark task runs end to end and its trained metrics beat the untrained
+reference (slow: trains for up to a minute)."""
+import json
+
+import pytest
+import torch
+
+
+@pytest.mark.slow
+def test_quick_protein_task_beats_untrained(tmp_path):
+    from polydiff.bench import BenchContext
+    from polydiff.plugins.protein.bench import protein_task
+
+    task = protein_task()
+    ctx = BenchContext(suite="quick", device=torch.device("cpu"), seed=0, out_dir=tmp_path, progress=False)
+    rows = task.run(ctx)
+    assert rows
+    for row in rows:
+        json.dumps(row)
+        m, u = row["metrics"], row["reference"]["untrained"]
+        assert m["ca_ca_deviation"] < u["ca_ca_deviation"]
+        assert abs(m["rg_ratio"] - 1) < abs(u["rg_ratio"] - 1)
+        assert row["reference"]["data"]["ca_ca_validity"] > 0.95
+        assert row["timing"]["train_residues_per_s"] > 0 and row["timing"]["sample_residues_per_s"] > 0
+        assert any(f.endswith(".png") for f in row["files"]) and any(f.endswith(".pdb") for f in row["files"])
