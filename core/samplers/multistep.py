@@ -40,13 +40,20 @@ def sample_dpmpp_2m(denoiser, x, sigmas, *, space=None, rng=None, callback=None)
     return x
 
 
-def sample_dpmpp_3m(denoiser, x, sigmas, *, space=None, rng=None, callback=None):
+def sample_dpmpp_3m(denoiser, x, sigmas, *, space=None, rng=None, callback=None, d2_weight: float = 1.0):
     """DPM-Solver++(3M): third-order multistep (Lu et al. 2022, §4 and App. B).
 
     From three stored outputs, d₁ ≈ h·dD/dλ and d₂ ≈ ½h²·d²D/dλ² (divided differences on
-    the non-uniform λ grid); with φ₂ = (e^{−h} − 1)/h + 1 and φ₃ = φ₂/h − ½,
-    x' = (σ̃'/σ̃)x + (1 − e^{−h})D + φ₂·d₁ − φ₃·d₂, exact when D is quadratic in λ.
-    Warm-up: 1st then 2nd order; the step into σ̃ = 0 returns D. NFE = len(sigmas) − 1.
+    the non-uniform λ grid). The exact integral of the quadratic Taylor model is
+    x' = (σ̃'/σ̃)x + (1 − e^{−h})D + φ₂·d₁ − 2φ₃·d₂ with φ₂ = (e^{−h} − 1)/h + 1,
+    φ₃ = φ₂/h − ½ (∫₀^h e^{−(h−τ)}τ²/2 dτ = −h²φ₃), exact when D is quadratic in λ.
+
+    ``d2_weight`` scales that last term. k-diffusion and diffusers (0.42) use φ₃·d₂, i.e.
+    ``d2_weight=0.5``: measured order ≈ 2 (tests), but a more damped and, on the exact-score
+    mixtures at ≤ 20 NFE, often more accurate step — and it reproduces diffusers'
+    ``DPMSolverMultistepScheduler(solver_order=3)`` (tested). The default 1.0 is the
+    third-order method. Warm-up: 1st then 2nd order; the step into σ̃ = 0 returns D.
+    NFE = len(sigmas) − 1.
     """
     space, s = space_or_default(space), grid_floats(sigmas)
     x = working_state(x)
@@ -68,7 +75,7 @@ def sample_dpmpp_3m(denoiser, x, sigmas, *, space=None, rng=None, callback=None)
             d1 = d1_0 + (d1_0 - d1_1) * (r0 / (r0 + r1))
             d2 = (d1_0 - d1_1) / (r0 + r1)
             phi3 = phi2 / h - 0.5
-            x_new = x_new + d1 * phi2 - d2 * (2 * phi3)
+            x_new = x_new + d1 * phi2 - d2 * (2 * d2_weight * phi3)
         elif len(hist) == 1:
             x0_1, h_1 = hist[0]
             x_new = x_new + (x0 - x0_1) * (phi2 * h / h_1)

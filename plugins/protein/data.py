@@ -6,8 +6,8 @@ file holding the reference 3-state string H/E/-, one letter per residue). The pa
 located with ``importlib.util.find_spec`` (importing it would need MDAnalysis).
 
 Representation: a Cα trace in nanometres (Å / :data:`COORD_SCALE`), centred on its
-centre of mass. At that scale the per-coordinate standard deviation of the 50 domains is
-≈ 1.1 (see ``tests/plugins/protein/test_data.py``), close to the modality's
+centre of mass. At that scale the per-coordinate RMS of the 50 centred domains lies in
+0.7–1.3 (asserted in ``tests/plugins/protein/test_data.py``), so the modality uses
 ``sigma_data = 1.0``.
 """
 from __future__ import annotations

@@ -3,8 +3,8 @@
 State ``x [B, N, 3]`` = Cα coordinates / 10 Å (nm), padded to N with ``cond["mask"]``;
 noise lives in :class:`CalphaSpace`, a :class:`polydiff.spaces.ZeroCoMSpace` (mask, 3
 coordinate channels) that draws each sample's noise at its own length.
-``sigma_data = 1.0`` nm: the per-coordinate standard deviation of the centred 50 domains
-is ≈ 0.8–1.1 nm (measured in ``tests/plugins/protein/test_data.py``).
+``sigma_data = 1.0`` nm: the per-coordinate RMS of the centred 50 domains lies in
+0.7–1.3 nm (asserted in ``tests/plugins/protein/test_data.py``).
 
 Sampling requests (``model.sample(n, cond=...)``):
 

@@ -42,6 +42,7 @@ def converged_ode(denoiser, x, sigmas):
 diffusers = pytest.importorskip("diffusers")
 
 PARITY = {
+    "dpmpp_3m_d2half": ("DPMSolverMultistepScheduler", dict(solver_order=3), False),
     "ddim": ("DDIMScheduler", dict(clip_sample=False, set_alpha_to_one=True), False),
     "euler": ("EulerDiscreteScheduler", {}, True),
     "heun": ("HeunDiscreteScheduler", {}, True),
@@ -70,7 +71,12 @@ def test_end_state_matches_diffusers(name, steps):
     sig = dz.make_grid("trailing", sch, steps)
     start = float(sig[0]) if ve_start else math.sqrt(1 + float(sig[0]) ** 2)
     den = Denoiser(lambda xt, time, cond: eps_model(xt, time), sch, "eps")
-    ours = SAMPLERS[name].fn(den, (z.double() * start).float(), sig, **SAMPLERS[name].defaults)
+    if name == "dpmpp_3m_d2half":  # diffusers' 3M = ours with the halved D'' term
+        if steps < 15:  # diffusers then drops to 2nd order at the second-to-last step
+            pytest.skip("diffusers' 3M lowers its order at the end below 15 steps")
+        ours = SAMPLERS["dpmpp_3m"].fn(den, (z.double() * start).float(), sig, d2_weight=0.5)
+    else:
+        ours = SAMPLERS[name].fn(den, (z.double() * start).float(), sig, **SAMPLERS[name].defaults)
     assert ours.dtype == torch.float32
     rel = float((ours - x).norm() / x.norm())
     assert rel <= 1e-4, rel
@@ -78,7 +84,8 @@ def test_end_state_matches_diffusers(name, steps):
 
 # -- order of convergence ------------------------------------------------------------------------
 MU, S = 0.5, 0.8  # 1-D data N(μ, s²)
-ORDER_CASES = {"euler": 1.0, "ddim": 1.0, "heun": 2.0, "dpmpp_2m": 2.0, "dpmpp_3m": 3.0, "unipc": 3.0}
+ORDER_CASES = {"euler": 1.0, "ddim": 1.0, "heun": 2.0, "dpmpp_2m": 2.0, "dpmpp_3m": 3.0, "unipc": 3.0,
+               "dpmpp_3m_d2half": None}
 
 
 def gaussian_d(x, sigma):
@@ -90,7 +97,11 @@ def test_order_of_convergence_on_gaussian_pf_ode(name):
     """x(σ̃) = μ + (x_T − μ)·√((s² + σ̃²)/(s² + σ̃_max²)) solves the PF-ODE exactly. Terminal
     error vs NFE on Karras grids (σ̃ ∈ [0.02, 80], ρ = 7), slope fitted over NFE 16–128:
     within ±0.3 of the nominal order (Euler/DDIM 1, Heun 2, DPM-Solver++2M 2, 3M 3, and
-    UniPC-2 3 — its corrector raises the order by one, Zhao et al. 2023 Thm 3.3)."""
+    UniPC-2 3 — its corrector raises the order by one, Zhao et al. 2023 Thm 3.3). The 3M
+    variant with k-diffusion's/diffusers' halved D'' term measures ≤ 2.3 (≈ 1.6 here)."""
+    opts, nominal = {}, ORDER_CASES[name]
+    if name == "dpmpp_3m_d2half":
+        name, opts = "dpmpp_3m", {"d2_weight": 0.5}
     spec = SAMPLERS[name]
     smin, smax = 0.02, 80.0
     xT = MU + torch.linspace(-2, 2, 9, dtype=F64).reshape(-1, 1) * math.sqrt(S ** 2 + smax ** 2)
@@ -105,11 +116,14 @@ def test_order_of_convergence_on_gaussian_pf_ode(name):
             count[0] += 1
             return gaussian_d(x, s)
 
-        out = spec.fn(den, xT.clone(), sig, **spec.defaults)
+        out = spec.fn(den, xT.clone(), sig, **{**spec.defaults, **opts})
         nfes.append(count[0])
         errs.append(float((out - exact).abs().max()))
     slope = -np.polyfit(np.log(nfes), np.log(errs), 1)[0]
-    assert abs(slope - ORDER_CASES[name]) <= 0.3, (name, slope, nfes, errs)
+    if opts:  # the halved D'' term: clearly below 3rd order (1.6 measured over 16–128)
+        assert slope <= 2.3, (slope, nfes, errs)
+    else:
+        assert abs(slope - nominal) <= 0.3, (name, slope, nfes, errs)
 
 
 def test_third_order_step_is_exact_for_quadratic_denoiser():
@@ -288,3 +302,19 @@ def test_stochastic_variants_sample_a_gaussian(name, opts, steps):
     out = SAMPLERS[name].fn(gaussian_d, x, sig, rng=GeneratorRNG(torch.Generator().manual_seed(4)), **opts)
     assert abs(float(out.mean()) - MU) < 0.02
     assert abs(float(out.std()) / S - 1) < 0.03
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["dpmpp_2m_sde", "ddpm", "unipc"])
+def test_cuda_and_cpu_give_the_same_samples(name):
+    """Noise is drawn per sample on the CPU, so a CUDA run reproduces the CPU run."""
+    spec = SAMPLERS[name]
+
+    def den(x, s):
+        return x / (1 + float(s) ** 2) + 0.1 * torch.tanh(x)
+
+    sig = dz.karras(8, 0.01, 20.0)
+    z = SampleRNG(3, 16).randn((4,))
+    cpu = spec.fn(den, z * 20.0, sig, rng=SampleRNG(1, 16), **spec.defaults)
+    gpu = spec.fn(den, z.cuda() * 20.0, sig, rng=SampleRNG(1, 16), **spec.defaults)
+    assert torch.allclose(gpu.cpu(), cpu, rtol=1e-4, atol=1e-5)

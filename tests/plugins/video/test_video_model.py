@@ -116,3 +116,17 @@ def test_evaluate_uses_the_modality_metrics(trained, small_evaluator):
     res = model.modality.evaluate(clips, evaluator=small_evaluator)
     assert set(res) == {"video_frame_accuracy", "video_identity_consistency"}
     assert res["video_frame_accuracy"] >= 0.8
+
+
+@pytest.mark.gpu
+def test_cuda_training_and_sampling_match_cpu(trained):
+    import copy
+
+    model, data, _ = trained
+    gpu = copy.deepcopy(model).to("cuda")
+    kw = dict(sampler="euler", steps=4, seed=2, cond={"label": [3, 4]}, guidance=2.0)
+    a, b = model.sample(2, **kw), gpu.sample(2, **kw)
+    for x, y in zip(a, b):
+        assert np.abs(x.frames.astype(int) - y.frames.astype(int)).max() <= 2
+    res = train(gpu, data, TrainConfig(steps=3, batch_size=4, progress=False, device="cuda"))
+    assert res.steps == 3 and np.isfinite(res.losses[-1][1])
