@@ -65,3 +65,7 @@ class GeneratorRNG:
 
     def rand(self, shape, *, device=None, dtype=torch.float32) -> torch.Tensor:
         return torch.rand(tuple(shape), generator=self.generator, dtype=torch.float32).to(device=device, dtype=dtype)
+
+    def rademacher_like(self, x: torch.Tensor) -> torch.Tensor:
+        """±1 with equal probability, shape of ``x`` (Hutchinson probes)."""
+        return torch.where(self.rand(x.shape, device=x.device) < 0.5, -1.0, 1.0).to(x.dtype)

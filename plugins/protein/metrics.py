@@ -23,6 +23,8 @@ or a ``CalphaDataset``) is used by the distribution, novelty metrics.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from .geometry import CA_CA_IDEAL, expected_rg, place_backbone, radius_of_gyration
@@ -57,6 +59,10 @@ def _reference_list(reference) -> list:
         raise ValueError("this metric needs reference structures")
     if hasattr(reference, "backbones"):
         return list(reference.backbones)
+    if isinstance(reference, (str, Path)):  # a structure file or folder (``polydiff eval --reference``)
+        from .io import read_structures
+
+        return read_structures(reference)
     return list(reference)
 
 

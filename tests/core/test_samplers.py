@@ -152,7 +152,7 @@ DETERMINISTIC = [n for n, s in SAMPLERS.items() if s.deterministic and not s.ada
 @pytest.mark.parametrize("dim,grid", [(2, "karras"),
                                       pytest.param(2, "uniform_log_snr", marks=pytest.mark.slow),
                                       pytest.param(2, "trailing", marks=pytest.mark.slow),
-                                      pytest.param(16, "karras", marks=pytest.mark.slow),
+                                      (16, "karras"),
                                       pytest.param(16, "uniform_log_snr", marks=pytest.mark.slow),
                                       pytest.param(16, "trailing", marks=pytest.mark.slow)])
 def test_rmse_to_converged_ode_falls_with_nfe(dim, grid):
