@@ -369,15 +369,17 @@ def _plot(study: dict, path: Path) -> None:
         series: dict = {}
         for r in rows:
             key = (r["source"], r["sampler"])
-            series.setdefault(key, {}).setdefault(r["nfe"], []).append(r["rmse_to_ode"])
-        for (src, name), pts in sorted(series.items()):
+            series.setdefault(key, {}).setdefault(r["nfe_actual"], []).append(r["rmse_to_ode"])
+        colors = plt.get_cmap("tab20").colors
+        for j, ((src, name), pts) in enumerate(sorted(series.items())):
             xs = sorted(pts)
             ys = [min(pts[k]) for k in xs]  # best grid per NFE
-            ax.plot(xs, ys, ("--" if src == "diffusers" else "-") + "o", ms=3,
-                    label=f"{name} ({'diffusers' if src == 'diffusers' else 'best grid'})")
+            ax.plot(xs, ys, ("--" if src == "diffusers" else "-") + ("s" if src == "diffusers" else "o"), ms=3,
+                    color=colors[j % len(colors)],
+                    label=f"{name} ({'diffusers, trailing' if src == 'diffusers' else 'best grid'})")
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel("NFE")
+        ax.set_xlabel("NFE (network evaluations actually spent)")
         ax.set_ylabel("RMSE to converged PF-ODE")
         ax.set_title(f"{prob}: exact-score mixture (DDPM linear)")
         ax.grid(True, which="both", alpha=0.3)

@@ -40,7 +40,7 @@ def main(argv=None) -> dict:
     p.add_argument("--ema", type=float, default=0.995)
     p.add_argument("--n-train", type=int, default=20000, help="seeded QM9 training subset (0 = all 100k)")
     p.add_argument("--n-samples", type=int, default=200)
-    p.add_argument("--sampler", default="dpmpp_2m")
+    p.add_argument("--sampler", default="ddpm", help="ancestral sampling, as EDM (better than dpmpp_2m on short-trained models)")
     p.add_argument("--nfe", type=int, default=50)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     p.add_argument("--device", default="cpu")

@@ -114,7 +114,7 @@ def run(ctx) -> list:
     ref = load_qm9("test", limit=n_samples, seed=ctx.seed)
     data_row = evaluate_molecules(ref.records[: n_samples // 2], reference=ref.records[n_samples // 2:],
                                   novelty_reference=None if q else "qm9")
-    grid = ctx.sampler_grid(["dpmpp_2m"], [50] if q else [50, 100])
+    grid = ctx.sampler_grid(["ddpm"] if q else ["ddpm", "dpmpp_2m"], [50] if q else [50, 100])
     s0, n0 = grid[0]
     model.to(ctx.device)
     untrained = evaluate_molecules(model.sample(n_samples // 2 if q else n_samples, sampler=s0, nfe=n0, seed=ctx.seed),
