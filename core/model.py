@@ -14,7 +14,7 @@ from torch import nn
 
 from . import checkpoint as ckpt
 from . import discretization
-from .conditioning import to_device
+from .conditioning import to_device, with_cond_mask
 from .errors import CheckpointError, PolydiffError
 from .guidance import bind, cfg as cfg_guidance
 from .modality import Modality
@@ -154,6 +154,8 @@ class DiffusionModel:
             x = space.project(x + x_init.to(device=dev, dtype=x.dtype))
         den = self.denoiser(ema)
         if guidance != 1.0:
+            if c is not None and "cond_mask" not in c:
+                c = with_cond_mask(c, 1.0, n)
             unc = null_cond(c, n) if negative is None else to_device(negative, dev)
             d = cfg_guidance(den, c if c is not None else null_cond(None, n), guidance, uncond=unc,
                              rescale=guidance_rescale)

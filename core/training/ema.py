@@ -26,5 +26,7 @@ def ema_update(ema: nn.Module, net: nn.Module, decay: float) -> None:
     """In place: ``ema`` parameters ← lerp towards ``net`` parameters by ``1 − decay``."""
     for pe, p in zip(ema.parameters(), net.parameters()):
         pe.lerp_(p.detach(), 1 - decay)
-    for be, b in zip(ema.buffers(), net.buffers()):
-        be.copy_(b)
+    # by name: a deep copy may order (or rename) internal buffers differently (e3nn does)
+    src = dict(net.named_buffers())
+    for name, be in ema.named_buffers():
+        be.copy_(src[name])

@@ -87,6 +87,12 @@ def test_missing_plugin_named_with_installed_list(model, tmp_path):
     cfg_path = tmp_path / "ck" / "config.json"
     cfg = json.loads(cfg_path.read_text())
     cfg["plugin"]["name"] = "polydiff-weather"
+    from polydiff.checkpoint import content_hash
+
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="content hash"):  # hand edits are caught first
+        polydiff.load(tmp_path / "ck")
+    cfg["content_sha256"] = content_hash(cfg)  # a consistent config from a machine with that plugin
     cfg_path.write_text(json.dumps(cfg))
     with pytest.raises(PluginNotFoundError) as err:
         polydiff.load(tmp_path / "ck")
