@@ -52,7 +52,24 @@ class MaskedSpace(EuclideanSpace):
         return m
 
     def randn_like(self, x, rng):
-        return rng.randn_like(x) * self._m(x)
+        return self._node_noise(x, rng)
+
+    def _node_noise(self, x: Tensor, rng) -> Tensor:
+        """Masked noise. With per-sample generators (:class:`SampleRNG`) and a node mask
+        ``[B, N]``, sample i's noise is drawn at exactly its own number of valid nodes and
+        scattered into place: torch's CPU ``randn`` fills a tensor differently depending on
+        its size, so drawing at the padded size would tie a sample to the longest sample
+        in its batch."""
+        gens = getattr(rng, "generators", None)
+        m = self.mask
+        if gens is None or m.ndim != 2 or x.ndim < 3 or tuple(m.shape) != tuple(x.shape[:2]):
+            return rng.randn_like(x) * self._m(x)
+        valid = m.detach().to("cpu") > 0.5
+        out = torch.zeros(x.shape, dtype=torch.float32)
+        for i, g in enumerate(gens):
+            idx = valid[i].nonzero().squeeze(1)
+            out[i, idx] = torch.randn((len(idx),) + tuple(x.shape[2:]), generator=g, dtype=torch.float32)
+        return out.to(device=x.device, dtype=x.dtype)
 
     def project(self, x):
         return x * self._m(x)
@@ -88,7 +105,7 @@ class ZeroCoMSpace(MaskedSpace):
         return torch.cat([pos, x[..., self.n_pos:] * m], dim=-1)
 
     def randn_like(self, x, rng):
-        return self._center(rng.randn_like(x))
+        return self._center(self._node_noise(x, rng))
 
     def project(self, x):
         return self._center(x)

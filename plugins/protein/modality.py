@@ -33,20 +33,8 @@ DEFAULT_METRICS = tuple(f"protein_{m}" for m in (
 
 
 class CalphaSpace(ZeroCoMSpace):
-    """:class:`ZeroCoMSpace` whose sampling noise for sample i is drawn with exactly its
-    own number of residues (``[L_i, 3]``) from its own generator, then padded: torch's
-    CPU ``randn`` fills a tensor differently depending on its size, so drawing
-    ``[N_pad, 3]`` would make a sample depend on the longest sample in its batch."""
-
-    def randn_like(self, x, rng):
-        gens = getattr(rng, "generators", None)
-        if gens is None or x.ndim != 3:
-            return super().randn_like(x, rng)
-        n_valid = self.mask.reshape(x.shape[0], -1).sum(1).round().long().tolist()
-        out = torch.zeros(x.shape, dtype=torch.float32)
-        for i, (g, L) in enumerate(zip(gens, n_valid)):
-            out[i, :L] = torch.randn((L, x.shape[-1]), generator=g, dtype=torch.float32)
-        return self._center(out.to(device=x.device, dtype=x.dtype))
+    """Cα traces: :class:`ZeroCoMSpace` over the residue mask (the core draws each
+    sample's noise at its own length, so a sample does not depend on its batch)."""
 
 
 class ProteinModality(Modality):

@@ -41,3 +41,20 @@ def test_masked_mean_ignores_padding_and_euclidean_counts_all():
     assert torch.allclose(sp.mean(sq), torch.ones(3))
     assert EuclideanSpace().dof(torch.zeros(4, 3, 2)).tolist() == [6.0] * 4
     assert sp.dof(torch.zeros(3, 6, 2)).tolist() == [8.0, 12.0, 4.0]
+
+
+def test_masked_noise_does_not_depend_on_padding():
+    """Sample i's noise is drawn at its own valid size: padding to a longer batch mate
+    (which changes how torch fills a tensor) must not change it."""
+    import torch
+
+    from polydiff.rng import SampleRNG
+    from polydiff.spaces import MaskedSpace, ZeroCoMSpace
+
+    for cls in (MaskedSpace, ZeroCoMSpace):
+        tight = torch.ones(1, 6)
+        padded = torch.cat([torch.ones(1, 6), torch.zeros(1, 24)], 1)
+        z_tight = cls(tight).randn_like(torch.zeros(1, 6, 3), SampleRNG(7, 1))
+        z_pad = cls(padded).randn_like(torch.zeros(1, 30, 3), SampleRNG(7, 1))
+        assert torch.equal(z_tight[0], z_pad[0, :6])
+        assert torch.count_nonzero(z_pad[0, 6:]) == 0
