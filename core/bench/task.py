@@ -59,13 +59,34 @@ class BenchmarkTask:
     description: str = ""
 
 
+def registered_metric_names(modality: str):
+    """``name → registered name``: rows must carry registered metric names (the report reads
+    each metric's direction from the registry); a modality's own metric given without its
+    registry prefix (``fd_ours`` for ``audio_fd_ours``) is mapped to it."""
+    from ..plugin_manager import registry
+
+    reg = registry("metric")
+
+    def canon(name: str) -> str:
+        if name in reg:
+            return name
+        for cand in (f"{modality}_{name}", f"{modality}_{name.removesuffix('_ours')}",
+                     f"mol_{name}" if modality == "molecule" else None):
+            if cand and cand in reg:
+                return cand
+        return name
+
+    return canon
+
+
 def make_row(task: BenchmarkTask | str, *, modality: str, model: str, sampler: str, nfe: int, seed: int,
              metrics: dict, reference: dict, timing: dict, files: Sequence[str | Path] = (), **extra) -> dict:
     """One ``results.json`` task row (see ``benchmarks/README.md``)."""
     name = task.name if isinstance(task, BenchmarkTask) else task
+    canon = registered_metric_names(modality)
     row = {"task": name, "modality": modality, "model": model, "sampler": sampler, "nfe": int(nfe),
-           "seed": int(seed), "metrics": {k: float(v) for k, v in metrics.items()},
-           "reference": {k: {m: float(x) for m, x in v.items()} for k, v in reference.items()},
+           "seed": int(seed), "metrics": {canon(k): float(v) for k, v in metrics.items()},
+           "reference": {k: {canon(m): float(x) for m, x in v.items()} for k, v in reference.items()},
            "timing": {k: float(v) for k, v in timing.items()}, "files": [str(f) for f in files]}
     row.update(extra)
     return row

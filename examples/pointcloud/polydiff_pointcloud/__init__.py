@@ -43,5 +43,6 @@ def polydiff_register_metrics(register):
 def polydiff_register_benchmarks(register):
     from .bench import TASK, TASK_SMALL
 
-    for task in (TASK, TASK_SMALL):
-        register(task.name, task, modality="pointcloud", suites=list(task.suites) + ["smoke"])
+    register(TASK.name, TASK, modality="pointcloud", suites=list(TASK.suites) + ["smoke"])
+    # the 8-point variant exists for the runner's own tests (two quick tasks), not for reports
+    register(TASK_SMALL.name, TASK_SMALL, modality="pointcloud", suites=["smoke"])
