@@ -10,3 +10,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+# Fuzz tests (hypothesis) run with a fixed example budget per test and a fixed seed, so a
+# CI run is reproducible; run with HYPOTHESIS_PROFILE=explore to draw fresh examples.
+import os  # noqa: E402
+
+from hypothesis import settings  # noqa: E402
+
+settings.register_profile("ci", derandomize=True, deadline=None, database=None)
+settings.register_profile("explore", deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

@@ -198,7 +198,7 @@ def load_image_folder(path: str, *, size: int | None = 28, channels: int = 1, li
         labels.append(class_names.index(f.parent.relative_to(root).parts[0]) if f.parent != root else -1)
     if not images:
         raise InputError(f"no readable images ({len(report)} skipped)", file=root, field="path")
-    x = torch.stack(images) * 2 - 1
+    x = (torch.stack(images) * 2 - 1).clamp(-1, 1)
     ds = _finish(x, torch.tensor(labels), class_names, f"folder:{root}", size=None, limit=limit, split=split,
                  test_fraction=test_fraction)
     ds.skipped, ds.skip_report = len(report), report
@@ -255,7 +255,7 @@ def load_image_npz(path: str, *, images_key: str | None = None, labels_key: str 
     if any(t.shape != images[0].shape for t in images):
         raise InputError("records differ in size; pass size=", file=p, field=ik)
     n_cls = (max(labels) + 1) if labels and max(labels) >= 0 else 0
-    ds = _finish(torch.stack(images) * 2 - 1, torch.tensor(labels), [str(c) for c in range(n_cls)], f"npz:{p}",
+    ds = _finish((torch.stack(images) * 2 - 1).clamp(-1, 1), torch.tensor(labels), [str(c) for c in range(n_cls)], f"npz:{p}",
                  size=None, limit=limit, split=split, test_fraction=test_fraction)
     ds.skipped, ds.skip_report = len(report), report
     return ds
