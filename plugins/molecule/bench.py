@@ -102,7 +102,7 @@ def run(ctx) -> list:
 
     q = ctx.suite == "quick"
     size = ctx.budget(quick={"hidden": 64, "layers": 3}, standard={"hidden": 128, "layers": 6}, gpu=dict(EDM_SIZE))
-    steps = ctx.budget(quick=400, standard=6000, gpu=50000)
+    steps = ctx.budget(quick=1200, standard=6000, gpu=50000)
     n_train = ctx.budget(quick=5000, standard=100_000)
     n_samples = ctx.budget(quick=128, standard=1000, gpu=10000)
     out_dir = Path(ctx.out_dir)

@@ -157,7 +157,7 @@ def run_protein(ctx):
     quick = ctx.suite == "quick"
     net = "protein_egnn"
     size = ctx.budget(quick="tiny", standard="small")
-    steps = ctx.budget(quick=120, standard=3000, gpu=6000)
+    steps = ctx.budget(quick=400, standard=3000, gpu=6000)
     crop = ctx.budget(quick=(40, 64), standard=(60, 120))
     n = ctx.budget(quick=6, standard=32)
     out = Path(ctx.out_dir)
