@@ -53,9 +53,9 @@ def test_quick_bench_task_beats_its_untrained_reference(tmp_path):
     assert rows and rows[0]["task"] == "audio/notes"
     r = rows[0]
     m, unt, data = r["metrics"], r["reference"]["untrained"], r["reference"]["data"]
-    assert m["class_accuracy_ours"] > unt["class_accuracy_ours"]
-    assert m["fd_ours"] < unt["fd_ours"]
-    assert data["fd_ours"] < m["fd_ours"]
+    assert m["audio_class_accuracy"] > unt["audio_class_accuracy"]
+    assert m["audio_fd_ours"] < unt["audio_fd_ours"]
+    assert data["audio_fd_ours"] < m["audio_fd_ours"]
     assert r["timing"]["sample_audio_s_per_s"] > 0 and r["timing"]["train_audio_s_per_s"] > 0
     assert any(str(f).endswith(".png") for f in r["files"]) and any(str(f).endswith(".wav") for f in r["files"])
     rt = r["round_trip"]

@@ -18,8 +18,8 @@ def test_quick_protein_task_beats_untrained(tmp_path):
     for row in rows:
         json.dumps(row)
         m, u = row["metrics"], row["reference"]["untrained"]
-        assert m["ca_ca_deviation"] < u["ca_ca_deviation"]
-        assert abs(m["rg_ratio"] - 1) < abs(u["rg_ratio"] - 1)
-        assert row["reference"]["data"]["ca_ca_validity"] > 0.95
+        assert m["protein_ca_ca_deviation"] < u["protein_ca_ca_deviation"]
+        assert abs(m["protein_rg_ratio"] - 1) < abs(u["protein_rg_ratio"] - 1)
+        assert row["reference"]["data"]["protein_ca_ca_validity"] > 0.95
         assert row["timing"]["train_residues_per_s"] > 0 and row["timing"]["sample_residues_per_s"] > 0
         assert any(f.endswith(".png") for f in row["files"]) and any(f.endswith(".pdb") for f in row["files"])
