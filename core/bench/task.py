@@ -62,7 +62,7 @@ class BenchmarkTask:
 def registered_metric_names(modality: str):
     """``name → registered name``: rows must carry registered metric names (the report reads
     each metric's direction from the registry); a modality's own metric given without its
-    registry prefix (``fd_ours`` for ``audio_fd_ours``) is mapped to it."""
+    modality prefix (``fd_ours`` for ``audio_fd_ours``) is mapped to it."""
     from ..plugin_manager import registry
 
     reg = registry("metric")
@@ -70,11 +70,8 @@ def registered_metric_names(modality: str):
     def canon(name: str) -> str:
         if name in reg:
             return name
-        for cand in (f"{modality}_{name}", f"{modality}_{name.removesuffix('_ours')}",
-                     f"mol_{name}" if modality == "molecule" else None):
-            if cand and cand in reg:
-                return cand
-        return name
+        prefixed = f"{modality}_{name}"
+        return prefixed if prefixed in reg else name
 
     return canon
 
