@@ -77,8 +77,9 @@ def _load_model(args):
 
 def cmd_sample(args) -> int:
     model = _load_model(args)
-    samples = model.sample(args.n, sampler=args.sampler, steps=args.steps, seed=args.seed,
-                           cond=_kv(args.cond) or None, guidance=args.guidance)
+    given = {k: v for k, v in (("sampler", args.sampler), ("steps", args.steps), ("guidance", args.guidance))
+             if v is not None}   # the rest: the model's saved sample defaults, then the library's
+    samples = model.sample(args.n, seed=args.seed, cond=_kv(args.cond) or None, **given)
     paths = model.modality.write(samples, args.out)
     print(json.dumps({"written": [str(p) for p in paths][:20], "count": len(paths)}))
     return 0
@@ -151,9 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("modality", nargs="?", default=None)
     sp.add_argument("--checkpoint", default=None)
     sp.add_argument("-n", type=int, default=16)
-    sp.add_argument("--sampler", default="dpmpp_2m")
-    sp.add_argument("--steps", type=int, default=50)
-    sp.add_argument("--guidance", type=float, default=1.0)
+    sp.add_argument("--sampler", default=None, help="default: the model's saved default, else dpmpp_2m")
+    sp.add_argument("--steps", type=int, default=None, help="default: the model's saved NFE, else 50 steps")
+    sp.add_argument("--guidance", type=float, default=None, help="CFG scale (default: the model's, else 1)")
     sp.add_argument("--cond", action="append", metavar="KEY=VALUE")
     sp.add_argument("--out", required=True)
     common(sp)

@@ -86,6 +86,14 @@ class Modality:
         """Read samples written by :meth:`write` (for ``polydiff eval``)."""
         raise NotImplementedError(f"modality {self.name!r} cannot read files")
 
+    # -- training ---------------------------------------------------------------------------
+    def auxiliary_loss(self, x0_hat: torch.Tensor, x0: torch.Tensor, sigmas: torch.Tensor, cond: dict | None,
+                       weight: torch.Tensor) -> torch.Tensor | None:
+        """Optional extra training term ``[B]`` on the denoised estimate ``x0_hat`` (same
+        shape as ``x0``) at noise levels ``sigmas [B]``; ``weight [B]`` is the denoising
+        loss weight λ(σ̃). ``None`` (the default) adds nothing."""
+        return None
+
     # -- modules and metrics -------------------------------------------------------------
     def modules(self) -> dict[str, nn.Module]:
         """Extra modules (VAE, classifier) saved and loaded with the model."""

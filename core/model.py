@@ -122,6 +122,7 @@ class DiffusionModel:
                    negative: dict | None = None, guidance_rescale: float = 0.0, ema: bool = True,
                    sigmas: torch.Tensor | None = None, sample_offset: int = 0, callback=None,
                    wrap=None, x_init: torch.Tensor | None = None, sampling_cond: dict | None = None,
+                   sigma_min: float | None = None, sigma_max: float | None = None,
                    **sampler_options) -> tuple[torch.Tensor, dict | None]:
         """Sample ``n`` states; returns ``(x [n, ...], cond)`` before decoding.
 
@@ -130,6 +131,8 @@ class DiffusionModel:
         noise (SDEdit: pass a truncated ``sigmas``). ``sampling_cond`` replaces the modality's
         :meth:`sampling_request` cond (shape taken from ``x_init``) for editing existing items.
         Sample i uses generator ``(seed, sample_offset + i)``: results do not depend on ``n``.
+        ``sigma_min``/``sigma_max`` bound the σ̃ grid (in the data's units) when ``sigmas``
+        is not given.
         """
         from .samplers import get_sampler
         from .conditioning import null_cond
@@ -138,7 +141,8 @@ class DiffusionModel:
         if sigmas is None:
             if steps is None:
                 steps = spec.steps_for_nfe(nfe) if nfe is not None else 50
-            sigmas = self.sigma_grid(steps, grid)
+            bounds = {k: v for k, v in (("sigma_min", sigma_min), ("sigma_max", sigma_max)) if v is not None}
+            sigmas = self.sigma_grid(steps, grid, **bounds)
         dev = self.device
         rng = SampleRNG(seed, n, offset=sample_offset)
         if sampling_cond is not None or x_init is not None:
@@ -170,7 +174,15 @@ class DiffusionModel:
         return space.project(x), c
 
     def sample(self, n: int, **kwargs) -> list:
-        """Sample ``n`` items and decode them to domain objects (see :meth:`sample_raw`)."""
+        """Sample ``n`` items and decode them to domain objects (see :meth:`sample_raw`).
+
+        Options the caller leaves out are taken from ``extra["sample_defaults"]`` (saved with
+        the model; e.g. a starter model's tested sampler, NFE, guidance and σ̃ range).
+        """
+        defaults = dict(self.extra.get("sample_defaults") or {})
+        if "steps" in kwargs or "sigmas" in kwargs:
+            defaults.pop("nfe", None)
+        kwargs = {**defaults, **kwargs}
         was = self.network.training
         self.network.eval()
         try:

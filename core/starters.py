@@ -3,9 +3,16 @@
 Each starter is a checkpoint folder under ``polydiff/starter_models/<name>/`` with a
 ``MODEL_CARD.md`` (data, recipe, size, metrics as measured, limits). They are trained by
 the recipes in ``examples/recipes/`` with polydiff's own trainer; nothing is downloaded.
+
+A starter's checkpoint carries ``extra["sample_defaults"]`` (the sampler, NFE, guidance
+and σ̃ range it was tested with) and ``extra["starter"]["check"]``: the key metrics, how
+many samples and which seed measure them, the values measured when it was written and the
+floors (measured − tolerance) that :func:`measure` must reach — the test suite re-measures
+every shipped starter, so a broken model or an incompatible change fails CI.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from .errors import CheckpointError
@@ -39,9 +46,92 @@ def starter_path(name: str) -> Path:
     return path
 
 
-def generate(modality: str, n: int = 16, *, seed: int = 0, device: str | None = "cpu", **sample_kwargs) -> list:
-    """Sample ``n`` items from the modality's starter model (no training, no network)."""
+def measure(model_or_name, *, n: int | None = None, seed: int | None = None) -> dict:
+    """Re-measure a starter's check metrics: sample ``check["n"]`` items with
+    ``check["seed"]`` (the saved sample defaults apply) and evaluate ``check["metrics"]``
+    with the modality's registered metrics (``check["options"]`` passed on). Returns
+    ``{metric: value}``."""
+    from . import load
+
+    model = load(f"starter:{model_or_name}") if isinstance(model_or_name, str) else model_or_name
+    check = (model.extra.get("starter") or {}).get("check")
+    if not check:
+        raise CheckpointError("this model has no starter check (extra['starter']['check'])")
+    samples = model.sample(int(n or check["n"]), seed=int(check["seed"] if seed is None else seed))
+    return model.modality.evaluate(samples, reference=check.get("reference"), metrics=list(check["metrics"]),
+                                   **(check.get("options") or {}))
+
+
+def write_starter(model, name: str, *, metrics: list[str], n: int, tolerance: dict, card: dict, seed: int = 0,
+                  reference=None, options: dict | None = None, root: Path | None = None) -> dict:
+    """Measure ``model`` as :func:`measure` will, record the floors (measured − tolerance;
+    for lower-is-better metrics: ceilings, measured + tolerance) and save it as starter
+    ``name`` with its ``MODEL_CARD.md``.
+
+    ``card``: ``{"title", "data", "recipe", "limits"}`` (markdown strings). Returns the
+    check record. Higher-is-better directions come from the metric registry.
+    """
+    from .plugin_manager import registry
+
+    check = {"metrics": list(metrics), "n": int(n), "seed": int(seed), "reference": reference,
+             "options": dict(options or {})}
+    model.extra["starter"] = {"name": name, "check": check}
+    measured = measure(model)
+    reg = registry("metric")
+    bounds = {}
+    for m in metrics:
+        hib = reg.entry(m).info.get("higher_is_better", True)
+        tol = float(tolerance.get(m, 0.0))
+        bounds[m] = {"measured": float(measured[m]), "higher_is_better": hib,
+                     "bound": float(measured[m]) - tol if hib is not False else float(measured[m]) + tol}
+    check["bounds"] = bounds
+    path = Path(root or ROOT) / name
+    model.save(path)
+    size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+    params = sum(p.numel() for p in model.network.parameters())
+    lines = [f"# {card.get('title', name)}", "",
+             f"`polydiff.load(\"starter:{name}\")` — modality `{model.modality.name}`, network "
+             f"`{model.network_name}` ({params:,} parameters), checkpoint {size / 2 ** 20:.1f} MiB "
+             f"(live + EMA weights; sampling uses EMA).", "",
+             "## Data", "", card["data"].strip(), "", "## Recipe", "", card["recipe"].strip(), "",
+             "## Sampling defaults", "", "```json", json.dumps(model.extra.get("sample_defaults", {}), indent=1),
+             "```", "",
+             "## Metrics (re-measured by `tests/core/test_starters.py`)", "",
+             f"{n} samples, seed {seed}, the sampling defaults above.", "",
+             "| metric | measured | test bound |", "|---|---|---|"]
+    for m, b in bounds.items():
+        op = "≥" if b["higher_is_better"] is not False else "≤"
+        lines.append(f"| {m} | {b['measured']:.4g} | {op} {b['bound']:.4g} |")
+    if card.get("metrics_note"):
+        lines += ["", card["metrics_note"].strip()]
+    lines += ["", "## Limits", "", card["limits"].strip(), ""]
+    (path / "MODEL_CARD.md").write_text("\n".join(lines))
+    return check
+
+
+def check_bounds(name: str, measured: dict) -> list[str]:
+    """Metrics of starter ``name`` whose ``measured`` values miss the recorded bounds."""
+    from . import load
+
+    bounds = load(f"starter:{name}").extra["starter"]["check"]["bounds"]
+    bad = []
+    for m, b in bounds.items():
+        v = measured[m]
+        ok = v >= b["bound"] if b["higher_is_better"] is not False else v <= b["bound"]
+        if not ok:
+            bad.append(f"{m} = {v:.4g} misses {b['bound']:.4g}")
+    return bad
+
+
+def generate(modality: str, n: int = 16, *, seed: int = 0, device: str | None = "cpu", out=None,
+             **sample_kwargs) -> list:
+    """Sample ``n`` items from the modality's starter model (no training, no network);
+    with ``out`` (a file or folder) also write them as the modality's files (SDF, WAV,
+    PNG, PDB)."""
     from . import load
 
     model = load(f"starter:{modality}", device=device)
-    return model.sample(n, seed=seed, **sample_kwargs)
+    samples = model.sample(n, seed=seed, **sample_kwargs)
+    if out is not None:
+        model.modality.write(samples, out)
+    return samples

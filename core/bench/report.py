@@ -13,6 +13,45 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def beats_untrained(value, untrained, data, higher_is_better) -> bool | None:
+    """Whether a metric value beats its untrained (ceiling) reference.
+
+    Directional metrics (``higher_is_better`` True/False) compare with the untrained
+    value. Metrics with a target rather than a direction (``None``: radius-of-gyration
+    ratio, secondary-structure shares, diversity — which pure noise maximises) beat the
+    ceiling when they lie strictly nearer the ``data`` value than the untrained one does.
+    ``None`` when a needed number is missing.
+    """
+    if value is None or untrained is None:
+        return None
+    if higher_is_better is True:
+        return value > untrained
+    if higher_is_better is False:
+        return value < untrained
+    if data is None:
+        return None
+    return abs(value - data) < abs(untrained - data)
+
+
+def untrained_verdicts(rows: list, higher_is_better: dict) -> tuple[int, list[str]]:
+    """``(number of judged metrics, ["task/sampler/nfe: metric", …] that do not beat
+    their untrained reference)`` over result rows (failed tasks and rows without
+    references are skipped)."""
+    judged, behind = 0, []
+    for r in rows:
+        if "error" in r:
+            continue
+        unt, data = r.get("reference", {}).get("untrained", {}), r.get("reference", {}).get("data", {})
+        for m, v in r.get("metrics", {}).items():
+            ok = beats_untrained(v, unt.get(m), data.get(m), higher_is_better.get(m))
+            if ok is None:
+                continue
+            judged += 1
+            if not ok:
+                behind.append(f"{r['task']}/{r['sampler']}/{r['nfe']}: {m}")
+    return judged, behind
+
+
 def render(results: dict, higher_is_better: dict, out_dir: Path, images: list[Path]) -> str:
     """Markdown for ``results`` (see :mod:`polydiff.bench.schema`)."""
     lines = [f"# polydiff benchmark — suite `{results['suite']}`", "",
@@ -25,7 +64,8 @@ def render(results: dict, higher_is_better: dict, out_dir: Path, images: list[Pa
         by_mod[r["modality"]].append(r)
     lines += ["Arrows give the better direction (↑ higher, ↓ lower). `data` is the real-vs-real row "
               "(the floor), `untrained` the untrained-model/noise row (the ceiling); a ✓ marks a "
-              "metric that beats its untrained reference.", ""]
+              "metric that beats its untrained reference (for metrics without an arrow: lies nearer "
+              "the data row than the untrained one).", ""]
     for mod, mrows in sorted(by_mod.items()):
         metrics = sorted({m for r in mrows for m in r["metrics"]})
         lines += [f"## {mod}", ""]
@@ -36,11 +76,9 @@ def render(results: dict, higher_is_better: dict, out_dir: Path, images: list[Pa
             cells = [r["task"], r["model"], r["sampler"], str(r["nfe"])]
             for m in metrics:
                 v = r["metrics"].get(m)
-                u = r["reference"].get("untrained", {}).get(m)
-                hib = higher_is_better.get(m)
-                mark = ""
-                if v is not None and u is not None and hib is not None:
-                    mark = " ✓" if ((v > u) if hib else (v < u)) else " ✗"
+                ok = beats_untrained(v, r["reference"].get("untrained", {}).get(m),
+                                     r["reference"].get("data", {}).get(m), higher_is_better.get(m))
+                mark = "" if ok is None else (" ✓" if ok else " ✗")
                 cells.append(_fmt(v) + mark)
             lines.append("| " + " | ".join(cells) + " |")
         for ref in ("data", "untrained"):

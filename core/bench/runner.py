@@ -200,8 +200,11 @@ def main(args) -> int:
     (out / "report.md").write_text(report.render(results, directions, out.resolve(),
                                                  [Path(p).resolve() for p in images]))
     n_fail = sum(1 for r in results["tasks"] if "error" in r)
+    judged, behind = report.untrained_verdicts(results["tasks"], directions)
     print(f"report: {out / 'report.md'}\nresults: {out / 'results.json'}\n"
-          f"{len(results['tasks']) - n_fail} rows, {n_fail} failed tasks, {results['wall_s']:.0f} s")
+          f"{len(results['tasks']) - n_fail} rows, {n_fail} failed tasks, {results['wall_s']:.0f} s\n"
+          f"{judged - len(behind)}/{judged} metrics beat their untrained reference"
+          + (f"; not: {', '.join(behind)}" if behind else ""))
     return 1 if n_fail else 0
 
 

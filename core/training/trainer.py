@@ -47,6 +47,10 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup_steps: int = 0
     lr_schedule: str = "constant"  # constant | cosine
+    # wall-clock budget (s) of this run's loop: training stops when it is spent, and the
+    # cosine schedule runs on max(step fraction, time fraction), so a time-bound run still
+    # decays to 0. Results then depend on the machine's speed (not bit-reproducible).
+    max_seconds: float | None = None
     grad_clip: float | None = 1.0
     ema_decay: float = 0.999
     sigma_sampling: str | None = None  # default: lognormal for edm, uniform_t otherwise
@@ -87,6 +91,8 @@ class TrainConfig:
             raise ValueError("checkpoint_every > 0 and resume='auto' need out_dir")
         if self.max_nonfinite < 1:
             raise ValueError("max_nonfinite must be ≥ 1")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise ValueError("max_seconds must be > 0 (or None)")
 
 
 @dataclass
@@ -100,6 +106,7 @@ class TrainResult:
     checkpoints: list = field(default_factory=list)  # folders written (rank 0)
     rank: int = 0
     world_size: int = 1
+    stopped_by_time: bool = False  # the max_seconds budget ended the run before cfg.steps
 
     @property
     def steps_per_s(self) -> float:
@@ -107,14 +114,17 @@ class TrainResult:
         return done / self.seconds if self.seconds > 0 else float("nan")
 
 
-def lr_factor(step: int, cfg: TrainConfig) -> float:
+def lr_factor(step: int, cfg: TrainConfig, time_fraction: float = 0.0) -> float:
     """Multiplier of ``cfg.lr`` at optimiser step ``step`` (0-based): linear warm-up over
-    ``warmup_steps``, then constant or half-cosine decay to 0 at ``cfg.steps``."""
+    ``warmup_steps``, then constant or half-cosine decay to 0 at ``cfg.steps`` — or, with
+    ``max_seconds``, at whichever comes first of the last step and the end of the budget
+    (``time_fraction`` = elapsed / max_seconds)."""
     if cfg.warmup_steps and step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
     if cfg.lr_schedule == "cosine":
         span = max(1, cfg.steps - cfg.warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - cfg.warmup_steps) / span)))
+        frac = max((step - cfg.warmup_steps) / span, time_fraction)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
     return 1.0
 
 
@@ -139,7 +149,7 @@ def _micro_loss(den, model, batch, positions, step_seed: int, sigma_kind: str, c
         cond = with_cond_mask(cond, keep.float().to(dev), x0.shape[0])
     space = model.modality.space(cond)
     return diffusion_loss(den, x0, cond, space, rng, None, sigma_sampling=sigma_kind,
-                          weighting=cfg.weighting, sigmas=sigmas)
+                          weighting=cfg.weighting, sigmas=sigmas, auxiliary=model.modality.auxiliary_loss)
 
 
 def train(model, dataset, cfg: TrainConfig | None = None, *, callback=None) -> TrainResult:
@@ -269,9 +279,17 @@ def _loop(model, dataset, cfg, ctx, net, train_net, den, opt, order, sigma_kind,
     t0 = time.perf_counter()
     running = []
     collate = model.modality.collate
+    time_frac = 0.0
     try:
         for step in range(start, cfg.steps):
-            lr = cfg.lr * lr_factor(step, cfg)
+            if cfg.max_seconds is not None:
+                # every process uses the same (mean) clock, so lr and the stop agree under DDP
+                el = float(ctx.all_reduce_mean(torch.tensor(time.perf_counter() - t0, device=dev)))
+                time_frac = el / cfg.max_seconds
+                if time_frac >= 1.0:
+                    result.stopped_by_time = True
+                    break
+            lr = cfg.lr * lr_factor(step, cfg, time_frac)
             for g in opt.param_groups:
                 g["lr"] = lr
             idx = order.next()
@@ -342,6 +360,18 @@ def _loop(model, dataset, cfg, ctx, net, train_net, den, opt, order, sigma_kind,
                 callback(step, g_loss)
             if bar is not None:
                 bar.update(1)
+        if result.stopped_by_time and result.steps > start:
+            if running:
+                result.losses.append((result.steps, sum(running) / len(running)))
+                log.metrics(result.steps, loss=result.losses[-1][1], lr=lr, time_s=time.perf_counter() - t0,
+                            stopped_by_time=True)
+            if root is not None and cfg.checkpoint_every and result.steps % cfg.checkpoint_every:
+                state = {"data_order": order.state(), "train_config": asdict(cfg), "lr": lr, **counters}
+                p = checkpointing.save_training_checkpoint(root, step=result.steps, model=model, optimizer=opt,
+                                                           training_state=state, ctx=ctx, keep=cfg.keep_checkpoints)
+                if p is not None:
+                    result.checkpoints.append(str(p))
+                    log.event("checkpoint", step=result.steps, path=str(p))
     finally:
         if bar is not None:
             bar.close()

@@ -27,10 +27,6 @@ from pathlib import Path
 import torch
 
 
-class _Stop(Exception):
-    pass
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", default="runs/video_recipe")
@@ -38,8 +34,9 @@ def parse_args(argv=None):
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--source", default="mnist5k", choices=["mnist5k", "sklearn"])
     p.add_argument("--n-clips", type=int, default=4000)
-    p.add_argument("--steps", type=int, default=6000, help="maximum training steps")
-    p.add_argument("--minutes", type=float, default=14.0, help="training time budget (min)")
+    p.add_argument("--steps", type=int, default=20000, help="maximum training steps")
+    p.add_argument("--minutes", type=float, default=14.0,
+                   help="training time budget (min); the cosine learning-rate decay ends with it")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--ema", type=float, default=0.995)
@@ -98,26 +95,14 @@ def main(argv=None) -> dict:
     print(f"data: {len(data)} clips {model.modality.shape()}, network "
           f"{sum(p.numel() for p in model.network.parameters()) / 1e6:.2f} M parameters")
 
-    deadline = time.perf_counter() + 60 * a.minutes
-    losses_seen = []
-
-    def stop_at_deadline(step, loss):
-        losses_seen.append((step + 1, loss))
-        if time.perf_counter() > deadline:
-            raise _Stop
-
     cfg = TrainConfig(steps=a.steps, batch_size=a.batch, lr=a.lr, warmup_steps=100, ema_decay=a.ema,
+                      lr_schedule="cosine", max_seconds=60 * a.minutes,
                       cond_dropout=0.15, seed=a.seed, out_dir=str(out), log_every=50, device="cpu")
     t0 = time.perf_counter()
-    try:
-        res = train(model, data, cfg, callback=stop_at_deadline)
-        losses = res.losses
-    except _Stop:
-        # the step that crossed the deadline was completed (weights and EMA updated)
-        losses = [(s, sum(l for _, l in losses_seen[max(0, s - 50):s]) / len(losses_seen[max(0, s - 50):s]))
-                  for s in range(50, len(losses_seen) + 1, 50)]
+    res = train(model, data, cfg)
+    losses = res.losses
     train_s = time.perf_counter() - t0
-    steps = len(losses_seen)
+    steps = res.steps
     model.training_info = {"config": vars(a), "steps": steps, "seconds": train_s,
                            "final_loss": losses[-1][1] if losses else None}
     model.save(out / "checkpoint")

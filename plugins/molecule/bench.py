@@ -122,7 +122,8 @@ def run(ctx) -> list:
     lr = ctx.budget(quick=2e-3, standard=5e-4, gpu=1e-4)
     res = train(model, data, TrainConfig(steps=steps, batch_size=64, lr=lr, seed=ctx.seed, device=str(ctx.device),
                                          progress=ctx.progress, ema_decay=ctx.budget(quick=0.99, standard=0.999),
-                                         warmup_steps=ctx.budget(quick=20, standard=200), log_every=20))
+                                         warmup_steps=ctx.budget(quick=20, standard=200), log_every=20,
+                                         lr_schedule="cosine"))
     curve = _curve_png(res.losses, out_dir / "training_curve.png")
     rows = []
     for sampler, nfe in grid:

@@ -94,6 +94,29 @@ def to_smiles(mol) -> str | None:
     return None if m is None else Chem.MolToSmiles(Chem.RemoveHs(m, sanitize=False))
 
 
+def _grid_image(mols, legends, per_row: int, size: int):
+    """RDKit's grid, or — when RDKit cannot depict one of them (raw sampled graphs can make
+    its layout raise "Cannot normalize a zero length vector") — the same grid pasted cell
+    by cell with the failing cells left blank and labelled."""
+    from PIL import Image, ImageDraw
+    from rdkit.Chem import Draw
+
+    try:
+        return Draw.MolsToGridImage(mols, molsPerRow=per_row, subImgSize=(size, size), legends=legends)
+    except RuntimeError:
+        pass
+    rows = (len(mols) + per_row - 1) // per_row
+    grid = Image.new("RGB", (per_row * size, rows * size), "white")
+    for k, (m, legend) in enumerate(zip(mols, legends)):
+        try:
+            cell = Draw.MolToImage(m, size=(size, size), legend=legend)
+        except RuntimeError:
+            cell = Image.new("RGB", (size, size), "white")
+            ImageDraw.Draw(cell).text((10, size // 2), f"not drawable: {legend}"[:40], fill="black")
+        grid.paste(cell, ((k % per_row) * size, (k // per_row) * size))
+    return grid
+
+
 def png_grid(samples, path, *, per_row: int = 4, size: int = 250, max_mols: int = 16) -> Path:
     """A PNG grid of 2-D depictions (RDKit Draw), hydrogens hidden, SMILES as legend;
     unsanitisable molecules are drawn from their raw graph and labelled "invalid"."""
@@ -118,7 +141,7 @@ def png_grid(samples, path, *, per_row: int = 4, size: int = 250, max_mols: int 
         legends.append(legend[:40])
     if not mols:
         raise ValueError("png_grid needs at least one molecule")
-    img = Draw.MolsToGridImage(mols, molsPerRow=per_row, subImgSize=(size, size), legends=legends)
+    img = _grid_image(mols, legends, per_row, size)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(str(path))

@@ -201,8 +201,9 @@ METRICS = {
     "helix_fraction": (helix_fraction, None),
     "strand_fraction": (strand_fraction, None),
     "pair_distance_js": (pair_distance_js, False),
-    "diversity_rmsd": (diversity_rmsd, True),
-    "novelty_rmsd": (novelty_rmsd, True),
+    # no direction: random coils maximise both; nearer the data row is better
+    "diversity_rmsd": (diversity_rmsd, None),
+    "novelty_rmsd": (novelty_rmsd, None),
 }
 
 __all__ = ["METRICS", "CA_CA_IDEAL", "fractions", *METRICS]

@@ -55,7 +55,7 @@ def motif_wrap(known: torch.Tensor, known_mask: torch.Tensor, align: str = "tran
 
 
 def scaffold(model, motif_ca: np.ndarray, positions: Sequence[int], length: int, n: int = 1, *,
-             sampler: str = "heun", nfe: int = 39, seed: int = 0, align: str = "translation",
+             sampler: str = "euler_ancestral", nfe: int = 100, seed: int = 0, align: str = "translation",
              sigmas: torch.Tensor | None = None, ss=None) -> list:
     """Generate ``n`` backbones of ``length`` residues whose residues ``positions`` carry
     the motif ``motif_ca [M, 3]`` (Å, in that order). Returns decoded Backbone records."""

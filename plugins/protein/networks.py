@@ -9,7 +9,11 @@ handedness.
 
 - :class:`EGNNDenoiser`: E(n)-equivariant graph network (Satorras, Hoogeboom & Welling
   2021, eqs. 3–6) on a sparse graph of sequence + nearest neighbours; coordinates are
-  updated with messages along relative vectors, normalised by (d + 1).
+  updated with messages along relative vectors, normalised by (d + 1), plus a chiral
+  term along the pseudo-vectors rel_ij × t_i (t_i = x_{i+1} − x_{i−1}, the chain tangent).
+  Messages along relative vectors alone are mirror-symmetric: without the chiral term the
+  network cannot wind a right-handed helix (measured: virtual dihedrals of its samples
+  came out nearly uniform after 7,000 steps while real ones peak at +50°).
 - :class:`E3Denoiser`: NequIP-style convolutions (Batzner et al. 2022) built with e3nn:
   irreps node features (scalars, pseudo-scalars, vectors, pseudo-vectors), spherical
   harmonics (l ≤ 2) of relative positions, radial MLPs giving per-edge weights of a
@@ -24,6 +28,17 @@ from .features import (MAX_OFFSET, NodeEmbedding, edge_offsets, gather_nodes, lo
                        physical_coords, physical_scale, rbf, remove_com)
 
 
+def chain_tangent(z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``[B, N, 3]`` chain direction at each residue: x_{i+1} − x_{i−1} (one-sided at the
+    ends, zero on padding and for isolated residues)."""
+    m = mask.to(z.dtype)[..., None]
+    nxt = torch.zeros_like(z)
+    prv = torch.zeros_like(z)
+    nxt[:, :-1] = (z[:, 1:] - z[:, :-1]) * m[:, 1:] * m[:, :-1]
+    prv[:, 1:] = nxt[:, :-1]
+    return (nxt + prv) * m
+
+
 def _mlp(i: int, h: int, o: int, last_act: bool = False) -> nn.Sequential:
     layers = [nn.Linear(i, h), nn.SiLU(), nn.Linear(h, o)]
     if last_act:
@@ -32,18 +47,20 @@ def _mlp(i: int, h: int, o: int, last_act: bool = False) -> nn.Sequential:
 
 
 class _EdgeGeometry(nn.Module):
-    """Invariant edge features: RBF of the physical distance (0–2 nm, fine near bonds),
-    RBF of the scaled distance, and an embedding of the sequence offset."""
+    """Invariant edge features: RBF of the physical distance (0–2 nm), a fine RBF over
+    0.3–0.8 nm (Cα i→i+1…i+4 distances: 0.38, ≈0.55, ≈0.52, ≈0.62 nm in a helix, where
+    0.01 nm matters), RBF of the scaled distance, the bond-length offset, and an embedding
+    of the sequence offset."""
 
-    def __init__(self, dim: int, n_rbf: int = 24):
+    def __init__(self, dim: int, n_rbf: int = 24, n_fine: int = 16):
         super().__init__()
-        self.n_rbf = n_rbf
+        self.n_rbf, self.n_fine = n_rbf, n_fine
         self.offset = nn.Embedding(2 * MAX_OFFSET + 2, dim)
-        self.proj = nn.Linear(2 * n_rbf + 1, dim)
+        self.proj = nn.Linear(2 * n_rbf + n_fine + 1, dim)
 
     def forward(self, d_phys, d_in, off):
-        f = torch.cat([rbf(d_phys, 0.0, 2.0, self.n_rbf), rbf(d_in, 0.0, 4.0, self.n_rbf),
-                       ((d_phys - 0.38) * 10).clamp(-5, 5)[..., None]], -1)
+        f = torch.cat([rbf(d_phys, 0.0, 2.0, self.n_rbf), rbf(d_phys, 0.3, 0.8, self.n_fine),
+                       rbf(d_in, 0.0, 4.0, self.n_rbf), ((d_phys - 0.38) * 10).clamp(-5, 5)[..., None]], -1)
         return self.proj(f) + self.offset(off)
 
 
@@ -64,6 +81,7 @@ class EGNNDenoiser(nn.Module):
         self.phi_e = nn.ModuleList([nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
                                     for _ in range(layers)])
         self.phi_x = nn.ModuleList([_mlp(hidden, hidden, 1) for _ in range(layers)])
+        self.phi_chiral = nn.ModuleList([_mlp(hidden, hidden, 1) for _ in range(layers)])
         self.phi_h = nn.ModuleList([_mlp(2 * hidden, hidden, hidden) for _ in range(layers)])
         self.norm = nn.ModuleList([nn.LayerNorm(hidden) for _ in range(layers)])
 
@@ -88,7 +106,10 @@ class EGNNDenoiser(nn.Module):
             d_phys = d_in * scale
             pre = self.e_src[l](h)[:, :, None] + gather_nodes(self.e_dst[l](h), idx) + geo(d_phys, d_in, off)
             e = fe(pre) * okf
-            z = z + (rel / (d_in[..., None] + 1) * fx(e) * okf).sum(2) / kcount
+            # pseudo-vectors rel_ij × t_i: rotate with the input, flip sign under reflection
+            t = chain_tangent(z, mask)[:, :, None].expand_as(rel)
+            chi = torch.cross(rel, t, dim=-1) / (d_in[..., None] * t.norm(dim=-1, keepdim=True) + 1)
+            z = z + ((rel / (d_in[..., None] + 1) * fx(e) + chi * self.phi_chiral[l](e)) * okf).sum(2) / kcount
             h = ln(h + fh(torch.cat([h, e.sum(2) / kcount], -1)))
         return remove_com(z - x_in, mask)
 

@@ -109,3 +109,19 @@ def test_unknown_suite_lists_suites(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "polydiff.cli", "bench", "--suite", "nope", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and "quick" in proc.stderr and "samplers" in proc.stderr
+
+
+def test_untrained_verdicts_directional_and_target_metrics():
+    from polydiff.bench.report import beats_untrained, untrained_verdicts
+
+    assert beats_untrained(0.9, 0.1, 1.0, True) and not beats_untrained(0.1, 0.9, 1.0, True)
+    assert beats_untrained(0.1, 0.9, 0.0, False) and not beats_untrained(0.1, 0.1, 0.0, False)
+    # no direction: nearer the data row than the untrained row (noise maximises diversity)
+    assert beats_untrained(11.0, 30.0, 10.8, None) and not beats_untrained(35.0, 30.0, 10.8, None)
+    assert beats_untrained(1.2, 2.5, 1.3, None) and beats_untrained(0.2, 2.5, 1.3, None)
+    assert beats_untrained(1.0, None, 1.0, True) is None and beats_untrained(1.0, 2.0, None, None) is None
+    rows = [{"task": "t", "sampler": "euler", "nfe": 5, "metrics": {"acc": 0.9, "rg": 3.0, "new": 1.0},
+             "reference": {"data": {"acc": 1.0, "rg": 1.0}, "untrained": {"acc": 0.1, "rg": 2.0}}},
+            {"task": "u", "error": "boom"}]
+    judged, behind = untrained_verdicts(rows, {"acc": True, "rg": None, "new": True})
+    assert judged == 2 and behind == ["t/euler/5: rg"]

@@ -98,3 +98,30 @@ def test_padding_does_not_change_the_loss_and_noise_respects_the_space():
     # only valid entries are averaged: the loss of the zero prediction is mean(x₀²) over them
     assert torch.allclose(l1, (x0[:, :3] ** 2).flatten(1).mean(1).float())
     assert torch.allclose(l2, l1)
+
+
+def test_auxiliary_term_is_added_per_sample_with_the_loss_weight():
+    def net(x_t, time, cond=None):
+        return torch.zeros_like(x_t)
+
+    den = Denoiser(net, S.EDMSchedule(), "x0")
+    x0 = torch.randn(3, 4, dtype=F64)
+    sig = torch.tensor([0.1, 1.0, 10.0], dtype=F64)
+    seen = {}
+
+    def aux(x0_hat, x0_, sigmas, cond, weight):
+        seen.update(x0_hat=x0_hat, sigmas=sigmas, weight=weight, cond=cond)
+        return torch.tensor([1.0, 2.0, 3.0])
+
+    kw = dict(sigmas=sig, weighting="edm")
+    base = losses.diffusion_loss(den, x0, {"k": 1}, EuclideanSpace(), GeneratorRNG(torch.Generator().manual_seed(0)),
+                                 None, **kw)
+    with_aux = losses.diffusion_loss(den, x0, {"k": 1}, EuclideanSpace(),
+                                     GeneratorRNG(torch.Generator().manual_seed(0)), None, auxiliary=aux, **kw)
+    assert torch.allclose(with_aux - base, torch.tensor([1.0, 2.0, 3.0]))
+    assert seen["cond"] == {"k": 1} and torch.equal(seen["sigmas"], sig)
+    # the weight handed over is λ(σ̃) of the chosen weighting
+    assert torch.allclose(seen["weight"], ((sig ** 2 + 0.25) / (sig * 0.5) ** 2).float())
+    none = losses.diffusion_loss(den, x0, None, EuclideanSpace(), GeneratorRNG(torch.Generator().manual_seed(0)),
+                                 None, auxiliary=lambda *a: None, **kw)
+    assert torch.equal(none, base)

@@ -46,6 +46,20 @@ def test_save_load_sample_identical(model, tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(before, after))
 
 
+def test_saved_sample_defaults_apply_unless_overridden(model, tmp_path):
+    model.extra["sample_defaults"] = {"sampler": "euler", "nfe": 3, "sigma_max": 5.0}
+    model.save(tmp_path / "ck")
+    again = polydiff.load(tmp_path / "ck")
+    by_default = again.sample(2, seed=1)
+    explicit = again.sample(2, seed=1, sampler="euler", nfe=3, sigma_max=5.0)
+    assert all(torch.equal(a, b) for a, b in zip(by_default, explicit))
+    other = again.sample(2, seed=1, sigma_max=80.0)              # one option overridden, the rest kept
+    assert not torch.equal(other[0], by_default[0])
+    # steps given: the default NFE does not fight it
+    assert all(torch.equal(a, b) for a, b in zip(again.sample(2, seed=1, steps=4),
+                                                  again.sample(2, seed=1, sampler="euler", steps=4, sigma_max=5.0)))
+
+
 def test_ema_false_uses_live_weights(model, tmp_path):
     model.save(tmp_path / "ck")
     live = polydiff.load(tmp_path / "ck", ema=False)

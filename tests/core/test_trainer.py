@@ -88,6 +88,25 @@ def test_lr_schedule_is_applied(tiny, tmp_path):
     assert all(math.isfinite(r["loss"]) and r["world_size"] == 1 for r in rows if "loss" in r)
 
 
+def test_time_budget_cosine_and_stop(tiny, tmp_path):
+    c = TrainConfig(steps=110, warmup_steps=10, lr_schedule="cosine", max_seconds=10.0)
+    # the schedule follows whichever of steps and wall time is further along
+    assert lr_factor(35, c, time_fraction=0.1) == pytest.approx(lr_factor(35, c))
+    assert lr_factor(35, c, time_fraction=0.5) == pytest.approx(0.5)
+    assert lr_factor(35, c, time_fraction=1.0) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="max_seconds"):
+        train(tw.make_model(0), tw.make_dataset(), cfg(max_seconds=0.0))
+    # a budget far shorter than 100000 steps: stops early, logs the partial window, checkpoints
+    res = train(tw.make_model(0), tw.make_dataset(), cfg(steps=100000, max_seconds=1.0, lr_schedule="cosine",
+                                                         log_every=10 ** 6, out_dir=str(tmp_path),
+                                                         checkpoint_every=10 ** 6))
+    assert res.stopped_by_time and 0 < res.steps < 100000 and 0.9 < res.seconds < 5.0
+    assert res.losses and res.losses[-1][0] == res.steps
+    assert len(res.checkpoints) == 1 and Path(res.checkpoints[0]).name == f"step_{res.steps:09d}"
+    full = train(tw.make_model(0), tw.make_dataset(), cfg(steps=5, max_seconds=600.0))
+    assert not full.stopped_by_time and full.steps == 5
+
+
 def test_ema_constant_target_closed_form():
     ema, net = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
     e0 = ema.weight.detach().clone()

@@ -127,3 +127,57 @@ def test_rdkit_bond_option_and_cli_eval(qm9_small, tmp_path, capsys):
     assert main(["eval", "molecule", str(tmp_path / "real.sdf"), "--metrics", "mol_atom_stability,mol_validity"]) == 0
     out = capsys.readouterr().out
     assert '"mol_atom_stability"' in out
+
+
+def test_auxiliary_bond_length_loss(qm9_small, orthogonal):
+    """Zero for the true molecule, positive when bonds are stretched, invariant under
+    rotation/reflection + translation and atom permutation; ignores padding and types."""
+    mod = polydiff.create("molecule", network="egnn", **TINY["egnn"]).modality
+    mod.fit(qm9_small)
+    batch = mod.collate(qm9_small.records[:4])
+    x0, cond = batch["x"].double(), batch["cond"]
+    w = torch.ones(4, dtype=torch.float64)
+    low = torch.full((4,), 0.1, dtype=torch.float64)
+    assert mod.auxiliary_loss(x0, x0, low, cond, w).abs().max() < 1e-12
+    g = torch.Generator().manual_seed(0)
+    hat = x0.clone()
+    hat[..., :3] = hat[..., :3] * 1.03                 # every bond 3 % too long
+    a = mod.auxiliary_loss(hat, x0, low, cond, w)
+    assert (a > 1e-4).all()
+    hat2 = hat.clone()
+    hat2[..., 3:] = torch.randn(hat2[..., 3:].shape, generator=g, dtype=torch.float64)  # types: no effect
+    hat2[cond["mask"] == 0] = 77.0                     # padding: no effect
+    assert torch.allclose(mod.auxiliary_loss(hat2, x0, low, cond, w), a)
+    q = orthogonal(g, torch.float64, reflect=True)
+    moved = hat.clone()
+    moved[..., :3] = hat[..., :3] @ q.T + 1.5
+    assert torch.allclose(mod.auxiliary_loss(moved, x0, low, cond, w), a, atol=1e-12)
+    n0 = int(cond["mask"][0].sum())
+    perm = torch.randperm(n0, generator=g)
+    xp, hp = x0[:1].clone(), hat[:1].clone()
+    xp[0, :n0], hp[0, :n0] = x0[0, perm], hat[0, perm]
+    assert torch.allclose(mod.auxiliary_loss(hp, xp, low[:1], {"mask": cond["mask"][:1]}, w[:1]), a[:1])
+    assert mod.auxiliary_loss(hat, x0, torch.full((4,), 5.0, dtype=torch.float64), cond, w).abs().max() == 0
+
+
+def test_png_grid_survives_graphs_rdkit_cannot_depict(tmp_path):
+    """A raw sampled graph (random atoms bonded by the EDM rules; found by a seeded search)
+    makes RDKit's depiction raise "Cannot normalize a zero length vector": the grid is still
+    written, with that cell labelled."""
+    from pathlib import Path
+
+    from PIL import Image
+    from rdkit import Chem
+    from rdkit.Chem import AllChem, Draw
+
+    bad = Chem.MolFromMolBlock((Path(__file__).parent / "data" / "undrawable_raw_sample.mol").read_text(),
+                               sanitize=False, removeHs=False)
+    probe = Chem.Mol(bad)
+    probe.UpdatePropertyCache(strict=False)
+    AllChem.Compute2DCoords(probe)
+    with pytest.raises(RuntimeError, match="zero length"):
+        Draw.MolsToGridImage([probe])
+    good = Chem.AddHs(Chem.MolFromSmiles("CCO"))
+    AllChem.EmbedMolecule(good, randomSeed=0)
+    path = png_grid([good, bad, good], tmp_path / "grid.png", per_row=2, size=120)
+    assert Image.open(path).size == (240, 240)

@@ -112,3 +112,35 @@ def test_bad_sampling_requests_raise_input_error(trained):
         model.sample(2, steps=2, cond={"length": [10]})
     with pytest.raises(polydiff.InputError):
         model.sample(1, steps=2, cond={"length": 2})
+
+
+def test_auxiliary_local_distance_loss(domains):
+    """Zero for the true trace, positive for a perturbed one, invariant under rigid motions,
+    off above ``aux_sigma_max`` and when the weight is 0; padding is ignored."""
+    from polydiff.plugins.protein.modality import ProteinModality
+
+    mod = ProteinModality()
+    ca = torch.as_tensor(domains[0][0].ca[:30] / 10.0, dtype=torch.float64)
+    x0 = torch.zeros(2, 34, 3, dtype=torch.float64)
+    x0[:, :30] = ca - ca.mean(0)
+    mask = torch.zeros(2, 34, dtype=torch.float64)
+    mask[:, :30] = 1
+    cond = {"mask": mask}
+    w = torch.ones(2, dtype=torch.float64)
+    low = torch.full((2,), 0.05, dtype=torch.float64)
+    assert mod.auxiliary_loss(x0, x0, low, cond, w).abs().max() < 1e-12
+    g = torch.Generator().manual_seed(0)
+    noisy = x0 + 0.02 * torch.randn(x0.shape, generator=g, dtype=torch.float64)
+    junk = noisy.clone()
+    junk[:, 30:] = 50.0                              # padding must not count
+    a = mod.auxiliary_loss(noisy, x0, low, cond, w)
+    assert (a > 0).all() and torch.allclose(mod.auxiliary_loss(junk, x0, low, cond, w), a)
+    q, _ = torch.linalg.qr(torch.randn(3, 3, generator=g, dtype=torch.float64))
+    q = q * torch.sign(torch.det(q))
+    moved = noisy @ q.T + torch.tensor([0.3, -1.0, 2.0], dtype=torch.float64)
+    assert torch.allclose(mod.auxiliary_loss(moved, x0, low, cond, w), a, atol=1e-12)
+    high = torch.tensor([0.05, 5.0], dtype=torch.float64)
+    b = mod.auxiliary_loss(noisy, x0, high, cond, w)
+    assert b[0] > 0 and b[1] == 0
+    mod.config["aux_weight"] = 0.0
+    assert mod.auxiliary_loss(noisy, x0, low, cond, w) is None

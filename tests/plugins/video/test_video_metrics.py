@@ -36,13 +36,17 @@ def test_classifiers_recognise_held_out_real_clips(small_evaluator):
     real = MovingDigits(60, 16, 4, source="sklearn", split="test", seed=11)
     clips = [Clip(real.clips[i].numpy(), int(real.labels[i])) for i in range(60)]
     assert frame_accuracy(clips, evaluator=small_evaluator) >= 0.85
-    assert identity_consistency(clips, evaluator=small_evaluator) >= 0.85
+    real_cons = identity_consistency(clips, evaluator=small_evaluator)
+    assert real_cons >= 0.8
     # swapping the digit half-way through each clip breaks identity consistency
     other = torch.roll(real.clips, 1, dims=0)
     mixed = torch.cat([real.clips[:, :2], other[:, 2:]], dim=1)
     keep = real.labels != torch.roll(real.labels, 1)
     cons = identity_consistency(mixed[keep].numpy(), evaluator=small_evaluator)
-    assert cons <= 0.85 and cons >= 0.5 - 1e-9  # 2 of 4 frames agree at least
+    assert cons <= real_cons - 0.15
+    # uniform noise is not "consistent" (hard votes put every noise frame in one class)
+    noise = torch.rand(60, 1, 4, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    assert identity_consistency(noise, evaluator=small_evaluator) < real_cons - 0.2
     # wrong labels → low accuracy
     wrong = [Clip(c.frames, (c.label + 1) % 10) for c in clips]
     assert frame_accuracy(wrong, evaluator=small_evaluator) < 0.2

@@ -1,0 +1,61 @@
+"""The starter models shipped as package data: present, small, documented, loadable, and
+still as good as their model cards say (re-measured; slow)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import polydiff
+from polydiff import starters
+from polydiff.errors import CheckpointError
+
+MB = 2 ** 20
+#: the starters issue 10 promises: modality → (name, file kind written by the CLI)
+EXPECTED = {"molecule": "molecule-qm9", "protein": "protein-domains", "audio": "audio-notes", "image": "image-mnist"}
+
+
+def _size(name: str) -> int:
+    return sum(f.stat().st_size for f in (starters.ROOT / name).iterdir() if f.is_file())
+
+
+def test_expected_starters_are_shipped_small_and_documented():
+    have = starters.available()
+    assert set(EXPECTED.values()) <= set(have), have
+    total = 0
+    for name in have:
+        size = _size(name)
+        total += size
+        assert size <= 20 * MB, (name, size / MB)
+        card = (starters.ROOT / name / "MODEL_CARD.md").read_text()
+        check = json.loads((starters.ROOT / name / "config.json").read_text())["extra"]["starter"]["check"]
+        for section in ("## Data", "## Recipe", "## Metrics", "## Limits"):
+            assert section in card, (name, section)
+        for metric, b in check["bounds"].items():
+            assert metric in card and f"{b['bound']:.4g}" in card, (name, metric)
+    assert total <= 60 * MB, total / MB
+
+
+def test_default_starter_per_modality_and_unknown_name():
+    for modality, name in EXPECTED.items():
+        assert starters.DEFAULT_STARTER[modality] == name
+        assert starters.starter_path(modality) == starters.ROOT / name
+    with pytest.raises(CheckpointError, match="molecule-qm9"):
+        starters.starter_path("no-such-model")
+
+
+@pytest.mark.parametrize("modality", sorted(EXPECTED))
+def test_starter_loads_and_samples_with_its_defaults(modality):
+    model = polydiff.load(f"starter:{modality}")
+    assert model.extra["sample_defaults"] and model.extra["starter"]["name"] == EXPECTED[modality]
+    out = model.sample(2, seed=0)
+    assert len(out) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(EXPECTED.values()))
+def test_starter_still_meets_its_model_card(name):
+    torch.manual_seed(0)
+    measured = starters.measure(name)
+    assert not starters.check_bounds(name, measured), measured
