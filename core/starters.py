@@ -80,10 +80,17 @@ def write_starter(model, name: str, *, metrics: list[str], n: int, tolerance: di
     reg = registry("metric")
     bounds = {}
     for m in metrics:
-        hib = reg.entry(m).info.get("higher_is_better", True)
+        hib = reg.entry(m).info.get("higher_is_better")  # absent = no direction (as in the report)
         tol = float(tolerance.get(m, 0.0))
-        bounds[m] = {"measured": float(measured[m]), "higher_is_better": hib,
-                     "bound": float(measured[m]) - tol if hib is not False else float(measured[m]) + tol}
+        v = float(measured[m])
+        # higher-is-better: a floor; lower-is-better: a ceiling; no direction (a target such
+        # as the Rg ratio): a band around the measured value
+        bound = v - tol if hib is True else v + tol if hib is False else [v - tol, v + tol]
+        bounds[m] = {"measured": v, "higher_is_better": hib, "bound": bound}
+        if hib is True and bound <= 0:
+            # the starters' check metrics are shares and scores ≥ 0: a bound ≤ 0 cannot fail
+            raise ValueError(f"{name}: bound {bounds[m]['bound']:.4g} for {m} (measured {measured[m]:.4g}, "
+                             f"tolerance {tol}) cannot fail; lower the tolerance or drop the metric")
     check["bounds"] = bounds
     path = Path(root or ROOT) / name
     model.save(path)
@@ -100,8 +107,7 @@ def write_starter(model, name: str, *, metrics: list[str], n: int, tolerance: di
              f"{n} samples, seed {seed}, the sampling defaults above.", "",
              "| metric | measured | test bound |", "|---|---|---|"]
     for m, b in bounds.items():
-        op = "≥" if b["higher_is_better"] is not False else "≤"
-        lines.append(f"| {m} | {b['measured']:.4g} | {op} {b['bound']:.4g} |")
+        lines.append(f"| {m} | {b['measured']:.4g} | {bound_text(b)} |")
     if card.get("metrics_note"):
         lines += ["", card["metrics_note"].strip()]
     lines += ["", "## Limits", "", card["limits"].strip(), ""]
@@ -116,11 +122,20 @@ def check_bounds(name: str, measured: dict) -> list[str]:
     bounds = load(f"starter:{name}").extra["starter"]["check"]["bounds"]
     bad = []
     for m, b in bounds.items():
-        v = measured[m]
-        ok = v >= b["bound"] if b["higher_is_better"] is not False else v <= b["bound"]
+        v, hib, bound = measured[m], b["higher_is_better"], b["bound"]
+        ok = v >= bound if hib is True else v <= bound if hib is False else bound[0] <= v <= bound[1]
         if not ok:
-            bad.append(f"{m} = {v:.4g} misses {b['bound']:.4g}")
+            bad.append(f"{m} = {v:.4g} misses {bound_text(b)}")
     return bad
+
+
+def bound_text(b: dict) -> str:
+    """``"≥ 0.75"``, ``"≤ 0.05"`` or ``"in [0.9, 1.1]"`` for a recorded bound."""
+    if b["higher_is_better"] is True:
+        return f"≥ {b['bound']:.4g}"
+    if b["higher_is_better"] is False:
+        return f"≤ {b['bound']:.4g}"
+    return f"in [{b['bound'][0]:.4g}, {b['bound'][1]:.4g}]"
 
 
 def generate(modality: str, n: int = 16, *, seed: int = 0, device: str | None = "cpu", out=None,

@@ -33,10 +33,19 @@ def beats_untrained(value, untrained, data, higher_is_better) -> bool | None:
     return abs(value - data) < abs(untrained - data)
 
 
-def untrained_verdicts(rows: list, higher_is_better: dict) -> tuple[int, list[str]]:
+def metric_directions() -> dict:
+    """Registered metric name → ``higher_is_better`` (True, False or None)."""
+    from ..plugin_manager import registry
+
+    return {e.name: e.info.get("higher_is_better") for e in registry("metric")}
+
+
+def untrained_verdicts(rows: list, higher_is_better: dict | None = None) -> tuple[int, list[str]]:
     """``(number of judged metrics, ["task/sampler/nfe: metric", …] that do not beat
     their untrained reference)`` over result rows (failed tasks and rows without
-    references are skipped)."""
+    references are skipped). Directions default to the metric registry's."""
+    if higher_is_better is None:
+        higher_is_better = metric_directions()
     judged, behind = 0, []
     for r in rows:
         if "error" in r:

@@ -129,12 +129,6 @@ def _spawn(entry, suite, args, task_dir: Path) -> dict:
             "wall_s": time.perf_counter() - t0}
 
 
-def _metric_directions() -> dict:
-    from ..plugin_manager import registry
-
-    return {e.name: e.info.get("higher_is_better") for e in registry("metric")}
-
-
 def main(args) -> int:
     from .. import __version__
     from ..model import resolve_device
@@ -190,7 +184,7 @@ def main(args) -> int:
             images += sorted(task_dir.glob("*.png"))
     results["wall_s"] = time.perf_counter() - t0
     validate_results(results)
-    directions = _metric_directions()
+    directions = report.metric_directions()
     for maker, name in ((plots.quality_vs_nfe, "quality_vs_nfe.png"), (plots.loss_curves, "training_loss.png")):
         p = maker(results["tasks"], out / name, directions) if maker is plots.quality_vs_nfe else maker(
             results["tasks"], out / name)

@@ -42,6 +42,7 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--checkpoint", default=None, help="evaluate this checkpoint instead of training")
+    ap.add_argument("--chiral", action="store_true", help="EGNN with chiral (pseudo-vector) coordinate updates")
     args = ap.parse_args(argv)
 
     import torch
@@ -63,7 +64,8 @@ def main(argv=None):
     else:
         model, ds, info = bench.train_model(args.network, args.size, steps=args.steps, batch_size=args.batch_size,
                                             crop=tuple(args.crop), lr=args.lr, seed=args.seed, device=args.device,
-                                            max_seconds=args.minutes * 60)
+                                            max_seconds=args.minutes * 60,
+                                            net_kwargs={"chiral": True} if args.chiral else None)
         print(f"trained {info['steps']} steps in {info['train_s']:.0f} s "
               f"({info['train_residues_per_s']:.0f} residues/s)")
         model.save(out / "checkpoint")

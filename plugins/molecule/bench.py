@@ -102,7 +102,7 @@ def run(ctx) -> list:
 
     q = ctx.suite == "quick"
     size = ctx.budget(quick={"hidden": 64, "layers": 3}, standard={"hidden": 128, "layers": 6}, gpu=dict(EDM_SIZE))
-    steps = ctx.budget(quick=1200, standard=6000, gpu=50000)
+    steps = ctx.budget(quick=2000, standard=6000, gpu=50000)
     n_train = ctx.budget(quick=5000, standard=100_000)
     n_samples = ctx.budget(quick=128, standard=1000, gpu=10000)
     out_dir = Path(ctx.out_dir)
@@ -114,7 +114,7 @@ def run(ctx) -> list:
     ref = load_qm9("test", limit=n_samples, seed=ctx.seed)
     data_row = evaluate_molecules(ref.records[: n_samples // 2], reference=ref.records[n_samples // 2:],
                                   novelty_reference=None if q else "qm9")
-    grid = ctx.sampler_grid(["ddpm"] if q else ["ddpm", "dpmpp_2m"], [50] if q else [50, 100])
+    grid = ctx.sampler_grid(["ddpm"] if q else ["ddpm", "dpmpp_2m"], [100] if q else [100, 200])
     s0, n0 = grid[0]
     model.to(ctx.device)
     untrained = evaluate_molecules(model.sample(n_samples // 2 if q else n_samples, sampler=s0, nfe=n0, seed=ctx.seed),

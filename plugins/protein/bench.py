@@ -49,7 +49,7 @@ SIGMA_MAX, SIGMA_MIN = 10.0, 0.002
 
 def train_model(network: str = "protein_egnn", size: str = "small", *, steps: int = 500, batch_size: int = 8,
                 crop=(60, 120), lr: float = 1e-3, cond_dropout: float = 0.15, seed: int = 0, device="cpu",
-                out_dir=None, max_seconds: float | None = None, progress: bool = True):
+                out_dir=None, max_seconds: float | None = None, progress: bool = True, net_kwargs: dict | None = None):
     """Create and train a protein model on crops of the 50 domains.
 
     Returns ``(model, dataset, info)`` with ``info`` = losses, steps, seconds and
@@ -59,7 +59,7 @@ def train_model(network: str = "protein_egnn", size: str = "small", *, steps: in
     import polydiff
     from polydiff.training import TrainConfig, train
 
-    model = polydiff.create(MODALITY, network=network, **network_config(network, size))
+    model = polydiff.create(MODALITY, network=network, **{**network_config(network, size), **(net_kwargs or {})})
     ds = model.modality.load_dataset("protein_domains50", crop=tuple(crop), seed=seed)
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup_steps=min(50, steps // 10),
                       lr_schedule="cosine", p_mean=P_MEAN, p_std=P_STD, ema_decay=0.99 if steps < 2000 else 0.999,
@@ -83,7 +83,9 @@ def untrained_like(model, network: str, size: str):
     import polydiff
 
     torch.manual_seed(12345)
-    u = polydiff.create(MODALITY, network=network, **network_config(network, size))
+    extra = {k: v for k, v in model.network_kwargs.items() if k not in network_config(network, size)
+             and k != "sigma_data"}
+    u = polydiff.create(MODALITY, network=network, **{**network_config(network, size), **extra})
     u.modality.config = dict(model.modality.config)
     u.init_ema()
     return u.to(model.device)

@@ -82,7 +82,8 @@ def run(ctx: BenchContext) -> list:
     if ctx.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(ctx.device)
     res = train(model, data, TrainConfig(steps=cfg["steps"], batch_size=cfg["batch"], lr=2e-3, warmup_steps=50,
-                                         ema_decay=0.99 if cfg["steps"] < 1000 else 0.999, cond_dropout=0.15,
+                                         lr_schedule="cosine", ema_decay=0.99 if cfg["steps"] < 1000 else 0.999,
+                                         cond_dropout=0.15,
                                          seed=ctx.seed, device=str(ctx.device), progress=ctx.progress,
                                          out_dir=str(ctx.out_dir)))
     ctx.out_dir.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,7 @@ def test_expected_starters_are_shipped_small_and_documented():
         for section in ("## Data", "## Recipe", "## Metrics", "## Limits"):
             assert section in card, (name, section)
         for metric, b in check["bounds"].items():
-            assert metric in card and f"{b['bound']:.4g}" in card, (name, metric)
+            assert f"| {metric} | {b['measured']:.4g} | {starters.bound_text(b)} |" in card, (name, metric)
     assert total <= 60 * MB, total / MB
 
 

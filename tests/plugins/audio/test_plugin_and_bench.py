@@ -56,6 +56,10 @@ def test_quick_bench_task_beats_its_untrained_reference(tmp_path):
     assert m["audio_class_accuracy"] > unt["audio_class_accuracy"]
     assert m["audio_fd_ours"] < unt["audio_fd_ours"]
     assert data["audio_fd_ours"] < m["audio_fd_ours"]
+    from polydiff.bench.report import untrained_verdicts
+
+    judged, behind = untrained_verdicts(rows)        # every metric beats the untrained ceiling
+    assert judged >= 5 and not behind, behind
     assert r["timing"]["sample_audio_s_per_s"] > 0 and r["timing"]["train_audio_s_per_s"] > 0
     assert any(str(f).endswith(".png") for f in r["files"]) and any(str(f).endswith(".wav") for f in r["files"])
     rt = r["round_trip"]

@@ -4,6 +4,7 @@ import json
 import pytest
 import torch
 
+from polydiff.bench.report import untrained_verdicts
 from polydiff.bench.task import BenchContext
 
 
@@ -30,5 +31,7 @@ def test_quick_task_beats_untrained(tmp_path):
     assert m["mol_atom_stability"] > u["mol_atom_stability"]
     assert m["mol_bond_length_w1"] < u["mol_bond_length_w1"]
     assert d["mol_atom_stability"] > 0.97
+    judged, behind = untrained_verdicts(rows)        # every metric beats the untrained ceiling
+    assert judged >= 7 and not behind, behind
     assert any(str(f).endswith(".png") for f in row["files"])
     assert any(str(f).endswith(".sdf") for f in row["files"])

@@ -9,6 +9,7 @@ from e3nn import o3
 from polydiff.plugins.protein.networks import E3Denoiser, EGNNDenoiser
 
 NETS = {"egnn": (EGNNDenoiser, {"hidden": 24, "layers": 2, "k_nn": 6}),
+        "egnn_chiral": (EGNNDenoiser, {"hidden": 24, "layers": 2, "k_nn": 6, "chiral": True}),
         "e3nn": (E3Denoiser, {"scalars": 12, "vectors": 4, "layers": 2, "k_nn": 6})}
 
 

@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from polydiff.bench.report import untrained_verdicts
 from polydiff.bench.task import BenchContext
 
 
@@ -22,5 +23,7 @@ def test_quick_task_beats_its_untrained_reference(tmp_path):
     assert m["video_frame_accuracy"] > un["video_frame_accuracy"] + 0.1
     assert m["fvd_ours"] < un["fvd_ours"]
     assert data["fvd_ours"] < m["fvd_ours"]
+    judged, behind = untrained_verdicts(rows)        # every metric beats the untrained ceiling
+    assert judged >= 3 and not behind, behind
     assert any(Path(f).suffix == ".png" for f in row["files"]) and any(Path(f).suffix == ".gif" for f in row["files"])
     assert all(Path(f).exists() for f in row["files"])
