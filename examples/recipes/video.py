@@ -1,7 +1,9 @@
 """CPU recipe: class-conditional Moving-digits clips with a factorised space-time U-Net.
 
 Trains ``video_unet`` (Ho et al. 2022 style: 1×3×3 convolutions, temporal attention) on
-seeded Moving-digits clips (default 32×32 px × 8 frames, one MNIST-5k digit), then samples
+seeded Moving-digits clips (default 16×16 px × 8 frames, one scikit-learn 8×8 digit bouncing;
+``--canvas 32 --source mnist5k --channels 32,64,96 --space-to-depth 2`` for 32×32 MNIST
+digits, which needs a GPU or hours: ≈ 1.2 steps/s on one CPU core), then samples
 class-conditional clips with classifier-free guidance and measures them with the plugin's
 own classifiers:
 
@@ -14,8 +16,11 @@ Writes to ``--out``: ``checkpoint/``, ``samples/`` (one GIF per clip, ``strip.pn
 ``prediction/``, ``metrics.json``, ``training_curve.png``. Designed for ≤ 20 min on two
 idle CPU cores with the defaults (``--minutes`` bounds the training time)::
 
-    .venv/bin/python examples/recipes/video.py --out runs/video_recipe
+    .venv/bin/python examples/recipes/video.py --out runs/video_recipe          # ≈ 15 min
     .venv/bin/python examples/recipes/video.py --minutes 2 --n-eval 20   # a smoke run
+
+Measured (one thread, seed 0, 906 steps in 12 min): frame accuracy 0.988, identity
+consistency 0.957, ``fvd_ours`` 1.14 (real floor 0.73, noise 30.5).
 """
 from __future__ import annotations
 
@@ -30,18 +35,18 @@ import torch
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", default="runs/video_recipe")
-    p.add_argument("--canvas", type=int, default=32)
+    p.add_argument("--canvas", type=int, default=16)
     p.add_argument("--frames", type=int, default=8)
-    p.add_argument("--source", default="mnist5k", choices=["mnist5k", "sklearn"])
-    p.add_argument("--n-clips", type=int, default=4000)
+    p.add_argument("--source", default="sklearn", choices=["mnist5k", "sklearn"])
+    p.add_argument("--n-clips", type=int, default=3000)
     p.add_argument("--steps", type=int, default=20000, help="maximum training steps")
-    p.add_argument("--minutes", type=float, default=14.0,
+    p.add_argument("--minutes", type=float, default=12.0,
                    help="training time budget (min); the cosine learning-rate decay ends with it")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--ema", type=float, default=0.995)
-    p.add_argument("--channels", default="32,64,96")
-    p.add_argument("--space-to-depth", type=int, default=2, help="fold r×r pixels into channels (CPU speed)")
+    p.add_argument("--channels", default="32,64")
+    p.add_argument("--space-to-depth", type=int, default=1, help="fold r×r pixels into channels (CPU speed)")
     p.add_argument("--context-prob", type=float, default=0.25,
                    help="share of training clips with a known prefix (0 disables frame conditioning)")
     p.add_argument("--context", type=int, default=4, help="known frames for the prediction test")

@@ -44,12 +44,25 @@ def test_classifiers_recognise_held_out_real_clips(small_evaluator):
     keep = real.labels != torch.roll(real.labels, 1)
     cons = identity_consistency(mixed[keep].numpy(), evaluator=small_evaluator)
     assert cons <= real_cons - 0.15
-    # uniform noise is not "consistent" (hard votes put every noise frame in one class)
-    noise = torch.rand(60, 1, 4, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    assert identity_consistency(noise, evaluator=small_evaluator) < real_cons - 0.2
     # wrong labels → low accuracy
     wrong = [Clip(c.frames, (c.label + 1) % 10) for c in clips]
     assert frame_accuracy(wrong, evaluator=small_evaluator) < 0.2
+
+
+def test_identity_consistency_is_the_mean_probability_of_the_clip_identity():
+    """Closed form with a stub classifier: per clip, identity = argmax of the frames' mean
+    probability; the score averages that class's probability over frames and clips. Hard
+    votes would give 1.0 for clip 0 (every frame's argmax is class 0)."""
+    probs = torch.tensor([[[0.4, 0.3, 0.3], [0.4, 0.35, 0.25]],        # clip 0: weakly class 0 twice
+                          [[0.9, 0.05, 0.05], [0.1, 0.8, 0.1]]])       # clip 1: 0 then 1
+    class Stub:
+        def frame_logits(self, x):
+            return probs.log()
+
+    clips = torch.zeros(2, 1, 2, 4, 4)
+    # clip 0 → class 0: (0.4 + 0.4) / 2; clip 1 → mean probs (0.5, 0.425, 0.075) → class 0: (0.9 + 0.1) / 2
+    expected = ((0.4 + 0.4) / 2 + (0.9 + 0.1) / 2) / 2
+    assert identity_consistency(clips, evaluator=Stub()) == pytest.approx(expected, rel=1e-6)
 
 
 def test_fvd_ours_real_floor_below_noise_and_static_clips(small_evaluator):
