@@ -76,8 +76,8 @@ PRESETS = {
                   "runs/recipe_image` (seed 0; conv VAE 28 × 28 → 4 × 7 × 7, U-Net 32 channels with attention "
                   "in the latent, CFG dropout 0.15, batch 64, cosine learning rate over a 14-minute budget).",
         "limits": "28 × 28 grey digits only; blurrier than real digits (`fd_ours` ≈ 49 against a "
-                  "real-vs-real floor of ≈ 11). Class accuracy is scored by the plugin's own classifier trained "
-                  "on the same 5,000 digits (real-vs-real floor ≈ 0.98).",
+                  "real-vs-real floor of ≈ 7). Class accuracy is scored by the plugin's own classifier trained "
+                  "on the same 5,000 digits (real-vs-real floor ≈ 0.97).",
     },
 }
 
