@@ -96,19 +96,25 @@ def diffusion_loss(denoiser: Denoiser, x0: torch.Tensor, cond, space, rng, gener
     return loss
 
 
-def pair_distance_loss(pos_hat: torch.Tensor, pos: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
-    """Mean squared error of inter-point distances over selected pairs, per sample ``[B]``.
+def low_noise_distance_loss(pos_hat: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor, sigmas: torch.Tensor,
+                            weight: torch.Tensor, *, select, sigma_max: float) -> torch.Tensor:
+    """Squared error of inter-point distances of the denoised estimate, per sample ``[B]``:
+    ``weight``·1[σ̃ < ``sigma_max``]·mean over selected pairs of (d̂ᵢⱼ − dᵢⱼ)².
 
-    ``pos_hat``, ``pos``: ``[B, N, 3]`` predicted and true point positions; ``pairs``:
-    ``[B, N, N]`` 0/1 (or weights) selecting the pairs (padding and the diagonal must be 0).
-    Invariant under rigid motions of either input; a sample without pairs gives 0. Used
-    by point-cloud modalities as an auxiliary low-noise term (FrameDiff's L_2D, Yim et al.
-    2023), since bond lengths are what their validity metrics read.
+    ``pos_hat``, ``pos``: ``[B, N, 3]`` predicted and true positions; ``mask``: ``[B, N]``
+    (1 = real point); ``sigmas``, ``weight``: ``[B]``; ``select(d) -> bool [B, N, N]`` picks
+    pairs from the true distances ``d`` (the diagonal and padding are dropped here).
+    Invariant under rigid motions of either input; a sample without pairs gives 0. The
+    point-cloud modalities' auxiliary term (FrameDiff's L_2D, Yim et al. 2023): bond
+    lengths are what their validity metrics read.
     """
-    d_hat = torch.cdist(pos_hat, pos_hat)
     d = torch.cdist(pos, pos)
-    pairs = pairs.to(pos.dtype)
-    return ((d_hat - d) ** 2 * pairs).sum((1, 2)) / pairs.sum((1, 2)).clamp(min=1)
+    d_hat = torch.cdist(pos_hat, pos_hat)
+    eye = torch.eye(pos.shape[1], dtype=torch.bool, device=pos.device)
+    m = mask.to(pos.dtype)
+    pairs = (select(d) & ~eye).to(pos.dtype) * m[:, :, None] * m[:, None, :]
+    err = ((d_hat - d) ** 2 * pairs).sum((1, 2)) / pairs.sum((1, 2)).clamp(min=1)
+    return weight.to(pos.dtype) * (sigmas.to(pos.dtype) < sigma_max).to(pos.dtype) * err
 
 
 def flow_matching_loss(velocity_net, x0: torch.Tensor, cond, space, rng, generator: torch.Generator, *,

@@ -46,14 +46,18 @@ def starter_path(name: str) -> Path:
     return path
 
 
+def _as_model(model_or_name):
+    from . import load
+
+    return load(f"starter:{model_or_name}") if isinstance(model_or_name, str) else model_or_name
+
+
 def measure(model_or_name, *, n: int | None = None, seed: int | None = None) -> dict:
     """Re-measure a starter's check metrics: sample ``check["n"]`` items with
     ``check["seed"]`` (the saved sample defaults apply) and evaluate ``check["metrics"]``
     with the modality's registered metrics (``check["options"]`` passed on). Returns
     ``{metric: value}``."""
-    from . import load
-
-    model = load(f"starter:{model_or_name}") if isinstance(model_or_name, str) else model_or_name
+    model = _as_model(model_or_name)
     check = (model.extra.get("starter") or {}).get("check")
     if not check:
         raise CheckpointError("this model has no starter check (extra['starter']['check'])")
@@ -115,11 +119,10 @@ def write_starter(model, name: str, *, metrics: list[str], n: int, tolerance: di
     return check
 
 
-def check_bounds(name: str, measured: dict) -> list[str]:
-    """Metrics of starter ``name`` whose ``measured`` values miss the recorded bounds."""
-    from . import load
-
-    bounds = load(f"starter:{name}").extra["starter"]["check"]["bounds"]
+def check_bounds(model_or_name, measured: dict) -> list[str]:
+    """Metrics of a starter (loaded model or name) whose ``measured`` values miss the
+    recorded bounds."""
+    bounds = _as_model(model_or_name).extra["starter"]["check"]["bounds"]
     bad = []
     for m, b in bounds.items():
         v, hib, bound = measured[m], b["higher_is_better"], b["bound"]

@@ -140,16 +140,12 @@ class MoleculeModality(Modality):
         wgt = float(self.config.get("aux_weight", 0.0))
         if wgt <= 0:
             return None
-        from polydiff.losses import pair_distance_loss
+        from polydiff.losses import low_noise_distance_loss
 
-        mask = cond["mask"].to(x0.dtype)
-        pos, pos_hat = x0[..., :3], x0_hat[..., :3]
-        n = pos.shape[1]
-        eye = torch.eye(n, dtype=torch.bool, device=pos.device)
-        bonded = (torch.cdist(pos, pos) < float(self.config.get("aux_bond_cutoff", 2.0))) & ~eye
-        err = pair_distance_loss(pos_hat, pos, bonded.to(pos.dtype) * mask[:, :, None] * mask[:, None, :])
-        on = (sigmas.to(x0.dtype) < float(self.config.get("aux_sigma_max", 1.0))).to(x0.dtype)
-        return wgt * weight.to(x0.dtype) * on * err
+        cutoff = float(self.config.get("aux_bond_cutoff", 2.0))
+        return wgt * low_noise_distance_loss(x0_hat[..., :3], x0[..., :3], cond["mask"], sigmas, weight,
+                                             select=lambda d: d < cutoff,
+                                             sigma_max=float(self.config.get("aux_sigma_max", 1.0)))
 
     # -- noise space and sampling -----------------------------------------------------------
     def space(self, cond):

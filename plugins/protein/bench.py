@@ -103,16 +103,12 @@ def sample_backbones(model, n: int, *, length_range=(60, 120), sampler: str = "e
                      seed: int = 0, batch: int = 8, ema: bool = True):
     """``n`` decoded backbones with lengths uniform in ``length_range``; returns
     ``(samples, seconds, residues_per_s)``."""
-    from polydiff.samplers import get_sampler
-
-    steps = get_sampler(sampler).steps_for_nfe(nfe)
-    sigmas = model.sigma_grid(steps, "karras", sigma_max=SIGMA_MAX, sigma_min=SIGMA_MIN)
     t0 = time.perf_counter()
     out = []
     for a in range(0, n, batch):
         m = min(batch, n - a)
-        out += model.sample(m, sampler=sampler, sigmas=sigmas, seed=seed, sample_offset=a, ema=ema,
-                            cond={"length_range": list(length_range)})
+        out += model.sample(m, sampler=sampler, nfe=nfe, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, seed=seed,
+                            sample_offset=a, ema=ema, cond={"length_range": list(length_range)})
     secs = time.perf_counter() - t0
     return out, secs, sum(len(s) for s in out) / secs
 

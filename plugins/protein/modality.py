@@ -91,16 +91,14 @@ class ProteinModality(Modality):
         wgt = float(self.config.get("aux_weight", 0.0))
         if wgt <= 0:
             return None
-        from polydiff.losses import pair_distance_loss
+        from polydiff.losses import low_noise_distance_loss
 
-        mask = cond["mask"].to(x0.dtype)
         ar = torch.arange(x0.shape[1], device=x0.device)
-        sep = (ar[:, None] - ar[None]).abs()
-        near = torch.cdist(x0, x0) < float(self.config.get("aux_contact_nm", 0.8))
-        pair = ((sep <= 3) | near) & (sep > 0)
-        err = pair_distance_loss(x0_hat, x0, pair.to(x0.dtype) * mask[:, :, None] * mask[:, None, :])
-        on = (sigmas.to(x0.dtype) < float(self.config.get("aux_sigma_max", 0.5))).to(x0.dtype)
-        return wgt * weight.to(x0.dtype) * on * err
+        near_in_sequence = (ar[:, None] - ar[None]).abs() <= 3
+        contact = float(self.config.get("aux_contact_nm", 0.8))
+        return wgt * low_noise_distance_loss(x0_hat, x0, cond["mask"], sigmas, weight,
+                                             select=lambda d: near_in_sequence | (d < contact),
+                                             sigma_max=float(self.config.get("aux_sigma_max", 0.5)))
 
     # -- sampling --------------------------------------------------------------------------
     def space(self, cond):

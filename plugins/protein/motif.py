@@ -72,19 +72,14 @@ def scaffold(model, motif_ca: np.ndarray, positions: Sequence[int], length: int,
     centred = torch.as_tensor((motif_ca - motif_ca.mean(0)) / COORD_SCALE, dtype=torch.float32)
     known[:, positions] = centred
     mask[:, positions] = True
-    if sigmas is None:
-        from polydiff.samplers import get_sampler
-
-        sigmas = model.sigma_grid(get_sampler(sampler).steps_for_nfe(nfe), "karras", sigma_max=SIGMA_MAX,
-                                  sigma_min=SIGMA_MIN)
     cond = {"length": length}
     if ss is not None:
         cond["ss"] = ss
     was = model.network.training
     model.network.eval()
     try:
-        x, c = model.sample_raw(n, sampler=sampler, sigmas=sigmas, seed=seed, cond=cond,
-                                wrap=motif_wrap(known, mask, align))
+        x, c = model.sample_raw(n, sampler=sampler, sigmas=sigmas, nfe=nfe, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX,
+                                seed=seed, cond=cond, wrap=motif_wrap(known, mask, align))
     finally:
         model.network.train(was)
     return model.modality.decode(x, c)

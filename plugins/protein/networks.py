@@ -30,15 +30,22 @@ from .features import (MAX_OFFSET, NodeEmbedding, edge_offsets, gather_nodes, lo
                        physical_coords, physical_scale, rbf, remove_com)
 
 
+def bond_vectors(z: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(to_previous, to_next)``, each ``[B, N, 3]``: x_{i−1} − x_i and x_{i+1} − x_i, zero
+    at the chain ends and wherever either residue is padding."""
+    m = mask.to(z.dtype)
+    nxt = torch.zeros_like(z)
+    prv = torch.zeros_like(z)
+    nxt[:, :-1] = (z[:, 1:] - z[:, :-1]) * (m[:, 1:] * m[:, :-1])[..., None]
+    prv[:, 1:] = -nxt[:, :-1]
+    return prv, nxt
+
+
 def chain_tangent(z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``[B, N, 3]`` chain direction at each residue: x_{i+1} − x_{i−1} (one-sided at the
     ends, zero on padding and for isolated residues)."""
-    m = mask.to(z.dtype)[..., None]
-    nxt = torch.zeros_like(z)
-    prv = torch.zeros_like(z)
-    nxt[:, :-1] = (z[:, 1:] - z[:, :-1]) * m[:, 1:] * m[:, :-1]
-    prv[:, 1:] = nxt[:, :-1]
-    return (nxt + prv) * m
+    prv, nxt = bond_vectors(z, mask)
+    return nxt - prv
 
 
 def _mlp(i: int, h: int, o: int, last_act: bool = False) -> nn.Sequential:
@@ -198,11 +205,7 @@ class E3Denoiser(nn.Module):
         cond["mask"] = mask
         y = physical_coords(x_in, time, self.sigma_data)
         m3 = mask[..., None]
-        # bond vectors to the previous / next residue (nm, zero at the ends and on padding)
-        nxt = torch.zeros_like(y)
-        prv = torch.zeros_like(y)
-        nxt[:, :-1] = (y[:, 1:] - y[:, :-1]) * (mask[:, 1:] * mask[:, :-1])[..., None]
-        prv[:, 1:] = -nxt[:, :-1]
+        prv, nxt = bond_vectors(y, mask)                     # nm, zero at the ends and on padding
         dih = local_dihedral(y, mask)
         s = self.embed(time, cond, N, x_in.dtype)
         f = self.lin_in(torch.cat([s, dih[..., :1], dih[..., 1:], prv, nxt], -1)) * m3
