@@ -29,7 +29,7 @@ from pathlib import Path
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/protein")
-    ap.add_argument("--network", default="protein_egnn", choices=["protein_egnn", "protein_e3nn"])
+    ap.add_argument("--network", default="protein_egnn", choices=["protein_egnn", "protein_e3nn", "protein_frames"])
     ap.add_argument("--size", default="small", choices=["tiny", "small"])
     ap.add_argument("--steps", type=int, default=7000, help="optimiser steps (cosine learning-rate decay over them)")
     ap.add_argument("--minutes", type=float, default=17.0, help="training wall-clock budget (stops early)")
@@ -43,6 +43,10 @@ def main(argv=None):
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--checkpoint", default=None, help="evaluate this checkpoint instead of training")
     ap.add_argument("--chiral", action="store_true", help="EGNN with chiral (pseudo-vector) coordinate updates")
+    ap.add_argument("--frame-features", action="store_true", help="EGNN reading each residue's neighbourhood in its "
+                    "chain frame")
+    ap.add_argument("--frame-window", type=int, default=4, help="± sequence window read in the chain frame")
+    ap.add_argument("--s-noise", type=float, default=1.0, help="ancestral noise scale (< 1: reduced-noise sampling)")
     args = ap.parse_args(argv)
 
     import torch
@@ -65,17 +69,20 @@ def main(argv=None):
         model, ds, info = bench.train_model(args.network, args.size, steps=args.steps, batch_size=args.batch_size,
                                             crop=tuple(args.crop), lr=args.lr, seed=args.seed, device=args.device,
                                             max_seconds=args.minutes * 60,
-                                            net_kwargs={"chiral": True} if args.chiral else None)
+                                            net_kwargs={**({"chiral": True} if args.chiral else {}),
+                                                        **({"frame_features": True, "frame_window": args.frame_window}
+                                                           if args.frame_features else {})})
         print(f"trained {info['steps']} steps in {info['train_s']:.0f} s "
               f"({info['train_residues_per_s']:.0f} residues/s)")
         model.save(out / "checkpoint")
     samples, s_secs, s_rate = bench.sample_backbones(model, args.samples, length_range=tuple(args.crop),
-                                                     sampler=args.sampler, nfe=args.nfe, seed=args.seed)
+                                                     sampler=args.sampler, nfe=args.nfe, seed=args.seed,
+                                                     s_noise=args.s_noise)
     print(f"sampled {len(samples)} backbones in {s_secs:.0f} s ({s_rate:.0f} residues/s)")
     write_samples(samples, out / "samples")
     untrained = bench.untrained_like(model, args.network, args.size)
     base, _, _ = bench.sample_backbones(untrained, min(args.samples, 8), length_range=tuple(args.crop),
-                                        sampler=args.sampler, nfe=args.nfe, seed=args.seed)
+                                        sampler=args.sampler, nfe=args.nfe, seed=args.seed, s_noise=args.s_noise)
     real = bench.real_reference(ds, args.samples, tuple(args.crop), seed=args.seed)
     report = {
         "samples": bench.evaluate(samples, ds),
@@ -88,7 +95,7 @@ def main(argv=None):
         "args": vars(args),
     }
     report["scaffold"] = scaffold_report(model, ds, out / "scaffold", sampler=args.sampler, nfe=args.nfe,
-                                         seed=args.seed)
+                                         seed=args.seed, s_noise=args.s_noise)
     (out / "metrics.json").write_text(json.dumps(report, indent=2))
     plots.plot_traces(samples, out / "traces.png")
     plots.plot_contact_maps(samples, out / "contacts.png")
@@ -106,7 +113,7 @@ def main(argv=None):
     return report
 
 
-def scaffold_report(model, ds, out, *, sampler, nfe, seed, n=4, length=80, start=30):
+def scaffold_report(model, ds, out, *, sampler, nfe, seed, n=4, length=80, start=30, **sampler_options):
     """Pin the first 12-residue helix of the training domains (P-SEA on the Cα trace) at
     residues ``start…start+11`` of ``n`` backbones of ``length``; returns the motif RMSD
     (after superposition, Å) and the protein metrics of the whole scaffolds."""
@@ -126,7 +133,7 @@ def scaffold_report(model, ds, out, *, sampler, nfe, seed, n=4, length=80, start
             motif, source = bb.ca[k:k + 12], f"{bb.name} residues {k}–{k + 11}"
             break
     pos = list(range(start, start + len(motif)))
-    samples = scaffold(model, motif, pos, length=length, n=n, sampler=sampler, nfe=nfe, seed=seed)
+    samples = scaffold(model, motif, pos, length=length, n=n, sampler=sampler, nfe=nfe, seed=seed, **sampler_options)
     write_samples(samples, out)
     rmsds = [float(rmsd(s.ca[pos], motif)) for s in samples]
     return {"motif": source, "motif_positions": [pos[0], pos[-1]], "motif_rmsd_max": max(rmsds),

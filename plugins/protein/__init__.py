@@ -20,10 +20,12 @@ def polydiff_register_modalities(register):
 
 @hookimpl
 def polydiff_register_networks(register):
+    from .frame_net import FrameDenoiser
     from .networks import E3Denoiser, EGNNDenoiser
 
     register("protein_e3nn", E3Denoiser, modality="protein")
     register("protein_egnn", EGNNDenoiser, modality="protein")
+    register("protein_frames", FrameDenoiser, modality="protein")
 
 
 @hookimpl

@@ -24,6 +24,9 @@ def network_config(name: str, size: str = "small") -> dict:
     if name == "protein_egnn":
         return {"tiny": {"hidden": 32, "layers": 3, "k_nn": 8},
                 "small": {"hidden": 64, "layers": 4, "k_nn": 12}}[size]
+    if name == "protein_frames":
+        return {"tiny": {"hidden": 64, "layers": 2, "heads": 4, "pair_dim": 16},
+                "small": {"hidden": 128, "layers": 4, "heads": 4, "pair_dim": 32}}[size]
     return {"tiny": {"scalars": 24, "vectors": 6, "layers": 2, "k_nn": 8},
             "small": {"scalars": 32, "vectors": 8, "layers": 3, "k_nn": 12}}[size]
 
@@ -49,7 +52,8 @@ SIGMA_MAX, SIGMA_MIN = 10.0, 0.002
 
 def train_model(network: str = "protein_egnn", size: str = "small", *, steps: int = 500, batch_size: int = 8,
                 crop=(60, 120), lr: float = 1e-3, cond_dropout: float = 0.15, seed: int = 0, device="cpu",
-                out_dir=None, max_seconds: float | None = None, progress: bool = True, net_kwargs: dict | None = None):
+                out_dir=None, max_seconds: float | None = None, progress: bool = True, net_kwargs: dict | None = None,
+                p_mean: float = P_MEAN, p_std: float = P_STD):
     """Create and train a protein model on crops of the 50 domains.
 
     Returns ``(model, dataset, info)`` with ``info`` = losses, steps, seconds and
@@ -62,7 +66,7 @@ def train_model(network: str = "protein_egnn", size: str = "small", *, steps: in
     model = polydiff.create(MODALITY, network=network, **{**network_config(network, size), **(net_kwargs or {})})
     ds = model.modality.load_dataset("protein_domains50", crop=tuple(crop), seed=seed)
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup_steps=min(50, steps // 10),
-                      lr_schedule="cosine", p_mean=P_MEAN, p_std=P_STD, ema_decay=0.99 if steps < 2000 else 0.999,
+                      lr_schedule="cosine", p_mean=p_mean, p_std=p_std, ema_decay=0.99 if steps < 2000 else 0.999,
                       cond_dropout=cond_dropout, seed=seed, log_every=max(1, min(25, steps // 4)), device=str(device),
                       progress=progress, out_dir=str(out_dir) if out_dir else None, max_seconds=max_seconds)
     t0 = time.perf_counter()
@@ -100,15 +104,16 @@ def _smooth(losses, every: int = 10):
 
 
 def sample_backbones(model, n: int, *, length_range=(60, 120), sampler: str = "euler_ancestral", nfe: int = 100,
-                     seed: int = 0, batch: int = 8, ema: bool = True):
+                     seed: int = 0, batch: int = 8, ema: bool = True, **sampler_options):
     """``n`` decoded backbones with lengths uniform in ``length_range``; returns
-    ``(samples, seconds, residues_per_s)``."""
+    ``(samples, seconds, residues_per_s)``. ``sampler_options`` go to the sampler (e.g.
+    ``s_noise`` < 1: reduced-noise ancestral sampling)."""
     t0 = time.perf_counter()
     out = []
     for a in range(0, n, batch):
         m = min(batch, n - a)
         out += model.sample(m, sampler=sampler, nfe=nfe, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, seed=seed,
-                            sample_offset=a, ema=ema, cond={"length_range": list(length_range)})
+                            sample_offset=a, ema=ema, cond={"length_range": list(length_range)}, **sampler_options)
     secs = time.perf_counter() - t0
     return out, secs, sum(len(s) for s in out) / secs
 

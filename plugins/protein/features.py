@@ -152,3 +152,85 @@ def remove_com(v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     m = mask.to(v.dtype)[..., None]
     com = (v * m).sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp(min=1)
     return (v - com) * m
+
+
+def bond_vectors(z: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(to_previous, to_next)``, each ``[B, N, 3]``: x_{i−1} − x_i and x_{i+1} − x_i, zero
+    at the chain ends and wherever either residue is padding."""
+    m = mask.to(z.dtype)
+    nxt = torch.zeros_like(z)
+    prv = torch.zeros_like(z)
+    nxt[:, :-1] = (z[:, 1:] - z[:, :-1]) * (m[:, 1:] * m[:, :-1])[..., None]
+    prv[:, 1:] = -nxt[:, :-1]
+    return prv, nxt
+
+
+def chain_tangent(z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``[B, N, 3]`` chain direction at each residue: x_{i+1} − x_{i−1} (one-sided at the
+    ends, zero on padding and for isolated residues)."""
+    prv, nxt = bond_vectors(z, mask)
+    return nxt - prv
+
+
+#: sequence offsets whose vectors are read in each residue's frame
+LOCAL_OFFSETS = (-4, -3, -2, -1, 1, 2, 3, 4)
+
+
+def unit(v: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    return v / torch.sqrt((v * v).sum(-1, keepdim=True) + eps * eps)
+
+
+def chain_frames(y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-residue orthonormal frames ``[B, N, 3, 3]`` (columns e₁, e₂, e₃) from a Cα trace
+    ``y [B, N, 3]``: e₁ along xᵢ₊₁ − xᵢ₋₁, e₂ along (xᵢ₋₁ − xᵢ) + (xᵢ₊₁ − xᵢ) made
+    orthogonal to e₁, e₃ = e₁ × e₂. Chain ends take their inner neighbour's frame; padding
+    gets the identity. Rotating the input by R maps every frame F to R·F."""
+    B, N, _ = y.shape
+    m = mask.to(y.dtype)
+    prv, nxt = bond_vectors(y, mask)
+    e1 = unit(nxt - prv)
+    e2 = unit(prv + nxt - (prv + nxt).mul(e1).sum(-1, keepdim=True) * e1)
+    e3 = torch.cross(e1, e2, dim=-1)
+    R = torch.stack([e1, e2, e3], -1)                                  # [B, N, 3, 3]
+    has_prev = torch.zeros_like(m)
+    has_prev[:, 1:] = m[:, 1:] * m[:, :-1]
+    has_next = torch.zeros_like(m)
+    has_next[:, :-1] = m[:, :-1] * m[:, 1:]
+    inner = (has_prev * has_next)[..., None, None]
+    # ends: copy the inner neighbour's frame (N-terminus from i+1, C-terminus from i−1)
+    from_next = torch.cat([R[:, 1:], R[:, -1:]], 1)
+    from_prev = torch.cat([R[:, :1], R[:, :-1]], 1)
+    nterm = ((1 - has_prev) * has_next)[..., None, None]
+    cterm = ((1 - has_next) * has_prev)[..., None, None]
+    eye = torch.eye(3, dtype=y.dtype, device=y.device).expand(B, N, 3, 3)
+    lone = (1 - inner - nterm - cterm).clamp(min=0)
+    return inner * R + nterm * from_next + cterm * from_prev + lone * eye
+
+
+#: width of :func:`local_window_features` per offset (and + 2 for the dihedral)
+PER_OFFSET = 3 + 3 + 12 + 1
+LOCAL_FEATURES = len(LOCAL_OFFSETS) * PER_OFFSET + 2
+
+
+def window_offsets(window: int) -> tuple[int, ...]:
+    """Sequence offsets −window…−1, 1…window."""
+    return tuple(o for o in range(-window, window + 1) if o != 0)
+
+
+def local_window_features(y: torch.Tensor, mask: torch.Tensor, R: torch.Tensor,
+                          offsets=LOCAL_OFFSETS) -> torch.Tensor:
+    """``[B, N, len(offsets)·PER_OFFSET + 2]`` invariant, handedness-aware description of
+    each residue's chain neighbourhood: for each offset o in ``offsets``, the vector
+    Rᵢᵀ(yᵢ₊ₒ − yᵢ) (nm, clipped to ±2), its direction, an RBF of its length and a validity
+    flag; then the local virtual dihedral (cos, sin). ``y [B, N, 3]`` nm, ``R`` from
+    :func:`chain_frames`."""
+    B, N, _ = y.shape
+    ar = torch.arange(N, device=y.device)
+    m = mask.to(y.dtype)
+    feats = []
+    for o in offsets:
+        j = (ar + o).clamp(0, N - 1)
+        ok = (((ar + o >= 0) & (ar + o < N)).to(y.dtype)[None] * m * m[:, j])[..., None]
+        v = torch.einsum("bixk,bix->bik", R, y[:, j] - y)                 # in frame i
+        feats += [v.clamp(-2, 2) * ok, unit(v) * ok, rbf(v.norm(dim=-1), 0.0, 2.0, 12) * ok, ok]
+    return torch.cat(feats + [local_dihedral(y, mask)], -1)

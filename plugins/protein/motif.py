@@ -56,7 +56,7 @@ def motif_wrap(known: torch.Tensor, known_mask: torch.Tensor, align: str = "tran
 
 def scaffold(model, motif_ca: np.ndarray, positions: Sequence[int], length: int, n: int = 1, *,
              sampler: str = "euler_ancestral", nfe: int = 100, seed: int = 0, align: str = "translation",
-             sigmas: torch.Tensor | None = None, ss=None) -> list:
+             sigmas: torch.Tensor | None = None, ss=None, **sampler_options) -> list:
     """Generate ``n`` backbones of ``length`` residues whose residues ``positions`` carry
     the motif ``motif_ca [M, 3]`` (Å, in that order). Returns decoded Backbone records."""
     from .bench import SIGMA_MAX, SIGMA_MIN
@@ -79,7 +79,7 @@ def scaffold(model, motif_ca: np.ndarray, positions: Sequence[int], length: int,
     model.network.eval()
     try:
         x, c = model.sample_raw(n, sampler=sampler, sigmas=sigmas, nfe=nfe, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX,
-                                seed=seed, cond=cond, wrap=motif_wrap(known, mask, align))
+                                seed=seed, cond=cond, wrap=motif_wrap(known, mask, align), **sampler_options)
     finally:
         model.network.train(was)
     return model.modality.decode(x, c)

@@ -15,7 +15,11 @@ handedness.
   enters the default network only through the dihedral-sine input. Measured on the 50
   domains: neither variant's samples show the real +50° virtual-dihedral peak after CPU
   minutes (7,000 plain / 4,300 chiral steps); chiral samples lean twice as often to +50°
-  as to −50° (plain: 1.4×), real ones 18×.
+  as to −50° (plain: 1.4×), real ones 18×. With ``frame_features=True`` each residue also
+  reads its i±1…±window neighbourhood in its chain frame (signed, so handed) and adds an
+  output vector predicted in that frame. Measured (8-min one-thread runs, 2,500 steps):
+  training loss 0.87 vs 1.04, and SDEdit of real crops from σ̃ = 0.2 nm keeps helix 0.077
+  vs 0.005 (real 0.245) — local conformation is learned much faster.
 - :class:`E3Denoiser`: NequIP-style convolutions (Batzner et al. 2022) built with e3nn:
   irreps node features (scalars, pseudo-scalars, vectors, pseudo-vectors), spherical
   harmonics (l ≤ 2) of relative positions, radial MLPs giving per-edge weights of a
@@ -26,26 +30,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .features import (MAX_OFFSET, NodeEmbedding, edge_offsets, gather_nodes, local_dihedral, neighbours,
+from .features import (PER_OFFSET, MAX_OFFSET, window_offsets, NodeEmbedding, bond_vectors, chain_frames,  # noqa: F401
+                       chain_tangent, edge_offsets, gather_nodes, local_dihedral, local_window_features, neighbours,
                        physical_coords, physical_scale, rbf, remove_com)
-
-
-def bond_vectors(z: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(to_previous, to_next)``, each ``[B, N, 3]``: x_{i−1} − x_i and x_{i+1} − x_i, zero
-    at the chain ends and wherever either residue is padding."""
-    m = mask.to(z.dtype)
-    nxt = torch.zeros_like(z)
-    prv = torch.zeros_like(z)
-    nxt[:, :-1] = (z[:, 1:] - z[:, :-1]) * (m[:, 1:] * m[:, :-1])[..., None]
-    prv[:, 1:] = -nxt[:, :-1]
-    return prv, nxt
-
-
-def chain_tangent(z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``[B, N, 3]`` chain direction at each residue: x_{i+1} − x_{i−1} (one-sided at the
-    ends, zero on padding and for isolated residues)."""
-    prv, nxt = bond_vectors(z, mask)
-    return nxt - prv
 
 
 def _mlp(i: int, h: int, o: int, last_act: bool = False) -> nn.Sequential:
@@ -75,14 +62,27 @@ class _EdgeGeometry(nn.Module):
 
 class EGNNDenoiser(nn.Module):
     """EGNN baseline. Args: ``hidden`` channels, ``layers``, ``k_seq`` sequence
-    neighbours on each side, ``k_nn`` spatial neighbours, ``sigma_data`` (nm)."""
+    neighbours on each side, ``k_nn`` spatial neighbours, ``sigma_data`` (nm);
+    ``chiral``: also update along pseudo-vectors; ``frame_features``: read each residue's
+    i±1…±4 neighbourhood in its chain frame (:func:`~.features.local_window_features`) as
+    an input and add an output vector predicted in that frame (Rᵢ oᵢ) — local conformation
+    (helix or strand) is then an input rather than something the distance messages must
+    reconstruct; ``frame_window`` sets the ±window of offsets read."""
 
     def __init__(self, hidden: int = 96, layers: int = 5, k_seq: int = 3, k_nn: int = 16, sigma_data: float = 1.0,
-                 chiral: bool = False):
+                 chiral: bool = False, frame_features: bool = False, frame_window: int = 4):
         super().__init__()
         self.k_seq, self.k_nn, self.sigma_data, self.chiral = k_seq, k_nn, float(sigma_data), bool(chiral)
+        self.frame_features = bool(frame_features)
         self.embed = NodeEmbedding(hidden)
         self.node_in = nn.Linear(hidden + 2, hidden)
+        if self.frame_features:
+            self.offsets = window_offsets(int(frame_window))
+            self.local_in = _mlp(len(self.offsets) * PER_OFFSET + 2, hidden, hidden)
+            self.local_out = nn.Linear(hidden, 3)
+            with torch.no_grad():
+                self.local_out.weight.mul_(0.1)
+                self.local_out.bias.zero_()
         self.edge_geo = nn.ModuleList([_EdgeGeometry(hidden) for _ in range(layers)])
         # φ_e([h_i, h_j, a_ij]) with its first linear layer split per argument (node-level
         # products computed once, then gathered: the same function, far fewer flops)
@@ -104,6 +104,9 @@ class EGNNDenoiser(nn.Module):
         y = physical_coords(x_in, time, self.sigma_data)
         scale = physical_scale(time, self.sigma_data, x_in.dtype).reshape(B, 1, 1)
         h = self.node_in(torch.cat([self.embed(time, cond, N, x_in.dtype), local_dihedral(y, mask)], -1))
+        if self.frame_features:
+            R = chain_frames(y * mask[..., None], mask)
+            h = h + self.local_in(local_window_features(y * mask[..., None], mask, R, self.offsets))
         idx, ok = neighbours(y, mask, self.k_seq, self.k_nn)
         off = edge_offsets(cond, idx)
         okf = ok.to(x_in.dtype)[..., None]
@@ -124,7 +127,10 @@ class EGNNDenoiser(nn.Module):
                 upd = upd + chi * self.phi_chiral[l](e)
             z = z + (upd * okf).sum(2) / kcount
             h = ln(h + fh(torch.cat([h, e.sum(2) / kcount], -1)))
-        return remove_com(z - x_in, mask)
+        out = z - x_in
+        if self.frame_features:
+            out = out + torch.einsum("bixk,bik->bix", R, self.local_out(h))
+        return remove_com(out, mask)
 
 
 class _IrrepsRMSNorm(nn.Module):

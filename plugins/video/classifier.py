@@ -1,7 +1,11 @@
 """The plugin's own metric networks: a per-frame digit classifier and a 3-D-conv clip
 classifier, trained on Moving-digits clips of the size being evaluated.
 
-- :class:`FrameClassifier` reads one frame ``[N, 1, H, W]`` → 10 digit logits.
+- :class:`FrameClassifier` reads one frame ``[N, 1, H, W]`` → 10 digit logits plus an
+  11th, "no digit" (:data:`NO_DIGIT`), trained on frames that hold no digit (uniform and
+  smoothed noise, flat fields, empty canvases; :func:`non_digit_frames`). Without it a
+  digit classifier sends noise confidently to some digit, and metrics built on it reward
+  degenerate clips (an untrained network's noise read as "the same digit in every frame").
 - :class:`ClipClassifier` reads a clip ``[N, 1, T, H, W]`` with 3×3×3 convolutions →
   10 digit logits plus the absolute velocity (|v_row|, |v_col|, px/frame, constant under
   wall reflection); its pooled features ``[N, 64]`` are what ``fvd_ours`` compares, so
@@ -30,15 +34,45 @@ def _conv3(cin, cout, stride=(1, 1, 1)):
     return nn.Sequential(nn.Conv3d(cin, cout, 3, stride, 1), group_norm(cout), nn.SiLU())
 
 
+#: index of the frame classifier's "no digit" class (after the 10 digits)
+NO_DIGIT = 10
+
+
+def non_digit_frames(n: int, canvas: int, generator: torch.Generator) -> torch.Tensor:
+    """``[n, 1, canvas, canvas]`` frames in [-1, 1] that hold no digit, in four equal
+    kinds: uniform noise, noise smoothed at a random scale (blobs) and stretched to a
+    random contrast, a flat field at a random level, and the empty canvas (−1)."""
+    g = generator
+    kind = torch.arange(n) % 4
+    out = torch.empty(n, 1, canvas, canvas)
+    u = torch.rand(n, 1, canvas, canvas, generator=g) * 2 - 1
+    for i in range(n):
+        k = int(kind[i])
+        if k == 0:
+            out[i] = u[i]
+        elif k == 1:
+            r = int(torch.randint(1, max(2, canvas // 4) + 1, (), generator=g))
+            b = F.avg_pool2d(u[i:i + 1], 2 * r + 1, 1, r, count_include_pad=False)
+            b = (b - b.mean()) / (b.std() + 1e-6)
+            c = float(torch.rand((), generator=g)) * 0.9 + 0.1
+            lvl = float(torch.rand((), generator=g)) * 1.6 - 0.8
+            out[i] = (lvl + c * b[0]).clamp(-1, 1)
+        elif k == 2:
+            out[i] = float(torch.rand((), generator=g)) * 2 - 1
+        else:
+            out[i] = -1.0
+    return out
+
+
 class FrameClassifier(nn.Module):
-    """``[N, 1, H, W]`` in [-1, 1] → logits ``[N, n_classes]`` (translation-invariant by
-    global average pooling)."""
+    """``[N, 1, H, W]`` in [-1, 1] → logits ``[N, n_classes + 1]``; the last is "no digit"
+    (translation-invariant by global average pooling)."""
 
     def __init__(self, n_classes: int = 10, width: int = 16):
         super().__init__()
         w = width
         self.body = nn.Sequential(_conv2(1, w, 2), _conv2(w, 2 * w), _conv2(2 * w, 4 * w, 2), _conv2(4 * w, 4 * w))
-        self.head = nn.Linear(4 * w, n_classes)
+        self.head = nn.Linear(4 * w, n_classes + 1)
 
     def features(self, x):
         return self.body(x).mean(dim=(2, 3))
@@ -132,7 +166,10 @@ def train_evaluator(canvas: int = 32, frames: int = 8, source: str = "mnist5k", 
         frame_y = Y.repeat_interleave(frames)
         for step in range(frame_steps):
             idx = torch.randint(len(frames_all), (64,), generator=gen)
-            loss = F.cross_entropy(fc(frames_all[idx]), frame_y[idx])
+            junk = non_digit_frames(16, canvas, gen)
+            xb = torch.cat([frames_all[idx], junk])
+            yb = torch.cat([frame_y[idx], torch.full((len(junk),), NO_DIGIT, dtype=frame_y.dtype)])
+            loss = F.cross_entropy(fc(xb), yb)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -156,7 +193,9 @@ def train_evaluator(canvas: int = 32, frames: int = 8, source: str = "mnist5k", 
     fl = ev.frame_logits(Xt)
     cl, vel = ev.clip_predict(Xt)
     Vt = torch.as_tensor(abs(test.velocities[:, 0]), dtype=torch.float32)
+    junk = non_digit_frames(200, canvas, torch.Generator().manual_seed(seed + 2))
     ev.report = {"frame_accuracy": float((fl.argmax(-1) == test.labels[:, None]).float().mean()),
+                 "no_digit_recall": float((ev.frame(junk).argmax(-1) == NO_DIGIT).float().mean()),
                  "clip_accuracy": float((cl.argmax(-1) == test.labels).float().mean()),
                  "velocity_mae": float((vel - Vt).abs().mean()), "test_clips": len(test)}
     return ev

@@ -10,12 +10,11 @@ the clips' size on MNIST-5k digits.
 - ``video_frame_accuracy``: share of frames whose digit (frame classifier) is the clip's
   requested class.
 - ``video_identity_consistency``: per clip, the classifier's mean probability over frames
-  of the clip's identity (the class with the highest mean probability), averaged over
+  of the clip's identity (the digit with the highest mean probability), averaged over
   clips: 1 = every frame is confidently the same digit. Probabilities rather than hard
-  votes, because a classifier sends every noise frame to the same arbitrary class (hard
-  votes: uniform noise 0.975, above real clips, 0.93; probabilities with the recipe's
-  classifier: noise 0.58, real 0.92). Degenerate near-constant clips — an untrained
-  network's — still score high: read it next to the frame accuracy.
+  votes, and a classifier with a "no digit" class, because a plain digit classifier sends
+  every noise frame to the same arbitrary digit (hard votes: uniform noise 0.975, above
+  real clips, 0.93): noise and flat clips now put their mass on "no digit" and score ≈ 0.
 - ``fvd_ours``: Fréchet distance (Dowson & Landau 1982; FID, Heusel et al. 2017; FVD,
   Unterthiner et al. 2018) between clip-classifier features of samples and reference.
 - ``video_prediction_mse``: mean squared error (in [-1, 1] units) of the generated
@@ -84,8 +83,10 @@ def frame_accuracy(samples, reference=None, **options) -> float:
 
 def identity_consistency(samples, reference=None, **options) -> float:
     x, _ = as_clips(samples)
-    prob = _evaluator(x, options).frame_logits(x).float().softmax(-1)      # [N, T, classes]
-    identity = prob.mean(1).argmax(-1)                                    # [N]
+    from .classifier import NO_DIGIT
+
+    prob = _evaluator(x, options).frame_logits(x).float().softmax(-1)      # [N, T, 10 digits + no digit]
+    identity = prob[..., :NO_DIGIT].mean(1).argmax(-1)                    # [N], a digit
     return float(prob.gather(2, identity[:, None, None].expand(-1, prob.shape[1], 1)).mean())
 
 

@@ -6,11 +6,14 @@ import pytest
 import torch
 from e3nn import o3
 
+from polydiff.plugins.protein.frame_net import FrameDenoiser
 from polydiff.plugins.protein.networks import E3Denoiser, EGNNDenoiser
 
 NETS = {"egnn": (EGNNDenoiser, {"hidden": 24, "layers": 2, "k_nn": 6}),
         "egnn_chiral": (EGNNDenoiser, {"hidden": 24, "layers": 2, "k_nn": 6, "chiral": True}),
-        "e3nn": (E3Denoiser, {"scalars": 12, "vectors": 4, "layers": 2, "k_nn": 6})}
+        "egnn_frames": (EGNNDenoiser, {"hidden": 24, "layers": 2, "k_nn": 6, "frame_features": True}),
+        "e3nn": (E3Denoiser, {"scalars": 12, "vectors": 4, "layers": 2, "k_nn": 6}),
+        "frames": (FrameDenoiser, {"hidden": 32, "layers": 2, "heads": 4, "pair_dim": 8})}
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +89,23 @@ def test_runs_on_cuda_and_matches_cpu(built, name):
     dev = torch.device("cuda")
     out = net.to(dev)(x.to(dev), t.to(dev), {k: v.to(dev) for k, v in cond.items()})
     assert (out.cpu() - ref).abs().max() < 1e-3
+
+
+def test_chain_frames_are_orthonormal_rotate_with_the_input_and_are_handed():
+    from polydiff.plugins.protein.features import chain_frames, local_window_features
+
+    x, _, cond = inputs(torch.float64)
+    m = cond["mask"]
+    R = chain_frames(x, m)
+    eye = torch.eye(3, dtype=torch.float64)
+    assert (R.transpose(-1, -2) @ R - eye).abs().max() < 1e-9
+    assert (torch.linalg.det(R) - 1).abs().max() < 1e-9              # proper rotations
+    Q = o3.rand_matrix(dtype=torch.float64)
+    R2 = chain_frames((x @ Q.T + 2.0) * m[..., None], m)
+    valid = m.bool()
+    assert (R2[valid] - (Q @ R)[valid]).abs().max() < 1e-9
+    f = local_window_features(x, m, R)
+    assert (local_window_features((x @ Q.T + 2.0) * m[..., None], m, R2) - f)[valid].abs().max() < 1e-9
+    # a mirror image changes the features (they carry handedness)
+    P = torch.diag(torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64))
+    assert (local_window_features(x @ P, m, chain_frames(x @ P, m)) - f)[valid].abs().max() > 1e-3

@@ -49,6 +49,23 @@ def test_classifiers_recognise_held_out_real_clips(small_evaluator):
     assert frame_accuracy(wrong, evaluator=small_evaluator) < 0.2
 
 
+def test_clips_without_digits_are_not_consistent_digits(small_evaluator):
+    """Noise, blobs and flat clips go to the "no digit" class: identity consistency near 0
+    (a plain 10-digit classifier scored uniform noise 0.975, above real clips) and frame
+    accuracy near 0, well below real clips."""
+    assert small_evaluator.report["no_digit_recall"] >= 0.9, small_evaluator.report
+    g = torch.Generator().manual_seed(3)
+    noise = torch.rand(40, 1, 4, 16, 16, generator=g) * 2 - 1
+    flat = (torch.rand(40, 1, 1, 1, 1, generator=g) * 2 - 1).expand(40, 1, 4, 16, 16)
+    blobs = torch.nn.functional.avg_pool3d(noise, (1, 5, 5), 1, (0, 2, 2), count_include_pad=False) * 3
+    real = MovingDigits(40, 16, 4, source="sklearn", split="test", seed=11)
+    real_cons = identity_consistency(real.clips.numpy(), evaluator=small_evaluator)
+    for junk in (noise, flat, blobs.clamp(-1, 1)):
+        assert identity_consistency(junk, evaluator=small_evaluator) < 0.3 < real_cons
+        clips = [Clip(((c[0] + 1) * 127.5).round().byte().numpy(), i % 10) for i, c in enumerate(junk)]
+        assert frame_accuracy(clips, evaluator=small_evaluator) < 0.2
+
+
 def test_identity_consistency_is_the_mean_probability_of_the_clip_identity():
     """Closed form with a stub classifier: per clip, identity = argmax of the frames' mean
     probability; the score averages that class's probability over frames and clips. Hard
