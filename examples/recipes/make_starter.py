@@ -40,17 +40,20 @@ PRESETS = {
         "metrics": ["protein_ca_ca_validity", "protein_clash_share", "protein_rg_ratio"],
         "n": 8, "tolerance": {"protein_ca_ca_validity": 0.05, "protein_clash_share": 0.03, "protein_rg_ratio": 0.1},
         "sample_defaults": {"sampler": "euler_ancestral", "nfe": 100, "sigma_min": 0.002, "sigma_max": 10.0,
-                            "cond": {"length_range": [60, 120]}},
+                            "s_noise": 0.7, "cond": {"length_range": [60, 120]}},
         "title": "protein-domains — Cα-trace EGNN on 50 real domains (CPU starter)",
         "data": "The 50 single-chain domains shipped with `mdanalysistests` 2.11.0 "
                 "(`MDAnalysisTests/data/dssp/*.pdb.gz`), random contiguous crops of 60–120 residues, Cα in nm.",
         "recipe": "`.venv/bin/python examples/recipes/protein.py --out runs/protein` (seed 0; SE(3)-equivariant "
-                  "EGNN 4 × 64, EDM preconditioning with ln σ ~ N(−2.5, 1.5²) nm, local-distance auxiliary loss, "
-                  "cosine learning rate, EMA 0.999; ≤ 17 min of training on 2 CPU cores).",
+                  "EGNN 4 × 64 that also reads each residue's i±8 neighbourhood in its chain frame, EDM "
+                  "preconditioning with ln σ ~ N(−2.5, 1.5²) nm, local-distance auxiliary loss, cosine learning "
+                  "rate, EMA 0.999; 16 min of training on a CPU — this checkpoint: one thread, 4,767 steps).",
         "limits": "Cα traces only: N, C and O are placed with ideal geometry and residues are written as GLY "
-                  "(PDB REMARK says so). Fifty training domains and minutes of CPU training: backbones are "
-                  "protein-like in bond lengths and compactness, not designable folds; almost no secondary "
-                  "structure (helix share ≈ 0.01 against 0.21 in the data). No sequence.",
+                  "(PDB REMARK says so). Fifty training domains and minutes of CPU training: backbones have "
+                  "real bond lengths and helices but are more compact than real crops (Rg ratio ≈ 0.88 against "
+                  "1.13) and have few strands (≈ 0.04 against 0.19); not designable folds. The default sampling "
+                  "uses a reduced noise scale (s_noise 0.7); at the full scale (1.0) helix falls to ≈ 0.05. "
+                  "No sequence.",
     },
     "audio-notes": {
         "metrics": ["audio_pitch_accuracy", "audio_class_accuracy"],

@@ -53,7 +53,7 @@ SIGMA_MAX, SIGMA_MIN = 10.0, 0.002
 def train_model(network: str = "protein_egnn", size: str = "small", *, steps: int = 500, batch_size: int = 8,
                 crop=(60, 120), lr: float = 1e-3, cond_dropout: float = 0.15, seed: int = 0, device="cpu",
                 out_dir=None, max_seconds: float | None = None, progress: bool = True, net_kwargs: dict | None = None,
-                p_mean: float = P_MEAN, p_std: float = P_STD):
+                p_mean: float = P_MEAN, p_std: float = P_STD, ema_decay: float | None = None):
     """Create and train a protein model on crops of the 50 domains.
 
     Returns ``(model, dataset, info)`` with ``info`` = losses, steps, seconds and
@@ -66,7 +66,7 @@ def train_model(network: str = "protein_egnn", size: str = "small", *, steps: in
     model = polydiff.create(MODALITY, network=network, **{**network_config(network, size), **(net_kwargs or {})})
     ds = model.modality.load_dataset("protein_domains50", crop=tuple(crop), seed=seed)
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup_steps=min(50, steps // 10),
-                      lr_schedule="cosine", p_mean=p_mean, p_std=p_std, ema_decay=0.99 if steps < 2000 else 0.999,
+                      lr_schedule="cosine", p_mean=p_mean, p_std=p_std, ema_decay=ema_decay or (0.99 if steps < 2000 else 0.999),
                       cond_dropout=cond_dropout, seed=seed, log_every=max(1, min(25, steps // 4)), device=str(device),
                       progress=progress, out_dir=str(out_dir) if out_dir else None, max_seconds=max_seconds)
     t0 = time.perf_counter()
