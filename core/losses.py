@@ -102,8 +102,11 @@ def low_noise_distance_loss(pos_hat: torch.Tensor, pos: torch.Tensor, mask: torc
     ``weight``·1[σ̃ < ``sigma_max``]·mean over selected pairs of (d̂ᵢⱼ − dᵢⱼ)².
 
     ``pos_hat``, ``pos``: ``[B, N, 3]`` predicted and true positions; ``mask``: ``[B, N]``
-    (1 = real point); ``sigmas``, ``weight``: ``[B]``; ``select(d) -> bool [B, N, N]`` picks
-    pairs from the true distances ``d`` (the diagonal and padding are dropped here).
+    (1 = real point); ``sigmas``, ``weight``: ``[B]``; ``select(d, d_hat) -> bool [B, N, N]``
+    picks pairs from the true and predicted distances (the diagonal and padding are
+    dropped here). Selecting on the true distances alone (d < cutoff) penalises contacts
+    the prediction misses but not those it invents, a bias towards compact predictions;
+    selecting on either side removes it.
     Invariant under rigid motions of either input; a sample without pairs gives 0. The
     point-cloud modalities' auxiliary term (FrameDiff's L_2D, Yim et al. 2023): bond
     lengths are what their validity metrics read.
@@ -112,7 +115,7 @@ def low_noise_distance_loss(pos_hat: torch.Tensor, pos: torch.Tensor, mask: torc
     d_hat = torch.cdist(pos_hat, pos_hat)
     eye = torch.eye(pos.shape[1], dtype=torch.bool, device=pos.device)
     m = mask.to(pos.dtype)
-    pairs = (select(d) & ~eye).to(pos.dtype) * m[:, :, None] * m[:, None, :]
+    pairs = (select(d, d_hat) & ~eye).to(pos.dtype) * m[:, :, None] * m[:, None, :]
     err = ((d_hat - d) ** 2 * pairs).sum((1, 2)) / pairs.sum((1, 2)).clamp(min=1)
     return weight.to(pos.dtype) * (sigmas.to(pos.dtype) < sigma_max).to(pos.dtype) * err
 

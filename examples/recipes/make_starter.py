@@ -47,12 +47,12 @@ PRESETS = {
         "recipe": "`.venv/bin/python examples/recipes/protein.py --out runs/protein` (seed 0; SE(3)-equivariant "
                   "EGNN 4 × 64 that also reads each residue's i±8 neighbourhood in its chain frame, EDM "
                   "preconditioning with ln σ ~ N(−2.5, 1.5²) nm, local-distance auxiliary loss, cosine learning "
-                  "rate, EMA 0.999; 16 min of training on a CPU — this checkpoint: one thread, 4,767 steps).",
+                  "rate, EMA 0.999; 16 min of training on a CPU — this checkpoint: one thread, 4,789 steps).",
         "limits": "Cα traces only: N, C and O are placed with ideal geometry and residues are written as GLY "
                   "(PDB REMARK says so). Fifty training domains and minutes of CPU training: backbones have "
-                  "real bond lengths and helices but are more compact than real crops (Rg ratio ≈ 0.88 against "
-                  "1.13) and have few strands (≈ 0.04 against 0.19); not designable folds. The default sampling "
-                  "uses a reduced noise scale (s_noise 0.7); at the full scale (1.0) helix falls to ≈ 0.05. "
+                  "real bond lengths and helices but are more compact than real crops (Rg ratio ≈ 0.93 against "
+                  "1.13) and have few strands (≈ 0.06 against 0.19); not designable folds. The default sampling "
+                  "uses a reduced noise scale (s_noise 0.7), which trades diversity for secondary structure. "
                   "No sequence.",
     },
     "audio-notes": {

@@ -144,7 +144,7 @@ class MoleculeModality(Modality):
 
         cutoff = float(self.config.get("aux_bond_cutoff", 2.0))
         return wgt * low_noise_distance_loss(x0_hat[..., :3], x0[..., :3], cond["mask"], sigmas, weight,
-                                             select=lambda d: d < cutoff,
+                                             select=lambda d, d_hat: d < cutoff,
                                              sigma_max=float(self.config.get("aux_sigma_max", 1.0)))
 
     # -- noise space and sampling -----------------------------------------------------------

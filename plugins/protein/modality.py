@@ -84,7 +84,12 @@ class ProteinModality(Modality):
         """Local-distance loss on the denoised trace (FrameDiff's pairwise-distance loss,
         Yim et al. 2023, restricted to low noise): λ(σ̃)·``aux_weight``·mean over residue
         pairs that are ≤ 3 apart in sequence or closer than ``aux_contact_nm`` in the true
-        structure of (d̂ᵢⱼ − dᵢⱼ)², for σ̃ < ``aux_sigma_max`` nm (0 above). Bond lengths
+        *or the predicted* structure of (d̂ᵢⱼ − dᵢⱼ)², for σ̃ < ``aux_sigma_max`` nm (0
+        above). Contacts picked from the truth alone leave invented contacts unpenalised
+        and pull samples together (measured, 75-s quick models at noise scale 0.7: Rg
+        ratio 0.89 with true-side selection, 0.94 with either side; real crops 1.31; the
+        16-min recipe with either side: validity 0.965 → 0.974, clash share 0.006 → 0,
+        helix 0.149 → 0.179, Rg ratio 0.88 → 0.93). Bond lengths
         and the i→i+2/i+3 distances that set helices and strands are what the Cα–Cα and
         secondary-structure metrics read, and the plain coordinate loss spreads its
         attention over the whole chain. ``[B]``; invariant under rigid motions."""
@@ -97,7 +102,8 @@ class ProteinModality(Modality):
         near_in_sequence = (ar[:, None] - ar[None]).abs() <= 3
         contact = float(self.config.get("aux_contact_nm", 0.8))
         return wgt * low_noise_distance_loss(x0_hat, x0, cond["mask"], sigmas, weight,
-                                             select=lambda d: near_in_sequence | (d < contact),
+                                             select=lambda d, d_hat: near_in_sequence | (d < contact)
+                                             | (d_hat < contact),
                                              sigma_max=float(self.config.get("aux_sigma_max", 0.5)))
 
     # -- sampling --------------------------------------------------------------------------

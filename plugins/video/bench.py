@@ -18,7 +18,7 @@ from polydiff.bench.task import BenchContext, BenchmarkTask, make_row
 
 CONFIGS = {
     "quick": dict(canvas=16, frames=4, source="sklearn", n_clips=600, steps=300, batch=16, channels=(16, 32),
-                  n_eval=30, guidance=4.0, eval_train=dict(n_clips=600, frame_steps=300, clip_steps=300)),
+                  n_eval=60, guidance=4.0, eval_train=dict(n_clips=600, frame_steps=600, clip_steps=300)),
     "standard": dict(canvas=32, frames=8, source="mnist5k", n_clips=3000, steps=3000, batch=16,
                      channels=(32, 64, 96), n_eval=100, guidance=4.0, eval_train={}, space_to_depth=2),
     "gpu": dict(canvas=32, frames=8, source="mnist5k", n_clips=5000, steps=20000, batch=64,

@@ -162,11 +162,12 @@ def train_evaluator(canvas: int = 32, frames: int = 8, source: str = "mnist5k", 
                        leave=False)
         fc = FrameClassifier()
         opt = torch.optim.Adam(fc.parameters(), lr=3e-3)
+        junk_gen = torch.Generator().manual_seed(seed + 3)   # own stream: the clip classifier's draws stay as they were
         frames_all = X.permute(0, 2, 1, 3, 4).reshape(-1, 1, canvas, canvas)
         frame_y = Y.repeat_interleave(frames)
         for step in range(frame_steps):
             idx = torch.randint(len(frames_all), (64,), generator=gen)
-            junk = non_digit_frames(16, canvas, gen)
+            junk = non_digit_frames(16, canvas, junk_gen)
             xb = torch.cat([frames_all[idx], junk])
             yb = torch.cat([frame_y[idx], torch.full((len(junk),), NO_DIGIT, dtype=frame_y.dtype)])
             loss = F.cross_entropy(fc(xb), yb)

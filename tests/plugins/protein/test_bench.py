@@ -21,15 +21,16 @@ def test_quick_protein_task_beats_untrained(tmp_path):
         json.dumps(row)
         m, u = row["metrics"], row["reference"]["untrained"]
         assert m["protein_ca_ca_deviation"] < u["protein_ca_ca_deviation"]
-        assert abs(m["protein_rg_ratio"] - 1) < abs(u["protein_rg_ratio"] - 1)
+        assert m["protein_clash_share"] < u["protein_clash_share"]
         assert row["reference"]["data"]["protein_ca_ca_validity"] > 0.95
         assert row["timing"]["train_residues_per_s"] > 0 and row["timing"]["sample_residues_per_s"] > 0
         assert any(f.endswith(".png") for f in row["files"]) and any(f.endswith(".pdb") for f in row["files"])
-    # At the quick budget (≈ 75 s of training) only the local geometry (Cα–Cα validity and
-    # deviation) beats the untrained ceiling reliably: the untrained
-    # net's random coils already have near-real global statistics (Rg ratio, pair-distance
-    # histogram), rarely clash, and neither has secondary structure. An open shortfall of
-    # issue 8, stated in the notes; the 17-minute recipe beats them all but helix/strand.
+    # At the quick budget (75 s of training) local geometry, clashes and (in most runs)
+    # secondary structure beat the untrained ceiling; the global shape does not yet: 75-s
+    # models are more compact than real 40–64 crops (Rg ratio ≈ 1.04 against 1.31; the
+    # untrained network's 1-nm Gaussian cloud gives 1.54) and the Gaussian cloud's
+    # pair-distance histogram is already within JS 0.01 of real crops'. An open shortfall
+    # of issue 8, stated in the notes; the 16-minute recipe meets issue 5's targets.
     judged, behind = untrained_verdicts(rows)
-    must = ("ca_ca_validity", "ca_ca_deviation")
-    assert judged >= 8 and not [b for b in behind if b.endswith(must)], behind
+    allowed = ("rg_ratio", "pair_distance_js", "strand_fraction", "helix_fraction")
+    assert judged == 11 and not [b for b in behind if not b.endswith(allowed)], behind

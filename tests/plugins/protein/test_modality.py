@@ -142,5 +142,16 @@ def test_auxiliary_local_distance_loss(domains):
     high = torch.tensor([0.05, 5.0], dtype=torch.float64)
     b = mod.auxiliary_loss(noisy, x0, high, cond, w)
     assert b[0] > 0 and b[1] == 0
+    # an invented contact is penalised: only residues 0 and 10 are real (10 apart in
+    # sequence, 3.8 nm apart in truth); the prediction puts them 0.5 nm apart. Pairs picked
+    # from the true distances alone would see nothing (a bias towards compact samples).
+    line = torch.zeros(1, 11, 3, dtype=torch.float64)
+    line[0, :, 0] = torch.arange(11, dtype=torch.float64) * 0.38
+    two = {"mask": torch.zeros(1, 11, dtype=torch.float64)}
+    two["mask"][0, [0, 10]] = 1
+    fake = line.clone()
+    fake[0, 10] = torch.tensor([0.5, 0.0, 0.0], dtype=torch.float64)
+    got = mod.auxiliary_loss(fake, line, low[:1], two, w[:1])
+    assert torch.allclose(got, torch.tensor([(0.5 - 3.8) ** 2], dtype=torch.float64) * mod.config["aux_weight"])
     mod.config["aux_weight"] = 0.0
     assert mod.auxiliary_loss(noisy, x0, low, cond, w) is None

@@ -7,4 +7,4 @@ def small_evaluator():
     benchmark's configuration; trained once per session)."""
     from polydiff.plugins.video.classifier import get_evaluator
 
-    return get_evaluator(16, 4, "sklearn", n_clips=600, frame_steps=300, clip_steps=300, progress=False)
+    return get_evaluator(16, 4, "sklearn", n_clips=600, frame_steps=600, clip_steps=300, progress=False)
