@@ -25,8 +25,8 @@ def test_quick_protein_task_beats_untrained(tmp_path):
         assert row["reference"]["data"]["protein_ca_ca_validity"] > 0.95
         assert row["timing"]["train_residues_per_s"] > 0 and row["timing"]["sample_residues_per_s"] > 0
         assert any(f.endswith(".png") for f in row["files"]) and any(f.endswith(".pdb") for f in row["files"])
-    # At the quick budget (75 s of training) local geometry, clashes and (in most runs)
-    # secondary structure beat the untrained ceiling; the global shape does not yet: 75-s
+    # At the quick budget (50 s of training) local geometry, clashes and (in most runs)
+    # secondary structure beat the untrained ceiling; the global shape does not yet: 50-s
     # models are more compact than real 40–64 crops (Rg ratio ≈ 1.04 against 1.31; the
     # untrained network's 1-nm Gaussian cloud gives 1.54) and the Gaussian cloud's
     # pair-distance histogram is already within JS 0.01 of real crops'. An open shortfall
