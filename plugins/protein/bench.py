@@ -151,7 +151,7 @@ def run_protein(ctx):
     size = "small"
     # the recipe's network (chain-frame features, ±8); the quick budget (50 s) trains faster (lr
     # 2e-3), averages over fewer steps (EMA 0.95) and samples at the full noise scale (its
-    # its short-run models are compact; reduced noise, the recipe's 0.7, compacts them further)
+    # short-run models are compact; reduced noise, the recipe's 0.7, compacts them further)
     net_kwargs = {"frame_features": True, "frame_window": 8}
     sampler_options = {"s_noise": ctx.budget(quick=1.0, standard=0.7)}
     steps = ctx.budget(quick=3000, standard=7000, gpu=20000)
