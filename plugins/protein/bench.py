@@ -20,7 +20,7 @@ MODALITY = "protein"
 
 
 def network_config(name: str, size: str = "small") -> dict:
-    """Network constructor arguments by size (``tiny`` for the quick suite)."""
+    """Network constructor arguments by size."""
     if name == "protein_egnn":
         return {"tiny": {"hidden": 32, "layers": 3, "k_nn": 8},
                 "small": {"hidden": 64, "layers": 4, "k_nn": 12}}[size]
@@ -146,7 +146,6 @@ def run_protein(ctx):
     from . import plots
     from .io import write_samples
 
-    quick = ctx.suite == "quick"
     net = "protein_egnn"
     size = "small"
     # the recipe's network (chain-frame features, ±8); the quick budget (50 s) trains faster (lr
