@@ -21,6 +21,17 @@ from torch import nn
 MAX_OFFSET = 32  # relative sequence offsets are clipped to ±32 (+1 bucket: different chain/far)
 
 
+def with_residue_mask(x_in: torch.Tensor, cond: dict | None) -> tuple[dict, torch.Tensor]:
+    """A copy of ``cond`` whose ``mask`` is set (all ones when absent) and in ``x_in``'s
+    dtype; returns ``(cond, mask [B, N])``."""
+    B, N, _ = x_in.shape
+    cond = dict(cond or {})
+    mask = cond.get("mask")
+    mask = torch.ones(B, N, device=x_in.device, dtype=x_in.dtype) if mask is None else mask.to(x_in.dtype)
+    cond["mask"] = mask
+    return cond, mask
+
+
 def physical_scale(time: torch.Tensor, sigma_data: float, dtype=torch.float32) -> torch.Tensor:
     """``[B]`` factor √(σ̃² + σ_d²) = 1/c_in with σ̃ = exp(4·time) (EDM c_noise inverted)."""
     sigma = torch.exp(4.0 * time.to(dtype))

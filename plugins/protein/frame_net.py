@@ -29,7 +29,7 @@ import math
 import torch
 from torch import nn
 
-from .features import (LOCAL_FEATURES, MAX_OFFSET, NodeEmbedding, chain_frames, local_window_features,
+from .features import (with_residue_mask, LOCAL_FEATURES, MAX_OFFSET, NodeEmbedding, chain_frames, local_window_features,
                        physical_coords, physical_scale, rbf, remove_com, unit)
 
 
@@ -84,10 +84,7 @@ class FrameDenoiser(nn.Module):
 
     def forward(self, x_in: torch.Tensor, time: torch.Tensor, cond: dict | None) -> torch.Tensor:
         B, N, _ = x_in.shape
-        cond = dict(cond or {})
-        mask = cond.get("mask")
-        mask = torch.ones(B, N, device=x_in.device, dtype=x_in.dtype) if mask is None else mask.to(x_in.dtype)
-        cond["mask"] = mask
+        cond, mask = with_residue_mask(x_in, cond)
         y = physical_coords(x_in, time, self.sigma_data) * mask[..., None]    # nm
         R = chain_frames(y, mask)                                               # [B, N, 3, 3]
         rel = y[:, None, :, :] - y[:, :, None, :]                              # [B, i, j, 3] = y_j − y_i

@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .features import (PER_OFFSET, MAX_OFFSET, window_offsets, NodeEmbedding, bond_vectors, chain_frames,  # noqa: F401
+from .features import (with_residue_mask, PER_OFFSET, MAX_OFFSET, window_offsets, NodeEmbedding, bond_vectors, chain_frames,  # noqa: F401
                        chain_tangent, edge_offsets, gather_nodes, local_dihedral, local_window_features, neighbours,
                        physical_coords, physical_scale, rbf, remove_com)
 
@@ -97,16 +97,14 @@ class EGNNDenoiser(nn.Module):
 
     def forward(self, x_in: torch.Tensor, time: torch.Tensor, cond: dict | None) -> torch.Tensor:
         B, N, _ = x_in.shape
-        cond = dict(cond or {})
-        mask = cond.get("mask")
-        mask = torch.ones(B, N, device=x_in.device, dtype=x_in.dtype) if mask is None else mask.to(x_in.dtype)
-        cond["mask"] = mask
+        cond, mask = with_residue_mask(x_in, cond)
         y = physical_coords(x_in, time, self.sigma_data)
         scale = physical_scale(time, self.sigma_data, x_in.dtype).reshape(B, 1, 1)
         h = self.node_in(torch.cat([self.embed(time, cond, N, x_in.dtype), local_dihedral(y, mask)], -1))
         if self.frame_features:
-            R = chain_frames(y * mask[..., None], mask)
-            h = h + self.local_in(local_window_features(y * mask[..., None], mask, R, self.offsets))
+            y_valid = y * mask[..., None]
+            R = chain_frames(y_valid, mask)
+            h = h + self.local_in(local_window_features(y_valid, mask, R, self.offsets))
         idx, ok = neighbours(y, mask, self.k_seq, self.k_nn)
         off = edge_offsets(cond, idx)
         okf = ok.to(x_in.dtype)[..., None]
@@ -205,10 +203,7 @@ class E3Denoiser(nn.Module):
         from e3nn import o3
 
         B, N, _ = x_in.shape
-        cond = dict(cond or {})
-        mask = cond.get("mask")
-        mask = torch.ones(B, N, device=x_in.device, dtype=x_in.dtype) if mask is None else mask.to(x_in.dtype)
-        cond["mask"] = mask
+        cond, mask = with_residue_mask(x_in, cond)
         y = physical_coords(x_in, time, self.sigma_data)
         m3 = mask[..., None]
         prv, nxt = bond_vectors(y, mask)                     # nm, zero at the ends and on padding
