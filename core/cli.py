@@ -176,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--nfe", default=None)
     sp.add_argument("--force", action="store_true", help="re-run tasks that already finished")
     sp.add_argument("--no-progress", action="store_true")
+    sp.add_argument("--jobs", type=int, default=None,
+                    help="tasks run at once on CPU, each with cores/jobs torch threads (default: the suite's "
+                         "`jobs`, else 1; always 1 on CUDA)")
     common(sp)
     sp.set_defaults(fn=cmd_bench)
 

@@ -65,7 +65,10 @@ def render(results: dict, higher_is_better: dict, out_dir: Path, images: list[Pa
     """Markdown for ``results`` (see :mod:`polydiff.bench.schema`)."""
     lines = [f"# polydiff benchmark — suite `{results['suite']}`", "",
              f"polydiff {results['polydiff_version']} · device `{results['device']}` · started {results['started']}"
-             + (f" · wall time {results['wall_s']:.0f} s" if "wall_s" in results else ""), ""]
+             + (f" · wall time {results['wall_s']:.0f} s" if "wall_s" in results else "")
+             + (f" (suite limit {results['time_limit_s']:.0f} s)" if "time_limit_s" in results else "")
+             + (f" · {results['jobs']} tasks at a time, {results.get('threads_per_task', '?')} torch thread(s) each "
+                "(timings are per task under that sharing)" if results.get("jobs", 1) > 1 else ""), ""]
     rows = [r for r in results["tasks"] if "error" not in r]
     failed = [r for r in results["tasks"] if "error" in r]
     by_mod = defaultdict(list)

@@ -1,7 +1,10 @@
 """``polydiff bench``: run a suite of benchmark tasks contributed by plugins.
 
 Each task runs in its own child process (isolation, honest peak memory, and a crash or
-kill loses only that task). A finished task leaves ``tasks/<slug>/result.json`` (written
+kill loses only that task). On CPU, ``jobs`` > 1 runs that many tasks at once, each with
+cores/jobs torch threads, longest first (``BenchmarkTask.expected_s``): small networks
+gain little from a second intra-op thread, so two single-threaded tasks side by side
+finish a suite sooner than one two-threaded task after another. A finished task leaves ``tasks/<slug>/result.json`` (written
 atomically), so a re-run skips it unless ``--force``; a failing task is recorded with its
 error and the suite goes on. At the end ``results.json``, ``report.md`` and the plots are
 (re)written from all task results.
@@ -9,6 +12,7 @@ error and the suite goes on. At the end ``results.json``, ``report.md`` and the 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import datetime as dt
 import fnmatch
 import json
@@ -85,6 +89,8 @@ def run_child(args) -> int:
     entry = registry("benchmark").entry(args.child)
     task = entry.obj
     device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     ctx = BenchContext(suite=args.budget, device=device, seed=args.seed, out_dir=task_dir,
                        samplers=args.samplers.split(",") if args.samplers else None,
@@ -104,6 +110,7 @@ def run_child(args) -> int:
         peak = torch.cuda.max_memory_allocated(device) / 2 ** 20
     for r in rows:
         r["timing"].setdefault("peak_mem_mb", peak)
+        r["timing"].setdefault("torch_threads", torch.get_num_threads())
     atomic_write_json({"rows": rows, "wall_s": time.perf_counter() - t0}, task_dir / "result.json")
     return 0
 
@@ -118,10 +125,14 @@ def _spawn(entry, suite, args, task_dir: Path) -> dict:
         cmd += ["--samplers", samplers]
     if nfe:
         cmd += ["--nfe", nfe]
-    if args.no_progress:
+    if args.no_progress or args.jobs_resolved > 1:  # parallel children would garble each other's bars
         cmd.append("--no-progress")
+    env = None
+    if args.threads_per_task:
+        cmd += ["--threads", str(args.threads_per_task)]
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads_per_task)}
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None, text=True)
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None, text=True, env=env)
     res_path = task_dir / "result.json"
     if res_path.exists():
         return json.loads(res_path.read_text())
@@ -142,6 +153,11 @@ def main(args) -> int:
     device = args.device if args.device != "auto" else suite.get("device", "auto")
     args.device_resolved = str(resolve_device(device))
     args.no_progress = getattr(args, "no_progress", False)
+    jobs = getattr(args, "jobs", None) or int(suite.get("jobs", 1))
+    if jobs < 1:
+        raise SystemExit(f"--jobs must be >= 1, got {jobs}")
+    args.jobs_resolved = 1 if args.device_resolved.startswith("cuda") else jobs
+    args.threads_per_task = max(1, (os.cpu_count() or 1) // args.jobs_resolved) if args.jobs_resolved > 1 else None
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
     results = {"polydiff_version": __version__, "suite": suite["name"], "device": args.device_resolved,
@@ -162,19 +178,52 @@ def main(args) -> int:
             return 2
         from tqdm.auto import tqdm
 
-        bar = tqdm(entries, desc=f"bench {suite['name']}", unit="task", disable=args.no_progress)
-        for entry in bar:
-            bar.set_postfix_str(entry.name)
+        def run_one(entry) -> dict:
             task_dir = out / "tasks" / slug(entry.name)
             res_path = task_dir / "result.json"
             if res_path.exists() and not args.force:
                 res = json.loads(res_path.read_text())
-                if "error" in res:  # failed last time: try again
-                    res = _spawn(entry, suite, args, task_dir)
-            else:
-                if res_path.exists():
-                    res_path.unlink()
-                res = _spawn(entry, suite, args, task_dir)
+                if "error" not in res:
+                    return res
+                # failed last time: try again
+            elif res_path.exists():
+                res_path.unlink()
+            return _spawn(entry, suite, args, task_dir)
+
+        bar = tqdm(total=len(entries), desc=f"bench {suite['name']}", unit="task", disable=args.no_progress)
+        done: dict[str, dict] = {}
+        if args.jobs_resolved == 1:
+            for entry in entries:
+                bar.set_postfix_str(entry.name)
+                done[entry.name] = run_one(entry)
+                bar.update()
+        else:
+            order = sorted(entries, key=lambda e: -float(getattr(e.obj, "expected_s", 0.0) or 0.0))
+            tqdm.write(f"{len(order)} tasks, {args.jobs_resolved} at a time, {args.threads_per_task} torch thread(s) each")
+            started: dict[str, float] = {}
+
+            def timed(entry) -> dict:
+                started[entry.name] = time.perf_counter()
+                return run_one(entry)
+
+            with concurrent.futures.ThreadPoolExecutor(args.jobs_resolved) as pool:
+                futures = {pool.submit(timed, e): e for e in order}
+                pending = set(futures)
+                while pending:
+                    finished, pending = concurrent.futures.wait(pending, timeout=2.0,
+                                                                return_when=concurrent.futures.FIRST_COMPLETED)
+                    for fut in finished:
+                        entry = futures[fut]
+                        done[entry.name] = fut.result()
+                        bar.update()
+                        tqdm.write(f"task {entry.name} done ({time.perf_counter() - started[entry.name]:.0f} s)")
+                    now = time.perf_counter()
+                    bar.set_postfix_str(", ".join(f"{n} {now - t:.0f} s" for n, t in list(started.items())
+                                                  if n not in done), refresh=True)
+        bar.close()
+        for entry in entries:  # results in registry order, whatever order they finished in
+            res = done[entry.name]
+            task_dir = out / "tasks" / slug(entry.name)
             mod = entry.info.get("modality") or getattr(entry.obj, "modality", "")
             if "error" in res:
                 results["tasks"].append({"task": entry.name, "modality": mod, "error": res["error"]})
@@ -182,7 +231,12 @@ def main(args) -> int:
             else:
                 results["tasks"].extend(res["rows"])
             images += sorted(task_dir.glob("*.png"))
+        results["jobs"] = args.jobs_resolved
+        if args.threads_per_task:
+            results["threads_per_task"] = args.threads_per_task
     results["wall_s"] = time.perf_counter() - t0
+    if suite.get("time_limit_s"):
+        results["time_limit_s"] = float(suite["time_limit_s"])
     validate_results(results)
     directions = report.metric_directions()
     for maker, name in ((plots.quality_vs_nfe, "quality_vs_nfe.png"), (plots.loss_curves, "training_loss.png")):
@@ -199,6 +253,9 @@ def main(args) -> int:
           f"{len(results['tasks']) - n_fail} rows, {n_fail} failed tasks, {results['wall_s']:.0f} s\n"
           f"{judged - len(behind)}/{judged} metrics beat their untrained reference"
           + (f"; not: {', '.join(behind)}" if behind else ""))
+    if results["wall_s"] > results.get("time_limit_s", float("inf")):
+        print(f"warning: the suite took {results['wall_s']:.0f} s, over its time limit of "
+              f"{results['time_limit_s']:.0f} s", file=sys.stderr)
     return 1 if n_fail else 0
 
 
@@ -212,6 +269,7 @@ def _child_main(argv=None) -> int:
     p.add_argument("--samplers", default=None)
     p.add_argument("--nfe", default=None)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     return run_child(p.parse_args(argv))
 
 

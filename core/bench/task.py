@@ -57,6 +57,9 @@ class BenchmarkTask:
     run: Callable[[BenchContext], list]
     suites: tuple = ("quick", "standard", "gpu")
     description: str = ""
+    #: rough wall time (s) of the quick budget on 2 CPU cores; with ``--jobs`` > 1 the
+    #: runner starts the longest tasks first (a hint for scheduling, never a limit)
+    expected_s: float = 0.0
 
 
 def registered_metric_names(modality: str):

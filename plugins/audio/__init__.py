@@ -138,5 +138,6 @@ def polydiff_register_benchmarks(register):
         return run_notes(ctx, task)
 
     task = BenchmarkTask(name="audio/notes", modality="audio", model="audio_unet", run=run,
-                         description="class-conditional notes in a mel-VAE latent, Griffin-Lim decoding")
+                         description="class-conditional notes in a mel-VAE latent, Griffin-Lim decoding",
+                         expected_s=35)
     register("audio/notes", task, modality="audio", suites=["quick", "standard", "gpu"])

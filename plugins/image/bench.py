@@ -115,7 +115,7 @@ def _mnist(ctx: BenchContext) -> list[dict]:
 
 DIGITS8 = BenchmarkTask(name="image/digits8", modality="image", model="image_unet", run=_digits8,
                         suites=("quick", "standard", "gpu"),
-                        description="class-conditional U-Net on 8×8 scikit-learn digits, CFG w=2")
+                        description="class-conditional U-Net on 8×8 scikit-learn digits, CFG w=2", expected_s=55)
 MNIST = BenchmarkTask(name="image/mnist", modality="image", model="image_unet", run=_mnist,
                       suites=("standard", "gpu"),
                       description="class-conditional U-Net on MNIST-5k 28×28, CFG w=2")

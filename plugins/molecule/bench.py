@@ -156,7 +156,7 @@ def _task():
 
     return BenchmarkTask(name="molecule/qm9", modality="molecule", model="egnn", run=run,
                          description="EDM-class EGNN on QM9 with H: EDM stability/validity/uniqueness, W1 "
-                                     "bond lengths/angles; throughput at EDM's size (standard/gpu)")
+                                     "bond lengths/angles; throughput at EDM's size (standard/gpu)", expected_s=240)
 
 
 TASK = _task()

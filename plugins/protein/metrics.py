@@ -206,4 +206,9 @@ METRICS = {
     "novelty_rmsd": (novelty_rmsd, None),
 }
 
-__all__ = ["METRICS", "CA_CA_IDEAL", "fractions", *METRICS]
+#: metrics that compare each sample with the training structures (``reference`` = the
+#: training set); the other reference-taking metric (``pair_distance_js``) compares
+#: distributions and wants a reference sample of the samples' own length range
+TRAINING_SET_METRICS = ("novelty_rmsd",)
+
+__all__ = ["METRICS", "TRAINING_SET_METRICS", "CA_CA_IDEAL", "fractions", *METRICS]

@@ -114,4 +114,5 @@ def run(ctx: BenchContext) -> list:
 
 
 TASK = BenchmarkTask(name="video/moving_digits", modality="video", model="video_unet", run=run,
-                     description="class-conditional Moving-digits clips (frame accuracy, identity, fvd_ours)")
+                     description="class-conditional Moving-digits clips (frame accuracy, identity, fvd_ours)",
+                     expected_s=60)

@@ -20,9 +20,9 @@ tasks = ["pointcloud/*"]
 """
 
 
-def _bench(tmp_path, *extra, timeout=900):
-    suite = tmp_path / "smoke.toml"
-    suite.write_text(SUITE)
+def _bench(tmp_path, *extra, timeout=900, suite=SUITE):
+    suite_text, suite = suite, tmp_path / "smoke.toml"
+    suite.write_text(suite_text)
     cmd = [sys.executable, "-m", "polydiff.cli", "bench", "--suite", str(suite), "--out", str(tmp_path / "out"),
            "--device", "cpu", "--no-progress", *extra]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -52,6 +52,21 @@ def test_suite_writes_valid_results_report_and_plots(tmp_path):
     proc = _bench(tmp_path, "--force")
     assert proc.returncode == 0
     assert all(p.stat().st_mtime_ns != t for p, t in stamps.items())
+
+
+def test_parallel_jobs_run_every_task_once_and_record_the_sharing(tmp_path):
+    proc = _bench(tmp_path, "--jobs", "2", suite=SUITE + "time_limit_s = 1\n")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = tmp_path / "out"
+    res = json.loads((out / "results.json").read_text())
+    validate_results(res)
+    threads = max(1, (os.cpu_count() or 1) // 2)
+    assert res["jobs"] == 2 and res["threads_per_task"] == threads
+    assert [r["task"] for r in res["tasks"]] == ["pointcloud/rings", "pointcloud/rings8"]  # registry order
+    assert all(r["timing"]["torch_threads"] == threads for r in res["tasks"])
+    assert "2 tasks at a time" in (out / "report.md").read_text()
+    assert "done (" in proc.stdout + proc.stderr  # one line per finished task instead of interleaved child bars
+    assert "over its time limit of 1 s" in proc.stderr and "(suite limit 1 s)" in (out / "report.md").read_text()
 
 
 def test_failing_task_is_recorded_and_suite_continues(tmp_path):
