@@ -157,7 +157,8 @@ def main(args) -> int:
     if jobs < 1:
         raise SystemExit(f"--jobs must be >= 1, got {jobs}")
     args.jobs_resolved = 1 if args.device_resolved.startswith("cuda") else jobs
-    args.threads_per_task = max(1, (os.cpu_count() or 1) // args.jobs_resolved) if args.jobs_resolved > 1 else None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    args.threads_per_task = max(1, cores // args.jobs_resolved) if args.jobs_resolved > 1 else None
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
     results = {"polydiff_version": __version__, "suite": suite["name"], "device": args.device_resolved,

@@ -60,7 +60,7 @@ def test_parallel_jobs_run_every_task_once_and_record_the_sharing(tmp_path):
     out = tmp_path / "out"
     res = json.loads((out / "results.json").read_text())
     validate_results(res)
-    threads = max(1, (os.cpu_count() or 1) // 2)
+    threads = max(1, len(os.sched_getaffinity(0)) // 2)
     assert res["jobs"] == 2 and res["threads_per_task"] == threads
     assert [r["task"] for r in res["tasks"]] == ["pointcloud/rings", "pointcloud/rings8"]  # registry order
     assert all(r["timing"]["torch_threads"] == threads for r in res["tasks"])
