@@ -4,10 +4,10 @@ Each task runs in its own child process (isolation, honest peak memory, and a cr
 kill loses only that task). On CPU, ``jobs`` > 1 runs that many tasks at once, each with
 cores/jobs torch threads, longest first (``BenchmarkTask.expected_s``): small networks
 gain little from a second intra-op thread, so two single-threaded tasks side by side
-finish a suite sooner than one two-threaded task after another. A finished task leaves ``tasks/<slug>/result.json`` (written
-atomically), so a re-run skips it unless ``--force``; a failing task is recorded with its
-error and the suite goes on. At the end ``results.json``, ``report.md`` and the plots are
-(re)written from all task results.
+finish a suite sooner than one two-threaded task after another. A finished task leaves
+``tasks/<slug>/result.json`` (written atomically), so a re-run skips it unless
+``--force``; a failing task is recorded with its error and the suite goes on. At the end
+``results.json``, ``report.md`` and the plots are (re)written from all task results.
 """
 from __future__ import annotations
 
