@@ -200,7 +200,8 @@ def main(args) -> int:
                 bar.update()
         else:
             order = sorted(entries, key=lambda e: -float(getattr(e.obj, "expected_s", 0.0) or 0.0))
-            tqdm.write(f"{len(order)} tasks, {args.jobs_resolved} at a time, {args.threads_per_task} torch thread(s) each")
+            tqdm.write(f"{len(order)} tasks, {args.jobs_resolved} at a time, "
+                       f"{args.threads_per_task} torch thread(s) each")
             started: dict[str, float] = {}
 
             def timed(entry) -> dict:

@@ -1,8 +1,8 @@
 """Benchmark task ``molecule/qm9`` and the throughput measurement.
 
 ``run(ctx)``: trains an EGNN on QM9 (quick: 3 × 64 on a seeded 5,000-molecule subset,
-2,400 steps, ≈ 7 min on one thread; standard/gpu: larger), samples over the sampler grid, computes EDM's metrics and
-the W1 distances, and records the references ``data`` (a held-out set of real QM9
+2,400 steps, ≈ 7 min on one thread; standard/gpu: larger), samples over the sampler grid,
+computes EDM's metrics and the W1 distances, and records the references ``data`` (a held-out set of real QM9
 molecules scored by the same code) and ``untrained`` (the same network before training).
 Writes SDF, a PNG grid of depictions and the training curve into ``ctx.out_dir``.
 

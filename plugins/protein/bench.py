@@ -47,8 +47,8 @@ def _peak_mem_mb(device) -> float:
 #: (−1.2, 1.2) so that σ̃ ≈ 0.01 nm (0.1 Å), where bond lengths are settled, is trained
 #: (measured on the 50 domains, 6 min each: −2.5 beat −2.0 on Cα–Cα validity, 0.63 vs 0.52).
 P_MEAN, P_STD = -2.5, 1.5
-#: the quick suite's training steps (fixed, not timed: results must not depend on the machine;
-#: at 650 steps the helix share was 0–0.004 (the untrained network: 0), at 1,300 0.016–0.021)
+#: the quick suite's training steps (fixed, not timed: the amount of training must not depend on
+#: the machine; at 650 steps the helix share was 0–0.004 (untrained: 0), at 1,300 0.016–0.021)
 QUICK_STEPS = 1300
 #: real crops the distribution metrics of the task compare with
 N_TARGET = 64
@@ -161,9 +161,9 @@ def run_protein(ctx):
     net = "protein_egnn"
     size = "small"
     # the recipe's network (chain-frame features, ±8). The quick budget trains a fixed number
-    # of steps (same seed, same numbers on any machine; ≈ 2.5 min on one thread), faster (lr 2e-3),
-    # averages over fewer steps (EMA 0.95) and samples at the full noise scale (its short-run
-    # models are compact; reduced noise, the recipe's 0.7, compacts them further)
+    # of steps (how much training a run gets must not depend on the machine's speed; ≈ 2 min on
+    # one thread), faster (lr 2e-3), averages over fewer steps (EMA 0.95) and samples at the full
+    # noise scale (its short-run models are compact; the recipe's reduced 0.7 compacts them further)
     net_kwargs = {"frame_features": True, "frame_window": 8}
     sampler_options = {"s_noise": ctx.budget(quick=1.0, standard=0.7)}
     steps = ctx.budget(quick=QUICK_STEPS, standard=7000, gpu=20000)
