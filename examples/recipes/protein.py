@@ -88,8 +88,8 @@ def main(argv=None):
     base, _, _ = bench.sample_backbones(untrained, min(args.samples, 8), length_range=tuple(args.crop),
                                         sampler=args.sampler, nfe=args.nfe, seed=args.seed, s_noise=args.s_noise)
     real = bench.real_reference(ds, args.samples, tuple(args.crop), seed=args.seed)
-    # pair-distance statistics against real crops of the sampled lengths (a second draw)
-    target = bench.real_reference(ds, bench.N_TARGET, tuple(args.crop), seed=args.seed + 1)
+    # pair-distance statistics against real crops of the sampled lengths
+    target = bench.target_crops(ds, tuple(args.crop), seed=args.seed)
     report = {
         "samples": bench.evaluate(samples, ds, target),
         "data": bench.evaluate(real, ds, target),
@@ -144,7 +144,7 @@ def scaffold_report(model, ds, out, *, sampler, nfe, seed, n=4, length=80, start
     rmsds = [float(rmsd(s.ca[pos], motif)) for s in samples]
     return {"motif": source, "motif_positions": [pos[0], pos[-1]], "motif_rmsd_max": max(rmsds),
             "motif_rmsd_mean": float(np.mean(rmsds)),
-            **bench.evaluate(samples, ds, bench.real_reference(ds, bench.N_TARGET, (length, length), seed=seed + 1))}
+            **bench.evaluate(samples, ds, bench.target_crops(ds, (length, length), seed=seed))}
 
 
 if __name__ == "__main__":

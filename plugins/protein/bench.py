@@ -151,6 +151,13 @@ def real_reference(dataset, n: int, length_range, seed: int = 0) -> list:
     return out
 
 
+def target_crops(dataset, length_range, seed: int = 0) -> list:
+    """The real crops distribution metrics compare with (``evaluate``'s ``target``):
+    ``N_TARGET`` crops of ``length_range``, drawn with ``seed + 1`` so that a data row from
+    ``real_reference(…, seed)`` is not compared with itself."""
+    return real_reference(dataset, N_TARGET, length_range, seed=seed + 1)
+
+
 def run_protein(ctx):
     """The ``protein/domains50`` task (see module docstring)."""
     from polydiff.bench import make_row
@@ -178,10 +185,9 @@ def run_protein(ctx):
                                   progress=ctx.progress, net_kwargs=net_kwargs,
                                   ema_decay=ctx.budget(quick=0.95, standard=None))
     untrained = untrained_like(model, net, size)
-    # Distribution metrics compare with real crops of the sampled length range (a second
-    # draw, so the data row is not compared with itself); novelty with the full domains.
+    # distribution metrics against real crops of the sampled lengths; novelty against the domains
     real = real_reference(ds, n, crop, seed=ctx.seed)
-    target = real_reference(ds, N_TARGET, crop, seed=ctx.seed + 1)
+    target = target_crops(ds, crop, seed=ctx.seed)
     ref_data = evaluate(real, ds, target)
     rows = []
     for sampler, nfe in ctx.sampler_grid(["euler_ancestral"], [ctx.budget(quick=40, standard=100)]):

@@ -30,9 +30,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .features import (with_residue_mask, PER_OFFSET, MAX_OFFSET, window_offsets, NodeEmbedding, bond_vectors, chain_frames,  # noqa: F401
-                       chain_tangent, edge_offsets, gather_nodes, local_dihedral, local_window_features, neighbours,
-                       physical_coords, physical_scale, rbf, remove_com)
+from .features import (MAX_OFFSET, PER_OFFSET, NodeEmbedding, bond_vectors, chain_frames, chain_tangent, edge_offsets,
+                       gather_nodes, local_dihedral, local_window_features, neighbours, physical_coords,
+                       physical_scale, rbf, remove_com, window_offsets, with_residue_mask)
 
 
 def _mlp(i: int, h: int, o: int, last_act: bool = False) -> nn.Sequential:
