@@ -5,14 +5,15 @@
 >>> model = polydiff.load("runs/qm9")            # a checkpoint folder
 >>> samples = model.sample(8, sampler="dpmpp_2m", steps=50, seed=0)
 """
+
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from . import plugins  # noqa: E402,F401  (the built-in plugins namespace, mapped from plugins/)
 from .errors import CheckpointError, InputError, PluginNotFoundError, PolydiffError, RegistryError  # noqa: E402
 from .hookspecs import hookimpl, hookspec  # noqa: E402
 from .plugin_manager import get_plugins, registry  # noqa: E402
-from . import plugins  # noqa: E402,F401  (the built-in plugins namespace, mapped from plugins/)
 
 
 def load(path, *, device: str | None = "cpu", ema: bool = True):
@@ -53,5 +54,20 @@ def plugins_table() -> list[dict]:
     return get_plugins().components()
 
 
-__all__ = ["load", "save", "create", "generate", "plugins_table", "get_plugins", "registry", "hookimpl", "hookspec",
-           "PolydiffError", "RegistryError", "PluginNotFoundError", "CheckpointError", "InputError", "__version__"]
+__all__ = [
+    "load",
+    "save",
+    "create",
+    "generate",
+    "plugins_table",
+    "get_plugins",
+    "registry",
+    "hookimpl",
+    "hookspec",
+    "PolydiffError",
+    "RegistryError",
+    "PluginNotFoundError",
+    "CheckpointError",
+    "InputError",
+    "__version__",
+]

@@ -3,6 +3,7 @@
 Loaded through the ``polydiff`` entry-point group (name ``core``) exactly like any
 third-party plugin.
 """
+
 from __future__ import annotations
 
 from . import guidance, parameterization
@@ -13,8 +14,14 @@ from .schedules import SCHEDULES
 
 #: Samplers that need extra inputs (not part of the generic sampler study).
 EDITING_SAMPLERS = {
-    "repaint": SamplerSpec(sample_repaint, False, 1, 1, {"base": "ddpm", "resample": 10},
-                           "RePaint resampling inpainting (Lugmayr et al. 2022); needs known=, known_mask="),
+    "repaint": SamplerSpec(
+        sample_repaint,
+        False,
+        1,
+        1,
+        {"base": "ddpm", "resample": 10},
+        "RePaint resampling inpainting (Lugmayr et al. 2022); needs known=, known_mask=",
+    ),
 }
 
 
@@ -27,8 +34,9 @@ def polydiff_register_schedules(register):
 @hookimpl
 def polydiff_register_samplers(register):
     for name, spec in {**SAMPLERS, **EDITING_SAMPLERS}.items():
-        register(name, spec.fn, spec=spec, deterministic=spec.deterministic, order=spec.order,
-                 nfe_per_step=spec.nfe_per_step)
+        register(
+            name, spec.fn, spec=spec, deterministic=spec.deterministic, order=spec.order, nfe_per_step=spec.nfe_per_step
+        )
 
 
 @hookimpl

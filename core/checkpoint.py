@@ -18,6 +18,7 @@ the sha256 of its own canonical JSON without that field, so a truncated or edite
 is detected as surely as a truncated weight file. Every problem a file can have is
 reported as :class:`polydiff.errors.CheckpointError` naming the path.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -133,8 +134,7 @@ def safe_member(directory: Path, name: str) -> Path:
         directory = Path(directory).resolve()
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{directory}: not a usable checkpoint directory ({e})") from None
-    if (not isinstance(name, str) or not name or "/" in name or "\\" in name or "\x00" in name
-            or name in (".", "..")):
+    if not isinstance(name, str) or not name or "/" in name or "\\" in name or "\x00" in name or name in (".", ".."):
         raise CheckpointError(f"{directory}: config names the file {name!r}, which is not a plain file name")
     try:
         p = (directory / name).resolve()
@@ -176,8 +176,9 @@ def read_config(directory: Path) -> dict:
     if fmt > FORMAT_VERSION:
         raise CheckpointError(f"{cfg_path}: format {fmt} is newer than this polydiff reads ({FORMAT_VERSION})")
     files = cfg.get("files", {})
-    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, (str, type(None)))
-                                              for k, v in files.items()):
+    if not isinstance(files, dict) or not all(
+        isinstance(k, str) and isinstance(v, (str, type(None))) for k, v in files.items()
+    ):
         raise CheckpointError(f"{cfg_path}: field 'files' must map file names to sha256 strings")
     for name in files:
         safe_member(directory, name)
@@ -203,14 +204,22 @@ def _is_number(v) -> bool:
 #: section → {field: (predicate, description)} of a model checkpoint's config.json
 MODEL_SCHEMA = {
     "plugin": {"name": (lambda v: isinstance(v, str) and v != "", "a non-empty string")},
-    "modality": {"name": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
-                 "config": (lambda v: v is None or isinstance(v, dict), "an object or null")},
-    "network": {"name": (lambda v: isinstance(v, str), "a string"),
-                "kwargs": (lambda v: isinstance(v, dict), "an object")},
-    "schedule": {"name": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
-                 "config": (lambda v: isinstance(v, dict), "an object")},
-    "parameterization": {"kind": (lambda v: isinstance(v, str), "a string"),
-                         "sigma_data": (lambda v: _is_number(v) and v > 0, "a positive number")},
+    "modality": {
+        "name": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
+        "config": (lambda v: v is None or isinstance(v, dict), "an object or null"),
+    },
+    "network": {
+        "name": (lambda v: isinstance(v, str), "a string"),
+        "kwargs": (lambda v: isinstance(v, dict), "an object"),
+    },
+    "schedule": {
+        "name": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
+        "config": (lambda v: isinstance(v, dict), "an object"),
+    },
+    "parameterization": {
+        "kind": (lambda v: isinstance(v, str), "a string"),
+        "sigma_data": (lambda v: _is_number(v) and v > 0, "a positive number"),
+    },
 }
 OPTIONAL_FIELDS = {("network", "kwargs")}
 

@@ -1,4 +1,5 @@
 """The ``polydiff`` command line: plugins, train, sample, eval, bench, info."""
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,10 @@ def cmd_plugins(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    w = [max(len(str(r[k])) for r in rows + [{"kind": "kind", "name": "name", "plugin": "plugin", "version": "version"}])
-         for k in ("kind", "name", "plugin", "version")]
+    w = [
+        max(len(str(r[k])) for r in rows + [{"kind": "kind", "name": "name", "plugin": "plugin", "version": "version"}])
+        for k in ("kind", "name", "plugin", "version")
+    ]
     print("  ".join(h.ljust(n) for h, n in zip(("kind", "name", "plugin", "version"), w)))
     for r in rows:
         print("  ".join(str(r[k]).ljust(n) for k, n in zip(("kind", "name", "plugin", "version"), w)))
@@ -43,21 +46,46 @@ def cmd_train(args) -> int:
     from .training import TrainConfig, train
 
     torch.manual_seed(args.seed)
-    model = DiffusionModel.create(args.modality, network=args.network, schedule=args.schedule,
-                                  parameterization=args.parameterization, **_kv(args.net_opt))
+    model = DiffusionModel.create(
+        args.modality,
+        network=args.network,
+        schedule=args.schedule,
+        parameterization=args.parameterization,
+        **_kv(args.net_opt),
+    )
     dataset = model.modality.load_dataset(args.data, **_kv(args.data_opt))
-    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                      device=args.device, out_dir=args.out, cond_dropout=args.cond_dropout,
-                      grad_accum=args.grad_accum, amp=args.amp, warmup_steps=args.warmup_steps,
-                      ema_decay=args.ema_decay, checkpoint_every=args.checkpoint_every,
-                      keep_checkpoints=args.keep_checkpoints, resume=args.resume)
+    cfg = TrainConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        device=args.device,
+        out_dir=args.out,
+        cond_dropout=args.cond_dropout,
+        grad_accum=args.grad_accum,
+        amp=args.amp,
+        warmup_steps=args.warmup_steps,
+        ema_decay=args.ema_decay,
+        checkpoint_every=args.checkpoint_every,
+        keep_checkpoints=args.keep_checkpoints,
+        resume=args.resume,
+    )
     res = train(model, dataset, cfg)
     if res.rank != 0:  # under torchrun only rank 0 writes the final checkpoint
         return 0
     model.save(args.out)
-    print(json.dumps({"out": str(args.out), "steps": res.steps, "seconds": round(res.seconds, 2),
-                      "world_size": res.world_size, "resumed_from": res.resumed_from,
-                      "final_loss": res.losses[-1][1] if res.losses else None}))
+    print(
+        json.dumps(
+            {
+                "out": str(args.out),
+                "steps": res.steps,
+                "seconds": round(res.seconds, 2),
+                "world_size": res.world_size,
+                "resumed_from": res.resumed_from,
+                "final_loss": res.losses[-1][1] if res.losses else None,
+            }
+        )
+    )
     return 0
 
 
@@ -77,8 +105,11 @@ def _load_model(args):
 
 def cmd_sample(args) -> int:
     model = _load_model(args)
-    given = {k: v for k, v in (("sampler", args.sampler), ("steps", args.steps), ("guidance", args.guidance))
-             if v is not None}   # the rest: the model's saved sample defaults, then the library's
+    given = {
+        k: v
+        for k, v in (("sampler", args.sampler), ("steps", args.steps), ("guidance", args.guidance))
+        if v is not None
+    }  # the rest: the model's saved sample defaults, then the library's
     samples = model.sample(args.n, seed=args.seed, cond=_kv(args.cond) or None, **given)
     paths = model.modality.write(samples, args.out)
     print(json.dumps({"written": [str(p) for p in paths][:20], "count": len(paths)}))
@@ -176,9 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--nfe", default=None)
     sp.add_argument("--force", action="store_true", help="re-run tasks that already finished")
     sp.add_argument("--no-progress", action="store_true")
-    sp.add_argument("--jobs", type=int, default=None,
-                    help="tasks run at once on CPU, each with cores/jobs torch threads (default: the suite's "
-                         "`jobs`, else 1; always 1 on CUDA)")
+    sp.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="tasks run at once on CPU, each with cores/jobs torch threads (default: the suite's "
+        "`jobs`, else 1; always 1 on CUDA)",
+    )
     common(sp)
     sp.set_defaults(fn=cmd_bench)
 

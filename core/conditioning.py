@@ -8,6 +8,7 @@
   is what classifier-free guidance and CFG dropout switch.
 - ``cond["label"]``: ``[B]`` long class labels; other keys are modality-specific.
 """
+
 from __future__ import annotations
 
 import torch

@@ -4,6 +4,7 @@ Every function returns a strictly decreasing float64 tensor of σ̃ values (the 
 σ̃ = σ/α) of length ``n + 1`` whose last entry is 0: ``n`` denoising steps that end on
 clean data with no residual noise.
 """
+
 from __future__ import annotations
 
 import torch
@@ -33,8 +34,16 @@ def karras(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torc
 def exponential(n: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
     """log σ̃ uniform from σ_max to σ_min (k-diffusion's "exponential")."""
     _check_n(n)
-    return _append_zero(torch.exp(torch.linspace(torch.log(torch.tensor(sigma_max, dtype=F64)),
-                                                 torch.log(torch.tensor(sigma_min, dtype=F64)), n, dtype=F64)))
+    return _append_zero(
+        torch.exp(
+            torch.linspace(
+                torch.log(torch.tensor(sigma_max, dtype=F64)),
+                torch.log(torch.tensor(sigma_min, dtype=F64)),
+                n,
+                dtype=F64,
+            )
+        )
+    )
 
 
 def uniform_log_snr(schedule: Schedule, n: int, t_min: float | None = None, t_max: float | None = None) -> torch.Tensor:
@@ -94,8 +103,15 @@ def from_sigmas(sigmas) -> torch.Tensor:
 GRIDS = ("karras", "exponential", "uniform_log_snr", "uniform_t", "leading", "trailing", "linspace")
 
 
-def make_grid(kind: str, schedule: Schedule, n: int, *, sigma_min: float | None = None,
-              sigma_max: float | None = None, rho: float = 7.0) -> torch.Tensor:
+def make_grid(
+    kind: str,
+    schedule: Schedule,
+    n: int,
+    *,
+    sigma_min: float | None = None,
+    sigma_max: float | None = None,
+    rho: float = 7.0,
+) -> torch.Tensor:
     """Build a grid by name for ``schedule`` (σ̃ bounds default to the schedule's):
     ``karras`` (ρ-grid), ``exponential``/``uniform_log_snr`` (uniform in λ = −2 ln σ̃),
     ``uniform_t`` (uniform in the schedule's t), ``leading``/``trailing``/``linspace``

@@ -4,6 +4,7 @@ resampling), SDEdit, DDIM inversion and slerp latent interpolation.
 All tools work for every modality through :meth:`DiffusionModel.sample_raw`'s ``wrap``,
 ``x_init``, ``sigmas`` and ``sampling_cond`` arguments; shapes are ``[B, ...]``.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,8 +33,20 @@ def known_region(known: torch.Tensor, known_mask: torch.Tensor):
     return wrap
 
 
-def sample_repaint(denoiser, x, sigmas, *, space=None, rng=None, callback=None, known=None, known_mask=None,
-                   base: str = "ddpm", resample: int = 10, **base_options):
+def sample_repaint(
+    denoiser,
+    x,
+    sigmas,
+    *,
+    space=None,
+    rng=None,
+    callback=None,
+    known=None,
+    known_mask=None,
+    base: str = "ddpm",
+    resample: int = 10,
+    **base_options,
+):
     """RePaint (Lugmayr et al. 2022, Alg. 1 with jump length 1) over any single-step base
     sampler (``ddpm``, ``ddim``, ``euler``, ``heun``, ``euler_ancestral``).
 
@@ -57,7 +70,7 @@ def sample_repaint(denoiser, x, sigmas, *, space=None, rng=None, callback=None, 
         reps = 1 if s[i + 1] == 0 else max(1, int(resample))
         for r in range(reps):
             cb = None if callback is None else (lambda _j, *a, i=i: callback(i, *a))
-            x = step(denoiser, x, s[i:i + 2], space=space, rng=rng, callback=cb, **base_options)
+            x = step(denoiser, x, s[i : i + 2], space=space, rng=rng, callback=cb, **base_options)
             if s[i + 1] == 0:
                 break
             x = space.project(torch.where(mask, kn + space.randn_like(x, rng) * s[i + 1], x))
@@ -66,8 +79,18 @@ def sample_repaint(denoiser, x, sigmas, *, space=None, rng=None, callback=None, 
     return x
 
 
-def inpaint(model, known: torch.Tensor, known_mask: torch.Tensor, *, cond: dict | None = None,
-            sampler: str = "dpmpp_2m", resample: int = 1, steps: int = 50, seed: int = 0, **kwargs) -> torch.Tensor:
+def inpaint(
+    model,
+    known: torch.Tensor,
+    known_mask: torch.Tensor,
+    *,
+    cond: dict | None = None,
+    sampler: str = "dpmpp_2m",
+    resample: int = 1,
+    steps: int = 50,
+    seed: int = 0,
+    **kwargs,
+) -> torch.Tensor:
     """Fill the entries of ``known`` where ``known_mask`` is False; known entries are kept
     exactly. ``resample`` > 1 uses RePaint over ``sampler`` (must then be single-step, e.g.
     ``ddpm``). Returns ``[B, ...]`` (not decoded)."""
@@ -76,12 +99,24 @@ def inpaint(model, known: torch.Tensor, known_mask: torch.Tensor, *, cond: dict 
     x_init = torch.where(mask, known, torch.zeros_like(known))
     wrap = known_region(known, mask)
     if resample > 1:
-        x, _ = model.sample_raw(n, sampler="repaint", steps=steps, seed=seed, wrap=wrap, x_init=x_init,
-                                sampling_cond=cond, known=known, known_mask=mask, base=sampler,
-                                resample=resample, **kwargs)
+        x, _ = model.sample_raw(
+            n,
+            sampler="repaint",
+            steps=steps,
+            seed=seed,
+            wrap=wrap,
+            x_init=x_init,
+            sampling_cond=cond,
+            known=known,
+            known_mask=mask,
+            base=sampler,
+            resample=resample,
+            **kwargs,
+        )
     else:
-        x, _ = model.sample_raw(n, sampler=sampler, steps=steps, seed=seed, wrap=wrap, x_init=x_init,
-                                sampling_cond=cond, **kwargs)
+        x, _ = model.sample_raw(
+            n, sampler=sampler, steps=steps, seed=seed, wrap=wrap, x_init=x_init, sampling_cond=cond, **kwargs
+        )
     return torch.where(mask.to(x.device), known.to(device=x.device, dtype=x.dtype), x)
 
 
@@ -95,15 +130,26 @@ def sdedit_sigmas(sigmas: torch.Tensor, strength: float) -> torch.Tensor:
     return sigmas[start:]
 
 
-def sdedit(model, x: torch.Tensor, strength: float, *, cond: dict | None = None, sampler: str = "euler",
-           steps: int = 50, grid: str = "karras", seed: int = 0, **kwargs) -> torch.Tensor:
+def sdedit(
+    model,
+    x: torch.Tensor,
+    strength: float,
+    *,
+    cond: dict | None = None,
+    sampler: str = "euler",
+    steps: int = 50,
+    grid: str = "karras",
+    seed: int = 0,
+    **kwargs,
+) -> torch.Tensor:
     """SDEdit (Meng et al. 2022): noise ``x`` ``[B, ...]`` to the grid point at ``strength``
     and denoise from there. ``strength`` 0 returns ``x`` itself; 1 samples afresh."""
     sig = sdedit_sigmas(model.sigma_grid(steps, grid), strength)
     if len(sig) <= 1:
         return x.clone()
-    out, _ = model.sample_raw(x.shape[0], sampler=sampler, sigmas=sig, seed=seed, x_init=x, sampling_cond=cond,
-                              **kwargs)
+    out, _ = model.sample_raw(
+        x.shape[0], sampler=sampler, sigmas=sig, seed=seed, x_init=x, sampling_cond=cond, **kwargs
+    )
     return out
 
 

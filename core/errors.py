@@ -3,6 +3,7 @@
 Every error a user can provoke with bad input is one of these; parsers raise
 :class:`InputError` naming the file, the record and the field.
 """
+
 from __future__ import annotations
 
 

@@ -4,6 +4,7 @@ Each wrapper returns a new callable with the same signature, so they compose and
 for every modality and every sampler. All act in x̂₀ space of the σ̃ view, where a score
 change δ∇ln p becomes x̂₀ + σ̃²·δ (Tweedie: D = x + σ̃²∇ln p_σ̃).
 """
+
 from __future__ import annotations
 
 import torch
@@ -67,7 +68,7 @@ def classifier_guidance(denoiser, classifier, target, scale: float = 1.0):
             logp = torch.log_softmax(classifier(xg, sig), dim=-1)
             sel = logp.gather(1, target.to(logp.device).reshape(-1, 1).long()).sum()
             (grad,) = torch.autograd.grad(sel, xg)
-        s2 = (sig ** 2).to(device=x.device, dtype=grad.dtype).reshape((-1,) + (1,) * (x.ndim - 1))
+        s2 = (sig**2).to(device=x.device, dtype=grad.dtype).reshape((-1,) + (1,) * (x.ndim - 1))
         return (x0 + (scale * s2 * grad).to(x0.dtype)).detach()
 
     return guided

@@ -25,6 +25,7 @@ polydiff_register_networks    an ``nn.Module`` class; info: ``modality``
 polydiff_register_parameterizations  a parameterisation class
 ============================  =====================================================
 """
+
 from __future__ import annotations
 
 import pluggy

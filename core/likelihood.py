@@ -14,6 +14,7 @@ fixed along the trajectory (FFJORD). Integration: torchdiffeq dopri5 on the join
 Units: NLL in nats per sample; :func:`bits_per_dim` converts, with the dequantisation /
 rescaling offset for data mapped from {0..255} to [−1, 1].
 """
+
 from __future__ import annotations
 
 import math
@@ -42,9 +43,21 @@ def _divergence_hutchinson(v: torch.Tensor, x: torch.Tensor, probe: torch.Tensor
     return (g * probe).flatten(1).sum(1)
 
 
-def pf_ode_nll(denoiser, x: torch.Tensor, *, sigma_min: float, sigma_max: float, space=None,
-               divergence: str = "exact", probe: str = "rademacher", rng: SampleRNG | None = None,
-               rtol: float = 1e-5, atol: float = 1e-5, method: str = "dopri5", return_stats: bool = False):
+def pf_ode_nll(
+    denoiser,
+    x: torch.Tensor,
+    *,
+    sigma_min: float,
+    sigma_max: float,
+    space=None,
+    divergence: str = "exact",
+    probe: str = "rademacher",
+    rng: SampleRNG | None = None,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    method: str = "dopri5",
+    return_stats: bool = False,
+):
     """Negative log-likelihood ``[B]`` (nats) of data ``x`` ``[B, ...]`` under the model's PF-ODE.
 
     ``denoiser(x̃, σ̃)`` (conditioning bound); ``divergence``: ``exact`` or ``hutchinson``
@@ -84,8 +97,9 @@ def pf_ode_nll(denoiser, x: torch.Tensor, *, sigma_min: float, sigma_max: float,
     u = torch.tensor([math.log(sigma_min), math.log(sigma_max)], dtype=x.dtype)
     xs, dlogp = odeint(rhs, (x, torch.zeros(x.shape[0], dtype=x.dtype)), u, rtol=rtol, atol=atol, method=method)
     x_T, delta = xs[-1], dlogp[-1]
-    prior = (-0.5 * (x_T.to(F64) ** 2).flatten(1).sum(1) / sigma_max ** 2
-             - 0.5 * dof.to(F64) * math.log(2 * math.pi * sigma_max ** 2))
+    prior = -0.5 * (x_T.to(F64) ** 2).flatten(1).sum(1) / sigma_max**2 - 0.5 * dof.to(F64) * math.log(
+        2 * math.pi * sigma_max**2
+    )
     nll = -(prior + delta.to(F64))
     if return_stats:
         return nll, {"prior_logp": prior, "delta_logp": delta.to(F64), "nfe": count[0]}

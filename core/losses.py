@@ -15,6 +15,7 @@ schedule's domain), ``discrete`` (uniform integer timestep of a table schedule),
 Variable-size data: the ``space`` draws the noise in its subspace, projects, and averages
 the squared error over valid entries only (``space.mean``).
 """
+
 from __future__ import annotations
 
 import torch
@@ -35,19 +36,20 @@ def x0_weight(weighting: str, sigma: torch.Tensor, denoiser: Denoiser, gamma: fl
     if weighting == "uniform":
         return torch.ones_like(s)
     if weighting == "snr":
-        return 1 / s ** 2
+        return 1 / s**2
     if weighting == "min_snr":
-        return torch.clamp(1 / s ** 2, max=gamma)
+        return torch.clamp(1 / s**2, max=gamma)
     if weighting == "edm":
         sd = denoiser.sigma_data
-        return (s ** 2 + sd ** 2) / (s * sd) ** 2
+        return (s**2 + sd**2) / (s * sd) ** 2
     if weighting == "flow":
-        return (1 + s) ** 2 / s ** 2
+        return (1 + s) ** 2 / s**2
     raise ValueError(f"unknown weighting {weighting!r}; one of {WEIGHTINGS}")
 
 
-def sample_sigmas(kind: str, n: int, denoiser: Denoiser, generator: torch.Generator,
-                  p_mean: float = -1.2, p_std: float = 1.2) -> torch.Tensor:
+def sample_sigmas(
+    kind: str, n: int, denoiser: Denoiser, generator: torch.Generator, p_mean: float = -1.2, p_std: float = 1.2
+) -> torch.Tensor:
     """``[n]`` float64 training noise levels σ̃ (``p_mean``/``p_std`` for the (logit-)normal)."""
     sch = denoiser.schedule
     if kind == "lognormal":
@@ -66,10 +68,22 @@ def sample_sigmas(kind: str, n: int, denoiser: Denoiser, generator: torch.Genera
     raise ValueError(f"unknown sigma sampler {kind!r}; one of {SIGMA_SAMPLERS}")
 
 
-def diffusion_loss(denoiser: Denoiser, x0: torch.Tensor, cond, space, rng, generator: torch.Generator, *,
-                   sigma_sampling: str = "lognormal", weighting: str = "default", min_snr_gamma: float = 5.0,
-                   sigmas: torch.Tensor | None = None, p_mean: float = -1.2, p_std: float = 1.2,
-                   auxiliary=None) -> torch.Tensor:
+def diffusion_loss(
+    denoiser: Denoiser,
+    x0: torch.Tensor,
+    cond,
+    space,
+    rng,
+    generator: torch.Generator,
+    *,
+    sigma_sampling: str = "lognormal",
+    weighting: str = "default",
+    min_snr_gamma: float = 5.0,
+    sigmas: torch.Tensor | None = None,
+    p_mean: float = -1.2,
+    p_std: float = 1.2,
+    auxiliary=None,
+) -> torch.Tensor:
     """Per-sample loss ``[B]``: λ(σ̃)·mean_space(‖D(x₀ + σ̃n, σ̃) − x₀‖²) [+ auxiliary].
 
     x0: ``[B, ...]`` clean data; ``space`` supplies the noise (``space.randn_like(x0, rng)``),
@@ -84,7 +98,9 @@ def diffusion_loss(denoiser: Denoiser, x0: torch.Tensor, cond, space, rng, gener
         sigmas = sample_sigmas(sigma_sampling, B, denoiser, generator, p_mean, p_std)
     sigmas = torch.as_tensor(sigmas, dtype=F64).reshape(-1)
     noise = space.randn_like(x0, rng)
-    x_noisy = space.project(x0 + noise * sigmas.to(device=x0.device, dtype=x0.dtype).reshape((B,) + (1,) * (x0.ndim - 1)))
+    x_noisy = space.project(
+        x0 + noise * sigmas.to(device=x0.device, dtype=x0.dtype).reshape((B,) + (1,) * (x0.ndim - 1))
+    )
     x0_hat = denoiser(x_noisy, sigmas, cond)
     w = x0_weight(weighting, sigmas, denoiser, min_snr_gamma).to(device=x0.device, dtype=torch.float32)
     err = space.mean((x0_hat.float() - x0.float()) ** 2)
@@ -96,8 +112,16 @@ def diffusion_loss(denoiser: Denoiser, x0: torch.Tensor, cond, space, rng, gener
     return loss
 
 
-def low_noise_distance_loss(pos_hat: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor, sigmas: torch.Tensor,
-                            weight: torch.Tensor, *, select, sigma_max: float) -> torch.Tensor:
+def low_noise_distance_loss(
+    pos_hat: torch.Tensor,
+    pos: torch.Tensor,
+    mask: torch.Tensor,
+    sigmas: torch.Tensor,
+    weight: torch.Tensor,
+    *,
+    select,
+    sigma_max: float,
+) -> torch.Tensor:
     """Squared error of inter-point distances of the denoised estimate, per sample ``[B]``:
     ``weight``·1[σ̃ < ``sigma_max``]·mean over selected pairs of (d̂ᵢⱼ − dᵢⱼ)².
 
@@ -120,8 +144,17 @@ def low_noise_distance_loss(pos_hat: torch.Tensor, pos: torch.Tensor, mask: torc
     return weight.to(pos.dtype) * (sigmas.to(pos.dtype) < sigma_max).to(pos.dtype) * err
 
 
-def flow_matching_loss(velocity_net, x0: torch.Tensor, cond, space, rng, generator: torch.Generator, *,
-                       t_min: float = 1e-4, t_max: float = 0.999) -> torch.Tensor:
+def flow_matching_loss(
+    velocity_net,
+    x0: torch.Tensor,
+    cond,
+    space,
+    rng,
+    generator: torch.Generator,
+    *,
+    t_min: float = 1e-4,
+    t_max: float = 0.999,
+) -> torch.Tensor:
     """Conditional flow matching with the rectified-flow path (Lipman et al. 2023; Liu et al.
     2023): x_t = (1 − t)x₀ + t·n, target u = n − x₀, t ~ U[t_min, t_max];
     per-sample ``[B]`` mean_space(‖u_θ(x_t, t) − u‖²). ``velocity_net(x_t, t [B] f32, cond)``.

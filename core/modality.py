@@ -8,6 +8,7 @@ knows nothing else about it.
 Batches are dicts ``{"x": Tensor [B, ...], "cond": dict | None}`` (see
 :mod:`polydiff.conditioning` for the cond conventions).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -87,8 +88,9 @@ class Modality:
         raise NotImplementedError(f"modality {self.name!r} cannot read files")
 
     # -- training ---------------------------------------------------------------------------
-    def auxiliary_loss(self, x0_hat: torch.Tensor, x0: torch.Tensor, sigmas: torch.Tensor, cond: dict | None,
-                       weight: torch.Tensor) -> torch.Tensor | None:
+    def auxiliary_loss(
+        self, x0_hat: torch.Tensor, x0: torch.Tensor, sigmas: torch.Tensor, cond: dict | None, weight: torch.Tensor
+    ) -> torch.Tensor | None:
         """Optional extra training term ``[B]`` on the denoised estimate ``x0_hat`` (same
         shape as ``x0``) at noise levels ``sigmas [B]``; ``weight [B]`` is the denoising
         loss weight λ(σ̃). ``None`` (the default) adds nothing."""
@@ -110,8 +112,9 @@ class Modality:
         """Data-dependent network arguments (input channels, number of classes…)."""
         return {}
 
-    def evaluate(self, samples: list, reference: Any = None, metrics: Sequence[str] | None = None,
-                 **options) -> dict[str, float]:
+    def evaluate(
+        self, samples: list, reference: Any = None, metrics: Sequence[str] | None = None, **options
+    ) -> dict[str, float]:
         """Registered metrics of this modality on ``samples``."""
         from .plugin_manager import registry
 

@@ -3,11 +3,11 @@
 ``DiffusionModel.sample`` is the one entry point for generation in every modality;
 ``save``/``load`` use the checkpoint format of :mod:`polydiff.checkpoint`.
 """
+
 from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -16,7 +16,8 @@ from . import checkpoint as ckpt
 from . import discretization
 from .conditioning import to_device, with_cond_mask
 from .errors import CheckpointError, PolydiffError
-from .guidance import bind, cfg as cfg_guidance
+from .guidance import bind
+from .guidance import cfg as cfg_guidance
 from .modality import Modality
 from .parameterization import Denoiser
 from .rng import SampleRNG
@@ -39,17 +40,28 @@ def _version() -> str:
 
 class DiffusionModel:
     """Args:
-        modality: a :class:`Modality` instance (holds data statistics and extra modules).
-        network: the denoiser network ``net(x_in, time, cond)``.
-        schedule: a :class:`polydiff.schedules.Schedule`.
-        parameterization: what the network predicts (``edm``, ``eps``, ``v``, …).
-        network_name / network_kwargs: registry key and constructor arguments (saved).
-        schedule_name: registry key of the schedule (saved with its config).
+    modality: a :class:`Modality` instance (holds data statistics and extra modules).
+    network: the denoiser network ``net(x_in, time, cond)``.
+    schedule: a :class:`polydiff.schedules.Schedule`.
+    parameterization: what the network predicts (``edm``, ``eps``, ``v``, …).
+    network_name / network_kwargs: registry key and constructor arguments (saved).
+    schedule_name: registry key of the schedule (saved with its config).
     """
 
-    def __init__(self, modality: Modality, network: nn.Module, schedule, *, parameterization: str = "edm",
-                 network_name: str = "", network_kwargs: dict | None = None, schedule_name: str | None = None,
-                 sigma_data: float | None = None, plugin: str | None = None, extra: dict | None = None):
+    def __init__(
+        self,
+        modality: Modality,
+        network: nn.Module,
+        schedule,
+        *,
+        parameterization: str = "edm",
+        network_name: str = "",
+        network_kwargs: dict | None = None,
+        schedule_name: str | None = None,
+        sigma_data: float | None = None,
+        plugin: str | None = None,
+        extra: dict | None = None,
+    ):
         self.modality = modality
         self.network = network
         self.schedule = schedule
@@ -65,9 +77,17 @@ class DiffusionModel:
 
     # -- construction -----------------------------------------------------------------
     @classmethod
-    def create(cls, modality: str | Modality, *, network: str | None = None, schedule: str | None = None,
-               parameterization: str | None = None, modality_config: dict | None = None,
-               schedule_kwargs: dict | None = None, **network_kwargs) -> "DiffusionModel":
+    def create(
+        cls,
+        modality: str | Modality,
+        *,
+        network: str | None = None,
+        schedule: str | None = None,
+        parameterization: str | None = None,
+        modality_config: dict | None = None,
+        schedule_kwargs: dict | None = None,
+        **network_kwargs,
+    ) -> "DiffusionModel":
         """Build an untrained model from registry names (defaults from the modality)."""
         from .plugin_manager import get_plugins
 
@@ -77,14 +97,26 @@ class DiffusionModel:
             modality = entry.obj(modality_config)
             plugin = entry.plugin
         else:
-            plugin = pm.registry("modality").entry(modality.name).plugin if modality.name in pm.registry("modality") else None
+            plugin = (
+                pm.registry("modality").entry(modality.name).plugin
+                if modality.name in pm.registry("modality")
+                else None
+            )
         net_name = network or modality.default_network
         kwargs = {**modality.network_kwargs(), **network_kwargs}
         net = modality.build_network(net_name, **kwargs)
         sch_name = schedule or modality.default_schedule
         sch = pm.get("schedule", sch_name)(**(schedule_kwargs or {}))
-        return cls(modality, net, sch, parameterization=parameterization or modality.default_parameterization,
-                   network_name=net_name, network_kwargs=kwargs, schedule_name=sch_name, plugin=plugin)
+        return cls(
+            modality,
+            net,
+            sch,
+            parameterization=parameterization or modality.default_parameterization,
+            network_name=net_name,
+            network_kwargs=kwargs,
+            schedule_name=sch_name,
+            plugin=plugin,
+        )
 
     # -- denoisers ------------------------------------------------------------------------
     def denoiser(self, ema: bool = True) -> Denoiser:
@@ -104,7 +136,7 @@ class DiffusionModel:
         for m in self.modality.modules().values():
             m.to(device)
         return self
-    
+
     def init_ema(self) -> nn.Module:
         self.ema = copy.deepcopy(self.network).requires_grad_(False)
         return self.ema
@@ -117,13 +149,30 @@ class DiffusionModel:
         return discretization.make_grid(grid, self.schedule, steps, **kw)
 
     @torch.no_grad()
-    def sample_raw(self, n: int, *, sampler: str = "dpmpp_2m", steps: int | None = None, nfe: int | None = None,
-                   grid: str = "karras", seed: int = 0, cond: dict | None = None, guidance: float = 1.0,
-                   negative: dict | None = None, guidance_rescale: float = 0.0, ema: bool = True,
-                   sigmas: torch.Tensor | None = None, sample_offset: int = 0, callback=None,
-                   wrap=None, x_init: torch.Tensor | None = None, sampling_cond: dict | None = None,
-                   sigma_min: float | None = None, sigma_max: float | None = None,
-                   **sampler_options) -> tuple[torch.Tensor, dict | None]:
+    def sample_raw(
+        self,
+        n: int,
+        *,
+        sampler: str = "dpmpp_2m",
+        steps: int | None = None,
+        nfe: int | None = None,
+        grid: str = "karras",
+        seed: int = 0,
+        cond: dict | None = None,
+        guidance: float = 1.0,
+        negative: dict | None = None,
+        guidance_rescale: float = 0.0,
+        ema: bool = True,
+        sigmas: torch.Tensor | None = None,
+        sample_offset: int = 0,
+        callback=None,
+        wrap=None,
+        x_init: torch.Tensor | None = None,
+        sampling_cond: dict | None = None,
+        sigma_min: float | None = None,
+        sigma_max: float | None = None,
+        **sampler_options,
+    ) -> tuple[torch.Tensor, dict | None]:
         """Sample ``n`` states; returns ``(x [n, ...], cond)`` before decoding.
 
         ``wrap(denoiser, cond) -> denoiser`` lets editing tools (inpainting) add themselves.
@@ -134,8 +183,8 @@ class DiffusionModel:
         ``sigma_min``/``sigma_max`` bound the σ̃ grid (in the data's units) when ``sigmas``
         is not given.
         """
-        from .samplers import get_sampler
         from .conditioning import null_cond
+        from .samplers import get_sampler
 
         spec = get_sampler(sampler)
         if sigmas is None:
@@ -161,8 +210,9 @@ class DiffusionModel:
             if c is not None and "cond_mask" not in c:
                 c = with_cond_mask(c, 1.0, n)
             unc = null_cond(c, n) if negative is None else to_device(negative, dev)
-            d = cfg_guidance(den, c if c is not None else null_cond(None, n), guidance, uncond=unc,
-                             rescale=guidance_rescale)
+            d = cfg_guidance(
+                den, c if c is not None else null_cond(None, n), guidance, uncond=unc, rescale=guidance_rescale
+            )
         else:
             d = bind(den, c)
         if wrap is not None:
@@ -246,12 +296,21 @@ class DiffusionModel:
         except PolydiffError:
             raise
         except (TypeError, ValueError, KeyError, AttributeError) as e:
-            raise CheckpointError(f"{path / ckpt.CONFIG_NAME}: cannot rebuild the model from its config "
-                                  f"({type(e).__name__}: {e})") from None
-        model = cls(modality, net, schedule, parameterization=cfg["parameterization"]["kind"],
-                    network_name=net_name, network_kwargs=cfg["network"].get("kwargs", {}),
-                    schedule_name=cfg["schedule"]["name"], sigma_data=cfg["parameterization"]["sigma_data"],
-                    plugin=plugin, extra=cfg.get("extra", {}))
+            raise CheckpointError(
+                f"{path / ckpt.CONFIG_NAME}: cannot rebuild the model from its config ({type(e).__name__}: {e})"
+            ) from None
+        model = cls(
+            modality,
+            net,
+            schedule,
+            parameterization=cfg["parameterization"]["kind"],
+            network_name=net_name,
+            network_kwargs=cfg["network"].get("kwargs", {}),
+            schedule_name=cfg["schedule"]["name"],
+            sigma_data=cfg["parameterization"]["sigma_data"],
+            plugin=plugin,
+            extra=cfg.get("extra", {}),
+        )
         model.training_info = cfg.get("training", {})
         files = cfg.get("files", {})
         if "model.safetensors" not in files:
@@ -262,8 +321,9 @@ class DiffusionModel:
             _load_prefixed(mod, tensors, f"modules.{name}.", path)
         if "ema.safetensors" in files:
             model.init_ema()
-            _load_prefixed(model.ema, ckpt.load_tensors(path, "ema.safetensors", files["ema.safetensors"]),
-                           "network.", path)
+            _load_prefixed(
+                model.ema, ckpt.load_tensors(path, "ema.safetensors", files["ema.safetensors"]), "network.", path
+            )
             if not ema:
                 model.ema = None
         if device is not None:
@@ -272,7 +332,7 @@ class DiffusionModel:
 
 
 def _load_prefixed(module: nn.Module, tensors: dict, prefix: str, path: Path) -> None:
-    sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    sd = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
     missing, unexpected = module.load_state_dict(sd, strict=False)
     if missing or unexpected:
         raise CheckpointError(

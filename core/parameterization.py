@@ -8,6 +8,7 @@ in float64 from the schedule and cast to the state's dtype.
 Conversions (x_t = α x₀ + σ ε, v = α ε − σ x₀, score = −ε/σ, u = α' x₀ + σ' ε):
 x₀ = (x_t − σ ε)/α = (α x_t − σ v)/(α² + σ²) = (σ' x_t − σ u)/(σ' α − σ α').
 """
+
 from __future__ import annotations
 
 import torch
@@ -69,17 +70,16 @@ def from_x0(kind: str, x0, x_t, alpha, sigma, d_alpha=None, d_sigma=None):
 def _derivatives(schedule: Schedule, t: torch.Tensor, h: float = 1e-6):
     """(dα/dt, dσ/dt) by central differences in float64 (exact enough: ~1e-10)."""
     tp, tm = t + h, t - h
-    return ((schedule.alpha(tp) - schedule.alpha(tm)) / (2 * h),
-            (schedule.sigma(tp) - schedule.sigma(tm)) / (2 * h))
+    return ((schedule.alpha(tp) - schedule.alpha(tm)) / (2 * h), (schedule.sigma(tp) - schedule.sigma(tm)) / (2 * h))
 
 
 def edm_coefficients(sigma: torch.Tensor, sigma_data: float = 0.5):
     """EDM preconditioning (c_skip, c_out, c_in, c_noise) at σ̃ (float64)."""
     s = torch.as_tensor(sigma, dtype=F64)
-    sd2 = sigma_data ** 2
-    c_skip = sd2 / (s ** 2 + sd2)
-    c_out = s * sigma_data / torch.sqrt(s ** 2 + sd2)
-    c_in = 1 / torch.sqrt(s ** 2 + sd2)
+    sd2 = sigma_data**2
+    c_skip = sd2 / (s**2 + sd2)
+    c_out = s * sigma_data / torch.sqrt(s**2 + sd2)
+    c_in = 1 / torch.sqrt(s**2 + sd2)
     c_noise = 0.25 * torch.log(s)
     return c_skip, c_out, c_in, c_noise
 
@@ -139,12 +139,12 @@ class Denoiser(nn.Module):
         """
         s = torch.as_tensor(sigma, dtype=F64)
         if self.kind in ("eps", "score"):
-            return 1 / s ** 2
+            return 1 / s**2
         if self.kind == "x0":
             return torch.ones_like(s)
         if self.kind == "edm":
             sd = self.sigma_data
-            return (s ** 2 + sd ** 2) / (s * sd) ** 2
+            return (s**2 + sd**2) / (s * sd) ** 2
         t = self.schedule.t_from_sigma_ve(s)
         a, sg = self.schedule.alpha(t), self.schedule.sigma(t)
         if self.kind == "v":

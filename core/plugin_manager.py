@@ -5,6 +5,7 @@ polydiff's own ``pyproject.toml`` under the entry-point group ``polydiff`` and l
 exactly the same code as third-party plugins. ``POLYDIFF_PLUGINS`` (comma-separated
 entry-point names) restricts which are loaded; unset means all.
 """
+
 from __future__ import annotations
 
 import importlib.metadata as md
@@ -109,9 +110,7 @@ class PolydiffPlugins:
             hint = ""
             if self.allow is not None:
                 hint = f"; note {ALLOW_ENV}={','.join(sorted(self.allow))} restricts loading"
-            raise PluginNotFoundError(
-                f"plugin {name!r} is not installed{why}; installed plugins: {installed}{hint}"
-            )
+            raise PluginNotFoundError(f"plugin {name!r} is not installed{why}; installed plugins: {installed}{hint}")
         return self.plugins[name]
 
     def components(self) -> list[dict]:

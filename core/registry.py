@@ -5,6 +5,7 @@ A :class:`Registry` is filled only through the plugin manager's registration hoo
 duplicate name is refused with an error naming both plugins and an unknown name with an
 error listing what is installed.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -14,8 +15,15 @@ from .errors import RegistryError
 
 #: The kinds of component a plugin can register, in display order.
 KINDS = (
-    "modality", "schedule", "sampler", "guidance", "dataset", "metric", "benchmark",
-    "network", "parameterization",
+    "modality",
+    "schedule",
+    "sampler",
+    "guidance",
+    "dataset",
+    "metric",
+    "benchmark",
+    "network",
+    "parameterization",
 )
 
 
@@ -49,8 +57,7 @@ class Registry:
         if name in self._entries:
             other = self._entries[name]
             raise RegistryError(
-                f"{self.kind} {name!r} is registered twice: by plugin {other.plugin!r} "
-                f"and by plugin {plugin!r}"
+                f"{self.kind} {name!r} is registered twice: by plugin {other.plugin!r} and by plugin {plugin!r}"
             )
         entry = Entry(self.kind, name, obj, plugin, version, dict(info))
         self._entries[name] = entry
@@ -61,9 +68,7 @@ class Registry:
             return self._entries[name]
         except KeyError:
             installed = ", ".join(sorted(self._entries)) or "(none)"
-            raise RegistryError(
-                f"unknown {self.kind} {name!r}; installed {self.kind}s: {installed}"
-            ) from None
+            raise RegistryError(f"unknown {self.kind} {name!r}; installed {self.kind}s: {installed}") from None
 
     def get(self, name: str) -> Any:
         return self.entry(name).obj

@@ -4,6 +4,7 @@ Sample i of a call with seed s draws from its own ``torch.Generator`` seeded wit
 hash of (s, i), on the CPU (so CPU and CUDA runs see the same noise), then moves the
 numbers to the target device.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,8 +25,9 @@ class SampleRNG:
     large request is split into batches.
     """
 
-    def __init__(self, seed: int | None = None, n: int | None = None, *, seeds: Sequence[int] | None = None,
-                 offset: int = 0):
+    def __init__(
+        self, seed: int | None = None, n: int | None = None, *, seeds: Sequence[int] | None = None, offset: int = 0
+    ):
         if seeds is None:
             if seed is None or n is None:
                 raise ValueError("give seed and n, or seeds")

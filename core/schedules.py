@@ -7,6 +7,7 @@ Discrete tables (DDPM's 1000 betas, cosine, scaled-linear, sigmoid) are interpol
 piecewise-linearly in log-SNR over the timestep index k ∈ [0, T−1], with t = k/(T−1);
 the network's time input is k (the integer timestep at table points, as diffusers uses).
 """
+
 from __future__ import annotations
 
 import math
@@ -153,7 +154,7 @@ def _betas_to_alphas_cumprod(betas: Tensor) -> Tensor:
     return torch.cumprod(1.0 - _t64(betas), dim=0)
 
 
-def rescale_zero_terminal_snr(alphas_cumprod, *, floor: float = 2.0 ** -24) -> Tensor:
+def rescale_zero_terminal_snr(alphas_cumprod, *, floor: float = 2.0**-24) -> Tensor:
     """Lin et al. 2023, Alg. 1: shift/scale √ᾱ so the last is 0 and the first unchanged.
 
     An exactly-zero ᾱ_T makes σ̃ infinite, so ᾱ_T is then set to ``floor`` (diffusers'
@@ -163,7 +164,7 @@ def rescale_zero_terminal_snr(alphas_cumprod, *, floor: float = 2.0 ** -24) -> T
     s = torch.sqrt(_t64(alphas_cumprod))
     s0, sT = s[0].clone(), s[-1].clone()
     s = (s - sT) * s0 / (s0 - sT)
-    ac = s ** 2
+    ac = s**2
     ac[-1] = min(floor, 0.5 * float(ac[-2]))
     return ac
 
@@ -177,8 +178,12 @@ class DDPMLinear(DiscreteVPSchedule):
         if zero_terminal_snr:
             ac = rescale_zero_terminal_snr(ac)
         super().__init__(ac, name="ddpm_linear")
-        self._cfg = dict(beta_start=beta_start, beta_end=beta_end,
-                         num_train_timesteps=num_train_timesteps, zero_terminal_snr=zero_terminal_snr)
+        self._cfg = dict(
+            beta_start=beta_start,
+            beta_end=beta_end,
+            num_train_timesteps=num_train_timesteps,
+            zero_terminal_snr=zero_terminal_snr,
+        )
 
     def config(self):
         return {"name": self.name, **self._cfg}
@@ -188,13 +193,17 @@ class ScaledLinear(DiscreteVPSchedule):
     """Latent diffusion's "scaled linear": √β linear from √0.00085 to √0.012."""
 
     def __init__(self, beta_start=0.00085, beta_end=0.012, num_train_timesteps=1000, zero_terminal_snr=False):
-        betas = torch.linspace(beta_start ** 0.5, beta_end ** 0.5, num_train_timesteps, dtype=F64) ** 2
+        betas = torch.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=F64) ** 2
         ac = _betas_to_alphas_cumprod(betas)
         if zero_terminal_snr:
             ac = rescale_zero_terminal_snr(ac)
         super().__init__(ac, name="scaled_linear")
-        self._cfg = dict(beta_start=beta_start, beta_end=beta_end,
-                         num_train_timesteps=num_train_timesteps, zero_terminal_snr=zero_terminal_snr)
+        self._cfg = dict(
+            beta_start=beta_start,
+            beta_end=beta_end,
+            num_train_timesteps=num_train_timesteps,
+            zero_terminal_snr=zero_terminal_snr,
+        )
 
     def config(self):
         return {"name": self.name, **self._cfg}
@@ -244,7 +253,7 @@ class VPLinearContinuous(VPSchedule):
 
     def alpha(self, t):
         t = _t64(t)
-        return torch.exp(-0.25 * t ** 2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min)
+        return torch.exp(-0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min)
 
     def beta(self, t):
         return self.beta_min + _t64(t) * (self.beta_max - self.beta_min)

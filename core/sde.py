@@ -15,6 +15,7 @@ The reverse-time SDE (eq. 6) is dx = [f x − g² ∇ln p_t(x)] dt + g dw̄ and 
 (these accept ``sde=``), ``ode_rk45``; likelihoods: :mod:`polydiff.likelihood`.
 Shapes: x ``[B, ...]``; t a float or ``[B]``; all coefficients float64.
 """
+
 from __future__ import annotations
 
 import math
@@ -72,14 +73,14 @@ class LinearSDE:
         """``[B]`` log N(x; 0, σ(T)² I) over ``dof`` degrees of freedom (default: all entries)."""
         s = self.prior_std()
         n = x[0].numel() if dof is None else dof
-        return -0.5 * (x.to(F64) ** 2).flatten(1).sum(1) / s ** 2 - 0.5 * n * math.log(2 * math.pi * s * s)
+        return -0.5 * (x.to(F64) ** 2).flatten(1).sum(1) / s**2 - 0.5 * n * math.log(2 * math.pi * s * s)
 
     # -- scores from a denoiser ---------------------------------------------------------
     def score(self, denoiser, x: torch.Tensor, t) -> torch.Tensor:
         """∇ln p_t(x) = (α·D(x/α, σ/α) − x)/σ²; ``denoiser(x̃, σ̃)``."""
         a, s = self.schedule.alpha(t), self.schedule.sigma(t)
         x0 = denoiser(x / _bc(a, x), s / a)
-        return (_bc(a, x) * x0 - x) / _bc(s ** 2, x)
+        return (_bc(a, x) * x0 - x) / _bc(s**2, x)
 
     def reverse(self, denoiser) -> "ReverseSDE":
         return ReverseSDE(self, denoiser)

@@ -6,6 +6,7 @@ freedom (``dof``, for likelihoods). Samplers and losses only talk to a space, so
 stays modality-agnostic: images use :class:`EuclideanSpace`, variable-size sets use
 :class:`MaskedSpace`, molecules and proteins :class:`ZeroCoMSpace`.
 """
+
 from __future__ import annotations
 
 import torch
@@ -102,7 +103,7 @@ class ZeroCoMSpace(MaskedSpace):
         pos = x[..., : self.n_pos]
         com = (pos * m).sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp(min=1)
         pos = (pos - com) * m
-        return torch.cat([pos, x[..., self.n_pos:] * m], dim=-1)
+        return torch.cat([pos, x[..., self.n_pos :] * m], dim=-1)
 
     def randn_like(self, x, rng):
         return self._center(self._node_noise(x, rng))

@@ -10,6 +10,7 @@ many samples and which seed measure them, the values measured when it was writte
 floors (measured − tolerance) that :func:`measure` must reach — the test suite re-measures
 every shipped starter, so a broken model or an incompatible change fails CI.
 """
+
 from __future__ import annotations
 
 import json
@@ -62,12 +63,24 @@ def measure(model_or_name, *, n: int | None = None, seed: int | None = None) -> 
     if not check:
         raise CheckpointError("this model has no starter check (extra['starter']['check'])")
     samples = model.sample(int(n or check["n"]), seed=int(check["seed"] if seed is None else seed))
-    return model.modality.evaluate(samples, reference=check.get("reference"), metrics=list(check["metrics"]),
-                                   **(check.get("options") or {}))
+    return model.modality.evaluate(
+        samples, reference=check.get("reference"), metrics=list(check["metrics"]), **(check.get("options") or {})
+    )
 
 
-def write_starter(model, name: str, *, metrics: list[str], n: int, tolerance: dict, card: dict, seed: int = 0,
-                  reference=None, options: dict | None = None, root: Path | None = None) -> dict:
+def write_starter(
+    model,
+    name: str,
+    *,
+    metrics: list[str],
+    n: int,
+    tolerance: dict,
+    card: dict,
+    seed: int = 0,
+    reference=None,
+    options: dict | None = None,
+    root: Path | None = None,
+) -> dict:
     """Measure ``model`` as :func:`measure` will, record the floors (measured − tolerance;
     for lower-is-better metrics: ceilings, measured + tolerance) and save it as starter
     ``name`` with its ``MODEL_CARD.md``.
@@ -77,8 +90,13 @@ def write_starter(model, name: str, *, metrics: list[str], n: int, tolerance: di
     """
     from .plugin_manager import registry
 
-    check = {"metrics": list(metrics), "n": int(n), "seed": int(seed), "reference": reference,
-             "options": dict(options or {})}
+    check = {
+        "metrics": list(metrics),
+        "n": int(n),
+        "seed": int(seed),
+        "reference": reference,
+        "options": dict(options or {}),
+    }
     model.extra["starter"] = {"name": name, "check": check}
     measured = measure(model)
     reg = registry("metric")
@@ -93,23 +111,43 @@ def write_starter(model, name: str, *, metrics: list[str], n: int, tolerance: di
         bounds[m] = {"measured": v, "higher_is_better": hib, "bound": bound}
         if hib is True and bound <= 0:
             # the starters' check metrics are shares and scores ≥ 0: a bound ≤ 0 cannot fail
-            raise ValueError(f"{name}: bound {bounds[m]['bound']:.4g} for {m} (measured {measured[m]:.4g}, "
-                             f"tolerance {tol}) cannot fail; lower the tolerance or drop the metric")
+            raise ValueError(
+                f"{name}: bound {bounds[m]['bound']:.4g} for {m} (measured {measured[m]:.4g}, "
+                f"tolerance {tol}) cannot fail; lower the tolerance or drop the metric"
+            )
     check["bounds"] = bounds
     path = Path(root or ROOT) / name
     model.save(path)
     size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
     params = sum(p.numel() for p in model.network.parameters())
-    lines = [f"# {card.get('title', name)}", "",
-             f"`polydiff.load(\"starter:{name}\")` — modality `{model.modality.name}`, network "
-             f"`{model.network_name}` ({params:,} parameters), checkpoint {size / 2 ** 20:.1f} MiB "
-             f"(live + EMA weights; sampling uses EMA).", "",
-             "## Data", "", card["data"].strip(), "", "## Recipe", "", card["recipe"].strip(), "",
-             "## Sampling defaults", "", "```json", json.dumps(model.extra.get("sample_defaults", {}), indent=1),
-             "```", "",
-             "## Metrics (re-measured by `tests/core/test_starters.py`)", "",
-             f"{n} samples, seed {seed}, the sampling defaults above.", "",
-             "| metric | measured | test bound |", "|---|---|---|"]
+    lines = [
+        f"# {card.get('title', name)}",
+        "",
+        f'`polydiff.load("starter:{name}")` — modality `{model.modality.name}`, network '
+        f"`{model.network_name}` ({params:,} parameters), checkpoint {size / 2**20:.1f} MiB "
+        f"(live + EMA weights; sampling uses EMA).",
+        "",
+        "## Data",
+        "",
+        card["data"].strip(),
+        "",
+        "## Recipe",
+        "",
+        card["recipe"].strip(),
+        "",
+        "## Sampling defaults",
+        "",
+        "```json",
+        json.dumps(model.extra.get("sample_defaults", {}), indent=1),
+        "```",
+        "",
+        "## Metrics (re-measured by `tests/core/test_starters.py`)",
+        "",
+        f"{n} samples, seed {seed}, the sampling defaults above.",
+        "",
+        "| metric | measured | test bound |",
+        "|---|---|---|",
+    ]
     for m, b in bounds.items():
         lines.append(f"| {m} | {b['measured']:.4g} | {bound_text(b)} |")
     if card.get("metrics_note"):
@@ -141,8 +179,9 @@ def bound_text(b: dict) -> str:
     return f"in [{b['bound'][0]:.4g}, {b['bound'][1]:.4g}]"
 
 
-def generate(modality: str, n: int = 16, *, seed: int = 0, device: str | None = "cpu", out=None,
-             **sample_kwargs) -> list:
+def generate(
+    modality: str, n: int = 16, *, seed: int = 0, device: str | None = "cpu", out=None, **sample_kwargs
+) -> list:
     """Sample ``n`` items from the modality's starter model (no training, no network);
     with ``out`` (a file or folder) also write them as the modality's files (SDF, WAV,
     PNG, PDB)."""

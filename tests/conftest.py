@@ -1,4 +1,5 @@
 """Shared test configuration: ``gpu``-marked tests skip without CUDA."""
+
 import pytest
 import torch
 

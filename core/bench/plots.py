@@ -1,4 +1,5 @@
 """Plots for the benchmark report (matplotlib, Agg backend, PNG)."""
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -38,7 +39,7 @@ def quality_vs_nfe(rows: list[dict], path: Path, higher_is_better: dict) -> Path
         ax.set_xscale("log")
         ax.set_xlabel("NFE")
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=90)

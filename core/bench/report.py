@@ -1,4 +1,5 @@
 """``report.md``: a table per modality, the sampler × NFE table, timings, failures, plots."""
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -63,33 +64,49 @@ def untrained_verdicts(rows: list, higher_is_better: dict | None = None) -> tupl
 
 def render(results: dict, higher_is_better: dict, out_dir: Path, images: list[Path]) -> str:
     """Markdown for ``results`` (see :mod:`polydiff.bench.schema`)."""
-    lines = [f"# polydiff benchmark — suite `{results['suite']}`", "",
-             f"polydiff {results['polydiff_version']} · device `{results['device']}` · started {results['started']}"
-             + (f" · wall time {results['wall_s']:.0f} s" if "wall_s" in results else "")
-             + (f" (suite limit {results['time_limit_s']:.0f} s)" if "time_limit_s" in results else "")
-             + (f" · {results['jobs']} tasks at a time, {results.get('threads_per_task', '?')} torch thread(s) each "
-                "(timings are per task under that sharing)" if results.get("jobs", 1) > 1 else ""), ""]
+    lines = [
+        f"# polydiff benchmark — suite `{results['suite']}`",
+        "",
+        f"polydiff {results['polydiff_version']} · device `{results['device']}` · started {results['started']}"
+        + (f" · wall time {results['wall_s']:.0f} s" if "wall_s" in results else "")
+        + (f" (suite limit {results['time_limit_s']:.0f} s)" if "time_limit_s" in results else "")
+        + (
+            f" · {results['jobs']} tasks at a time, {results.get('threads_per_task', '?')} torch thread(s) each "
+            "(timings are per task under that sharing)"
+            if results.get("jobs", 1) > 1
+            else ""
+        ),
+        "",
+    ]
     rows = [r for r in results["tasks"] if "error" not in r]
     failed = [r for r in results["tasks"] if "error" in r]
     by_mod = defaultdict(list)
     for r in rows:
         by_mod[r["modality"]].append(r)
-    lines += ["Arrows give the better direction (↑ higher, ↓ lower). `data` is the real-vs-real row "
-              "(the floor), `untrained` the untrained-model/noise row (the ceiling); a ✓ marks a "
-              "metric that beats its untrained reference (for metrics without an arrow: lies nearer "
-              "the data row than the untrained one).", ""]
+    lines += [
+        "Arrows give the better direction (↑ higher, ↓ lower). `data` is the real-vs-real row "
+        "(the floor), `untrained` the untrained-model/noise row (the ceiling); a ✓ marks a "
+        "metric that beats its untrained reference (for metrics without an arrow: lies nearer "
+        "the data row than the untrained one).",
+        "",
+    ]
     for mod, mrows in sorted(by_mod.items()):
         metrics = sorted({m for r in mrows for m in r["metrics"]})
         lines += [f"## {mod}", ""]
         head = ["task", "model", "sampler", "NFE"] + [
-            f"{m} {dict(((True, '↑'), (False, '↓'))).get(higher_is_better.get(m), '')}" for m in metrics]
+            f"{m} {dict(((True, '↑'), (False, '↓'))).get(higher_is_better.get(m), '')}" for m in metrics
+        ]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in mrows:
             cells = [r["task"], r["model"], r["sampler"], str(r["nfe"])]
             for m in metrics:
                 v = r["metrics"].get(m)
-                ok = beats_untrained(v, r["reference"].get("untrained", {}).get(m),
-                                     r["reference"].get("data", {}).get(m), higher_is_better.get(m))
+                ok = beats_untrained(
+                    v,
+                    r["reference"].get("untrained", {}).get(m),
+                    r["reference"].get("data", {}).get(m),
+                    higher_is_better.get(m),
+                )
                 mark = "" if ok is None else (" ✓" if ok else " ✗")
                 cells.append(_fmt(v) + mark)
             lines.append("| " + " | ".join(cells) + " |")
@@ -100,13 +117,19 @@ def render(results: dict, higher_is_better: dict, out_dir: Path, images: list[Pa
                 lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     if rows:
-        lines += ["## Timings", "", "| task | sampler | NFE | train s | train steps/s | samples/s | peak MB |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            "## Timings",
+            "",
+            "| task | sampler | NFE | train s | train steps/s | samples/s | peak MB |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for r in rows:
             t = r["timing"]
-            lines.append(f"| {r['task']} | {r['sampler']} | {r['nfe']} | {_fmt(t.get('train_s'))} | "
-                         f"{_fmt(t.get('train_steps_per_s'))} | {_fmt(t.get('samples_per_s'))} | "
-                         f"{_fmt(t.get('peak_mem_mb'))} |")
+            lines.append(
+                f"| {r['task']} | {r['sampler']} | {r['nfe']} | {_fmt(t.get('train_s'))} | "
+                f"{_fmt(t.get('train_steps_per_s'))} | {_fmt(t.get('samples_per_s'))} | "
+                f"{_fmt(t.get('peak_mem_mb'))} |"
+            )
         lines.append("")
     study = results.get("sampler_study")
     if study:
@@ -135,12 +158,17 @@ def sampler_table(study: dict) -> list[str]:
     for metric in ("rmse_to_ode", "sw2"):
         if not any(metric in r for r in rows):
             continue
-        lines += [f"**{metric}** (lower is better)", "", "| problem | sampler | grid | " +
-                  " | ".join(f"NFE {n}" for n in nfes) + " |", "|---|---|---|" + "---|" * len(nfes)]
+        lines += [
+            f"**{metric}** (lower is better)",
+            "",
+            "| problem | sampler | grid | " + " | ".join(f"NFE {n}" for n in nfes) + " |",
+            "|---|---|---|" + "---|" * len(nfes),
+        ]
         keys = sorted({(r.get("problem", ""), r["sampler"], r.get("grid", "")) for r in rows})
         for key in keys:
-            vals = {r["nfe"]: r.get(metric) for r in rows
-                    if (r.get("problem", ""), r["sampler"], r.get("grid", "")) == key}
+            vals = {
+                r["nfe"]: r.get(metric) for r in rows if (r.get("problem", ""), r["sampler"], r.get("grid", "")) == key
+            }
             lines.append(f"| {key[0]} | {key[1]} | {key[2]} | " + " | ".join(_fmt(vals.get(n)) for n in nfes) + " |")
         lines.append("")
     return lines

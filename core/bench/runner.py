@@ -9,6 +9,7 @@ finish a suite sooner than one two-threaded task after another. A finished task 
 ``--force``; a failing task is recorded with its error and the suite goes on. At the end
 ``results.json``, ``report.md`` and the plots are (re)written from all task results.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,9 +21,10 @@ import os
 import subprocess
 import sys
 import time
-import tomllib
 import traceback
 from pathlib import Path
+
+import tomllib
 
 from ..checkpoint import atomic_write_json
 
@@ -92,22 +94,28 @@ def run_child(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    ctx = BenchContext(suite=args.budget, device=device, seed=args.seed, out_dir=task_dir,
-                       samplers=args.samplers.split(",") if args.samplers else None,
-                       nfe=[int(n) for n in args.nfe.split(",")] if args.nfe else None,
-                       progress=not args.no_progress)
+    ctx = BenchContext(
+        suite=args.budget,
+        device=device,
+        seed=args.seed,
+        out_dir=task_dir,
+        samplers=args.samplers.split(",") if args.samplers else None,
+        nfe=[int(n) for n in args.nfe.split(",")] if args.nfe else None,
+        progress=not args.no_progress,
+    )
     t0 = time.perf_counter()
     try:
         rows = task.run(ctx)
         if not rows:
             raise RuntimeError(f"task {task.name} returned no rows")
     except Exception:
-        atomic_write_json({"error": traceback.format_exc(), "wall_s": time.perf_counter() - t0},
-                          task_dir / "result.json")
+        atomic_write_json(
+            {"error": traceback.format_exc(), "wall_s": time.perf_counter() - t0}, task_dir / "result.json"
+        )
         return 1
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: kB → MB
     if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(device) / 2 ** 20
+        peak = torch.cuda.max_memory_allocated(device) / 2**20
     for r in rows:
         r["timing"].setdefault("peak_mem_mb", peak)
         r["timing"].setdefault("torch_threads", torch.get_num_threads())
@@ -117,8 +125,21 @@ def run_child(args) -> int:
 
 # ----------------------------------------------------------------------------- parent side
 def _spawn(entry, suite, args, task_dir: Path) -> dict:
-    cmd = [sys.executable, "-m", "polydiff.bench.runner", "--child", entry.name, "--task-dir", str(task_dir),
-           "--budget", suite.get("budget", suite["name"]), "--device", args.device_resolved, "--seed", str(args.seed)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "polydiff.bench.runner",
+        "--child",
+        entry.name,
+        "--task-dir",
+        str(task_dir),
+        "--budget",
+        suite.get("budget", suite["name"]),
+        "--device",
+        args.device_resolved,
+        "--seed",
+        str(args.seed),
+    ]
     samplers = args.samplers or (",".join(suite["samplers"]) if suite.get("samplers") else None)
     nfe = args.nfe or (",".join(str(n) for n in suite["nfe"]) if suite.get("nfe") else None)
     if samplers:
@@ -136,8 +157,10 @@ def _spawn(entry, suite, args, task_dir: Path) -> dict:
     res_path = task_dir / "result.json"
     if res_path.exists():
         return json.loads(res_path.read_text())
-    return {"error": f"task process exited with code {proc.returncode} and wrote no result",
-            "wall_s": time.perf_counter() - t0}
+    return {
+        "error": f"task process exited with code {proc.returncode} and wrote no result",
+        "wall_s": time.perf_counter() - t0,
+    }
 
 
 def main(args) -> int:
@@ -161,8 +184,13 @@ def main(args) -> int:
     args.threads_per_task = max(1, cores // args.jobs_resolved) if args.jobs_resolved > 1 else None
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
-    results = {"polydiff_version": __version__, "suite": suite["name"], "device": args.device_resolved,
-               "started": started, "tasks": []}
+    results = {
+        "polydiff_version": __version__,
+        "suite": suite["name"],
+        "device": args.device_resolved,
+        "started": started,
+        "tasks": [],
+    }
     images: list[Path] = []
     if suite.get("kind") == "sampler_study":
         from .sampler_study import run_sampler_study
@@ -200,8 +228,9 @@ def main(args) -> int:
                 bar.update()
         else:
             order = sorted(entries, key=lambda e: -float(getattr(e.obj, "expected_s", 0.0) or 0.0))
-            tqdm.write(f"{len(order)} tasks, {args.jobs_resolved} at a time, "
-                       f"{args.threads_per_task} torch thread(s) each")
+            tqdm.write(
+                f"{len(order)} tasks, {args.jobs_resolved} at a time, {args.threads_per_task} torch thread(s) each"
+            )
             started: dict[str, float] = {}
 
             def timed(entry) -> dict:
@@ -212,16 +241,19 @@ def main(args) -> int:
                 futures = {pool.submit(timed, e): e for e in order}
                 pending = set(futures)
                 while pending:
-                    finished, pending = concurrent.futures.wait(pending, timeout=2.0,
-                                                                return_when=concurrent.futures.FIRST_COMPLETED)
+                    finished, pending = concurrent.futures.wait(
+                        pending, timeout=2.0, return_when=concurrent.futures.FIRST_COMPLETED
+                    )
                     for fut in finished:
                         entry = futures[fut]
                         done[entry.name] = fut.result()
                         bar.update()
                         tqdm.write(f"task {entry.name} done ({time.perf_counter() - started[entry.name]:.0f} s)")
                     now = time.perf_counter()
-                    bar.set_postfix_str(", ".join(f"{n} {now - t:.0f} s" for n, t in list(started.items())
-                                                  if n not in done), refresh=True)
+                    bar.set_postfix_str(
+                        ", ".join(f"{n} {now - t:.0f} s" for n, t in list(started.items()) if n not in done),
+                        refresh=True,
+                    )
         bar.close()
         for entry in entries:  # results in registry order, whatever order they finished in
             res = done[entry.name]
@@ -242,22 +274,31 @@ def main(args) -> int:
     validate_results(results)
     directions = report.metric_directions()
     for maker, name in ((plots.quality_vs_nfe, "quality_vs_nfe.png"), (plots.loss_curves, "training_loss.png")):
-        p = maker(results["tasks"], out / name, directions) if maker is plots.quality_vs_nfe else maker(
-            results["tasks"], out / name)
+        p = (
+            maker(results["tasks"], out / name, directions)
+            if maker is plots.quality_vs_nfe
+            else maker(results["tasks"], out / name)
+        )
         if p:
             images.insert(0, p)
     atomic_write_json(results, out / "results.json")
-    (out / "report.md").write_text(report.render(results, directions, out.resolve(),
-                                                 [Path(p).resolve() for p in images]))
+    (out / "report.md").write_text(
+        report.render(results, directions, out.resolve(), [Path(p).resolve() for p in images])
+    )
     n_fail = sum(1 for r in results["tasks"] if "error" in r)
     judged, behind = report.untrained_verdicts(results["tasks"], directions)
-    print(f"report: {out / 'report.md'}\nresults: {out / 'results.json'}\n"
-          f"{len(results['tasks']) - n_fail} rows, {n_fail} failed tasks, {results['wall_s']:.0f} s\n"
-          f"{judged - len(behind)}/{judged} metrics beat their untrained reference"
-          + (f"; not: {', '.join(behind)}" if behind else ""))
+    print(
+        f"report: {out / 'report.md'}\nresults: {out / 'results.json'}\n"
+        f"{len(results['tasks']) - n_fail} rows, {n_fail} failed tasks, {results['wall_s']:.0f} s\n"
+        f"{judged - len(behind)}/{judged} metrics beat their untrained reference"
+        + (f"; not: {', '.join(behind)}" if behind else "")
+    )
     if results["wall_s"] > results.get("time_limit_s", float("inf")):
-        print(f"warning: the suite took {results['wall_s']:.0f} s, over its time limit of "
-              f"{results['time_limit_s']:.0f} s", file=sys.stderr)
+        print(
+            f"warning: the suite took {results['wall_s']:.0f} s, over its time limit of "
+            f"{results['time_limit_s']:.0f} s",
+            file=sys.stderr,
+        )
     return 1 if n_fail else 0
 
 

@@ -15,6 +15,7 @@ floor (all samplers), plus per-step sampler overhead (sampler maths with a free 
 the same schedule with ``trailing`` spacing (t = 999 first), with the exact ε-model.
 Outputs ``sampler_study.json`` and ``sampler_study.png`` (quality vs NFE).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,7 +48,7 @@ class GaussianMixture:
     def _comp_logp(self, x: torch.Tensor, sigma) -> torch.Tensor:
         """``[n, K]`` log w_k + log N(x; μ_k, (s_k² + σ̃²) I)."""
         sig = torch.as_tensor(sigma, dtype=F64).reshape(-1, 1)
-        var = self.s[None, :] ** 2 + sig ** 2  # [n or 1, K]
+        var = self.s[None, :] ** 2 + sig**2  # [n or 1, K]
         sq = ((x.to(F64)[:, None, :] - self.mu[None]) ** 2).sum(-1)
         return torch.log(self.w)[None] - 0.5 * sq / var - 0.5 * self.d * torch.log(2 * math.pi * var)
 
@@ -60,7 +61,7 @@ class GaussianMixture:
         xf = x.to(F64)
         sig = torch.as_tensor(sigma, dtype=F64).reshape(-1, 1)
         r = torch.softmax(self._comp_logp(xf, sig), dim=1)  # [n, K]
-        shrink = self.s[None] ** 2 / (self.s[None] ** 2 + sig ** 2)  # [n, K]
+        shrink = self.s[None] ** 2 / (self.s[None] ** 2 + sig**2)  # [n, K]
         comp = self.mu[None] + shrink[..., None] * (xf[:, None, :] - self.mu[None])
         return (r[..., None] * comp).sum(1).to(x.dtype)
 
@@ -122,7 +123,6 @@ def mc_floor(gmm: GaussianMixture, n: int, pairs: int = 5, seed: int = 1000) -> 
     return sum(vals) / len(vals)
 
 
-
 # ----------------------------------------------------------------------------------------------
 # the study
 # ----------------------------------------------------------------------------------------------
@@ -162,8 +162,14 @@ def _rmse(a: torch.Tensor, b: torch.Tensor) -> float:
 def _run_diffusers(cls_name: str, extra: dict, eps_model, z: torch.Tensor, steps: int):
     import diffusers
 
-    sched = getattr(diffusers, cls_name)(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02,
-                                         beta_schedule="linear", timestep_spacing="trailing", **extra)
+    sched = getattr(diffusers, cls_name)(
+        num_train_timesteps=1000,
+        beta_start=1e-4,
+        beta_end=0.02,
+        beta_schedule="linear",
+        timestep_spacing="trailing",
+        **extra,
+    )
     sched.set_timesteps(steps)
     x = z.float() * sched.init_noise_sigma
     nfe = 0
@@ -203,8 +209,9 @@ def _overhead_diffusers(cls_name: str, extra: dict, n_points: int, steps: int = 
     const = torch.randn(n_points, 2)
     best = math.inf
     for _ in range(repeats):
-        sched = getattr(diffusers, cls_name)(num_train_timesteps=1000, beta_schedule="linear",
-                                             timestep_spacing="trailing", **extra)
+        sched = getattr(diffusers, cls_name)(
+            num_train_timesteps=1000, beta_schedule="linear", timestep_spacing="trailing", **extra
+        )
         sched.set_timesteps(steps)
         x = torch.randn(n_points, 2)
         t0 = time.perf_counter()
@@ -214,9 +221,19 @@ def _overhead_diffusers(cls_name: str, extra: dict, n_points: int, steps: int = 
     return best
 
 
-def run_sampler_study(out_dir, *, samplers=None, nfe=(5, 10, 20, 50), grids=None, n: int = 10_000,
-                      n_rmse: int = 2000, include_diffusers: bool = True, progress: bool = True,
-                      problems=("mixture2d", "mixture16d"), seed: int = 0) -> dict:
+def run_sampler_study(
+    out_dir,
+    *,
+    samplers=None,
+    nfe=(5, 10, 20, 50),
+    grids=None,
+    n: int = 10_000,
+    n_rmse: int = 2000,
+    include_diffusers: bool = True,
+    progress: bool = True,
+    problems=("mixture2d", "mixture16d"),
+    seed: int = 0,
+) -> dict:
     """Run the study; write ``sampler_study.json`` and ``sampler_study.png`` into ``out_dir``.
 
     ``n`` points for SW2 (≥ 10,000 recommended), the first ``n_rmse`` of them for RMSE to the
@@ -225,7 +242,6 @@ def run_sampler_study(out_dir, *, samplers=None, nfe=(5, 10, 20, 50), grids=None
     from tqdm.auto import tqdm
 
     from .. import discretization as dz
-    from ..parameterization import Denoiser
     from ..rng import GeneratorRNG
     from ..samplers import SAMPLERS
     from ..schedules import DDPMLinear
@@ -283,11 +299,20 @@ def run_sampler_study(out_dir, *, samplers=None, nfe=(5, 10, 20, 50), grids=None
                         count[0] += 1
                         return mix.denoise(xx, s)
 
-                    out = spec.fn(den, x, sig, rng=GeneratorRNG(torch.Generator().manual_seed(23 + seed)),
-                                  **spec.defaults)
-                    row = {"problem": prob, "source": "polydiff", "sampler": name, "grid": grid, "nfe": int(k),
-                           "nfe_actual": count[0], "deterministic": spec.deterministic,
-                           "sw2": sliced_w2(out, fresh), "sw2_over_floor": sliced_w2(out, fresh) / floors[prob]}
+                    out = spec.fn(
+                        den, x, sig, rng=GeneratorRNG(torch.Generator().manual_seed(23 + seed)), **spec.defaults
+                    )
+                    row = {
+                        "problem": prob,
+                        "source": "polydiff",
+                        "sampler": name,
+                        "grid": grid,
+                        "nfe": int(k),
+                        "nfe_actual": count[0],
+                        "deterministic": spec.deterministic,
+                        "sw2": sliced_w2(out, fresh),
+                        "sw2_over_floor": sliced_w2(out, fresh) / floors[prob],
+                    }
                     if spec.deterministic:
                         row["rmse_to_ode"] = _rmse(out[:n_rmse], reference(x, sig))
                         row["rmse_to_own_ode"] = _rmse(out[:n_rmse], reference(x, sig, own=True))
@@ -300,24 +325,54 @@ def run_sampler_study(out_dir, *, samplers=None, nfe=(5, 10, 20, 50), grids=None
                     out, used, sched = _run_diffusers(cls_name, extra, eps_model, z, steps)
                     sig = dz.make_grid("trailing", sch, steps)
                     start = float(sig[0]) if ve_start else math.sqrt(1 + float(sig[0]) ** 2)
-                    rows.append({"problem": prob, "source": "diffusers", "sampler": label, "grid": "trailing",
-                                 "nfe": int(k), "nfe_actual": used, "deterministic": True,
-                                 "rmse_to_ode": _rmse(out[:n_rmse], reference(z * start, sig)),
-                                 "rmse_to_own_ode": _rmse(out[:n_rmse], reference(z * start, sig, own=True)),
-                                 "sw2": sliced_w2(out.double(), fresh),
-                                 "sw2_over_floor": sliced_w2(out.double(), fresh) / floors[prob]})
+                    rows.append(
+                        {
+                            "problem": prob,
+                            "source": "diffusers",
+                            "sampler": label,
+                            "grid": "trailing",
+                            "nfe": int(k),
+                            "nfe_actual": used,
+                            "deterministic": True,
+                            "rmse_to_ode": _rmse(out[:n_rmse], reference(z * start, sig)),
+                            "rmse_to_own_ode": _rmse(out[:n_rmse], reference(z * start, sig, own=True)),
+                            "sw2": sliced_w2(out.double(), fresh),
+                            "sw2_over_floor": sliced_w2(out.double(), fresh) / floors[prob],
+                        }
+                    )
     bar.close()
     overhead = []
     for name in names:
-        overhead.append({"source": "polydiff", "sampler": name, "n_points": 4000,
-                         "ms_per_step": 1e3 * _overhead_ours(SAMPLERS[name], 4000)})
+        overhead.append(
+            {
+                "source": "polydiff",
+                "sampler": name,
+                "n_points": 4000,
+                "ms_per_step": 1e3 * _overhead_ours(SAMPLERS[name], 4000),
+            }
+        )
     if have_diffusers:
         for label, (cls_name, extra, _) in DIFFUSERS_SCHEDULERS.items():
-            overhead.append({"source": "diffusers", "sampler": label, "n_points": 4000,
-                             "ms_per_step": 1e3 * _overhead_diffusers(cls_name, extra, 4000)})
-    study = {"schedule": "ddpm_linear (t = 999 → 0)", "n": n, "n_rmse": n_rmse, "floors": floors,
-             "grids": list(grids), "nfe": list(nfe), "rows": rows, "overhead": overhead,
-             "summary": _summary(rows, overhead), "seconds": time.perf_counter() - t_start}
+            overhead.append(
+                {
+                    "source": "diffusers",
+                    "sampler": label,
+                    "n_points": 4000,
+                    "ms_per_step": 1e3 * _overhead_diffusers(cls_name, extra, 4000),
+                }
+            )
+    study = {
+        "schedule": "ddpm_linear (t = 999 → 0)",
+        "n": n,
+        "n_rmse": n_rmse,
+        "floors": floors,
+        "grids": list(grids),
+        "nfe": list(nfe),
+        "rows": rows,
+        "overhead": overhead,
+        "summary": _summary(rows, overhead),
+        "seconds": time.perf_counter() - t_start,
+    }
     (out_dir / "sampler_study.json").write_text(json.dumps(study, indent=1))
     _plot(study, out_dir / "sampler_study.png")
     return study
@@ -330,8 +385,11 @@ def _summary(rows, overhead) -> dict:
     for prob in sorted({r["problem"] for r in rows}):
         ten = [r for r in rows if r["problem"] == prob and r["nfe"] == 10 and "rmse_to_ode" in r]
         ours = [r for r in ten if r["source"] == "polydiff" and r["nfe_actual"] <= 10]
-        theirs = [r for r in ten if r["source"] == "diffusers" and r["sampler"] in
-                  ("DPM-Solver++2M", "DPM-Solver++3M", "UniPC", "DEIS")]
+        theirs = [
+            r
+            for r in ten
+            if r["source"] == "diffusers" and r["sampler"] in ("DPM-Solver++2M", "DPM-Solver++3M", "UniPC", "DEIS")
+        ]
         entry = {}
         if ours:
             b = min(ours, key=lambda r: r["rmse_to_ode"])
@@ -343,8 +401,14 @@ def _summary(rows, overhead) -> dict:
             entry["rmse_ratio"] = entry["best_ours_10nfe"]["rmse_to_ode"] / entry["best_diffusers_10nfe"]["rmse_to_ode"]
             entry["rmse_target_met"] = entry["rmse_ratio"] <= 0.5
         out[prob] = entry
-    pairs = {"ddim": "DDIM", "euler": "Euler", "heun": "Heun", "dpmpp_2m": "DPM-Solver++2M",
-             "dpmpp_3m": "DPM-Solver++3M", "unipc": "UniPC"}
+    pairs = {
+        "ddim": "DDIM",
+        "euler": "Euler",
+        "heun": "Heun",
+        "dpmpp_2m": "DPM-Solver++2M",
+        "dpmpp_3m": "DPM-Solver++3M",
+        "unipc": "UniPC",
+    }
     ours = {o["sampler"]: o["ms_per_step"] for o in overhead if o["source"] == "polydiff"}
     theirs = {o["sampler"]: o["ms_per_step"] for o in overhead if o["source"] == "diffusers"}
     ratios = {k: ours[k] / theirs[v] for k, v in pairs.items() if k in ours and v in theirs}
@@ -374,9 +438,14 @@ def _plot(study: dict, path: Path) -> None:
         for j, ((src, name), pts) in enumerate(sorted(series.items())):
             xs = sorted(pts)
             ys = [min(pts[k]) for k in xs]  # best grid per NFE
-            ax.plot(xs, ys, ("--" if src == "diffusers" else "-") + ("s" if src == "diffusers" else "o"), ms=3,
-                    color=colors[j % len(colors)],
-                    label=f"{name} ({'diffusers, trailing' if src == 'diffusers' else 'best grid'})")
+            ax.plot(
+                xs,
+                ys,
+                ("--" if src == "diffusers" else "-") + ("s" if src == "diffusers" else "o"),
+                ms=3,
+                color=colors[j % len(colors)],
+                label=f"{name} ({'diffusers, trailing' if src == 'diffusers' else 'best grid'})",
+            )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("NFE (network evaluations actually spent)")
@@ -399,10 +468,15 @@ def main(argv=None) -> int:
     p.add_argument("--no-diffusers", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
-    study = run_sampler_study(a.out, samplers=a.samplers.split(",") if a.samplers else None,
-                              nfe=tuple(int(v) for v in a.nfe.split(",")),
-                              grids=a.grids.split(",") if a.grids else None, n=a.n,
-                              include_diffusers=not a.no_diffusers, progress=not a.no_progress)
+    study = run_sampler_study(
+        a.out,
+        samplers=a.samplers.split(",") if a.samplers else None,
+        nfe=tuple(int(v) for v in a.nfe.split(",")),
+        grids=a.grids.split(",") if a.grids else None,
+        n=a.n,
+        include_diffusers=not a.no_diffusers,
+        progress=not a.no_progress,
+    )
     print(json.dumps(study["summary"], indent=1))
     return 0
 

@@ -2,6 +2,7 @@
 
 Stable fields; tasks may add extra keys (``files``, ``losses``, …) which readers ignore.
 """
+
 from __future__ import annotations
 
 from numbers import Real
@@ -9,8 +10,17 @@ from numbers import Real
 SCHEMA_VERSION = 1
 
 TOP_FIELDS = {"polydiff_version": str, "suite": str, "device": str, "started": str, "tasks": list}
-ROW_FIELDS = {"task": str, "modality": str, "model": str, "sampler": str, "nfe": int, "seed": int,
-              "metrics": dict, "reference": dict, "timing": dict}
+ROW_FIELDS = {
+    "task": str,
+    "modality": str,
+    "model": str,
+    "sampler": str,
+    "nfe": int,
+    "seed": int,
+    "metrics": dict,
+    "reference": dict,
+    "timing": dict,
+}
 FAILED_FIELDS = {"task": str, "modality": str, "error": str}
 
 

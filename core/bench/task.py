@@ -14,9 +14,10 @@ WAV, PNG/GIF) and at least one PNG into ``ctx.out_dir``, and returns rows made b
 ``benchmarks/README.md``). Every row carries reference rows: ``data`` (real-vs-real, the
 floor) and ``untrained`` (untrained model or noise, the ceiling).
 """
+
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -25,12 +26,12 @@ import torch
 
 @dataclass
 class BenchContext:
-    suite: str                      # quick | standard | gpu | samplers | …
+    suite: str  # quick | standard | gpu | samplers | …
     device: torch.device
     seed: int
-    out_dir: Path                   # this task's folder for samples and plots
-    samplers: Sequence[str] | None = None   # user override (--samplers)
-    nfe: Sequence[int] | None = None        # user override (--nfe)
+    out_dir: Path  # this task's folder for samples and plots
+    samplers: Sequence[str] | None = None  # user override (--samplers)
+    nfe: Sequence[int] | None = None  # user override (--nfe)
     progress: bool = True
 
     def budget(self, quick, standard, gpu=None, smoke=None):
@@ -79,14 +80,34 @@ def registered_metric_names(modality: str):
     return canon
 
 
-def make_row(task: BenchmarkTask | str, *, modality: str, model: str, sampler: str, nfe: int, seed: int,
-             metrics: dict, reference: dict, timing: dict, files: Sequence[str | Path] = (), **extra) -> dict:
+def make_row(
+    task: BenchmarkTask | str,
+    *,
+    modality: str,
+    model: str,
+    sampler: str,
+    nfe: int,
+    seed: int,
+    metrics: dict,
+    reference: dict,
+    timing: dict,
+    files: Sequence[str | Path] = (),
+    **extra,
+) -> dict:
     """One ``results.json`` task row (see ``benchmarks/README.md``)."""
     name = task.name if isinstance(task, BenchmarkTask) else task
     canon = registered_metric_names(modality)
-    row = {"task": name, "modality": modality, "model": model, "sampler": sampler, "nfe": int(nfe),
-           "seed": int(seed), "metrics": {canon(k): float(v) for k, v in metrics.items()},
-           "reference": {k: {canon(m): float(x) for m, x in v.items()} for k, v in reference.items()},
-           "timing": {k: float(v) for k, v in timing.items()}, "files": [str(f) for f in files]}
+    row = {
+        "task": name,
+        "modality": modality,
+        "model": model,
+        "sampler": sampler,
+        "nfe": int(nfe),
+        "seed": int(seed),
+        "metrics": {canon(k): float(v) for k, v in metrics.items()},
+        "reference": {k: {canon(m): float(x) for m, x in v.items()} for k, v in reference.items()},
+        "timing": {k: float(v) for k, v in timing.items()},
+        "files": [str(f) for f in files],
+    }
     row.update(extra)
     return row

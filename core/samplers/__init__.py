@@ -20,6 +20,7 @@ the NFE at which the sampler reaches 2× the Monte-Carlo floor (SW2) on the exac
 samplers (``ode_rk45``) spend what their tolerances need; their grid only fixes the end
 points.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -52,30 +53,57 @@ class SamplerSpec:
 
 
 SAMPLERS: dict[str, SamplerSpec] = {
-    "euler": SamplerSpec(sample_euler, True, 1, 1, description="Euler on the PF-ODE (= DDIM η=0)",
-                         documented_nfe=100),
-    "heun": SamplerSpec(sample_heun, True, 2, 2, description="EDM Heun 2nd order, optional churn",
-                        documented_nfe=59),
-    "ddim": SamplerSpec(sample_ddim, True, 1, 1, {"eta": 0.0}, "DDIM with η (η=0 deterministic)",
-                        documented_nfe=100),
-    "ddpm": SamplerSpec(sample_ddpm, False, 1, 1, description="DDPM ancestral (posterior) sampling",
-                        documented_nfe=200),
-    "euler_ancestral": SamplerSpec(sample_euler_ancestral, False, 1, 1, {"eta": 1.0}, "Euler ancestral",
-                                   documented_nfe=200),
-    "dpmpp_2m": SamplerSpec(sample_dpmpp_2m, True, 2, 1, description="DPM-Solver++(2M), Lu et al. 2022",
-                            documented_nfe=30),
-    "dpmpp_3m": SamplerSpec(sample_dpmpp_3m, True, 3, 1, description="DPM-Solver++(3M), Lu et al. 2022 (exact D'' term; d2_weight=0.5 = diffusers)",
-                            documented_nfe=20),
-    "dpmpp_2m_sde": SamplerSpec(sample_dpmpp_2m_sde, False, 2, 1, {"eta": 1.0},
-                                "DPM-Solver++(2M) SDE, Lu et al. 2022", documented_nfe=100),
-    "unipc": SamplerSpec(sample_unipc, True, 2, 1, {"order": 2}, "UniPC-bh2, Zhao et al. 2023",
-                         documented_nfe=20),
-    "euler_maruyama": SamplerSpec(sample_euler_maruyama, False, 1, 1, description=
-                                  "Euler–Maruyama on the reverse SDE, Song et al. 2021", documented_nfe=200),
-    "pc_langevin": SamplerSpec(sample_pc_langevin, False, 1, 2, {"snr": 0.16, "n_steps": 1},
-                               "Predictor–corrector with Langevin corrector, Song et al. 2021", documented_nfe=399),
-    "ode_rk45": SamplerSpec(sample_ode_rk45, True, 5, 1, {"rtol": 1e-5, "atol": 1e-5},
-                            "Adaptive PF-ODE, Dormand–Prince RK45 (torchdiffeq)", documented_nfe=2, adaptive=True),
+    "euler": SamplerSpec(sample_euler, True, 1, 1, description="Euler on the PF-ODE (= DDIM η=0)", documented_nfe=100),
+    "heun": SamplerSpec(sample_heun, True, 2, 2, description="EDM Heun 2nd order, optional churn", documented_nfe=59),
+    "ddim": SamplerSpec(sample_ddim, True, 1, 1, {"eta": 0.0}, "DDIM with η (η=0 deterministic)", documented_nfe=100),
+    "ddpm": SamplerSpec(
+        sample_ddpm, False, 1, 1, description="DDPM ancestral (posterior) sampling", documented_nfe=200
+    ),
+    "euler_ancestral": SamplerSpec(
+        sample_euler_ancestral, False, 1, 1, {"eta": 1.0}, "Euler ancestral", documented_nfe=200
+    ),
+    "dpmpp_2m": SamplerSpec(
+        sample_dpmpp_2m, True, 2, 1, description="DPM-Solver++(2M), Lu et al. 2022", documented_nfe=30
+    ),
+    "dpmpp_3m": SamplerSpec(
+        sample_dpmpp_3m,
+        True,
+        3,
+        1,
+        description="DPM-Solver++(3M), Lu et al. 2022 (exact D'' term; d2_weight=0.5 = diffusers)",
+        documented_nfe=20,
+    ),
+    "dpmpp_2m_sde": SamplerSpec(
+        sample_dpmpp_2m_sde, False, 2, 1, {"eta": 1.0}, "DPM-Solver++(2M) SDE, Lu et al. 2022", documented_nfe=100
+    ),
+    "unipc": SamplerSpec(sample_unipc, True, 2, 1, {"order": 2}, "UniPC-bh2, Zhao et al. 2023", documented_nfe=20),
+    "euler_maruyama": SamplerSpec(
+        sample_euler_maruyama,
+        False,
+        1,
+        1,
+        description="Euler–Maruyama on the reverse SDE, Song et al. 2021",
+        documented_nfe=200,
+    ),
+    "pc_langevin": SamplerSpec(
+        sample_pc_langevin,
+        False,
+        1,
+        2,
+        {"snr": 0.16, "n_steps": 1},
+        "Predictor–corrector with Langevin corrector, Song et al. 2021",
+        documented_nfe=399,
+    ),
+    "ode_rk45": SamplerSpec(
+        sample_ode_rk45,
+        True,
+        5,
+        1,
+        {"rtol": 1e-5, "atol": 1e-5},
+        "Adaptive PF-ODE, Dormand–Prince RK45 (torchdiffeq)",
+        documented_nfe=2,
+        adaptive=True,
+    ),
 }
 
 

@@ -2,6 +2,7 @@
 Dormand–Prince 5(4) ("dopri5") with error control, in u = ln σ̃ where the PF-ODE reads
 dx̃/du = x̃ − D(x̃, e^u) — smooth and well-scaled over many decades of σ̃.
 """
+
 from __future__ import annotations
 
 import math
@@ -11,9 +12,20 @@ import torch
 from .common import denoise, grid_floats, space_or_default, working_state
 
 
-def sample_ode_rk45(denoiser, x, sigmas, *, space=None, rng=None, callback=None, rtol: float = 1e-5,
-                    atol: float = 1e-5, method: str = "dopri5", stats: dict | None = None,
-                    per_sample: bool = False):
+def sample_ode_rk45(
+    denoiser,
+    x,
+    sigmas,
+    *,
+    space=None,
+    rng=None,
+    callback=None,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    method: str = "dopri5",
+    stats: dict | None = None,
+    per_sample: bool = False,
+):
     """Integrate the PF-ODE from σ̃ = sigmas[0] to the last σ̃ > 0 of the grid adaptively,
     then return D there (the grid's interior points are not used).
 
@@ -30,8 +42,19 @@ def sample_ode_rk45(denoiser, x, sigmas, *, space=None, rng=None, callback=None,
         for i in range(x.shape[0]):
             st: dict = {}
             cb = None if callback is None else (lambda j, s, xx, x0, i=i: callback(j, s, xx, x0))
-            parts.append(sample_ode_rk45(denoiser, x[i:i + 1], sigmas, space=_SliceSpace(space, i), callback=cb,
-                                         rtol=rtol, atol=atol, method=method, stats=st))
+            parts.append(
+                sample_ode_rk45(
+                    denoiser,
+                    x[i : i + 1],
+                    sigmas,
+                    space=_SliceSpace(space, i),
+                    callback=cb,
+                    rtol=rtol,
+                    atol=atol,
+                    method=method,
+                    stats=st,
+                )
+            )
             total += st["nfe"]
         if stats is not None:
             stats["nfe"] = total
@@ -69,7 +92,7 @@ class _SliceSpace:
         if sp is None or not hasattr(sp, "mask"):
             return sp
         sub = copy.copy(sp)
-        sub.mask = sp.mask[self.i:self.i + 1]
+        sub.mask = sp.mask[self.i : self.i + 1]
         return sub
 
     def project(self, x):

@@ -7,6 +7,7 @@ q(x_{t−1} | x_t, x̂₀) (Ho et al. 2020), so ``ddpm`` = ``ddim(η=1)``. k-dif
 ancestral (an Euler step to σ_down, then noise σ_up) is algebraically the same update,
 so ``euler_ancestral`` shares it (default η = 1).
 """
+
 from __future__ import annotations
 
 import math
@@ -22,8 +23,7 @@ def ancestral_step(s: float, s_next: float, eta: float) -> tuple[float, float]:
     return math.sqrt(max(s_next * s_next - up * up, 0.0)), up
 
 
-def sample_ddim(denoiser, x, sigmas, *, space=None, rng=None, callback=None, eta: float = 0.0,
-                s_noise: float = 1.0):
+def sample_ddim(denoiser, x, sigmas, *, space=None, rng=None, callback=None, eta: float = 0.0, s_noise: float = 1.0):
     """DDIM (Song et al. 2021a) with stochasticity η ∈ [0, 1]; needs ``rng`` when η > 0.
 
     x: ``[B, ...]`` at σ̃ = sigmas[0]; the last step returns x̂₀ with no residual noise.
@@ -52,7 +52,8 @@ def sample_ddpm(denoiser, x, sigmas, *, space=None, rng=None, callback=None):
     return sample_ddim(denoiser, x, sigmas, space=space, rng=rng, callback=callback, eta=1.0)
 
 
-def sample_euler_ancestral(denoiser, x, sigmas, *, space=None, rng=None, callback=None, eta: float = 1.0,
-                           s_noise: float = 1.0):
+def sample_euler_ancestral(
+    denoiser, x, sigmas, *, space=None, rng=None, callback=None, eta: float = 1.0, s_noise: float = 1.0
+):
     """Euler step to σ_down, then fresh noise of σ_up (k-diffusion's Euler ancestral)."""
     return sample_ddim(denoiser, x, sigmas, space=space, rng=rng, callback=callback, eta=eta, s_noise=s_noise)

@@ -5,6 +5,7 @@ numbers; the state is updated in the dtype it arrives in, except half precision
 (float16/bfloat16), which is promoted to float32 so that a bf16/fp16 network does not
 round the ODE state at every step. The result is returned in that working dtype.
 """
+
 from __future__ import annotations
 
 import torch

@@ -1,5 +1,6 @@
 """Single-step ODE samplers on the PF-ODE dx̃/dσ̃ = (x̃ − D(x̃, σ̃))/σ̃ (Karras et al. 2022,
 eq. 4 with σ(t) = t, s(t) = 1): Euler and EDM's Heun with optional churn."""
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,19 @@ def sample_euler(denoiser, x, sigmas, *, space=None, rng=None, callback=None):
     return x
 
 
-def sample_heun(denoiser, x, sigmas, *, space=None, rng=None, callback=None,
-                s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = float("inf"), s_noise: float = 1.0):
+def sample_heun(
+    denoiser,
+    x,
+    sigmas,
+    *,
+    space=None,
+    rng=None,
+    callback=None,
+    s_churn: float = 0.0,
+    s_tmin: float = 0.0,
+    s_tmax: float = float("inf"),
+    s_noise: float = 1.0,
+):
     """EDM Algorithm 2 (Karras et al. 2022): Heun's 2nd-order method with churn.
 
     With ``s_churn > 0`` noise raises σ̃_i to σ̂ = σ̃_i(1 + γ), γ = min(S_churn/N, √2 − 1)
@@ -37,7 +49,7 @@ def sample_heun(denoiser, x, sigmas, *, space=None, rng=None, callback=None,
         s_hat = s[i] * (1 + gamma)
         if gamma > 0:
             noise = space.randn_like(x, need_rng(rng, "heun (s_churn > 0)"))
-            x = x + noise * (s_noise * math.sqrt(s_hat ** 2 - s[i] ** 2))
+            x = x + noise * (s_noise * math.sqrt(s_hat**2 - s[i] ** 2))
         x0 = denoise(denoiser, x, s_hat, i, callback)
         if s[i + 1] == 0:
             x = x0

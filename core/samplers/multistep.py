@@ -6,6 +6,7 @@ In the σ̃ view the exact solution of the PF-ODE from σ̃ to σ̃' = σ̃e^{�
 x' = (σ̃'/σ̃)·x + ∫₀^h e^{−(h−τ)} D(λ+τ) dτ; the solvers expand D in τ using the current
 and previous denoiser outputs. Steps into σ̃ = 0 (h = ∞) return D, with no residual noise.
 """
+
 from __future__ import annotations
 
 import math
@@ -84,8 +85,9 @@ def sample_dpmpp_3m(denoiser, x, sigmas, *, space=None, rng=None, callback=None,
     return x
 
 
-def sample_dpmpp_2m_sde(denoiser, x, sigmas, *, space=None, rng=None, callback=None, eta: float = 1.0,
-                        s_noise: float = 1.0):
+def sample_dpmpp_2m_sde(
+    denoiser, x, sigmas, *, space=None, rng=None, callback=None, eta: float = 1.0, s_noise: float = 1.0
+):
     """DPM-Solver++(2M) SDE (Lu et al. 2022, eq. for the data-prediction SDE solver), midpoint.
 
     x' = (σ̃'/σ̃)e^{−ηh}x + (1 − e^{−(1+η)h})·D̃ + σ̃'·√(1 − e^{−2ηh})·z, with the 2nd-order
@@ -143,8 +145,18 @@ def _unipc_coefficients(h: float, rks: list[float], order: int, corrector: bool)
     return torch.linalg.solve(R, torch.tensor(b[:-1], dtype=torch.float64)).tolist()
 
 
-def sample_unipc(denoiser, x, sigmas, *, space=None, rng=None, callback=None, order: int = 2,
-                 lower_order_final: bool = True, use_corrector: bool = True):
+def sample_unipc(
+    denoiser,
+    x,
+    sigmas,
+    *,
+    space=None,
+    rng=None,
+    callback=None,
+    order: int = 2,
+    lower_order_final: bool = True,
+    use_corrector: bool = True,
+):
     """UniPC-p with B(h) = e^h − 1 (Zhao et al. 2023), data prediction, in the σ̃ view.
 
     Each step: evaluate D at the predicted state, correct that state with UniC (which
@@ -159,7 +171,7 @@ def sample_unipc(denoiser, x, sigmas, *, space=None, rng=None, callback=None, or
     x = working_state(x)
     n = len(s) - 1
     lam = [(-math.log(v) if v > 0 else math.inf) for v in s]
-    outs: list = []          # D_i, D_{i−1}, … (newest first)
+    outs: list = []  # D_i, D_{i−1}, … (newest first)
     last_x = None
     last_order = 0
     for i in range(n):

@@ -10,6 +10,7 @@ it hands ``(x, σ̃)`` to the caller and waits for x̂₀. The sampler's maths i
         loop.send(my_denoiser(x_in, sigma))
     result = loop.result
 """
+
 from __future__ import annotations
 
 import queue

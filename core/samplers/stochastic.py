@@ -8,6 +8,7 @@ sub-VP, VE) Euler–Maruyama steps that SDE's own drift f(t)x and diffusion g(t)
 time t; the result is returned in the σ̃ view like every sampler. The final step to σ̃ = 0
 returns D (Tweedie's denoised mean): no residual noise.
 """
+
 from __future__ import annotations
 
 import math
@@ -44,7 +45,7 @@ def sample_euler_maruyama(denoiser, x, sigmas, *, space=None, rng=None, callback
         x0 = denoise(denoiser, xt / a, s[i], i, callback)
         if s[i + 1] == 0:
             return x0
-        score = (x0 * a - xt) / sg ** 2
+        score = (x0 * a - xt) / sg**2
         f, g2 = float(sde.f(t[i])), float(sde.g2(t[i]))
         dt = t[i] - t[i + 1]
         xt = space.project(xt - (xt * f - score * g2) * dt + space.randn_like(xt, rng) * math.sqrt(g2 * dt))
@@ -55,8 +56,19 @@ def _per_sample_norm(v: torch.Tensor) -> torch.Tensor:
     return v.flatten(1).norm(dim=1).reshape((-1,) + (1,) * (v.ndim - 1))
 
 
-def langevin_correct(denoiser, x, sigma: float, rng, space, *, snr: float, n_steps: int, callback=None, i: int = 0,
-                     step_rule: str = "sigma"):
+def langevin_correct(
+    denoiser,
+    x,
+    sigma: float,
+    rng,
+    space,
+    *,
+    snr: float,
+    n_steps: int,
+    callback=None,
+    i: int = 0,
+    step_rule: str = "sigma",
+):
     """``n_steps`` of Langevin MCMC at fixed σ̃ (Song et al. 2021, Alg. 5, α_i = 1):
     x ← x + ε∇ln p_σ̃ + √(2ε)·z.
 
@@ -69,7 +81,7 @@ def langevin_correct(denoiser, x, sigma: float, rng, space, *, snr: float, n_ste
     """
     for _ in range(n_steps):
         x0 = denoise(denoiser, x, sigma, i, callback)
-        grad = (x0 - x) / sigma ** 2
+        grad = (x0 - x) / sigma**2
         z = space.randn_like(x, rng)
         if step_rule == "norm":
             eps = 2 * (snr * _per_sample_norm(z) / _per_sample_norm(grad).clamp(min=1e-30)) ** 2
@@ -82,8 +94,19 @@ def langevin_correct(denoiser, x, sigma: float, rng, space, *, snr: float, n_ste
     return x
 
 
-def sample_pc_langevin(denoiser, x, sigmas, *, space=None, rng=None, callback=None, snr: float = 0.16,
-                       n_steps: int = 1, sde=None, step_rule: str = "sigma"):
+def sample_pc_langevin(
+    denoiser,
+    x,
+    sigmas,
+    *,
+    space=None,
+    rng=None,
+    callback=None,
+    snr: float = 0.16,
+    n_steps: int = 1,
+    sde=None,
+    step_rule: str = "sigma",
+):
     """Predictor–corrector (Song et al. 2021, Alg. 1): at each σ̃_i > 0, ``n_steps`` Langevin
     corrector steps at σ̃_i (signal-to-noise ratio ``snr``), then one Euler–Maruyama
     (reverse-diffusion) predictor step to σ̃_{i+1}; the last step returns D.
@@ -95,6 +118,13 @@ def sample_pc_langevin(denoiser, x, sigmas, *, space=None, rng=None, callback=No
     for i in range(len(s) - 1):
         if s[i + 1] > 0 and n_steps > 0:
             x = langevin_correct(denoiser, x, s[i], rng, space, snr=snr, n_steps=n_steps, i=i, step_rule=step_rule)
-        x = sample_euler_maruyama(denoiser, x, s[i:i + 2], space=space, rng=rng,
-                                  callback=(None if callback is None else (lambda _j, *a: callback(i, *a))), sde=sde)
+        x = sample_euler_maruyama(
+            denoiser,
+            x,
+            s[i : i + 2],
+            space=space,
+            rng=rng,
+            callback=(None if callback is None else (lambda _j, *a, i=i: callback(i, *a))),
+            sde=sde,
+        )
     return x

@@ -17,6 +17,7 @@ checkpoint or none. Only the newest ``keep`` are kept. On resume the newest one 
 config and file hashes verify is used; a refused one is named with the reason
 (:class:`CheckpointFallbackWarning`) and the one before it is tried.
 """
+
 from __future__ import annotations
 
 import math
@@ -90,8 +91,11 @@ def unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
         state.setdefault(int(pid), {})[name] = v
     groups = []
     for g in meta["param_groups"]:
-        if not isinstance(g, dict) or not isinstance(g.get("params"), list) \
-                or not all(isinstance(i, int) and not isinstance(i, bool) for i in g["params"]):
+        if (
+            not isinstance(g, dict)
+            or not isinstance(g.get("params"), list)
+            or not all(isinstance(i, int) and not isinstance(i, bool) for i in g["params"])
+        ):
             raise ValueError("optimizer param_groups must be objects with integer 'params'")
         g = dict(g)
         if isinstance(g.get("betas"), list):
@@ -101,8 +105,9 @@ def unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
 
 
 # -- writing ----------------------------------------------------------------------------------
-def save_training_checkpoint(root: Path, *, step: int, model, optimizer, training_state: dict, ctx,
-                             keep: int = 3) -> Path | None:
+def save_training_checkpoint(
+    root: Path, *, step: int, model, optimizer, training_state: dict, ctx, keep: int = 3
+) -> Path | None:
     """Collective: every rank calls it; rank 0 writes ``root/step_<step>``. Returns its path
     on rank 0 (``None`` elsewhere)."""
     rngs = ctx.all_gather_objects(rng_state.capture())
@@ -112,11 +117,17 @@ def save_training_checkpoint(root: Path, *, step: int, model, optimizer, trainin
         root.mkdir(parents=True, exist_ok=True)
         opt_tensors, opt_meta = flatten_optimizer(optimizer)
         config = model.config()
-        config["training_state"] = {**training_state, "step": int(step), "optimizer": opt_meta,
-                                    "world_size": ctx.world_size}
-        files = {"model.safetensors": model.state_tensors(),
-                 "optimizer.safetensors": opt_tensors,
-                 "rng.safetensors": {f"rank{r}.{k}": v for r, st in enumerate(rngs) for k, v in st.items()}}
+        config["training_state"] = {
+            **training_state,
+            "step": int(step),
+            "optimizer": opt_meta,
+            "world_size": ctx.world_size,
+        }
+        files = {
+            "model.safetensors": model.state_tensors(),
+            "optimizer.safetensors": opt_tensors,
+            "rng.safetensors": {f"rank{r}.{k}": v for r, st in enumerate(rngs) for k, v in st.items()},
+        }
         if model.ema is not None:
             files["ema.safetensors"] = model.state_tensors(ema=True)
         name = step_dir_name(step)
@@ -177,16 +188,25 @@ def read_training_checkpoint(path: Path) -> TrainingCheckpoint:
     files = cfg.get("files", {})
     st = cfg.get("training_state")
     _require(isinstance(st, dict), path, "is missing (not a training checkpoint)")
-    _require(_is_int(st.get("step")) and 0 <= st["step"] < 2 ** 40, path, "has no valid 'step'")
+    _require(_is_int(st.get("step")) and 0 <= st["step"] < 2**40, path, "has no valid 'step'")
     order = st.get("data_order")
-    _require(isinstance(order, dict) and all(_is_int(order.get(k)) and 0 <= order[k] < 2 ** 40
-                                             for k in ("epoch", "pos", "seed", "n_items"))
-             and order["pos"] <= order["n_items"], path, "has no valid 'data_order'")
+    _require(
+        isinstance(order, dict)
+        and all(_is_int(order.get(k)) and 0 <= order[k] < 2**40 for k in ("epoch", "pos", "seed", "n_items"))
+        and order["pos"] <= order["n_items"],
+        path,
+        "has no valid 'data_order'",
+    )
     opt = st.get("optimizer")
-    _require(isinstance(opt, dict) and isinstance(opt.get("param_groups"), list)
-             and isinstance(opt.get("scalars", {}), dict), path, "has no valid 'optimizer'")
+    _require(
+        isinstance(opt, dict)
+        and isinstance(opt.get("param_groups"), list)
+        and isinstance(opt.get("scalars", {}), dict),
+        path,
+        "has no valid 'optimizer'",
+    )
     for k in ("skipped_nonfinite", "ema_updates", "world_size"):
-        _require(_is_int(st.get(k, 0)) and 0 <= st.get(k, 0) < 2 ** 40, path, f"field {k!r} is not a count")
+        _require(_is_int(st.get(k, 0)) and 0 <= st.get(k, 0) < 2**40, path, f"field {k!r} is not a count")
     for name in ("model.safetensors", "optimizer.safetensors", "rng.safetensors"):
         if name not in files:
             raise CheckpointError(f"{path / ckpt.CONFIG_NAME}: lists no {name}")
@@ -199,14 +219,23 @@ def read_training_checkpoint(path: Path) -> TrainingCheckpoint:
             raise CheckpointError(f"{path / 'rng.safetensors'}: unexpected entry {key!r}")
         ranks.add(int(m.group(1)))
     if ranks != set(range(world)):
-        raise CheckpointError(f"{path / 'rng.safetensors'}: RNG states for ranks {sorted(ranks)}, "
-                              f"expected 0..{world - 1}")
+        raise CheckpointError(
+            f"{path / 'rng.safetensors'}: RNG states for ranks {sorted(ranks)}, expected 0..{world - 1}"
+        )
     try:
         opt_sd = unflatten_optimizer(tensors["optimizer.safetensors"], opt)
     except (ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{path}: optimizer state is malformed ({e})") from None
-    return TrainingCheckpoint(path, st["step"], cfg, st, tensors["model.safetensors"],
-                              tensors.get("ema.safetensors"), opt_sd, tensors["rng.safetensors"])
+    return TrainingCheckpoint(
+        path,
+        st["step"],
+        cfg,
+        st,
+        tensors["model.safetensors"],
+        tensors.get("ema.safetensors"),
+        opt_sd,
+        tensors["rng.safetensors"],
+    )
 
 
 def find_resumable(root: Path, log=None) -> TrainingCheckpoint | None:
@@ -232,7 +261,7 @@ def find_resumable(root: Path, log=None) -> TrainingCheckpoint | None:
 
 
 def _load_module(module: torch.nn.Module, tensors: dict, prefix: str, path: Path) -> None:
-    sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    sd = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
     try:
         module.load_state_dict(sd, strict=True)
     except RuntimeError as e:
@@ -245,8 +274,11 @@ def _same_kind(live, saved) -> bool:
     if isinstance(live, (int, float)):
         return isinstance(saved, (int, float)) and not isinstance(saved, bool) and math.isfinite(saved)
     if isinstance(live, (tuple, list)):
-        return isinstance(saved, (tuple, list)) and len(saved) == len(live) and all(
-            _same_kind(a, b) for a, b in zip(live, saved))
+        return (
+            isinstance(saved, (tuple, list))
+            and len(saved) == len(live)
+            and all(_same_kind(a, b) for a, b in zip(live, saved))
+        )
     return type(saved) is type(live)
 
 
@@ -256,8 +288,10 @@ def _check_param_groups(live: list, saved: list, path: Path) -> None:
         raise CheckpointError(f"{path}: optimizer has {len(saved)} parameter groups, the model {len(live)}")
     for gl, gs in zip(live, saved):
         if gs.get("params") != gl["params"]:
-            raise CheckpointError(f"{path}: optimizer parameter indices {str(gs.get('params'))[:60]} do not "
-                                  f"match the model's {len(gl['params'])} parameters")
+            raise CheckpointError(
+                f"{path}: optimizer parameter indices {str(gs.get('params'))[:60]} do not "
+                f"match the model's {len(gl['params'])} parameters"
+            )
         for k, v in gl.items():
             if k == "params":
                 continue
@@ -273,8 +307,10 @@ def _check_state_shapes(optimizer, state: dict, path: Path) -> None:
             raise CheckpointError(f"{path}: optimizer state for parameter {pid}, the model has {len(params)}")
         for name, v in entries.items():
             if torch.is_tensor(v) and v.numel() != 1 and v.shape != params[pid].shape:
-                raise CheckpointError(f"{path}: optimizer state {pid}.{name} has shape {tuple(v.shape)}, "
-                                      f"the parameter {tuple(params[pid].shape)}")
+                raise CheckpointError(
+                    f"{path}: optimizer state {pid}.{name} has shape {tuple(v.shape)}, "
+                    f"the parameter {tuple(params[pid].shape)}"
+                )
             if torch.is_tensor(v) and not v.is_floating_point():
                 raise CheckpointError(f"{path}: optimizer state {pid}.{name} is not floating point")
 
@@ -298,7 +334,7 @@ def apply_training_checkpoint(ck: TrainingCheckpoint, model, optimizer, rank: in
     except (ValueError, KeyError, TypeError, RuntimeError) as e:
         raise CheckpointError(f"{ck.path}: optimizer state does not match the model ({e})") from None
     prefix = f"rank{rank}."
-    mine = {k[len(prefix):]: v for k, v in ck.rng.items() if k.startswith(prefix)}
+    mine = {k[len(prefix) :]: v for k, v in ck.rng.items() if k.startswith(prefix)}
     if not mine:
         return False
     try:

@@ -10,6 +10,7 @@ processes share the work, which is what makes 2-process training equal 1-process
 
 The state is two integers (epoch, position), saved in training checkpoints.
 """
+
 from __future__ import annotations
 
 import torch
@@ -46,7 +47,7 @@ class GlobalBatchOrder:
                 self.epoch += 1
                 self.pos = 0
                 self._perm = self._perm_for(self.epoch)
-            take = self._perm[self.pos: self.pos + self.batch_size - len(idx)]
+            take = self._perm[self.pos : self.pos + self.batch_size - len(idx)]
             idx += take
             self.pos += len(take)
         return idx
@@ -69,8 +70,9 @@ def micro_batch_positions(batch_size: int, world_size: int, accum: int, rank: in
     """
     chunks = world_size * accum
     if batch_size % chunks:
-        raise ValueError(f"batch_size {batch_size} is not divisible by world_size × grad_accum = "
-                         f"{world_size} × {accum}")
+        raise ValueError(
+            f"batch_size {batch_size} is not divisible by world_size × grad_accum = {world_size} × {accum}"
+        )
     m = batch_size // chunks
     c = micro * world_size + rank
     return range(c * m, (c + 1) * m)

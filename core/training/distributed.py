@@ -8,6 +8,7 @@ default process group with NCCL on CUDA and gloo on CPU. Gradients are averaged 
 collectives the trainer needs besides (a mean of the loss, a broadcast of the checkpoint
 chosen for resuming, a gather of per-rank RNG states).
 """
+
 from __future__ import annotations
 
 import datetime
@@ -99,8 +100,7 @@ def _device_for(device, local_rank: int) -> torch.device:
     return dev
 
 
-def setup(device="auto", mode: str = "auto", backend: str | None = None,
-          timeout_s: float = 1800.0) -> DistContext:
+def setup(device="auto", mode: str = "auto", backend: str | None = None, timeout_s: float = 1800.0) -> DistContext:
     """Join (or create) the default process group if this process was started by torchrun.
 
     Args:
@@ -129,8 +129,7 @@ def setup(device="auto", mode: str = "auto", backend: str | None = None,
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     backend = backend or ("nccl" if dev.type == "cuda" else "gloo")
-    dist.init_process_group(backend=backend, init_method="env://",
-                            timeout=datetime.timedelta(seconds=timeout_s))
+    dist.init_process_group(backend=backend, init_method="env://", timeout=datetime.timedelta(seconds=timeout_s))
     return DistContext(dist.get_rank(), dist.get_world_size(), local, dev, owns_group=True)
 
 

@@ -6,6 +6,7 @@
 do not remember the random initialisation. Buffers are copied, not averaged. The EMA
 network is saved beside the trained one as ``ema.safetensors``.
 """
+
 from __future__ import annotations
 
 import torch

@@ -7,6 +7,7 @@
 - Running out of accelerator memory becomes :class:`TrainingOOMError`, naming the
   micro-batch that failed and how the global batch was split, so the fix is obvious.
 """
+
 from __future__ import annotations
 
 import torch
@@ -43,12 +44,15 @@ class CheckpointFallbackWarning(UserWarning):
 OOM_ERRORS: tuple[type[BaseException], ...] = (getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError),)
 
 
-def oom_error(err: BaseException, *, step: int, micro_batch: int, batch_size: int, world_size: int,
-              accum: int, device) -> TrainingOOMError:
-    msg = (f"out of memory on {device} at step {step} with a micro-batch of {micro_batch} items per "
-           f"process (batch_size {batch_size} = {world_size} process(es) × grad_accum {accum} × "
-           f"{micro_batch}). Lower batch_size or raise grad_accum (same global batch, smaller "
-           f"micro-batch). PyTorch said: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
+def oom_error(
+    err: BaseException, *, step: int, micro_batch: int, batch_size: int, world_size: int, accum: int, device
+) -> TrainingOOMError:
+    msg = (
+        f"out of memory on {device} at step {step} with a micro-batch of {micro_batch} items per "
+        f"process (batch_size {batch_size} = {world_size} process(es) × grad_accum {accum} × "
+        f"{micro_batch}). Lower batch_size or raise grad_accum (same global batch, smaller "
+        f"micro-batch). PyTorch said: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
+    )
     return TrainingOOMError(msg, micro_batch=micro_batch, batch_size=batch_size)
 
 

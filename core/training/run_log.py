@@ -4,6 +4,7 @@ scalars when the ``tensorboard`` package is installed), written by rank 0 only.
 Lines are either metrics ``{"step", "loss", "lr", "grad_norm", "time_s", …}`` or events
 ``{"event": "resumed" | "checkpoint" | "checkpoint_refused" | "nonfinite_loss", …}``.
 """
+
 from __future__ import annotations
 
 import json

@@ -12,6 +12,7 @@ batch at step k draws its σ̃, its CFG-dropout coin and its noise from its own 
 seeded with hash(hash(seed, k), j). So a global batch of B split over W processes × A
 accumulation steps gives the same gradient (up to float summation order) as one process.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,8 +33,7 @@ from ..rng import SampleRNG, sample_seed
 from . import checkpointing, distributed, rng_state
 from .data_order import GlobalBatchOrder, micro_batch_positions
 from .ema import ema_decay_at, ema_update
-from .faults import (OOM_ERRORS, NonFiniteLossError, NonFiniteLossWarning, free_accelerator_memory,
-                     oom_error)
+from .faults import OOM_ERRORS, NonFiniteLossError, NonFiniteLossWarning, free_accelerator_memory, oom_error
 from .run_log import RunLog
 
 AMP_MODES = ("auto", "bf16", "none")
@@ -148,8 +148,18 @@ def _micro_loss(den, model, batch, positions, step_seed: int, sigma_kind: str, c
         keep = torch.cat([(torch.rand(1, generator=g) >= cfg.cond_dropout) for g in rng.generators])
         cond = with_cond_mask(cond, keep.float().to(dev), x0.shape[0])
     space = model.modality.space(cond)
-    return diffusion_loss(den, x0, cond, space, rng, None, sigma_sampling=sigma_kind,
-                          weighting=cfg.weighting, sigmas=sigmas, auxiliary=model.modality.auxiliary_loss)
+    return diffusion_loss(
+        den,
+        x0,
+        cond,
+        space,
+        rng,
+        None,
+        sigma_sampling=sigma_kind,
+        weighting=cfg.weighting,
+        sigmas=sigmas,
+        auxiliary=model.modality.auxiliary_loss,
+    )
 
 
 def train(model, dataset, cfg: TrainConfig | None = None, *, callback=None) -> TrainResult:
@@ -196,21 +206,44 @@ def _train(model, dataset, cfg: TrainConfig, ctx, callback) -> TrainResult:
         den = Denoiser(train_net, model.schedule, model.parameterization, model.sigma_data)
         result.start_step = result.steps = start
         result.skipped_nonfinite = counters["skipped_nonfinite"]
-        _loop(model, dataset, cfg, ctx, net, train_net, den, opt, order, sigma_kind, counters, log, result,
-              root, start, callback)
+        _loop(
+            model,
+            dataset,
+            cfg,
+            ctx,
+            net,
+            train_net,
+            den,
+            opt,
+            order,
+            sigma_kind,
+            counters,
+            log,
+            result,
+            root,
+            start,
+            callback,
+        )
     finally:
         log.close()
-    model.training_info = {"config": asdict(cfg), "steps": result.steps, "seconds": result.seconds,
-                           "final_loss": result.losses[-1][1] if result.losses else None,
-                           "world_size": W}
+    model.training_info = {
+        "config": asdict(cfg),
+        "steps": result.steps,
+        "seconds": result.seconds,
+        "final_loss": result.losses[-1][1] if result.losses else None,
+        "world_size": W,
+    }
     return result
 
 
 def _maybe_resume(cfg, ctx, root, model, opt, order, counters, log, result) -> int:
     if cfg.resume is None:
         if root is not None and ctx.is_main and checkpointing.list_checkpoints(root):
-            warnings.warn(f"{root} holds checkpoints but resume is None: starting from step 0 "
-                          "(set resume='auto' to continue them)", stacklevel=3)
+            warnings.warn(
+                f"{root} holds checkpoints but resume is None: starting from step 0 "
+                "(set resume='auto' to continue them)",
+                stacklevel=3,
+            )
         return 0
     chosen = None
     if ctx.is_main:
@@ -238,11 +271,17 @@ def _maybe_resume(cfg, ctx, root, model, opt, order, counters, log, result) -> i
     counters["skipped_nonfinite"] = chosen.state.get("skipped_nonfinite", 0)
     counters["ema_updates"] = chosen.state.get("ema_updates", 0)
     if not had_rng:
-        warnings.warn(f"{chosen.path} has no RNG state for rank {ctx.rank} (saved by "
-                      f"{chosen.state.get('world_size')} process(es)); this rank keeps fresh seeds", stacklevel=3)
+        warnings.warn(
+            f"{chosen.path} has no RNG state for rank {ctx.rank} (saved by "
+            f"{chosen.state.get('world_size')} process(es)); this rank keeps fresh seeds",
+            stacklevel=3,
+        )
     saved_cfg = chosen.state.get("train_config", {})
-    changed = sorted(k for k in ("batch_size", "grad_accum", "seed", "lr", "lr_schedule", "warmup_steps")
-                     if isinstance(saved_cfg, dict) and k in saved_cfg and saved_cfg[k] != getattr(cfg, k))
+    changed = sorted(
+        k
+        for k in ("batch_size", "grad_accum", "seed", "lr", "lr_schedule", "warmup_steps")
+        if isinstance(saved_cfg, dict) and k in saved_cfg and saved_cfg[k] != getattr(cfg, k)
+    )
     if changed and ctx.is_main:
         warnings.warn(f"resuming {chosen.path} with changed settings {changed}", stacklevel=3)
     result.resumed_from = str(chosen.path)
@@ -268,8 +307,9 @@ def _choose_checkpoint(cfg, root, log):
     return chosen
 
 
-def _loop(model, dataset, cfg, ctx, net, train_net, den, opt, order, sigma_kind, counters, log, result,
-          root, start, callback) -> None:
+def _loop(
+    model, dataset, cfg, ctx, net, train_net, den, opt, order, sigma_kind, counters, log, result, root, start, callback
+) -> None:
     dev, W, A = ctx.device, ctx.world_size, cfg.grad_accum
     bar = None
     if cfg.progress and ctx.is_main:
@@ -311,8 +351,9 @@ def _loop(model, dataset, cfg, ctx, net, train_net, den, opt, order, sigma_kind,
             except OOM_ERRORS as e:
                 opt.zero_grad(set_to_none=True)
                 free_accelerator_memory(dev)
-                raise oom_error(e, step=step, micro_batch=m, batch_size=cfg.batch_size, world_size=W,
-                                accum=A, device=dev) from e
+                raise oom_error(
+                    e, step=step, micro_batch=m, batch_size=cfg.batch_size, world_size=W, accum=A, device=dev
+                ) from e
             g_loss = float(ctx.all_reduce_mean(loss_sum))
             max_norm = cfg.grad_clip if cfg.grad_clip else math.inf
             g_norm = float(torch.nn.utils.clip_grad_norm_(net.parameters(), max_norm))
@@ -322,14 +363,18 @@ def _loop(model, dataset, cfg, ctx, net, train_net, den, opt, order, sigma_kind,
                 opt.zero_grad(set_to_none=True)
                 result.skipped_nonfinite = n_bad
                 if ctx.is_main:
-                    warnings.warn(f"step {step}: non-finite loss {g_loss} / gradient norm {g_norm}; update "
-                                  f"skipped ({n_bad} of at most {cfg.max_nonfinite})", NonFiniteLossWarning,
-                                  stacklevel=3)
+                    warnings.warn(
+                        f"step {step}: non-finite loss {g_loss} / gradient norm {g_norm}; update "
+                        f"skipped ({n_bad} of at most {cfg.max_nonfinite})",
+                        NonFiniteLossWarning,
+                        stacklevel=3,
+                    )
                     log.event("nonfinite_loss", step=step + 1, loss=g_loss, grad_norm=g_norm, count=n_bad)
                 if n_bad >= cfg.max_nonfinite:
                     raise NonFiniteLossError(
                         f"stopping at step {step}: {n_bad} steps had a non-finite loss or gradient "
-                        f"(max_nonfinite={cfg.max_nonfinite}); check the data for NaN/inf and lower lr")
+                        f"(max_nonfinite={cfg.max_nonfinite}); check the data for NaN/inf and lower lr"
+                    )
             else:
                 opt.step()
                 decay = ema_decay_at(counters["ema_updates"], cfg.ema_decay, cfg.ema_warmup)
@@ -342,17 +387,33 @@ def _loop(model, dataset, cfg, ctx, net, train_net, den, opt, order, sigma_kind,
                 running = []
                 result.losses.append((step + 1, mean))
                 el = time.perf_counter() - t0
-                log.metrics(step + 1, loss=mean, lr=lr, grad_norm=g_norm, time_s=el,
-                            skipped_nonfinite=counters["skipped_nonfinite"], world_size=W,
-                            samples_per_s=(step + 1 - start) * cfg.batch_size / el if el > 0 else None)
+                log.metrics(
+                    step + 1,
+                    loss=mean,
+                    lr=lr,
+                    grad_norm=g_norm,
+                    time_s=el,
+                    skipped_nonfinite=counters["skipped_nonfinite"],
+                    world_size=W,
+                    samples_per_s=(step + 1 - start) * cfg.batch_size / el if el > 0 else None,
+                )
                 if bar is not None:
                     bar.set_postfix(loss=f"{mean:.4f}")
-            if root is not None and cfg.checkpoint_every and (
-                    (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
+            if (
+                root is not None
+                and cfg.checkpoint_every
+                and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps)
+            ):
                 state = {"data_order": order.state(), "train_config": asdict(cfg), "lr": lr, **counters}
-                p = checkpointing.save_training_checkpoint(root, step=step + 1, model=model, optimizer=opt,
-                                                           training_state=state, ctx=ctx,
-                                                           keep=cfg.keep_checkpoints)
+                p = checkpointing.save_training_checkpoint(
+                    root,
+                    step=step + 1,
+                    model=model,
+                    optimizer=opt,
+                    training_state=state,
+                    ctx=ctx,
+                    keep=cfg.keep_checkpoints,
+                )
                 if p is not None:
                     result.checkpoints.append(str(p))
                     log.event("checkpoint", step=step + 1, path=str(p))
@@ -363,12 +424,24 @@ def _loop(model, dataset, cfg, ctx, net, train_net, den, opt, order, sigma_kind,
         if result.stopped_by_time and result.steps > start:
             if running:
                 result.losses.append((result.steps, sum(running) / len(running)))
-                log.metrics(result.steps, loss=result.losses[-1][1], lr=lr, time_s=time.perf_counter() - t0,
-                            stopped_by_time=True)
+                log.metrics(
+                    result.steps,
+                    loss=result.losses[-1][1],
+                    lr=lr,
+                    time_s=time.perf_counter() - t0,
+                    stopped_by_time=True,
+                )
             if root is not None and cfg.checkpoint_every and result.steps % cfg.checkpoint_every:
                 state = {"data_order": order.state(), "train_config": asdict(cfg), "lr": lr, **counters}
-                p = checkpointing.save_training_checkpoint(root, step=result.steps, model=model, optimizer=opt,
-                                                           training_state=state, ctx=ctx, keep=cfg.keep_checkpoints)
+                p = checkpointing.save_training_checkpoint(
+                    root,
+                    step=result.steps,
+                    model=model,
+                    optimizer=opt,
+                    training_state=state,
+                    ctx=ctx,
+                    keep=cfg.keep_checkpoints,
+                )
                 if p is not None:
                     result.checkpoints.append(str(p))
                     log.event("checkpoint", step=result.steps, path=str(p))

@@ -21,6 +21,7 @@ Writes into ``--out``: ``checkpoint/`` (``polydiff.load``-able), ``wav/`` (gener
 accuracy ≥ 0.80 with CFG and ``fd_ours`` nearer the real floor than the noise ceiling.
 Run with ``--threads 1`` on a busy machine.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,16 +66,23 @@ def inpainting_check(model, clips, start_s=0.4, end_s=0.6):
     keep_cols = span_mask(model, 1, start_s, end_s)[0, 0, 0]
     frames = torch.zeros(orig.shape[-1], dtype=torch.bool)
     for c in range(keep_cols.shape[0]):
-        near = bool((~keep_cols[max(0, c - 1): c + 2]).any())
+        near = bool((~keep_cols[max(0, c - 1) : c + 2]).any())
         if keep_cols[c] and not near:
-            frames[4 * c: 4 * c + 4] = True
+            frames[4 * c : 4 * c + 4] = True
     frames = frames[: orig.shape[-1]]
     err_inp = float((out.log_mel[..., frames] - orig[..., frames]).abs().mean())
     err_rt = float((rec[..., frames] - orig[..., frames]).abs().mean())
     span = ~frames
-    return out, rec, {"unmasked_logmel_mae_inpainted": err_inp, "unmasked_logmel_mae_vae_round_trip": err_rt,
-                      "masked_logmel_mae_inpainted": float((out.log_mel[..., span] - orig[..., span]).abs().mean()),
-                      "span_s": [start_s, end_s]}
+    return (
+        out,
+        rec,
+        {
+            "unmasked_logmel_mae_inpainted": err_inp,
+            "unmasked_logmel_mae_vae_round_trip": err_rt,
+            "masked_logmel_mae_inpainted": float((out.log_mel[..., span] - orig[..., span]).abs().mean()),
+            "span_s": [start_s, end_s],
+        },
+    )
 
 
 def main(argv=None):
@@ -99,9 +107,20 @@ def main(argv=None):
     print(f"fitted VAE + classifier in {fit_s:.0f} s: {data.report()}")
 
     model = polydiff.create(mod, ch=args.ch)
-    res = train(model, data, TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                                         cond_dropout=args.cond_dropout, ema_decay=0.995, seed=args.seed,
-                                         out_dir=str(out), warmup_steps=50))
+    res = train(
+        model,
+        data,
+        TrainConfig(
+            steps=args.steps,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            cond_dropout=args.cond_dropout,
+            ema_decay=0.995,
+            seed=args.seed,
+            out_dir=str(out),
+            warmup_steps=50,
+        ),
+    )
     model.save(out / "checkpoint")
     plot_curve(res.losses, out / "train_curve.png", title="audio latent diffusion loss")
     print(f"trained {res.steps} steps in {res.seconds:.0f} s ({res.steps_per_s:.2f} steps/s)")
@@ -109,31 +128,49 @@ def main(argv=None):
     names = mod.label_names
     scorer = mod.scorer
     labels = torch.arange(len(names)).repeat_interleave(args.n_per_label)
-    metrics = {"fit_s": fit_s, "train_s": res.seconds, "train_steps_per_s": res.steps_per_s,
-               "train_audio_s_per_s": res.steps_per_s * args.batch_size * mod.frontend.seconds,
-               "final_loss": res.losses[-1][1] if res.losses else None, "args": vars(args)}
+    metrics = {
+        "fit_s": fit_s,
+        "train_s": res.seconds,
+        "train_steps_per_s": res.steps_per_s,
+        "train_audio_s_per_s": res.steps_per_s * args.batch_size * mod.frontend.seconds,
+        "final_loss": res.losses[-1][1] if res.losses else None,
+        "args": vars(args),
+    }
     ts = time.perf_counter()
-    clips = model.sample(len(labels), cond={"label": labels}, guidance=args.guidance, sampler=args.sampler,
-                         nfe=args.nfe, seed=args.seed)
+    clips = model.sample(
+        len(labels), cond={"label": labels}, guidance=args.guidance, sampler=args.sampler, nfe=args.nfe, seed=args.seed
+    )
     sample_s = time.perf_counter() - ts
     metrics["sample_audio_s_per_s"] = clips.seconds / sample_s
     metrics["cfg"] = generation_metrics(clips, data, scorer)
     metrics["no_cfg"] = generation_metrics(
-        model.sample(len(labels), cond={"label": labels}, guidance=1.0, sampler=args.sampler, nfe=args.nfe,
-                     seed=args.seed), data, scorer)
-    held_clips = AudioClips(held.waves, held.sample_rate, labels=held.labels,
-                            names=[names[int(i)] for i in held.labels])
+        model.sample(
+            len(labels), cond={"label": labels}, guidance=1.0, sampler=args.sampler, nfe=args.nfe, seed=args.seed
+        ),
+        data,
+        scorer,
+    )
+    held_clips = AudioClips(
+        held.waves, held.sample_rate, labels=held.labels, names=[names[int(i)] for i in held.labels]
+    )
     metrics["real_floor"] = generation_metrics(held_clips, data, scorer)
     g = torch.Generator().manual_seed(args.seed)
-    noise = AudioClips(0.1 * torch.randn(len(labels), mod.frontend.clip_samples, generator=g), held.sample_rate,
-                       labels=labels, names=[names[int(i)] for i in labels])
+    noise = AudioClips(
+        0.1 * torch.randn(len(labels), mod.frontend.clip_samples, generator=g),
+        held.sample_rate,
+        labels=labels,
+        names=[names[int(i)] for i in labels],
+    )
     metrics["noise_ceiling"] = generation_metrics(noise, data, scorer)
     untrained = polydiff.create(mod, ch=args.ch)
     metrics["untrained_ceiling"] = generation_metrics(
-        untrained.sample(len(labels), cond={"label": labels}, nfe=args.nfe, seed=args.seed), data, scorer)
+        untrained.sample(len(labels), cond={"label": labels}, nfe=args.nfe, seed=args.seed), data, scorer
+    )
     fd, lo, hi = metrics["cfg"]["fd_ours"], metrics["real_floor"]["fd_ours"], metrics["noise_ceiling"]["fd_ours"]
-    metrics["acceptance"] = {"class_accuracy_cfg_ge_0.8": metrics["cfg"]["class_accuracy_ours"] >= 0.8,
-                             "fd_nearer_floor_than_noise": abs(fd - lo) < abs(hi - fd)}
+    metrics["acceptance"] = {
+        "class_accuracy_cfg_ge_0.8": metrics["cfg"]["class_accuracy_ours"] >= 0.8,
+        "fd_nearer_floor_than_noise": abs(fd - lo) < abs(hi - fd),
+    }
 
     sub = held.subset(range(0, len(held), 4))
     metrics["round_trip"] = round_trip_table(mod, sub.waves)
@@ -142,14 +179,41 @@ def main(argv=None):
 
     mod.write(clips, out / "wav")
     mod.write(inp, out / "wav_inpainted")
-    plot_log_mels([("real (held out)", log_mel(held.waves[::4], mod.frontend), held_clips.names[::4]),
-                   ("generated, CFG", clips.log_mel[:: args.n_per_label], clips.names[:: args.n_per_label])],
-                  out / "log_mels.png", max_cols=16)
-    plot_log_mels([("original", log_mel(held_sub.waveform, mod.frontend), None), ("VAE round trip", rec, None),
-                   ("inpainted 0.4-0.6 s", inp.log_mel, None)], out / "inpainting.png")
+    plot_log_mels(
+        [
+            ("real (held out)", log_mel(held.waves[::4], mod.frontend), held_clips.names[::4]),
+            ("generated, CFG", clips.log_mel[:: args.n_per_label], clips.names[:: args.n_per_label]),
+        ],
+        out / "log_mels.png",
+        max_cols=16,
+    )
+    plot_log_mels(
+        [
+            ("original", log_mel(held_sub.waveform, mod.frontend), None),
+            ("VAE round trip", rec, None),
+            ("inpainted 0.4-0.6 s", inp.log_mel, None),
+        ],
+        out / "inpainting.png",
+    )
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    print(json.dumps({k: metrics[k] for k in ("cfg", "no_cfg", "real_floor", "noise_ceiling", "untrained_ceiling",
-                                               "acceptance", "round_trip", "inpainting")}, indent=1))
+    print(
+        json.dumps(
+            {
+                k: metrics[k]
+                for k in (
+                    "cfg",
+                    "no_cfg",
+                    "real_floor",
+                    "noise_ceiling",
+                    "untrained_ceiling",
+                    "acceptance",
+                    "round_trip",
+                    "inpainting",
+                )
+            },
+            indent=1,
+        )
+    )
     print(f"total {time.perf_counter() - t0:.0f} s; outputs in {out}")
 
 

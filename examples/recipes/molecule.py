@@ -19,6 +19,7 @@ GPU recipe (EDM's size and schedule; not run here): ``--hidden 256 --layers 9
 98.7 %, molecule stability 82.0 %, validity 91.9 %, validity×uniqueness 90.7 % (1000
 sampling steps, 10k samples), against the data row 99.0 / 95.2 / 97.7.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,15 +36,21 @@ def main(argv=None) -> dict:
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--aggregation-norm", type=float, default=10.0)
     p.add_argument("--steps", type=int, default=20000, help="at most this many optimiser steps")
-    p.add_argument("--minutes", type=float, default=16.0,
-                   help="training budget: stops after this many minutes; the cosine decay ends with it")
+    p.add_argument(
+        "--minutes",
+        type=float,
+        default=16.0,
+        help="training budget: stops after this many minutes; the cosine decay ends with it",
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1.5e-3)
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--aux-weight", type=float, default=1.0, help="bonded-distance loss weight (0 = off)")
     p.add_argument("--n-train", type=int, default=20000, help="seeded QM9 training subset (0 = all 100k)")
     p.add_argument("--n-samples", type=int, default=200)
-    p.add_argument("--sampler", default="ddpm", help="ancestral sampling, as EDM (better than dpmpp_2m on short-trained models)")
+    p.add_argument(
+        "--sampler", default="ddpm", help="ancestral sampling, as EDM (better than dpmpp_2m on short-trained models)"
+    )
     p.add_argument("--nfe", type=int, default=100)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     p.add_argument("--device", default="cpu")
@@ -64,17 +71,22 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
-    kw = {"hidden": args.hidden, "layers": args.layers, "aggregation_norm": args.aggregation_norm} \
-        if args.network == "egnn" else {}
+    kw = (
+        {"hidden": args.hidden, "layers": args.layers, "aggregation_norm": args.aggregation_norm}
+        if args.network == "egnn"
+        else {}
+    )
     model = polydiff.create("molecule", network=args.network, modality_config={"aux_weight": args.aux_weight}, **kw)
     data = model.modality.load_dataset("qm9", split="train", limit=args.n_train or None, seed=args.seed)
     test = load_qm9("test", limit=2 * args.n_samples, seed=args.seed)
     ref = test.records[: args.n_samples]
-    print(f"QM9 train subset: {len(data)} molecules; network {args.network} "
-          f"({sum(p.numel() for p in model.network.parameters()):,} parameters)")
+    print(
+        f"QM9 train subset: {len(data)} molecules; network {args.network} "
+        f"({sum(p.numel() for p in model.network.parameters()):,} parameters)"
+    )
 
     def evaluate(mols):
-        return evaluate_molecules(mols, reference=test.records[args.n_samples:], novelty_reference=None)
+        return evaluate_molecules(mols, reference=test.records[args.n_samples :], novelty_reference=None)
 
     report = {"args": vars(args), "data": evaluate(ref)}
     model.to(args.device)
@@ -84,9 +96,19 @@ def main(argv=None) -> dict:
     print("data     ", _fmt(report["data"]))
     print("untrained", _fmt(report["untrained"]))
 
-    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, ema_decay=args.ema, warmup_steps=200,
-                      lr_schedule="cosine", max_seconds=60 * args.minutes,
-                      seed=args.seed, device=args.device, out_dir=str(out), log_every=25)
+    cfg = TrainConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        ema_decay=args.ema,
+        warmup_steps=200,
+        lr_schedule="cosine",
+        max_seconds=60 * args.minutes,
+        seed=args.seed,
+        device=args.device,
+        out_dir=str(out),
+        log_every=25,
+    )
     t0 = time.perf_counter()
     res = train(model, data, cfg)
     steps = res.steps
@@ -102,8 +124,13 @@ def main(argv=None) -> dict:
     mols = model.sample(args.n_samples, sampler=args.sampler, nfe=args.nfe, seed=args.seed + 1)
     sample_s = time.perf_counter() - t0
     report["trained"] = evaluate(mols)
-    report["timing"] = {"train_s": train_s, "train_steps": steps, "train_molecules_per_s": steps * args.batch_size / train_s,
-                        "sample_s": sample_s, "samples_per_s": args.n_samples / sample_s}
+    report["timing"] = {
+        "train_s": train_s,
+        "train_steps": steps,
+        "train_molecules_per_s": steps * args.batch_size / train_s,
+        "sample_s": sample_s,
+        "samples_per_s": args.n_samples / sample_s,
+    }
     write_sdf(mols, out / "samples.sdf")
     png_grid(mols, out / "samples.png")
     (out / "metrics.json").write_text(json.dumps(report, indent=2))

@@ -20,6 +20,7 @@ Usage (≤ 20 min on 2 idle cores with the defaults)::
 Acceptance targets (issue 5): Cα–Cα validity ≥ 0.90, clash share ≤ 0.05, Rg ratio in
 0.8–1.3, helix fraction ≥ 0.10.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,12 +46,20 @@ def main(argv=None):
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--checkpoint", default=None, help="evaluate this checkpoint instead of training")
     ap.add_argument("--chiral", action="store_true", help="EGNN with chiral (pseudo-vector) coordinate updates")
-    ap.add_argument("--no-frame-features", dest="frame_features", action="store_false",
-                    help="plain EGNN (without each residue's neighbourhood read in its chain frame)")
+    ap.add_argument(
+        "--no-frame-features",
+        dest="frame_features",
+        action="store_false",
+        help="plain EGNN (without each residue's neighbourhood read in its chain frame)",
+    )
     ap.add_argument("--frame-window", type=int, default=8, help="± sequence window read in the chain frame")
-    ap.add_argument("--s-noise", type=float, default=0.7,
-                    help="ancestral noise scale; < 1 is reduced-noise sampling (FrameDiff, RFdiffusion), which "
-                         "trades diversity for secondary structure and bond precision")
+    ap.add_argument(
+        "--s-noise",
+        type=float,
+        default=0.7,
+        help="ancestral noise scale; < 1 is reduced-noise sampling (FrameDiff, RFdiffusion), which "
+        "trades diversity for secondary structure and bond precision",
+    )
     args = ap.parse_args(argv)
 
     import torch
@@ -67,26 +76,52 @@ def main(argv=None):
 
         model = polydiff.load(args.checkpoint, device=args.device)
         ds = model.modality.load_dataset("protein_domains50", crop=tuple(args.crop), seed=args.seed)
-        info = {"losses": [], "steps": model.training_info.get("steps_done"), "checkpoint": args.checkpoint,
-                "train_s": model.training_info.get("seconds")}
+        info = {
+            "losses": [],
+            "steps": model.training_info.get("steps_done"),
+            "checkpoint": args.checkpoint,
+            "train_s": model.training_info.get("seconds"),
+        }
     else:
-        model, ds, info = bench.train_model(args.network, args.size, steps=args.steps, batch_size=args.batch_size,
-                                            crop=tuple(args.crop), lr=args.lr, seed=args.seed, device=args.device,
-                                            max_seconds=args.minutes * 60,
-                                            net_kwargs={"chiral": args.chiral, "frame_features": args.frame_features,
-                                                        "frame_window": args.frame_window}
-                                            if args.network == "protein_egnn" else None)
-        print(f"trained {info['steps']} steps in {info['train_s']:.0f} s "
-              f"({info['train_residues_per_s']:.0f} residues/s)")
+        model, ds, info = bench.train_model(
+            args.network,
+            args.size,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            crop=tuple(args.crop),
+            lr=args.lr,
+            seed=args.seed,
+            device=args.device,
+            max_seconds=args.minutes * 60,
+            net_kwargs={"chiral": args.chiral, "frame_features": args.frame_features, "frame_window": args.frame_window}
+            if args.network == "protein_egnn"
+            else None,
+        )
+        print(
+            f"trained {info['steps']} steps in {info['train_s']:.0f} s ({info['train_residues_per_s']:.0f} residues/s)"
+        )
         model.save(out / "checkpoint")
-    samples, s_secs, s_rate = bench.sample_backbones(model, args.samples, length_range=tuple(args.crop),
-                                                     sampler=args.sampler, nfe=args.nfe, seed=args.seed,
-                                                     s_noise=args.s_noise)
+    samples, s_secs, s_rate = bench.sample_backbones(
+        model,
+        args.samples,
+        length_range=tuple(args.crop),
+        sampler=args.sampler,
+        nfe=args.nfe,
+        seed=args.seed,
+        s_noise=args.s_noise,
+    )
     print(f"sampled {len(samples)} backbones in {s_secs:.0f} s ({s_rate:.0f} residues/s)")
     write_samples(samples, out / "samples")
     untrained = bench.untrained_like(model, args.network, args.size)
-    base, _, _ = bench.sample_backbones(untrained, min(args.samples, 8), length_range=tuple(args.crop),
-                                        sampler=args.sampler, nfe=args.nfe, seed=args.seed, s_noise=args.s_noise)
+    base, _, _ = bench.sample_backbones(
+        untrained,
+        min(args.samples, 8),
+        length_range=tuple(args.crop),
+        sampler=args.sampler,
+        nfe=args.nfe,
+        seed=args.seed,
+        s_noise=args.s_noise,
+    )
     real = bench.real_reference(ds, args.samples, tuple(args.crop), seed=args.seed)
     # pair-distance statistics against real crops of the sampled lengths
     target = bench.target_crops(ds, tuple(args.crop), seed=args.seed)
@@ -100,8 +135,9 @@ def main(argv=None):
         "total_s": time.perf_counter() - t0,
         "args": vars(args),
     }
-    report["scaffold"] = scaffold_report(model, ds, out / "scaffold", sampler=args.sampler, nfe=args.nfe,
-                                         seed=args.seed, s_noise=args.s_noise)
+    report["scaffold"] = scaffold_report(
+        model, ds, out / "scaffold", sampler=args.sampler, nfe=args.nfe, seed=args.seed, s_noise=args.s_noise
+    )
     (out / "metrics.json").write_text(json.dumps(report, indent=2))
     plots.plot_traces(samples, out / "traces.png")
     plots.plot_contact_maps(samples, out / "contacts.png")
@@ -109,8 +145,12 @@ def main(argv=None):
         plots.plot_losses(info["losses"], out / "training_curve.png")
     m = report["samples"]
     print(json.dumps({k: round(v, 4) for k, v in m.items()}, indent=1))
-    checks = {"ca_ca_validity >= 0.90": m["ca_ca_validity"] >= 0.90, "clash_share <= 0.05": m["clash_share"] <= 0.05,
-              "0.8 <= rg_ratio <= 1.3": 0.8 <= m["rg_ratio"] <= 1.3, "helix_fraction >= 0.10": m["helix_fraction"] >= 0.10}
+    checks = {
+        "ca_ca_validity >= 0.90": m["ca_ca_validity"] >= 0.90,
+        "clash_share <= 0.05": m["clash_share"] <= 0.05,
+        "0.8 <= rg_ratio <= 1.3": 0.8 <= m["rg_ratio"] <= 1.3,
+        "helix_fraction >= 0.10": m["helix_fraction"] >= 0.10,
+    }
     sc = report["scaffold"]
     checks["motif RMSD <= 0.01 A"] = sc["motif_rmsd_max"] <= 0.01
     for k, ok in checks.items():
@@ -136,15 +176,19 @@ def scaffold_report(model, ds, out, *, sampler, nfe, seed, n=4, length=80, start
         ss = psea(bb.ca)
         k = "".join(ss).find("H" * 12)
         if k >= 0:
-            motif, source = bb.ca[k:k + 12], f"{bb.name} residues {k}–{k + 11}"
+            motif, source = bb.ca[k : k + 12], f"{bb.name} residues {k}–{k + 11}"
             break
     pos = list(range(start, start + len(motif)))
     samples = scaffold(model, motif, pos, length=length, n=n, sampler=sampler, nfe=nfe, seed=seed, **sampler_options)
     write_samples(samples, out)
     rmsds = [float(rmsd(s.ca[pos], motif)) for s in samples]
-    return {"motif": source, "motif_positions": [pos[0], pos[-1]], "motif_rmsd_max": max(rmsds),
-            "motif_rmsd_mean": float(np.mean(rmsds)),
-            **bench.evaluate(samples, ds, bench.target_crops(ds, (length, length), seed=seed))}
+    return {
+        "motif": source,
+        "motif_positions": [pos[0], pos[-1]],
+        "motif_rmsd_max": max(rmsds),
+        "motif_rmsd_mean": float(np.mean(rmsds)),
+        **bench.evaluate(samples, ds, bench.target_crops(ds, (length, length), seed=seed)),
+    }
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ idle CPU cores with the defaults (``--minutes`` bounds the training time)::
 Measured (one thread, seed 0, 906 steps in 12 min): frame accuracy 0.988, identity
 consistency 0.957, ``fvd_ours`` 1.14 (real floor 0.73, noise 30.5).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,15 +41,23 @@ def parse_args(argv=None):
     p.add_argument("--source", default="sklearn", choices=["mnist5k", "sklearn"])
     p.add_argument("--n-clips", type=int, default=3000)
     p.add_argument("--steps", type=int, default=20000, help="maximum training steps")
-    p.add_argument("--minutes", type=float, default=12.0,
-                   help="training time budget (min); the cosine learning-rate decay ends with it")
+    p.add_argument(
+        "--minutes",
+        type=float,
+        default=12.0,
+        help="training time budget (min); the cosine learning-rate decay ends with it",
+    )
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--ema", type=float, default=0.995)
     p.add_argument("--channels", default="32,64")
     p.add_argument("--space-to-depth", type=int, default=1, help="fold r×r pixels into channels (CPU speed)")
-    p.add_argument("--context-prob", type=float, default=0.25,
-                   help="share of training clips with a known prefix (0 disables frame conditioning)")
+    p.add_argument(
+        "--context-prob",
+        type=float,
+        default=0.25,
+        help="share of training clips with a known prefix (0 disables frame conditioning)",
+    )
     p.add_argument("--context", type=int, default=4, help="known frames for the prediction test")
     p.add_argument("--guidance", type=float, default=4.0)
     p.add_argument("--sampler", default="dpmpp_2m")
@@ -93,23 +102,49 @@ def main(argv=None) -> dict:
     t_start = time.perf_counter()
     torch.manual_seed(a.seed)
     use_ctx = a.context_prob > 0
-    model = polydiff.create("video", modality_config={"canvas": a.canvas, "frames": a.frames, "source": a.source,
-                                                     "context_frames": use_ctx, "context_prob": a.context_prob},
-                            channels=tuple(int(c) for c in a.channels.split(",")), space_to_depth=a.space_to_depth)
+    model = polydiff.create(
+        "video",
+        modality_config={
+            "canvas": a.canvas,
+            "frames": a.frames,
+            "source": a.source,
+            "context_frames": use_ctx,
+            "context_prob": a.context_prob,
+        },
+        channels=tuple(int(c) for c in a.channels.split(",")),
+        space_to_depth=a.space_to_depth,
+    )
     data = model.modality.load_dataset("moving_digits", n_clips=a.n_clips, source=a.source, seed=a.seed)
-    print(f"data: {len(data)} clips {model.modality.shape()}, network "
-          f"{sum(p.numel() for p in model.network.parameters()) / 1e6:.2f} M parameters")
+    print(
+        f"data: {len(data)} clips {model.modality.shape()}, network "
+        f"{sum(p.numel() for p in model.network.parameters()) / 1e6:.2f} M parameters"
+    )
 
-    cfg = TrainConfig(steps=a.steps, batch_size=a.batch, lr=a.lr, warmup_steps=100, ema_decay=a.ema,
-                      lr_schedule="cosine", max_seconds=60 * a.minutes,
-                      cond_dropout=0.15, seed=a.seed, out_dir=str(out), log_every=50, device="cpu")
+    cfg = TrainConfig(
+        steps=a.steps,
+        batch_size=a.batch,
+        lr=a.lr,
+        warmup_steps=100,
+        ema_decay=a.ema,
+        lr_schedule="cosine",
+        max_seconds=60 * a.minutes,
+        cond_dropout=0.15,
+        seed=a.seed,
+        out_dir=str(out),
+        log_every=50,
+        device="cpu",
+    )
     t0 = time.perf_counter()
     res = train(model, data, cfg)
     losses = res.losses
     train_s = time.perf_counter() - t0
     steps = res.steps
-    model.training_info = {"config": vars(a), "steps": steps, "seconds": train_s,
-                           "final_loss": losses[-1][1] if losses else None}
+    model.training_info = {
+        "config": vars(a),
+        "steps": steps,
+        "seconds": train_s,
+        "final_loss": losses[-1][1] if losses else None,
+    }
     model.save(out / "checkpoint")
     training_curve(losses, out / "training_curve.png")
     print(f"trained {steps} steps in {train_s:.0f} s ({steps / train_s:.2f} steps/s)")
@@ -129,28 +164,50 @@ def main(argv=None) -> dict:
     result = {
         "samples": {m: METRICS[m][0](clips, reference=ref, evaluator=ev) for m in names},
         "real_floor": {m: METRICS[m][0](ref2, reference=ref, evaluator=ev) for m in names},
-        "noise_ceiling": {"fvd_ours": METRICS["fvd_ours"][0](noise, reference=ref, evaluator=ev),
-                          "video_identity_consistency": METRICS["video_identity_consistency"][0](noise, evaluator=ev)},
+        "noise_ceiling": {
+            "fvd_ours": METRICS["fvd_ours"][0](noise, reference=ref, evaluator=ev),
+            "video_identity_consistency": METRICS["video_identity_consistency"][0](noise, evaluator=ev),
+        },
         "classifiers": ev.report,
-        "timing": {"train_s": train_s, "train_steps": steps, "train_steps_per_s": steps / train_s,
-                   "samples_per_s": n / sample_s, "nfe": a.nfe, "sampler": a.sampler},
+        "timing": {
+            "train_s": train_s,
+            "train_steps": steps,
+            "train_steps_per_s": steps / train_s,
+            "samples_per_s": n / sample_s,
+            "nfe": a.nfe,
+            "sampler": a.sampler,
+        },
     }
     if use_ctx:
         k = a.context
         truth = ref.clips.float().div(127.5).sub(1).unsqueeze(1)
-        pred = predict(model, truth, k, label=[int(v) for v in ref.labels], seed=a.seed, sampler=a.sampler,
-                       steps=a.nfe, guidance=a.guidance)
+        pred = predict(
+            model,
+            truth,
+            k,
+            label=[int(v) for v in ref.labels],
+            seed=a.seed,
+            sampler=a.sampler,
+            steps=a.nfe,
+            guidance=a.guidance,
+        )
         model.modality.write(pred, out / "prediction")
-        result["prediction"] = {"context_frames": k, "video_prediction_mse": prediction_mse(pred, reference=truth),
-                                "copy_last_frame_mse": prediction_mse(copy_last_frame(truth, k, a.frames),
-                                                                      reference=truth, context_frames=k),
-                                "frame_accuracy": METRICS["video_frame_accuracy"][0](pred, evaluator=ev)}
+        result["prediction"] = {
+            "context_frames": k,
+            "video_prediction_mse": prediction_mse(pred, reference=truth),
+            "copy_last_frame_mse": prediction_mse(
+                copy_last_frame(truth, k, a.frames), reference=truth, context_frames=k
+            ),
+            "frame_accuracy": METRICS["video_frame_accuracy"][0](pred, evaluator=ev),
+        }
     result["wall_s"] = time.perf_counter() - t_start
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
     acc, cons = result["samples"]["video_frame_accuracy"], result["samples"]["video_identity_consistency"]
-    print(f"frame accuracy {acc:.1%} (target ≥ 70 %), identity consistency {cons:.1%} (target ≥ 80 %): "
-          f"{'PASS' if acc >= 0.7 and cons >= 0.8 else 'below target'}")
+    print(
+        f"frame accuracy {acc:.1%} (target ≥ 70 %), identity consistency {cons:.1%} (target ≥ 80 %): "
+        f"{'PASS' if acc >= 0.7 and cons >= 0.8 else 'below target'}"
+    )
     return result
 
 

@@ -12,6 +12,7 @@ plugin, a U-Net denoiser in its latent, Griffin-Lim decoding behind the
 
 Heavy modules are imported lazily inside the hooks: ``import polydiff`` loads every plugin.
 """
+
 from __future__ import annotations
 
 from polydiff.hookspecs import hookimpl
@@ -116,8 +117,16 @@ def _metric(name):
 
 
 #: metric name → higher_is_better (kept here so registering needs no heavy import)
-_METRIC_DIRECTIONS = {"spectral_convergence": False, "lsd": False, "mcd": False, "class_accuracy": True,
-                      "fd_ours": False, "is_ours": True, "kl_ours": False, "pitch_accuracy": True}
+_METRIC_DIRECTIONS = {
+    "spectral_convergence": False,
+    "lsd": False,
+    "mcd": False,
+    "class_accuracy": True,
+    "fd_ours": False,
+    "is_ours": True,
+    "kl_ours": False,
+    "pitch_accuracy": True,
+}
 #: registry names carry the modality prefix (metric names are global across plugins)
 PREFIX = "audio_"
 
@@ -137,7 +146,12 @@ def polydiff_register_benchmarks(register):
 
         return run_notes(ctx, task)
 
-    task = BenchmarkTask(name="audio/notes", modality="audio", model="audio_unet", run=run,
-                         description="class-conditional notes in a mel-VAE latent, Griffin-Lim decoding",
-                         expected_s=35)
+    task = BenchmarkTask(
+        name="audio/notes",
+        modality="audio",
+        model="audio_unet",
+        run=run,
+        description="class-conditional notes in a mel-VAE latent, Griffin-Lim decoding",
+        expected_s=35,
+    )
     register("audio/notes", task, modality="audio", suites=["quick", "standard", "gpu"])

@@ -7,6 +7,7 @@ Griffin-Lim alone vs identity) and throughput in seconds of audio per second.
 References: ``data`` = real vs real (held-out half), ``untrained`` = an untrained
 denoiser in the same latent.
 """
+
 from __future__ import annotations
 
 import resource
@@ -15,18 +16,42 @@ from pathlib import Path
 
 import torch
 
-from .metrics import (class_accuracy, fd_ours, is_ours, kl_ours, log_spectral_distance, mel_cepstral_distortion,
-                      pitch_accuracy, spectral_convergence)
+from .metrics import (
+    class_accuracy,
+    fd_ours,
+    is_ours,
+    kl_ours,
+    log_spectral_distance,
+    mel_cepstral_distortion,
+    pitch_accuracy,
+    spectral_convergence,
+)
 
-QUICK = {"timbres": ("piano", "flute"), "pitches": ("C4", "G4"), "n_per_class": 8, "vae_steps": 150,
-         "classifier_steps": 60, "steps": 300, "batch_size": 32, "n_per_label": 2}
-STANDARD = {"timbres": ("piano", "organ", "flute", "clarinet"), "pitches": ("C4", "E4", "G4", "C5"), "n_per_class": 16,
-            "vae_steps": 800, "classifier_steps": 300, "steps": 4000, "batch_size": 32, "n_per_label": 4}
+QUICK = {
+    "timbres": ("piano", "flute"),
+    "pitches": ("C4", "G4"),
+    "n_per_class": 8,
+    "vae_steps": 150,
+    "classifier_steps": 60,
+    "steps": 300,
+    "batch_size": 32,
+    "n_per_label": 2,
+}
+STANDARD = {
+    "timbres": ("piano", "organ", "flute", "clarinet"),
+    "pitches": ("C4", "E4", "G4", "C5"),
+    "n_per_class": 16,
+    "vae_steps": 800,
+    "classifier_steps": 300,
+    "steps": 4000,
+    "batch_size": 32,
+    "n_per_label": 4,
+}
 
 
 def peak_mem_mb(device) -> float:
     if torch.device(device).type == "cuda":
-        return torch.cuda.max_memory_allocated() / 2 ** 20
+        return torch.cuda.max_memory_allocated() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
@@ -44,20 +69,29 @@ def round_trip_table(modality, waves: torch.Tensor) -> dict[str, dict[str, float
     gl_lstsq = griffin_lim_vocoder(lm, cfg.to_dict(), inverse="lstsq")
     vae = vocode(modality.decode_log_mel(modality.encode(waves)), cfg)
     out = {}
-    for name, w in (("identity", waves.clone()), ("griffin_lim", gl), ("griffin_lim_lstsq", gl_lstsq),
-                    ("vae_griffin_lim", vae)):
-        out[name] = {"sc": spectral_convergence(w, waves), "lsd": log_spectral_distance(w, waves),
-                     "mcd": mel_cepstral_distortion(w, waves, frontend=cfg.to_dict())}
+    for name, w in (
+        ("identity", waves.clone()),
+        ("griffin_lim", gl),
+        ("griffin_lim_lstsq", gl_lstsq),
+        ("vae_griffin_lim", vae),
+    ):
+        out[name] = {
+            "sc": spectral_convergence(w, waves),
+            "lsd": log_spectral_distance(w, waves),
+            "mcd": mel_cepstral_distortion(w, waves, frontend=cfg.to_dict()),
+        }
     return out
 
 
 def generation_metrics(clips, real, scorer) -> dict[str, float]:
     """Classifier metrics of conditional ``clips`` against real clips (with labels)."""
-    return {"class_accuracy_ours": class_accuracy(clips, scorer=scorer),
-            "fd_ours": fd_ours(clips, real, scorer=scorer),
-            "is_ours": is_ours(clips, scorer=scorer),
-            "kl_ours": kl_ours(clips, real, scorer=scorer),
-            "pitch_accuracy": pitch_accuracy(clips)}
+    return {
+        "class_accuracy_ours": class_accuracy(clips, scorer=scorer),
+        "fd_ours": fd_ours(clips, real, scorer=scorer),
+        "is_ours": is_ours(clips, scorer=scorer),
+        "kl_ours": kl_ours(clips, real, scorer=scorer),
+        "pitch_accuracy": pitch_accuracy(clips),
+    }
 
 
 def real_reference(data, scorer, label_names) -> dict[str, float]:
@@ -82,16 +116,35 @@ def run_notes(ctx, task) -> list[dict]:
     out = Path(ctx.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    mod = AudioModality({"vae_steps": b["vae_steps"], "classifier_steps": b["classifier_steps"], "seed": ctx.seed,
-                         "progress": ctx.progress})
-    data = mod.load_dataset("audio_notes", n_per_class=b["n_per_class"], timbres=b["timbres"], pitches=b["pitches"],
-                            seed=ctx.seed)
+    mod = AudioModality(
+        {
+            "vae_steps": b["vae_steps"],
+            "classifier_steps": b["classifier_steps"],
+            "seed": ctx.seed,
+            "progress": ctx.progress,
+        }
+    )
+    data = mod.load_dataset(
+        "audio_notes", n_per_class=b["n_per_class"], timbres=b["timbres"], pitches=b["pitches"], seed=ctx.seed
+    )
     fit_s = time.perf_counter() - t0
     model = polydiff.create(mod)
     untrained = polydiff.create(mod)
     model.to(ctx.device)
-    res = train(model, data, TrainConfig(steps=b["steps"], batch_size=b["batch_size"], lr=1e-3, cond_dropout=0.15,
-                                         ema_decay=0.99, seed=ctx.seed, device=str(ctx.device), progress=ctx.progress))
+    res = train(
+        model,
+        data,
+        TrainConfig(
+            steps=b["steps"],
+            batch_size=b["batch_size"],
+            lr=1e-3,
+            cond_dropout=0.15,
+            ema_decay=0.99,
+            seed=ctx.seed,
+            device=str(ctx.device),
+            progress=ctx.progress,
+        ),
+    )
     clip_s = mod.frontend.seconds
     scorer = mod.scorer
     names = mod.label_names
@@ -112,17 +165,44 @@ def run_notes(ctx, task) -> list[dict]:
         metrics = _registered_names(generation_metrics(clips, data, scorer))
         tag = f"{sampler}_{nfe}"
         files = mod.write(clips, out / f"wav_{tag}")
-        png = plot_log_mels([("real", mod.normalised_mels(data.waves[:: b["n_per_class"]])[:, 0] * mod.config["mel_std"]
-                              + mod.config["mel_mean"], [names[int(i)] for i in data.labels[:: b["n_per_class"]]]),
-                             ("generated", clips.log_mel[:: b["n_per_label"]], clips.names[:: b["n_per_label"]])],
-                            out / f"log_mels_{tag}.png")
-        timing = {"train_s": res.seconds, "fit_vae_classifier_s": fit_s, "train_steps_per_s": res.steps_per_s,
-                  "train_audio_s_per_s": res.steps_per_s * b["batch_size"] * clip_s,
-                  "samples_per_s": len(labels) / sample_s, "sample_audio_s_per_s": len(labels) * clip_s / sample_s,
-                  "peak_mem_mb": peak_mem_mb(ctx.device)}
-        rows.append(make_row(task, modality="audio", model="audio_unet", sampler=sampler, nfe=nfe, seed=ctx.seed,
-                             metrics=metrics, reference=ref, timing=timing, files=[*files, png],
-                             round_trip=rt, guidance=3.0, device=str(ctx.device)))
+        png = plot_log_mels(
+            [
+                (
+                    "real",
+                    mod.normalised_mels(data.waves[:: b["n_per_class"]])[:, 0] * mod.config["mel_std"]
+                    + mod.config["mel_mean"],
+                    [names[int(i)] for i in data.labels[:: b["n_per_class"]]],
+                ),
+                ("generated", clips.log_mel[:: b["n_per_label"]], clips.names[:: b["n_per_label"]]),
+            ],
+            out / f"log_mels_{tag}.png",
+        )
+        timing = {
+            "train_s": res.seconds,
+            "fit_vae_classifier_s": fit_s,
+            "train_steps_per_s": res.steps_per_s,
+            "train_audio_s_per_s": res.steps_per_s * b["batch_size"] * clip_s,
+            "samples_per_s": len(labels) / sample_s,
+            "sample_audio_s_per_s": len(labels) * clip_s / sample_s,
+            "peak_mem_mb": peak_mem_mb(ctx.device),
+        }
+        rows.append(
+            make_row(
+                task,
+                modality="audio",
+                model="audio_unet",
+                sampler=sampler,
+                nfe=nfe,
+                seed=ctx.seed,
+                metrics=metrics,
+                reference=ref,
+                timing=timing,
+                files=[*files, png],
+                round_trip=rt,
+                guidance=3.0,
+                device=str(ctx.device),
+            )
+        )
     return rows
 
 

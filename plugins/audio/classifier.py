@@ -6,6 +6,7 @@ published FAD/IS computed with VGGish/PANNs.
 
 Shapes: ``[B, 1, n_mels, T]`` → logits ``[B, n_classes]``, embedding ``[B, emb_dim]``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -37,8 +38,17 @@ class MelClassifier(nn.Module):
         return self.head(self.embedding(x))
 
 
-def train_classifier(clf: MelClassifier, mels: torch.Tensor, labels: torch.Tensor, *, steps: int = 300,
-                     batch_size: int = 32, lr: float = 2e-3, seed: int = 0, progress: bool = True) -> list:
+def train_classifier(
+    clf: MelClassifier,
+    mels: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    steps: int = 300,
+    batch_size: int = 32,
+    lr: float = 2e-3,
+    seed: int = 0,
+    progress: bool = True,
+) -> list:
     """Cross-entropy training on normalised log-mels ``[n, 1, F, T]`` with a random time
     shift (±4 frames, circular) and ±0.1 gain jitter as augmentation; returns
     ``(step, loss)`` every 25 steps."""
@@ -78,7 +88,7 @@ def classify(clf: MelClassifier, mels: torch.Tensor, batch_size: int = 256) -> t
     dev = next(clf.parameters()).device
     probs, embs = [], []
     for i in range(0, mels.shape[0], batch_size):
-        e = clf.embedding(mels[i: i + batch_size].to(dev))
+        e = clf.embedding(mels[i : i + batch_size].to(dev))
         probs.append(F.softmax(clf.head(e), dim=-1).cpu())
         embs.append(e.cpu())
     return torch.cat(probs), torch.cat(embs)

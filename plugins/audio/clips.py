@@ -5,15 +5,24 @@
 ``sample_rate`` (Hz), the generated ``log_mel [B, n_mels, T]``, the requested ``labels``
 and their ``names``, and a ``scorer`` for the classifier metrics.
 """
+
 from __future__ import annotations
 
 import torch
 
 
 class AudioClips(list):
-    def __init__(self, waveform: torch.Tensor, sample_rate: int, *, log_mel: torch.Tensor | None = None,
-                 labels: torch.Tensor | None = None, names: list[str] | None = None, scorer=None,
-                 frontend: dict | None = None):
+    def __init__(
+        self,
+        waveform: torch.Tensor,
+        sample_rate: int,
+        *,
+        log_mel: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        names: list[str] | None = None,
+        scorer=None,
+        frontend: dict | None = None,
+    ):
         super().__init__(list(waveform))
         self.waveform = waveform
         self.sample_rate = int(sample_rate)
@@ -29,8 +38,10 @@ class AudioClips(list):
         return self.waveform.shape[0] * self.waveform.shape[-1] / self.sample_rate
 
     def __repr__(self) -> str:
-        return (f"AudioClips({self.waveform.shape[0]} clips × {self.waveform.shape[-1]} samples "
-                f"@ {self.sample_rate} Hz, labels={self.names[:4] if self.names else None})")
+        return (
+            f"AudioClips({self.waveform.shape[0]} clips × {self.waveform.shape[-1]} samples "
+            f"@ {self.sample_rate} Hz, labels={self.names[:4] if self.names else None})"
+        )
 
 
 class AudioScorer:

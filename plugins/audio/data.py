@@ -7,6 +7,7 @@ at one sample rate, integer labels ``[n]`` and their names. Items are dicts
 ``{"wave": [N], "label": int, "index": int}`` plus any per-item tensors a modality cached
 (``mel``, ``latent``) through :meth:`AudioDataset.set_cache`.
 """
+
 from __future__ import annotations
 
 import math
@@ -46,8 +47,17 @@ class AudioDataset:
     ``label_names`` (class index → name). ``skipped``: InputErrors of files left out with
     ``on_error="skip"`` (counted and reported, never silent)."""
 
-    def __init__(self, waves: torch.Tensor, labels: torch.Tensor, label_names: Sequence[str], sample_rate: int,
-                 *, sources: Sequence[str] | None = None, skipped: list | None = None, name: str = ""):
+    def __init__(
+        self,
+        waves: torch.Tensor,
+        labels: torch.Tensor,
+        label_names: Sequence[str],
+        sample_rate: int,
+        *,
+        sources: Sequence[str] | None = None,
+        skipped: list | None = None,
+        name: str = "",
+    ):
         if waves.ndim != 2 or waves.shape[0] != labels.shape[0]:
             raise ValueError(f"waves [n, N] and labels [n] disagree: {tuple(waves.shape)} vs {tuple(labels.shape)}")
         self.waves, self.labels = waves.float(), labels.long()
@@ -78,8 +88,14 @@ class AudioDataset:
 
     def subset(self, idx) -> "AudioDataset":
         idx = torch.as_tensor(idx, dtype=torch.long)
-        out = AudioDataset(self.waves[idx], self.labels[idx], self.label_names, self.sample_rate,
-                           sources=[self.sources[i] for i in idx.tolist()] if self.sources else None, name=self.name)
+        out = AudioDataset(
+            self.waves[idx],
+            self.labels[idx],
+            self.label_names,
+            self.sample_rate,
+            sources=[self.sources[i] for i in idx.tolist()] if self.sources else None,
+            name=self.name,
+        )
         out._cache = {k: v[idx] for k, v in self._cache.items()}
         return out
 
@@ -138,9 +154,14 @@ def synth_note(timbre: str, f0: float, sample_rate: int, n: int, rng: np.random.
     return x.astype(np.float32)
 
 
-def synthetic_notes(n_per_class: int = 16, *, timbres: Sequence[str] = DEFAULT_TIMBRES,
-                    pitches: Sequence[str] = DEFAULT_PITCHES, seed: int = 0,
-                    frontend: dict | None = None) -> AudioDataset:
+def synthetic_notes(
+    n_per_class: int = 16,
+    *,
+    timbres: Sequence[str] = DEFAULT_TIMBRES,
+    pitches: Sequence[str] = DEFAULT_PITCHES,
+    seed: int = 0,
+    frontend: dict | None = None,
+) -> AudioDataset:
     """The embedded default: ``len(timbres)·len(pitches)`` classes named ``{timbre}_{pitch}``,
     ``n_per_class`` deterministic clips each (seeded by ``seed``), loudness-normalised to
     −20 dBFS RMS. Clip length and rate from the front end (default 1.008 s at 16 kHz)."""
@@ -166,9 +187,14 @@ def espeak_available() -> bool:
     return shutil.which("espeak-ng") is not None
 
 
-def spoken_digits(*, voices: Sequence[str] = ("en", "en-us", "en+f3", "en+m3"), speeds: Sequence[int] = (140, 175),
-                  pitches: Sequence[int] = (35, 65), digits: Sequence[str] = DIGITS,
-                  frontend: dict | None = None) -> AudioDataset:
+def spoken_digits(
+    *,
+    voices: Sequence[str] = ("en", "en-us", "en+f3", "en+m3"),
+    speeds: Sequence[int] = (140, 175),
+    pitches: Sequence[int] = (35, 65),
+    digits: Sequence[str] = DIGITS,
+    frontend: dict | None = None,
+) -> AudioDataset:
     """Digits spoken by Debian's espeak-ng: voices × speeds (words/min) × pitches (0–99);
     labels = digit words. Resampled from espeak's 22.05 kHz, cropped/padded, RMS-normalised.
     Raises :class:`polydiff.errors.NotImplementedFeature` when espeak-ng is not installed."""
@@ -185,8 +211,12 @@ def spoken_digits(*, voices: Sequence[str] = ("en", "en-us", "en+f3", "en+m3"), 
                 for s in speeds:
                     for p in pitches:
                         path = Path(tmp) / f"{word}_{v}_{s}_{p}.wav".replace("+", "_")
-                        subprocess.run([exe, "-v", v, "-s", str(s), "-p", str(p), "-w", str(path), word],
-                                       check=True, capture_output=True, timeout=30)
+                        subprocess.run(
+                            [exe, "-v", v, "-s", str(s), "-p", str(p), "-w", str(path), word],
+                            check=True,
+                            capture_output=True,
+                            timeout=30,
+                        )
                         wave, sr = read_audio(path)
                         w = crop_or_pad(resample(to_mono(wave), sr, cfg.sample_rate), cfg.clip_samples)
                         waves.append(normalize_loudness(w, file=path, record=word))
@@ -195,8 +225,14 @@ def spoken_digits(*, voices: Sequence[str] = ("en", "en-us", "en+f3", "en+m3"), 
 
 
 # -- any folder ------------------------------------------------------------------------------
-def audio_folder(path: str | Path, *, on_error: str = "raise", frontend: dict | None = None,
-                 target_dbfs: float = -20.0, progress: bool = False) -> AudioDataset:
+def audio_folder(
+    path: str | Path,
+    *,
+    on_error: str = "raise",
+    frontend: dict | None = None,
+    target_dbfs: float = -20.0,
+    progress: bool = False,
+) -> AudioDataset:
     """Every audio file below ``path`` whose parent sub-folder name is its label
     (``path/dog/a.wav`` → label ``dog``); files directly in ``path`` are refused.
 
@@ -222,8 +258,9 @@ def audio_folder(path: str | Path, *, on_error: str = "raise", frontend: dict | 
             rel = f.relative_to(root)
             if len(rel.parts) < 2:
                 raise InputError("file is not inside a label sub-folder", file=f, record=f.name, field="label")
-            w = load_clip(f, sample_rate=cfg.sample_rate, length=cfg.clip_samples, target_dbfs=target_dbfs,
-                          record=f.name)
+            w = load_clip(
+                f, sample_rate=cfg.sample_rate, length=cfg.clip_samples, target_dbfs=target_dbfs, record=f.name
+            )
         except InputError as e:
             if on_error == "raise":
                 raise
@@ -241,5 +278,6 @@ def audio_folder(path: str | Path, *, on_error: str = "raise", frontend: dict | 
     names = sorted(labels_of)
     remap = {labels_of[n]: i for i, n in enumerate(names)}
     lab_t = torch.tensor([remap[l] for l in labels])
-    return AudioDataset(torch.stack(waves), lab_t, names, cfg.sample_rate, sources=sources, skipped=skipped,
-                        name=str(root))
+    return AudioDataset(
+        torch.stack(waves), lab_t, names, cfg.sample_rate, sources=sources, skipped=skipped, name=str(root)
+    )

@@ -11,6 +11,7 @@ variation, built on the core's editing primitives (``sample_raw``'s ``wrap``, ``
 
 Both take waveforms ``[B, N]`` (or :class:`AudioClips`) and return :class:`AudioClips`.
 """
+
 from __future__ import annotations
 
 import math
@@ -46,19 +47,39 @@ def span_mask(model, n: int, start_s: float, end_s: float) -> torch.Tensor:
     return keep
 
 
-def inpaint(model, clips, start_s: float, end_s: float, *, label=None, steps: int = 30, sampler: str = "dpmpp_2m",
-            seed: int = 0, guidance: float = 1.0, **kw):
+def inpaint(
+    model,
+    clips,
+    start_s: float,
+    end_s: float,
+    *,
+    label=None,
+    steps: int = 30,
+    sampler: str = "dpmpp_2m",
+    seed: int = 0,
+    guidance: float = 1.0,
+    **kw,
+):
     """Regenerate ``[start_s, end_s)`` seconds of each clip, keep the rest (in the latent)."""
     waves = as_waves(clips)
     known = model.modality.encode(waves.to(model.device))
     keep = span_mask(model, waves.shape[0], start_s, end_s).to(known.device)
-    x, c = model.sample_raw(waves.shape[0], cond=_labels(model, clips, label), sampler=sampler, steps=steps,
-                            seed=seed, guidance=guidance, wrap=known_region(known, keep), **kw)
+    x, c = model.sample_raw(
+        waves.shape[0],
+        cond=_labels(model, clips, label),
+        sampler=sampler,
+        steps=steps,
+        seed=seed,
+        guidance=guidance,
+        wrap=known_region(known, keep),
+        **kw,
+    )
     return model.modality.decode(x, c)
 
 
-def variation(model, clips, strength: float, *, label=None, steps: int = 30, sampler: str = "dpmpp_2m",
-              seed: int = 0, **kw):
+def variation(
+    model, clips, strength: float, *, label=None, steps: int = 30, sampler: str = "dpmpp_2m", seed: int = 0, **kw
+):
     """SDEdit: noise the clip's latent to the grid point at ``strength`` and denoise it."""
     if not 0 < strength <= 1:
         raise ValueError(f"strength must be in (0, 1], not {strength}")
@@ -70,6 +91,7 @@ def variation(model, clips, strength: float, *, label=None, steps: int = 30, sam
     if cond is None:
         cond = {"label": torch.zeros(waves.shape[0], dtype=torch.long)}
         cond["cond_mask"] = torch.zeros(waves.shape[0])
-    x, c = model.sample_raw(waves.shape[0], x_init=x0, sigmas=grid[start:], sampling_cond=cond, sampler=sampler,
-                            seed=seed, **kw)
+    x, c = model.sample_raw(
+        waves.shape[0], x_init=x0, sigmas=grid[start:], sampling_cond=cond, sampler=sampler, seed=seed, **kw
+    )
     return model.modality.decode(x, c)

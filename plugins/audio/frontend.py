@@ -9,6 +9,7 @@ log-mel ``L = ln(max(M, floor))`` with ``M`` the mel *power* spectrogram (Hann w
 ``floor = 1e-5`` (≈ −50 dB). Shapes: waveform ``[B, N]`` → log-mel ``[B, n_mels, T]`` with
 T = 1 + N // hop.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -18,14 +19,14 @@ import torch
 
 @dataclass(frozen=True)
 class FrontendConfig:
-    sample_rate: int = 16000     # Hz
-    n_fft: int = 1024            # samples (also the Hann window length)
-    hop_length: int = 256        # samples
+    sample_rate: int = 16000  # Hz
+    n_fft: int = 1024  # samples (also the Hann window length)
+    hop_length: int = 256  # samples
     n_mels: int = 64
-    f_min: float = 0.0           # Hz
-    f_max: float = 8000.0        # Hz (Nyquist at 16 kHz)
-    log_floor: float = 1e-5      # mel power floor before the natural log
-    clip_samples: int = 16128    # fixed clip length (63 hops → 64 frames)
+    f_min: float = 0.0  # Hz
+    f_max: float = 8000.0  # Hz (Nyquist at 16 kHz)
+    log_floor: float = 1e-5  # mel power floor before the natural log
+    clip_samples: int = 16128  # fixed clip length (63 hops → 64 frames)
 
     @property
     def n_frames(self) -> int:
@@ -55,8 +56,17 @@ def mel_transform(cfg: FrontendConfig):
         import torchaudio
 
         _CACHE[key] = torchaudio.transforms.MelSpectrogram(
-            sample_rate=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length, f_min=cfg.f_min,
-            f_max=cfg.f_max, n_mels=cfg.n_mels, power=2.0, center=True, mel_scale="htk", norm=None)
+            sample_rate=cfg.sample_rate,
+            n_fft=cfg.n_fft,
+            hop_length=cfg.hop_length,
+            f_min=cfg.f_min,
+            f_max=cfg.f_max,
+            n_mels=cfg.n_mels,
+            power=2.0,
+            center=True,
+            mel_scale="htk",
+            norm=None,
+        )
     return _CACHE[key]
 
 

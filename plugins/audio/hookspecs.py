@@ -5,6 +5,7 @@ implementation that returns something other than ``None`` wins. The audio plugin
 Griffin-Lim implementation is marked ``trylast``, so any installed neural vocoder plugin
 is asked first and may decline (return ``None``) for front ends it was not trained on.
 """
+
 from __future__ import annotations
 
 from polydiff.hookspecs import hookspec

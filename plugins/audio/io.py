@@ -6,6 +6,7 @@ sample rates in Hz. Every reader raises :class:`polydiff.errors.InputError` nami
 file, the record (the clip index or the file itself) and the field (``samples``,
 ``sample_rate``, ``format``).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,8 +35,9 @@ def read_audio(path: str | Path, *, record=None) -> tuple[torch.Tensor, int]:
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as e:  # soundfile raises LibsndfileError, RuntimeError, TypeError…
-        raise InputError(f"cannot decode audio ({type(e).__name__}: {e})", file=path, record=rec,
-                         field="format") from None
+        raise InputError(
+            f"cannot decode audio ({type(e).__name__}: {e})", file=path, record=rec, field="format"
+        ) from None
     if not isinstance(sr, (int, np.integer)) or sr <= 0:
         raise InputError(f"invalid sample rate {sr!r}", file=path, record=rec, field="sample_rate")
     if data.size == 0:
@@ -73,7 +75,7 @@ def crop_or_pad(wave: torch.Tensor, length: int, *, offset: int = 0) -> torch.Te
     n = wave.shape[-1]
     if n >= length:
         off = max(0, min(int(offset), n - length))
-        return wave[..., off: off + length]
+        return wave[..., off : off + length]
     return torch.nn.functional.pad(wave, (0, length - n))
 
 
@@ -83,8 +85,9 @@ def rms_dbfs(wave: torch.Tensor) -> torch.Tensor:
     return 20 * torch.log10(rms.clamp(min=1e-12))
 
 
-def normalize_loudness(wave: torch.Tensor, target_dbfs: float = -20.0, peak: float = 0.99, *,
-                       file=None, record=None) -> torch.Tensor:
+def normalize_loudness(
+    wave: torch.Tensor, target_dbfs: float = -20.0, peak: float = 0.99, *, file=None, record=None
+) -> torch.Tensor:
     """Scale each clip to ``target_dbfs`` RMS, then down (never up) so |x| ≤ ``peak``.
 
     RMS normalisation, not ITU-R BS.1770 loudness: for 1-s clips the BS.1770 400-ms gating
@@ -93,15 +96,23 @@ def normalize_loudness(wave: torch.Tensor, target_dbfs: float = -20.0, peak: flo
     """
     rms = wave.pow(2).mean(-1, keepdim=True).sqrt()
     if (rms < SILENCE_RMS).any():
-        raise InputError(f"silent clip (RMS {float(rms.min()):.2e} < {SILENCE_RMS:g})", file=file,
-                         record=record, field="samples")
+        raise InputError(
+            f"silent clip (RMS {float(rms.min()):.2e} < {SILENCE_RMS:g})", file=file, record=record, field="samples"
+        )
     out = wave * (10 ** (target_dbfs / 20) / rms)
     top = out.abs().amax(-1, keepdim=True)
     return out * torch.clamp(peak / top.clamp(min=1e-12), max=1.0)
 
 
-def load_clip(path: str | Path, *, sample_rate: int, length: int, target_dbfs: float | None = -20.0,
-              min_rate: int = 1000, record=None) -> torch.Tensor:
+def load_clip(
+    path: str | Path,
+    *,
+    sample_rate: int,
+    length: int,
+    target_dbfs: float | None = -20.0,
+    min_rate: int = 1000,
+    record=None,
+) -> torch.Tensor:
     """File → mono, resampled, fixed-length, loudness-normalised clip ``[length]``.
 
     A native rate below ``min_rate`` Hz is refused as a wrong sample rate.
@@ -109,16 +120,22 @@ def load_clip(path: str | Path, *, sample_rate: int, length: int, target_dbfs: f
     wave, sr = read_audio(path, record=record)
     rec = Path(path).name if record is None else record
     if sr < min_rate:
-        raise InputError(f"sample rate {sr} Hz is below {min_rate} Hz", file=path, record=rec,
-                         field="sample_rate")
+        raise InputError(f"sample rate {sr} Hz is below {min_rate} Hz", file=path, record=rec, field="sample_rate")
     wave = crop_or_pad(resample(to_mono(wave), sr, sample_rate), length)
     if target_dbfs is not None:
         wave = normalize_loudness(wave, target_dbfs, file=path, record=rec)
     return wave.float()
 
 
-def write_wav(wav, out: str | Path, sample_rate: int | None = None, *, prefix: str = "sample",
-              names: Sequence[str] | None = None, subtype: str = "PCM_16") -> list[Path]:
+def write_wav(
+    wav,
+    out: str | Path,
+    sample_rate: int | None = None,
+    *,
+    prefix: str = "sample",
+    names: Sequence[str] | None = None,
+    subtype: str = "PCM_16",
+) -> list[Path]:
     """Write waveforms as WAV files; returns the paths.
 
     ``wav``: :class:`~polydiff.plugins.audio.clips.AudioClips` (carries its sample rate),
@@ -161,4 +178,3 @@ def audio_files(folder: str | Path) -> Iterable[Path]:
     """Audio files below ``folder`` (sorted, recursive), by suffix."""
     folder = Path(folder)
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
-

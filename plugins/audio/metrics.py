@@ -21,6 +21,7 @@ Every metric has the registry signature ``f(samples, reference=None, **options) 
 samples/reference may be :class:`AudioClips`, an :class:`AudioDataset`, a tensor
 ``[B, N]`` or a list of ``[N]`` tensors.
 """
+
 from __future__ import annotations
 
 import math
@@ -161,8 +162,10 @@ def inception_score_from_probs(p: torch.Tensor) -> float:
 def _scorer(samples, options):
     s = options.get("scorer") or getattr(samples, "scorer", None)
     if s is None:
-        raise ValueError("classifier metrics need scorer= (an AudioScorer: the plugin's trained classifier); "
-                         "clips sampled from an audio model carry it")
+        raise ValueError(
+            "classifier metrics need scorer= (an AudioScorer: the plugin's trained classifier); "
+            "clips sampled from an audio model carry it"
+        )
     return s
 
 
@@ -209,8 +212,9 @@ def kl_ours(samples, reference=None, labels=None, **options) -> float:
 
 
 # -- pitch ----------------------------------------------------------------------------------------
-def estimate_f0(wave: torch.Tensor, sample_rate: int, fmin: float = 50.0, fmax: float = 2000.0,
-                frame: int = 2048, hop: int = 512) -> float:
+def estimate_f0(
+    wave: torch.Tensor, sample_rate: int, fmin: float = 50.0, fmax: float = 2000.0, frame: int = 2048, hop: int = 512
+) -> float:
     """Fundamental frequency (Hz) of a clip ``[N]``: normalised autocorrelation per Hann
     frame divided by the window's autocorrelation (Boersma 1993; frames with RMS ≥ 30 % of
     the loudest), the smallest lag whose peak reaches 90 % of the
@@ -220,8 +224,8 @@ def estimate_f0(wave: torch.Tensor, sample_rate: int, fmin: float = 50.0, fmax: 
     if x.shape[0] < frame:
         x = np.pad(x, (0, frame - x.shape[0]))
     starts = range(0, x.shape[0] - frame + 1, hop)
-    frames = np.stack([x[s: s + frame] for s in starts])
-    rms = np.sqrt((frames ** 2).mean(1))
+    frames = np.stack([x[s : s + frame] for s in starts])
+    rms = np.sqrt((frames**2).mean(1))
     if rms.max() <= 1e-6:
         return float("nan")
     frames = frames[rms >= 0.3 * rms.max()]
@@ -236,7 +240,7 @@ def estimate_f0(wave: torch.Tensor, sample_rate: int, fmin: float = 50.0, fmax: 
     lo, hi = int(sample_rate / fmax), min(frame - 2, int(sample_rate / fmin))
     f0s = []
     for a in ac:
-        seg = a[lo: hi + 1]
+        seg = a[lo : hi + 1]
         peaks = [i for i in range(1, len(seg) - 1) if seg[i] >= seg[i - 1] and seg[i] > seg[i + 1] and seg[i] > 0]
         if not peaks:
             continue
@@ -253,8 +257,9 @@ def cents(f: float, ref: float) -> float:
     return 1200 * math.log2(f / ref) if f > 0 and ref > 0 and math.isfinite(f) else float("inf")
 
 
-def pitch_accuracy(samples, reference=None, names=None, sample_rate: int | None = None, tolerance_cents: float = 50.0,
-                   **options) -> float:
+def pitch_accuracy(
+    samples, reference=None, names=None, sample_rate: int | None = None, tolerance_cents: float = 50.0, **options
+) -> float:
     """Fraction of clips whose estimated f0 lies within ``tolerance_cents`` of the pitch in
     their label name (``{timbre}_{pitch}``, e.g. ``piano_C4``)."""
     from .data import note_hz
@@ -264,8 +269,10 @@ def pitch_accuracy(samples, reference=None, names=None, sample_rate: int | None 
     if names is None or sr is None:
         raise ValueError("pitch_accuracy needs label names (names=) and sample_rate=")
     w = as_waves(samples)
-    ok = [abs(cents(estimate_f0(w[i], sr), note_hz(str(n).rsplit("_", 1)[-1]))) <= tolerance_cents
-          for i, n in enumerate(names)]
+    ok = [
+        abs(cents(estimate_f0(w[i], sr), note_hz(str(n).rsplit("_", 1)[-1]))) <= tolerance_cents
+        for i, n in enumerate(names)
+    ]
     return float(np.mean(ok))
 
 

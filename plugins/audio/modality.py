@@ -16,6 +16,7 @@ Typical use::
     train(model, data, TrainConfig(cond_dropout=0.15))
     clips = model.sample(8, cond={"label": "piano_C4"}, guidance=3.0, seed=0)
 """
+
 from __future__ import annotations
 
 import re
@@ -67,7 +68,9 @@ class AudioModality(Modality):
         names = self.label_names
         if isinstance(label, str):
             if label not in names:
-                raise ValueError(f"unknown audio label {label!r}; known labels: {', '.join(names) or '(none: fit first)'}")
+                raise ValueError(
+                    f"unknown audio label {label!r}; known labels: {', '.join(names) or '(none: fit first)'}"
+                )
             return names.index(label)
         i = int(label)
         if not 0 <= i < len(names):
@@ -108,7 +111,7 @@ class AudioModality(Modality):
         dev = next(self.vae.parameters()).device
         out = []
         for i in range(0, waves.shape[0], batch_size):
-            mean, _ = self.vae.encode(self.normalised_mels(waves[i: i + batch_size].to(dev)))
+            mean, _ = self.vae.encode(self.normalised_mels(waves[i : i + batch_size].to(dev)))
             out.append(mean)
         z = torch.cat(out)
         m = torch.tensor(self.config["latent_mean"], device=z.device)[None, :, None, None]
@@ -131,7 +134,9 @@ class AudioModality(Modality):
         if c.get("label_names") and names and names != c["label_names"]:
             raise ValueError(f"data set labels {names[:5]}… differ from the fitted ones {c['label_names'][:5]}…")
         if getattr(dataset, "sample_rate", self.frontend.sample_rate) != self.frontend.sample_rate:
-            raise ValueError(f"data set is at {dataset.sample_rate} Hz, the front end at {self.frontend.sample_rate} Hz")
+            raise ValueError(
+                f"data set is at {dataset.sample_rate} Hz, the front end at {self.frontend.sample_rate} Hz"
+            )
         if "mel_mean" not in c:
             lm = log_mel(dataset.waves, self.frontend)
             c["mel_mean"], c["mel_std"] = float(lm.mean()), float(lm.std())
@@ -139,8 +144,13 @@ class AudioModality(Modality):
             c["n_train_clips"] = len(dataset)
         if not c.get("vae_trained"):
             self.vae.requires_grad_(True)
-            log = train_vae(self.vae, self.normalised_mels(dataset.waves), steps=int(c["vae_steps"]),
-                            seed=int(c["seed"]), progress=bool(c["progress"]))
+            log = train_vae(
+                self.vae,
+                self.normalised_mels(dataset.waves),
+                steps=int(c["vae_steps"]),
+                seed=int(c["seed"]),
+                progress=bool(c["progress"]),
+            )
             self.vae.requires_grad_(False)
             c["vae_trained"], c["vae_final_l1"] = True, log[-1][1] if log else None
             c.pop("latent_mean", None)
@@ -153,9 +163,14 @@ class AudioModality(Modality):
             self._build_classifier()
         if self.classifier is not None and not c.get("classifier_trained"):
             self.classifier.requires_grad_(True)
-            train_classifier(self.classifier, self.normalised_mels(dataset.waves)[..., : self.frontend.n_frames],
-                             dataset.labels, steps=int(c["classifier_steps"]), seed=int(c["seed"]),
-                             progress=bool(c["progress"]))
+            train_classifier(
+                self.classifier,
+                self.normalised_mels(dataset.waves)[..., : self.frontend.n_frames],
+                dataset.labels,
+                steps=int(c["classifier_steps"]),
+                seed=int(c["seed"]),
+                progress=bool(c["progress"]),
+            )
             self.classifier.requires_grad_(False)
             c["classifier_trained"] = True
         if hasattr(dataset, "set_cache"):
@@ -201,8 +216,15 @@ class AudioModality(Modality):
         wave = vocode(lm, self.frontend).float().cpu()
         labels = None if not cond or "label" not in cond else cond["label"].cpu()
         names = None if labels is None else [self.label_names[int(i)] for i in labels]
-        return AudioClips(wave, self.frontend.sample_rate, log_mel=lm.cpu(), labels=labels, names=names,
-                          scorer=self.scorer, frontend=self.frontend.to_dict())
+        return AudioClips(
+            wave,
+            self.frontend.sample_rate,
+            log_mel=lm.cpu(),
+            labels=labels,
+            names=names,
+            scorer=self.scorer,
+            frontend=self.frontend.to_dict(),
+        )
 
     def write(self, samples, path) -> list[Path]:
         from .io import write_wav
@@ -220,8 +242,10 @@ class AudioModality(Modality):
 
         p = Path(path)
         files = [p] if p.is_file() else list(audio_files(p))
-        waves = [load_clip(f, sample_rate=self.frontend.sample_rate, length=self.frontend.clip_samples,
-                           target_dbfs=None) for f in files]
+        waves = [
+            load_clip(f, sample_rate=self.frontend.sample_rate, length=self.frontend.clip_samples, target_dbfs=None)
+            for f in files
+        ]
         if not waves:
             from polydiff.errors import InputError
 
@@ -230,5 +254,11 @@ class AudioModality(Modality):
         labels = None
         if self.label_names and all(n in self.label_names for n in names):
             labels = torch.tensor([self.label_names.index(n) for n in names])
-        return AudioClips(torch.stack(waves), self.frontend.sample_rate, labels=labels, names=names,
-                          scorer=self.scorer, frontend=self.frontend.to_dict())
+        return AudioClips(
+            torch.stack(waves),
+            self.frontend.sample_rate,
+            labels=labels,
+            names=names,
+            scorer=self.scorer,
+            frontend=self.frontend.to_dict(),
+        )

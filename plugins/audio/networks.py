@@ -7,6 +7,7 @@ frames/4), ``time [B]`` float32 (EDM c_noise), ``cond`` a dict with ``label [B]`
 and ``cond_mask [B]`` (1 = conditional, 0 = the learned null label, used by CFG and CFG
 dropout) or ``None`` (unconditional). Output ``[B, C, H, W]``.
 """
+
 from __future__ import annotations
 
 import math

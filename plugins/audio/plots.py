@@ -1,4 +1,5 @@
 """Log-mel PNGs: a grid of real vs generated clips (matplotlib, Agg backend)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,8 +8,14 @@ from typing import Sequence
 import torch
 
 
-def plot_log_mels(rows: Sequence[tuple[str, torch.Tensor, Sequence[str] | None]], path: str | Path, *,
-                  sample_rate: int = 16000, hop_length: int = 256, max_cols: int = 8) -> Path:
+def plot_log_mels(
+    rows: Sequence[tuple[str, torch.Tensor, Sequence[str] | None]],
+    path: str | Path,
+    *,
+    sample_rate: int = 16000,
+    hop_length: int = 256,
+    max_cols: int = 8,
+) -> Path:
     """Write a PNG with one row per ``(row_title, log_mel [B, n_mels, T], titles)``.
 
     Colour = natural-log mel power (shared scale), x = seconds, y = mel band.
@@ -31,8 +38,15 @@ def plot_log_mels(rows: Sequence[tuple[str, torch.Tensor, Sequence[str] | None]]
                 ax.axis("off")
                 continue
             m = mels[j].detach().cpu().float().numpy()
-            ax.imshow(m, origin="lower", aspect="auto", vmin=vmin, vmax=vmax, cmap="magma",
-                      extent=(0, m.shape[1] * hop_length / sample_rate, 0, m.shape[0]))
+            ax.imshow(
+                m,
+                origin="lower",
+                aspect="auto",
+                vmin=vmin,
+                vmax=vmax,
+                cmap="magma",
+                extent=(0, m.shape[1] * hop_length / sample_rate, 0, m.shape[0]),
+            )
             if titles is not None:
                 ax.set_title(str(titles[j]), fontsize=7)
             if j == 0:
@@ -45,8 +59,9 @@ def plot_log_mels(rows: Sequence[tuple[str, torch.Tensor, Sequence[str] | None]]
     return path
 
 
-def plot_curve(points: Sequence[tuple[int, float]], path: str | Path, *, title: str = "training loss",
-               ylabel: str = "loss") -> Path:
+def plot_curve(
+    points: Sequence[tuple[int, float]], path: str | Path, *, title: str = "training loss", ylabel: str = "loss"
+) -> Path:
     """A training curve PNG from ``(step, value)`` pairs (log y axis)."""
     import matplotlib
 

@@ -7,6 +7,7 @@ posterior mean/log-variance ``[B, z_channels, n_mels/4, T/4]`` → reconstructio
 ``[B, 1, n_mels, T]``. Loss: L1 reconstruction + ``kl_weight`` · KL(q(z|x) ‖ N(0, I)) per
 element (Rombach et al. use 1e-6 with perceptual/GAN terms; we use plain L1 and 1e-4).
 """
+
 from __future__ import annotations
 
 import math
@@ -30,16 +31,25 @@ class MelVAE(nn.Module):
         super().__init__()
         self.z_channels = z_channels
         self.encoder = nn.Sequential(
-            nn.Conv2d(1, ch, 4, stride=2, padding=1), nn.GroupNorm(8, ch), nn.SiLU(),
-            nn.Conv2d(ch, 2 * ch, 4, stride=2, padding=1), nn.GroupNorm(8, 2 * ch), nn.SiLU(),
+            nn.Conv2d(1, ch, 4, stride=2, padding=1),
+            nn.GroupNorm(8, ch),
+            nn.SiLU(),
+            nn.Conv2d(ch, 2 * ch, 4, stride=2, padding=1),
+            nn.GroupNorm(8, 2 * ch),
+            nn.SiLU(),
             _block(2 * ch, 2 * ch),
             nn.Conv2d(2 * ch, 2 * z_channels, 1),
         )
         self.decoder = nn.Sequential(
-            nn.Conv2d(z_channels, 2 * ch, 3, padding=1), nn.GroupNorm(8, 2 * ch), nn.SiLU(),
+            nn.Conv2d(z_channels, 2 * ch, 3, padding=1),
+            nn.GroupNorm(8, 2 * ch),
+            nn.SiLU(),
             _block(2 * ch, 2 * ch),
-            nn.ConvTranspose2d(2 * ch, ch, 4, stride=2, padding=1), nn.GroupNorm(8, ch), nn.SiLU(),
-            nn.ConvTranspose2d(ch, ch // 2, 4, stride=2, padding=1), nn.SiLU(),
+            nn.ConvTranspose2d(2 * ch, ch, 4, stride=2, padding=1),
+            nn.GroupNorm(8, ch),
+            nn.SiLU(),
+            nn.ConvTranspose2d(ch, ch // 2, 4, stride=2, padding=1),
+            nn.SiLU(),
             nn.Conv2d(ch // 2, 1, 3, padding=1),
         )
 
@@ -66,8 +76,17 @@ def vae_loss(vae: MelVAE, x: torch.Tensor, kl_weight: float = 1e-4, generator=No
     return l1 + kl_weight * kl, {"l1": float(l1.detach()), "kl": float(kl.detach())}
 
 
-def train_vae(vae: MelVAE, mels: torch.Tensor, *, steps: int = 400, batch_size: int = 16, lr: float = 2e-3,
-              kl_weight: float = 1e-4, seed: int = 0, progress: bool = True) -> list[tuple[int, float]]:
+def train_vae(
+    vae: MelVAE,
+    mels: torch.Tensor,
+    *,
+    steps: int = 400,
+    batch_size: int = 16,
+    lr: float = 2e-3,
+    kl_weight: float = 1e-4,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[tuple[int, float]]:
     """Fit ``vae`` on normalised log-mels ``[n, 1, F, T]`` (AdamW, cosine decay); returns
     ``(step, L1)`` every 25 steps."""
     g = torch.Generator().manual_seed(seed)

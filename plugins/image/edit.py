@@ -5,6 +5,7 @@ Both go through :meth:`DiffusionModel.sample_raw` (``wrap=known_region`` pins kn
 of x̂₀; ``x_init`` + a truncated σ̃ grid starts from a partially noised input). Pixel
 models only for exactness: in latent mode the edit happens in the latent.
 """
+
 from __future__ import annotations
 
 import torch
@@ -20,8 +21,17 @@ def _cond_for(model, images: torch.Tensor, label=None) -> dict:
 
 
 @torch.no_grad()
-def inpaint(model, images: torch.Tensor, keep: torch.Tensor, *, label=None, sampler: str = "dpmpp_2m",
-            steps: int = 30, seed: int = 0, guidance: float = 1.0) -> torch.Tensor:
+def inpaint(
+    model,
+    images: torch.Tensor,
+    keep: torch.Tensor,
+    *,
+    label=None,
+    sampler: str = "dpmpp_2m",
+    steps: int = 30,
+    seed: int = 0,
+    guidance: float = 1.0,
+) -> torch.Tensor:
     """Fill the pixels where ``keep`` is False; pixels where it is True are returned exactly.
 
     images: ``[B, C, H, W]`` in [-1, 1]; keep: bool broadcastable to it (outpainting = keep
@@ -31,9 +41,16 @@ def inpaint(model, images: torch.Tensor, keep: torch.Tensor, *, label=None, samp
     if model.modality.vae is not None:
         raise ValueError("exact inpainting needs a pixel-space model")
     keep = keep.to(torch.bool).expand_as(images)
-    x, _ = model.sample_raw(images.shape[0], sampler=sampler, steps=steps, seed=seed, guidance=guidance,
-                            x_init=torch.zeros_like(images), sampling_cond=_cond_for(model, images, label),
-                            wrap=known_region(images, keep))
+    x, _ = model.sample_raw(
+        images.shape[0],
+        sampler=sampler,
+        steps=steps,
+        seed=seed,
+        guidance=guidance,
+        x_init=torch.zeros_like(images),
+        sampling_cond=_cond_for(model, images, label),
+        wrap=known_region(images, keep),
+    )
     return x
 
 
@@ -48,8 +65,17 @@ def sdedit_sigmas(model, strength: float, steps: int = 50) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sdedit(model, images: torch.Tensor, strength: float, *, label=None, sampler: str = "euler", steps: int = 50,
-           seed: int = 0, guidance: float = 1.0) -> torch.Tensor:
+def sdedit(
+    model,
+    images: torch.Tensor,
+    strength: float,
+    *,
+    label=None,
+    sampler: str = "euler",
+    steps: int = 50,
+    seed: int = 0,
+    guidance: float = 1.0,
+) -> torch.Tensor:
     """SDEdit image-to-image: noise ``images`` ``[B, C, H, W]`` (in [-1, 1]) to σ̃(strength)
     and denoise. Strength 0 takes no step (σ̃ grid ``[0]``): the input comes back unchanged
     (pixel models; a latent model returns its VAE reconstruction)."""
@@ -57,6 +83,13 @@ def sdedit(model, images: torch.Tensor, strength: float, *, label=None, sampler:
     sig = sdedit_sigmas(model, strength, steps)
     if sig.numel() == 1:  # strength 0: no denoising step at all, the state is returned as is
         return model.modality.to_pixels(state)
-    x, _ = model.sample_raw(images.shape[0], sampler=sampler, sigmas=sig, seed=seed, guidance=guidance,
-                            x_init=state, sampling_cond=_cond_for(model, images, label))
+    x, _ = model.sample_raw(
+        images.shape[0],
+        sampler=sampler,
+        sigmas=sig,
+        seed=seed,
+        guidance=guidance,
+        x_init=state,
+        sampling_cond=_cond_for(model, images, label),
+    )
     return model.modality.to_pixels(x)

@@ -4,6 +4,7 @@ Decoded samples are :class:`ImageSample` objects: ``pixels`` float32 ``[C, H, W]
 [0, 1] and the requested ``label`` (None when unconditional). Files are 8-bit PNGs
 (grey ``L`` or ``RGB``), written atomically (temporary name, then rename).
 """
+
 from __future__ import annotations
 
 import math
@@ -56,7 +57,7 @@ def grid_array(images: torch.Tensor, nrow: int | None = None, padding: int = 1, 
     for i in range(n):
         r, col = divmod(i, nrow)
         y, x = padding + r * (h + padding), padding + col * (w + padding)
-        canvas[:, y:y + h, x:x + w] = images[i].float().clamp(0, 1)
+        canvas[:, y : y + h, x : x + w] = images[i].float().clamp(0, 1)
     if scale > 1:
         canvas = canvas.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
     a = (canvas * 255).round().to(torch.uint8).numpy()
@@ -109,8 +110,9 @@ def read_samples(path: str | Path, channels: int | None = None) -> list[ImageSam
                 with Image.open(f) as im:
                     ch = 1 if im.mode in ("L", "1", "I", "I;16", "F", "LA") else 3
             except Exception as e:  # noqa: BLE001 — reported as InputError below
-                raise InputError(f"not a readable image ({type(e).__name__})", file=f, record=i,
-                                 field="pixels") from None
+                raise InputError(
+                    f"not a readable image ({type(e).__name__})", file=f, record=i, field="pixels"
+                ) from None
         px = torch.from_numpy(read_image_file(f, channels=ch, record=i))
         m = _LABEL.search(f.stem)
         out.append(ImageSample(px, int(m.group(1)) if m else None))
@@ -128,8 +130,16 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def ddim_interpolation(model, n_frames: int = 8, *, seed_a: int = 0, seed_b: int = 1, cond: dict | None = None,
-                       steps: int = 30, guidance: float = 1.0) -> list[ImageSample]:
+def ddim_interpolation(
+    model,
+    n_frames: int = 8,
+    *,
+    seed_a: int = 0,
+    seed_b: int = 1,
+    cond: dict | None = None,
+    steps: int = 30,
+    guidance: float = 1.0,
+) -> list[ImageSample]:
     """Decode a slerp path between two initial noises with the deterministic DDIM sampler
     (Song et al. 2021 §5: the DDIM map noise → image is smooth, so the strip morphs)."""
     from polydiff.rng import SampleRNG
@@ -146,8 +156,9 @@ def ddim_interpolation(model, n_frames: int = 8, *, seed_a: int = 0, seed_b: int
     was = model.network.training
     model.network.eval()
     try:
-        x, c = model.sample_raw(n_frames, sampler="ddim", sigmas=sigmas, seed=0, x_init=start - own,
-                                sampling_cond=c, guidance=guidance)
+        x, c = model.sample_raw(
+            n_frames, sampler="ddim", sigmas=sigmas, seed=0, x_init=start - own, sampling_cond=c, guidance=guidance
+        )
     finally:
         model.network.train(was)
     return model.modality.decode(x, c)

@@ -16,6 +16,7 @@ chosen by image size). ``classifier=`` passes a trained
 :class:`~polydiff.plugins.image.classifier.DigitClassifier`; otherwise one is trained on the
 reference (cached). :func:`real_floor` gives each metric's real-vs-real value.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -76,8 +77,9 @@ def frechet_distance(f1: np.ndarray, f2: np.ndarray) -> float:
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * tr_sqrt)
 
 
-def kid_from_features(f1: np.ndarray, f2: np.ndarray, *, subsets: int = 50, subset_size: int = 1000,
-                      seed: int = 0) -> float:
+def kid_from_features(
+    f1: np.ndarray, f2: np.ndarray, *, subsets: int = 50, subset_size: int = 1000, seed: int = 0
+) -> float:
     """Mean over ``subsets`` random subsets of the unbiased MMD² with k = (xᵀy/d + 1)³."""
     f1, f2 = np.asarray(f1, np.float64), np.asarray(f2, np.float64)
     d = f1.shape[1]
@@ -90,8 +92,9 @@ def kid_from_features(f1: np.ndarray, f2: np.ndarray, *, subsets: int = 50, subs
         a = f1[rng.choice(f1.shape[0], m, replace=False)]
         b = f2[rng.choice(f2.shape[0], m, replace=False)]
         kaa, kbb, kab = (a @ a.T / d + 1) ** 3, (b @ b.T / d + 1) ** 3, (a @ b.T / d + 1) ** 3
-        vals.append((kaa.sum() - np.trace(kaa)) / (m * (m - 1)) + (kbb.sum() - np.trace(kbb)) / (m * (m - 1))
-                    - 2 * kab.mean())
+        vals.append(
+            (kaa.sum() - np.trace(kaa)) / (m * (m - 1)) + (kbb.sum() - np.trace(kbb)) / (m * (m - 1)) - 2 * kab.mean()
+        )
     return float(np.mean(vals))
 
 
@@ -102,7 +105,10 @@ def _kth_radius(f: torch.Tensor, k: int) -> torch.Tensor:
 
 def precision_recall_from_features(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
     """(precision, recall) of Kynkäänniemi et al. 2019 with k-NN balls (features ``[N, d]``)."""
-    r, g = torch.as_tensor(np.asarray(real), dtype=torch.float64), torch.as_tensor(np.asarray(fake), dtype=torch.float64)
+    r, g = (
+        torch.as_tensor(np.asarray(real), dtype=torch.float64),
+        torch.as_tensor(np.asarray(fake), dtype=torch.float64),
+    )
     if r.shape[0] <= k or g.shape[0] <= k:
         raise ValueError(f"precision/recall need more than k={k} points in each set")
     rr, rg = _kth_radius(r, k), _kth_radius(g, k)
@@ -117,6 +123,7 @@ def features(images: torch.Tensor, classifier: DigitClassifier) -> np.ndarray:
 
 
 # -- registered metrics: f(samples, reference=None, **options) -> float ---------------------------------------
+
 
 def class_accuracy(samples, reference=None, *, classifier: DigitClassifier | None = None, labels=None, **_) -> float:
     """Share of samples the classifier assigns to the requested label (labelled samples only)."""
@@ -134,8 +141,16 @@ def fd_ours(samples, reference=None, *, classifier: DigitClassifier | None = Non
     return frechet_distance(features(x, clf), features(rx, clf))
 
 
-def kid_ours(samples, reference=None, *, classifier: DigitClassifier | None = None, subsets: int = 50,
-             subset_size: int = 1000, seed: int = 0, **_) -> float:
+def kid_ours(
+    samples,
+    reference=None,
+    *,
+    classifier: DigitClassifier | None = None,
+    subsets: int = 50,
+    subset_size: int = 1000,
+    seed: int = 0,
+    **_,
+) -> float:
     x, _, rx, _, clf = _setup(samples, reference, classifier)
     return kid_from_features(features(x, clf), features(rx, clf), subsets=subsets, subset_size=subset_size, seed=seed)
 
@@ -160,16 +175,20 @@ METRICS = {
 }
 
 
-def all_scores(samples, reference, classifier: DigitClassifier, *, k: int = 3, kid_subsets: int = 50,
-               kid_subset_size: int = 1000) -> dict[str, float]:
+def all_scores(
+    samples, reference, classifier: DigitClassifier, *, k: int = 3, kid_subsets: int = 50, kid_subset_size: int = 1000
+) -> dict[str, float]:
     """Every metric at once (features computed once); keys without the ``image_`` prefix.
     ``class_accuracy`` only when the samples carry labels."""
     x, y, rx, _, clf = _setup(samples, reference, classifier)
     fx, fr = features(x, clf), features(rx, clf)
     p, r = precision_recall_from_features(fr, fx, k)
-    out = {"fd_ours": frechet_distance(fx, fr),
-           "kid_ours": kid_from_features(fx, fr, subsets=kid_subsets, subset_size=kid_subset_size),
-           "precision_ours": p, "recall_ours": r}
+    out = {
+        "fd_ours": frechet_distance(fx, fr),
+        "kid_ours": kid_from_features(fx, fr, subsets=kid_subsets, subset_size=kid_subset_size),
+        "precision_ours": p,
+        "recall_ours": r,
+    }
     if (y >= 0).any():
         out["class_accuracy"] = float((clf.predict(x[y >= 0]) == y[y >= 0]).float().mean())
     return out

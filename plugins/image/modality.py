@@ -15,6 +15,7 @@ class-conditional (CFG) and optionally a super-resolution stage.
 Cond dicts: ``label`` ``[B]`` long, ``cond_mask`` ``[B]`` (0 = unconditional/null),
 ``lowres`` ``[B, C, H, W]`` for super-resolution.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -45,8 +46,13 @@ class ImageModality(Modality):
     name = "image"
     default_network = "image_unet"
     default_dataset = "mnist5k"
-    default_metrics = ("image_class_accuracy", "image_fd_ours", "image_kid_ours", "image_precision_ours",
-                       "image_recall_ours")
+    default_metrics = (
+        "image_class_accuracy",
+        "image_fd_ours",
+        "image_kid_ours",
+        "image_precision_ours",
+        "image_recall_ours",
+    )
     sigma_data = 0.5
 
     def __init__(self, config: dict | None = None):
@@ -66,13 +72,21 @@ class ImageModality(Modality):
                 raise ValueError("a latent super-resolution stage is not supported: use pixel space")
             from .vae import ConvVAE
 
-            lat = c["latent"] = {"latent_channels": 4, "downsample": 2, "channels": 32, "vae_steps": 1500,
-                                 **(c["latent"] if isinstance(c["latent"], dict) else {})}
+            lat = c["latent"] = {
+                "latent_channels": 4,
+                "downsample": 2,
+                "channels": 32,
+                "vae_steps": 1500,
+                **(c["latent"] if isinstance(c["latent"], dict) else {}),
+            }
             if c["image_size"] % (2 ** lat["downsample"]):
                 raise ValueError(f"image_size {c['image_size']} is not divisible by 2^{lat['downsample']}")
             self.vae = ConvVAE(c["channels"], lat["latent_channels"], lat["downsample"], lat["channels"]).eval()
         if c["superres"]:
-            c["superres"] = {"low_size": c["image_size"] // 2, **(c["superres"] if isinstance(c["superres"], dict) else {})}
+            c["superres"] = {
+                "low_size": c["image_size"] // 2,
+                **(c["superres"] if isinstance(c["superres"], dict) else {}),
+            }
 
     # -- shape -------------------------------------------------------------------------------
     @property
@@ -105,13 +119,15 @@ class ImageModality(Modality):
         if H != W:
             raise ValueError(f"images must be square, got {H}×{W}")
         if (C, H) != (c["channels"], c["image_size"]):
-            raise ValueError(f"the data are {C}×{H}×{W} but the model was created for "
-                             f"{c['channels']}×{c['image_size']}²; create it with "
-                             f"modality_config={{'channels': {C}, 'image_size': {H}}} (or 'dataset': name)")
+            raise ValueError(
+                f"the data are {C}×{H}×{W} but the model was created for "
+                f"{c['channels']}×{c['image_size']}²; create it with "
+                f"modality_config={{'channels': {C}, 'image_size': {H}}} (or 'dataset': name)"
+            )
         if dataset.num_classes > c["num_classes"]:
             raise ValueError(f"the data have {dataset.num_classes} classes, the model {c['num_classes']}")
         if dataset.class_names:
-            c["class_names"] = list(dataset.class_names) + c["class_names"][len(dataset.class_names):]
+            c["class_names"] = list(dataset.class_names) + c["class_names"][len(dataset.class_names) :]
         c["data_pixel_std"] = float(dataset.images.std())
         if self.vae is not None and "scale" not in c["latent"]:
             self.fit_latent(dataset)
@@ -209,8 +225,10 @@ class ImageModality(Modality):
         labels = [None] * px.shape[0]
         if cond is not None and "label" in cond and self.config["num_classes"] > 0:
             m = cond.get("cond_mask", torch.ones(px.shape[0])).cpu()
-            labels = [int(l) if mm > 0.5 and not self.config["superres"] else None
-                      for l, mm in zip(cond["label"].cpu().tolist(), m.tolist())]
+            labels = [
+                int(l) if mm > 0.5 and not self.config["superres"] else None
+                for l, mm in zip(cond["label"].cpu().tolist(), m.tolist())
+            ]
         return [ImageSample(px[i], labels[i]) for i in range(px.shape[0])]
 
     def evaluate(self, samples: list, reference=None, metrics=None, **options) -> dict[str, float]:

@@ -7,6 +7,7 @@ Create the stage with ``polydiff.create("image", modality_config={"dataset": "mn
 each low-res condition by area downsampling); :func:`super_resolve` runs it and
 :func:`psnr` / :func:`bicubic_psnr` compare against the bicubic baseline.
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,8 +27,9 @@ def bicubic_psnr(high: torch.Tensor, low_size: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def super_resolve(model, low: torch.Tensor, *, sampler: str = "dpmpp_2m", steps: int = 20, seed: int = 0,
-                  label=None) -> torch.Tensor:
+def super_resolve(
+    model, low: torch.Tensor, *, sampler: str = "dpmpp_2m", steps: int = 20, seed: int = 0, label=None
+) -> torch.Tensor:
     """Low-res images ``[B, C, h, w]`` in [-1, 1] → high-res ``[B, C, H, W]`` in [-1, 1]."""
     cond = {"lowres": low}
     if label is not None:

@@ -12,6 +12,7 @@ Building blocks reused by other plugins (names kept stable): :func:`sinusoidal_e
 :class:`TimeEmbedding`, :class:`ClassEmbedding`, :class:`ResBlock`,
 :class:`SelfAttention2d`, :func:`group_norm`, :func:`cond_mask_of`.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def sinusoidal_embedding(t: torch.Tensor, dim: int, *, max_period: float = 10000.0,
-                         scale: float = 1000.0) -> torch.Tensor:
+def sinusoidal_embedding(
+    t: torch.Tensor, dim: int, *, max_period: float = 10000.0, scale: float = 1000.0
+) -> torch.Tensor:
     """Transformer sinusoids of ``scale·t`` (Vaswani et al. 2017; DDPM's time embedding).
 
     t: ``[B]`` (any float; EDM's c_noise ∈ about [−1.6, 1.1]); returns float32 ``[B, dim]``.
@@ -143,9 +145,21 @@ class UNet(nn.Module):
     Output: ``[B, out_channels, H, W]`` in the input's dtype (zero at initialisation).
     """
 
-    def __init__(self, in_channels: int = 1, image_size: int = 28, *, base_channels: int = 32,
-                 channel_mult=(1, 2, 2), num_res_blocks: int = 1, attn_resolutions=(7,), num_classes: int = 0,
-                 cond_channels: int = 0, dropout: float = 0.0, out_channels: int | None = None, heads: int = 4):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        image_size: int = 28,
+        *,
+        base_channels: int = 32,
+        channel_mult=(1, 2, 2),
+        num_res_blocks: int = 1,
+        attn_resolutions=(7,),
+        num_classes: int = 0,
+        cond_channels: int = 0,
+        dropout: float = 0.0,
+        out_channels: int | None = None,
+        heads: int = 4,
+    ):
         super().__init__()
         self.in_channels, self.cond_channels, self.num_classes = in_channels, cond_channels, num_classes
         emb = 4 * base_channels
@@ -158,29 +172,45 @@ class UNet(nn.Module):
         for lvl, mult in enumerate(channel_mult):
             for _ in range(num_res_blocks):
                 out = base_channels * mult
-                self.down.append(nn.ModuleList([ResBlock(ch, out, emb, dropout),
-                                                SelfAttention2d(out, heads) if res in attn_resolutions else nn.Identity()]))
+                self.down.append(
+                    nn.ModuleList(
+                        [
+                            ResBlock(ch, out, emb, dropout),
+                            SelfAttention2d(out, heads) if res in attn_resolutions else nn.Identity(),
+                        ]
+                    )
+                )
                 ch = out
                 chans.append(ch)
             if lvl != len(channel_mult) - 1:
                 if res % 2:
-                    raise ValueError(f"image_size {image_size}: resolution {res} cannot be halved at level {lvl}; "
-                                     "use fewer channel_mult levels")
+                    raise ValueError(
+                        f"image_size {image_size}: resolution {res} cannot be halved at level {lvl}; "
+                        "use fewer channel_mult levels"
+                    )
                 self.down.append(nn.Conv2d(ch, ch, 3, stride=2, padding=1))
                 res //= 2
                 chans.append(ch)
-        self.mid = nn.ModuleList([ResBlock(ch, ch, emb, dropout), SelfAttention2d(ch, heads),
-                                  ResBlock(ch, ch, emb, dropout)])
+        self.mid = nn.ModuleList(
+            [ResBlock(ch, ch, emb, dropout), SelfAttention2d(ch, heads), ResBlock(ch, ch, emb, dropout)]
+        )
         self.up = nn.ModuleList()
         for lvl, mult in reversed(list(enumerate(channel_mult))):
             for _ in range(num_res_blocks + 1):
                 out = base_channels * mult
-                self.up.append(nn.ModuleList([ResBlock(ch + chans.pop(), out, emb, dropout),
-                                              SelfAttention2d(out, heads) if res in attn_resolutions else nn.Identity()]))
+                self.up.append(
+                    nn.ModuleList(
+                        [
+                            ResBlock(ch + chans.pop(), out, emb, dropout),
+                            SelfAttention2d(out, heads) if res in attn_resolutions else nn.Identity(),
+                        ]
+                    )
+                )
                 ch = out
             if lvl != 0:
-                self.up.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
-                                             nn.Conv2d(ch, ch, 3, padding=1)))
+                self.up.append(
+                    nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch, ch, 3, padding=1))
+                )
                 res *= 2
         self.norm_out = group_norm(ch)
         self.conv_out = nn.Conv2d(ch, out_channels or in_channels, 3, padding=1)

@@ -5,6 +5,7 @@ Latent diffusion runs the denoiser on ``scale · μ(x)`` where ``scale`` = 1/std
 training latents (Rombach et al.'s 0.18215 is the same idea) so the latent has unit
 variance like EDM's σ_data assumption; :meth:`ConvVAE.decode` maps back to pixels.
 """
+
 from __future__ import annotations
 
 import torch
@@ -18,8 +19,14 @@ from .unet import group_norm
 class _Res(nn.Module):
     def __init__(self, ch: int):
         super().__init__()
-        self.body = nn.Sequential(group_norm(ch), nn.SiLU(), nn.Conv2d(ch, ch, 3, padding=1),
-                                  group_norm(ch), nn.SiLU(), nn.Conv2d(ch, ch, 3, padding=1))
+        self.body = nn.Sequential(
+            group_norm(ch),
+            nn.SiLU(),
+            nn.Conv2d(ch, ch, 3, padding=1),
+            group_norm(ch),
+            nn.SiLU(),
+            nn.Conv2d(ch, ch, 3, padding=1),
+        )
 
     def forward(self, x):
         return x + self.body(x)
@@ -27,8 +34,8 @@ class _Res(nn.Module):
 
 class ConvVAE(nn.Module):
     """Args:
-        in_channels: image channels; latent_channels: z; downsample: k halvings;
-        channels: width of the convolutions.
+    in_channels: image channels; latent_channels: z; downsample: k halvings;
+    channels: width of the convolutions.
     """
 
     def __init__(self, in_channels: int = 1, latent_channels: int = 4, downsample: int = 2, channels: int = 32):
@@ -41,8 +48,11 @@ class ConvVAE(nn.Module):
         self.encoder = nn.Sequential(*enc)
         dec = [nn.Conv2d(latent_channels, channels, 3, padding=1), _Res(channels)]
         for _ in range(downsample):
-            dec += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(channels, channels, 3, padding=1),
-                    _Res(channels)]
+            dec += [
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.Conv2d(channels, channels, 3, padding=1),
+                _Res(channels),
+            ]
         dec += [group_norm(channels), nn.SiLU(), nn.Conv2d(channels, in_channels, 3, padding=1)]
         self.decoder = nn.Sequential(*dec)
 
@@ -61,12 +71,21 @@ class ConvVAE(nn.Module):
         eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype).to(mu.device)
         z = mu + torch.exp(0.5 * logvar) * eps
         rec = F.mse_loss(self.decode(z), x)
-        kl = 0.5 * (mu ** 2 + logvar.exp() - 1 - logvar).mean()
+        kl = 0.5 * (mu**2 + logvar.exp() - 1 - logvar).mean()
         return rec + beta * kl
 
 
-def train_vae(vae: ConvVAE, images: torch.Tensor, *, steps: int = 1000, batch_size: int = 64, lr: float = 2e-3,
-              beta: float = 1e-3, seed: int = 0, progress: bool = True) -> list[float]:
+def train_vae(
+    vae: ConvVAE,
+    images: torch.Tensor,
+    *,
+    steps: int = 1000,
+    batch_size: int = 64,
+    lr: float = 2e-3,
+    beta: float = 1e-3,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[float]:
     """Fit the VAE on ``images`` ``[N, C, H, W]`` in [-1, 1]; returns the loss per step."""
     g = torch.Generator().manual_seed(seed)
     dev = next(vae.parameters()).device
@@ -90,5 +109,5 @@ def train_vae(vae: ConvVAE, images: torch.Tensor, *, steps: int = 1000, batch_si
 def latent_scale(vae: ConvVAE, images: torch.Tensor, batch: int = 512) -> float:
     """1 / std of μ(x) over ``images`` (the factor that gives the latent unit variance)."""
     dev = next(vae.parameters()).device
-    mus = torch.cat([vae.encode(images[i:i + batch].to(dev))[0].cpu() for i in range(0, images.shape[0], batch)])
+    mus = torch.cat([vae.encode(images[i : i + batch].to(dev))[0].cpu() for i in range(0, images.shape[0], batch)])
     return float(1.0 / mus.std().clamp(min=1e-6))

@@ -13,6 +13,7 @@ bond-angle W1); benchmark task ``molecule/qm9``.
 
 Heavy modules (torch networks, RDKit, e3nn) are imported lazily.
 """
+
 from __future__ import annotations
 
 from polydiff.hookspecs import hookimpl
@@ -23,11 +24,26 @@ __version__ = "0.1.0"
 def __getattr__(name):  # lazy public API: write_sdf, write_xyz, png_grid, load_qm9, inpaint_fragment, …
     from importlib import import_module
 
-    homes = {"write_sdf": "io", "write_xyz": "io", "read_molecules": "io", "png_grid": "io", "to_smiles": "io",
-             "load_qm9": "qm9", "download_qm9": "qm9", "load_sdf": "data", "load_xyz": "data",
-             "load_smiles": "data", "MoleculeRecord": "data", "MoleculeDataset": "data",
-             "MoleculeModality": "representation", "to_mol": "chem", "evaluate_molecules": "metrics",
-             "inpaint_fragment": "fragments", "EGNNDenoiser": "egnn", "E3nnDenoiser": "e3nn_net"}
+    homes = {
+        "write_sdf": "io",
+        "write_xyz": "io",
+        "read_molecules": "io",
+        "png_grid": "io",
+        "to_smiles": "io",
+        "load_qm9": "qm9",
+        "download_qm9": "qm9",
+        "load_sdf": "data",
+        "load_xyz": "data",
+        "load_smiles": "data",
+        "MoleculeRecord": "data",
+        "MoleculeDataset": "data",
+        "MoleculeModality": "representation",
+        "to_mol": "chem",
+        "evaluate_molecules": "metrics",
+        "inpaint_fragment": "fragments",
+        "EGNNDenoiser": "egnn",
+        "E3nnDenoiser": "e3nn_net",
+    }
     if name in homes:
         return getattr(import_module(f"{__name__}.{homes[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,6 +11,7 @@ sampling molecules/s at a given NFE for one denoiser configuration; the standard
 suites add throughput rows for EGNN at EDM's size (9×256, attention) and for the e3nn
 network. EDM's own code trains at 7.0 molecules/s on the project's 2-core CPU.
 """
+
 from __future__ import annotations
 
 import resource
@@ -26,13 +27,23 @@ def _peak_mem_mb(device) -> float:
     import torch
 
     if getattr(device, "type", str(device)) == "cuda":
-        return torch.cuda.max_memory_allocated() / 2 ** 20
+        return torch.cuda.max_memory_allocated() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def measure_throughput(network: str = "egnn", *, batch_size: int = 64, train_steps: int = 3, sample_batch: int = 256,
-                       nfe: int = 50, sample_nfe_measured: int | None = None, device="cpu", seed: int = 0,
-                       data=None, **net_kwargs) -> dict:
+def measure_throughput(
+    network: str = "egnn",
+    *,
+    batch_size: int = 64,
+    train_steps: int = 3,
+    sample_batch: int = 256,
+    nfe: int = 50,
+    sample_nfe_measured: int | None = None,
+    device="cpu",
+    seed: int = 0,
+    data=None,
+    **net_kwargs,
+) -> dict:
     """Training and sampling throughput of one denoiser configuration (molecules/s).
 
     Training: ``train_steps`` optimiser steps on batches of ``batch_size`` QM9 molecules
@@ -52,8 +63,11 @@ def measure_throughput(network: str = "egnn", *, batch_size: int = 64, train_ste
     data = data if data is not None else load_qm9("train", limit=max(512, batch_size * (train_steps + 1)), seed=seed)
     model.modality.fit(data)
     train(model, data, TrainConfig(steps=1, batch_size=batch_size, device=str(dev), progress=False, seed=seed))
-    res = train(model, data, TrainConfig(steps=train_steps, batch_size=batch_size, device=str(dev), progress=False,
-                                         seed=seed + 1))
+    res = train(
+        model,
+        data,
+        TrainConfig(steps=train_steps, batch_size=batch_size, device=str(dev), progress=False, seed=seed + 1),
+    )
     if dev.type == "cuda":
         torch.cuda.synchronize()
     measured = sample_nfe_measured or nfe
@@ -62,11 +76,20 @@ def measure_throughput(network: str = "egnn", *, batch_size: int = 64, train_ste
     if dev.type == "cuda":
         torch.cuda.synchronize()
     dt = (time.perf_counter() - t0) * nfe / measured
-    return {"network": network, "params": sum(p.numel() for p in model.network.parameters()),
-            "train_molecules_per_s": batch_size * res.steps / res.seconds, "train_s_per_step": res.seconds / res.steps,
-            "sample_molecules_per_s": sample_batch / dt, "sample_nfe": nfe, "sample_nfe_measured": measured,
-            "batch_size": batch_size, "sample_batch": sample_batch, "device": str(dev),
-            "peak_mem_mb": _peak_mem_mb(dev), **{k: v for k, v in net_kwargs.items()}}
+    return {
+        "network": network,
+        "params": sum(p.numel() for p in model.network.parameters()),
+        "train_molecules_per_s": batch_size * res.steps / res.seconds,
+        "train_s_per_step": res.seconds / res.steps,
+        "sample_molecules_per_s": sample_batch / dt,
+        "sample_nfe": nfe,
+        "sample_nfe_measured": measured,
+        "batch_size": batch_size,
+        "sample_batch": sample_batch,
+        "device": str(dev),
+        "peak_mem_mb": _peak_mem_mb(dev),
+        **{k: v for k, v in net_kwargs.items()},
+    }
 
 
 def _curve_png(losses, path: Path) -> Path:
@@ -113,22 +136,39 @@ def run(ctx) -> list:
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(ctx.seed)
     model = polydiff.create("molecule", network="egnn", **size)
-    data = model.modality.load_dataset("qm9", split="train", limit=n_train if n_train < 100_000 else None,
-                                       seed=ctx.seed)
+    data = model.modality.load_dataset(
+        "qm9", split="train", limit=n_train if n_train < 100_000 else None, seed=ctx.seed
+    )
     ref = load_qm9("test", limit=n_samples, seed=ctx.seed)
-    data_row = evaluate_molecules(ref.records[: n_samples // 2], reference=ref.records[n_samples // 2:],
-                                  novelty_reference=None if q else "qm9")
+    data_row = evaluate_molecules(
+        ref.records[: n_samples // 2], reference=ref.records[n_samples // 2 :], novelty_reference=None if q else "qm9"
+    )
     grid = ctx.sampler_grid(["ddpm"] if q else ["ddpm", "dpmpp_2m"], [100] if q else [100, 200])
     s0, n0 = grid[0]
     model.to(ctx.device)
     # the untrained ceiling is 0 on every count metric; 64 molecules show it (quick)
-    untrained = evaluate_molecules(model.sample(64 if q else n_samples, sampler=s0, nfe=n0, seed=ctx.seed),
-                                   reference=ref.records, novelty_reference=None if q else "qm9")
+    untrained = evaluate_molecules(
+        model.sample(64 if q else n_samples, sampler=s0, nfe=n0, seed=ctx.seed),
+        reference=ref.records,
+        novelty_reference=None if q else "qm9",
+    )
     lr = ctx.budget(quick=4e-3, standard=5e-4, gpu=1e-4)
-    res = train(model, data, TrainConfig(steps=steps, batch_size=64, lr=lr, seed=ctx.seed, device=str(ctx.device),
-                                         progress=ctx.progress, ema_decay=ctx.budget(quick=0.99, standard=0.999),
-                                         warmup_steps=ctx.budget(quick=20, standard=200), log_every=20,
-                                         lr_schedule="cosine"))
+    res = train(
+        model,
+        data,
+        TrainConfig(
+            steps=steps,
+            batch_size=64,
+            lr=lr,
+            seed=ctx.seed,
+            device=str(ctx.device),
+            progress=ctx.progress,
+            ema_decay=ctx.budget(quick=0.99, standard=0.999),
+            warmup_steps=ctx.budget(quick=20, standard=200),
+            log_every=20,
+            lr_schedule="cosine",
+        ),
+    )
     curve = _curve_png(res.losses, out_dir / "training_curve.png")
     rows = []
     for sampler, nfe in grid:
@@ -138,30 +178,61 @@ def run(ctx) -> list:
         metrics = evaluate_molecules(mols, reference=ref.records, novelty_reference=None if q else "qm9")
         sdf = write_sdf(mols, out_dir / f"samples_{sampler}_{nfe}.sdf")
         png = png_grid(mols, out_dir / f"samples_{sampler}_{nfe}.png")
-        timing = {"train_s": res.seconds, "train_steps_per_s": res.steps_per_s,
-                  "train_molecules_per_s": res.steps_per_s * 64, "samples_per_s": n_samples / dt,
-                  "peak_mem_mb": _peak_mem_mb(ctx.device)}
-        rows.append(make_row(TASK, modality="molecule", model=f"egnn-{size['layers']}x{size['hidden']}",
-                             sampler=sampler, nfe=nfe, seed=ctx.seed, metrics=metrics,
-                             reference={"data": data_row, "untrained": untrained}, timing=timing,
-                             files=[sdf, png, curve], losses=res.losses, n_samples=n_samples))
+        timing = {
+            "train_s": res.seconds,
+            "train_steps_per_s": res.steps_per_s,
+            "train_molecules_per_s": res.steps_per_s * 64,
+            "samples_per_s": n_samples / dt,
+            "peak_mem_mb": _peak_mem_mb(ctx.device),
+        }
+        rows.append(
+            make_row(
+                TASK,
+                modality="molecule",
+                model=f"egnn-{size['layers']}x{size['hidden']}",
+                sampler=sampler,
+                nfe=nfe,
+                seed=ctx.seed,
+                metrics=metrics,
+                reference={"data": data_row, "untrained": untrained},
+                timing=timing,
+                files=[sdf, png, curve],
+                losses=res.losses,
+                n_samples=n_samples,
+            )
+        )
     if not q:
         for net, kw in (("egnn", dict(EDM_SIZE)), ("e3nn_molecule", {})):
             tp = measure_throughput(net, device=ctx.device, seed=ctx.seed, sample_nfe_measured=5, **kw)
-            rows.append(make_row(TASK.name + "/throughput", modality="molecule", model=net, sampler="euler",
-                                 nfe=50, seed=ctx.seed, metrics={}, reference={},
-                                 timing={k: v for k, v in tp.items() if isinstance(v, (int, float))
-                                         and not isinstance(v, bool)},
-                                 edm_reference_train_molecules_per_s=EDM_CPU_MOLECULES_PER_S))
+            rows.append(
+                make_row(
+                    TASK.name + "/throughput",
+                    modality="molecule",
+                    model=net,
+                    sampler="euler",
+                    nfe=50,
+                    seed=ctx.seed,
+                    metrics={},
+                    reference={},
+                    timing={k: v for k, v in tp.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
+                    edm_reference_train_molecules_per_s=EDM_CPU_MOLECULES_PER_S,
+                )
+            )
     return rows
 
 
 def _task():
     from polydiff.bench import BenchmarkTask
 
-    return BenchmarkTask(name="molecule/qm9", modality="molecule", model="egnn", run=run,
-                         description="EDM-class EGNN on QM9 with H: EDM stability/validity/uniqueness, W1 "
-                                     "bond lengths/angles; throughput at EDM's size (standard/gpu)", expected_s=460)
+    return BenchmarkTask(
+        name="molecule/qm9",
+        modality="molecule",
+        model="egnn",
+        run=run,
+        description="EDM-class EGNN on QM9 with H: EDM stability/validity/uniqueness, W1 "
+        "bond lengths/angles; throughput at EDM's size (standard/gpu)",
+        expected_s=460,
+    )
 
 
 TASK = _task()
@@ -181,16 +252,26 @@ def main(argv=None) -> int:
     p.add_argument("--nfe", type=int, default=50)
     p.add_argument("--nfe-measured", type=int, default=5, help="time this many evaluations and scale to --nfe")
     p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--networks", default="egnn,egnn-concat,e3nn_molecule",
-                   help="egnn-concat = EGNN at EDM's size computed with EDM's per-edge concatenation")
+    p.add_argument(
+        "--networks",
+        default="egnn,egnn-concat,e3nn_molecule",
+        help="egnn-concat = EGNN at EDM's size computed with EDM's per-edge concatenation",
+    )
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     for name in args.networks.split(","):
         net = "egnn" if name.startswith("egnn") else name
         kw = dict(EDM_SIZE, split_pair_layers=name != "egnn-concat") if net == "egnn" else {}
-        res = measure_throughput(net, device=args.device, train_steps=args.train_steps, sample_batch=args.sample_batch,
-                                 nfe=args.nfe, sample_nfe_measured=args.nfe_measured, **kw)
+        res = measure_throughput(
+            net,
+            device=args.device,
+            train_steps=args.train_steps,
+            sample_batch=args.sample_batch,
+            nfe=args.nfe,
+            sample_nfe_measured=args.nfe_measured,
+            **kw,
+        )
         res["name"] = name
         res["threads"] = torch.get_num_threads()
         res["vs_edm_cpu_train"] = res["train_molecules_per_s"] / EDM_CPU_MOLECULES_PER_S

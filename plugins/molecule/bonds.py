@@ -13,6 +13,7 @@ QM9 elements (see ``/work/shared/REFERENCES.md``); other elements get no bonds.
 
 All distances given to this module are in Å and converted to pm (× 100).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,10 +22,21 @@ MARGIN_SINGLE_PM, MARGIN_DOUBLE_PM, MARGIN_TRIPLE_PM = 10.0, 5.0, 3.0
 
 #: typical single-bond lengths (pm)
 SINGLE_PM = {
-    ("H", "H"): 74, ("H", "C"): 109, ("H", "N"): 101, ("H", "O"): 96, ("H", "F"): 92,
-    ("C", "C"): 154, ("C", "N"): 147, ("C", "O"): 143, ("C", "F"): 135,
-    ("N", "N"): 145, ("N", "O"): 140, ("N", "F"): 136,
-    ("O", "O"): 148, ("O", "F"): 142, ("F", "F"): 142,
+    ("H", "H"): 74,
+    ("H", "C"): 109,
+    ("H", "N"): 101,
+    ("H", "O"): 96,
+    ("H", "F"): 92,
+    ("C", "C"): 154,
+    ("C", "N"): 147,
+    ("C", "O"): 143,
+    ("C", "F"): 135,
+    ("N", "N"): 145,
+    ("N", "O"): 140,
+    ("N", "F"): 136,
+    ("O", "O"): 148,
+    ("O", "F"): 142,
+    ("F", "F"): 142,
 }
 #: typical double-bond lengths (pm)
 DOUBLE_PM = {("C", "C"): 134, ("C", "N"): 129, ("C", "O"): 120, ("N", "N"): 125, ("N", "O"): 121, ("O", "O"): 121}

@@ -8,6 +8,7 @@ RDKit's ``rdDetermineBonds`` (Kim & Kim 2015 / xyz2mol), or are left out.
 molecule is *valid* when ``Chem.SanitizeMol`` accepts it; its SMILES is the canonical
 SMILES of the largest fragment.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -41,8 +42,14 @@ def _quiet():
     RDLogger.DisableLog("rdApp.*")
 
 
-def to_mol(elements: Sequence[str], positions, *, bonds: str = "edm", charges: Sequence[int] | None = None,
-           total_charge: int = 0):
+def to_mol(
+    elements: Sequence[str],
+    positions,
+    *,
+    bonds: str = "edm",
+    charges: Sequence[int] | None = None,
+    total_charge: int = 0,
+):
     """RDKit ``Mol`` (not sanitised) with one conformer; see the module docstring.
 
     ``bonds="rdkit"`` runs ``rdDetermineBonds.DetermineBonds`` (bond orders, with

@@ -8,6 +8,7 @@ naming file, record index and field, or a counted and reported skip — never a 
 
 QM9 lives in :mod:`polydiff.plugins.molecule.qm9`.
 """
+
 from __future__ import annotations
 
 import math
@@ -53,9 +54,16 @@ class MoleculeRecord:
     def without_hydrogens(self) -> "MoleculeRecord":
         keep = [i for i, e in enumerate(self.elements) if e != "H"]
         pc = None if self.partial_charges is None else self.partial_charges[keep]
-        return MoleculeRecord([self.elements[i] for i in keep], self.positions[keep],
-                              None if self.charges is None else self.charges[keep], dict(self.properties),
-                              self.smiles, self.name, self.index, pc)
+        return MoleculeRecord(
+            [self.elements[i] for i in keep],
+            self.positions[keep],
+            None if self.charges is None else self.charges[keep],
+            dict(self.properties),
+            self.smiles,
+            self.name,
+            self.index,
+            pc,
+        )
 
 
 def check_record(rec: MoleculeRecord, *, file, index, elements: Sequence[str] | None = None) -> MoleculeRecord:
@@ -66,12 +74,17 @@ def check_record(rec: MoleculeRecord, *, file, index, elements: Sequence[str] | 
         if e not in ATOMIC_NUMBER:
             raise InputError(f"unknown element symbol {e!r}", file=file, record=index, field="element")
         if elements is not None and e not in elements:
-            raise InputError(f"element {e!r} is not in the vocabulary {list(elements)}", file=file, record=index,
-                             field="element")
+            raise InputError(
+                f"element {e!r} is not in the vocabulary {list(elements)}", file=file, record=index, field="element"
+            )
     pos = np.asarray(rec.positions, dtype=np.float64)
     if pos.shape != (rec.n_atoms, 3):
-        raise InputError(f"expected {rec.n_atoms}×3 coordinates, got shape {tuple(pos.shape)}", file=file,
-                         record=index, field="coordinates")
+        raise InputError(
+            f"expected {rec.n_atoms}×3 coordinates, got shape {tuple(pos.shape)}",
+            file=file,
+            record=index,
+            field="coordinates",
+        )
     if not np.isfinite(pos).all():
         raise InputError("non-finite (NaN/inf) coordinates", file=file, record=index, field="coordinates")
     for k, v in rec.properties.items():
@@ -87,8 +100,15 @@ class MoleculeDataset(Sequence):
     ``skipped``: ``[(file, record, message)]`` of records dropped under ``on_error="skip"``.
     """
 
-    def __init__(self, records: list[MoleculeRecord], *, elements: Sequence[str] | None = None,
-                 property_names: Sequence[str] = (), skipped: list | None = None, name: str = ""):
+    def __init__(
+        self,
+        records: list[MoleculeRecord],
+        *,
+        elements: Sequence[str] | None = None,
+        property_names: Sequence[str] = (),
+        skipped: list | None = None,
+        name: str = "",
+    ):
         self.records = list(records)
         if elements is None:
             present = {e for r in self.records for e in r.elements}
@@ -103,13 +123,18 @@ class MoleculeDataset(Sequence):
 
     def __getitem__(self, i):
         if isinstance(i, slice):
-            return MoleculeDataset(self.records[i], elements=self.elements, property_names=self.property_names,
-                                   name=self.name)
+            return MoleculeDataset(
+                self.records[i], elements=self.elements, property_names=self.property_names, name=self.name
+            )
         return self.records[i]
 
     def subset(self, indices: Iterable[int]) -> "MoleculeDataset":
-        return MoleculeDataset([self.records[i] for i in indices], elements=self.elements,
-                               property_names=self.property_names, name=self.name)
+        return MoleculeDataset(
+            [self.records[i] for i in indices],
+            elements=self.elements,
+            property_names=self.property_names,
+            name=self.name,
+        )
 
     def atom_count_histogram(self) -> dict[int, int]:
         hist: dict[int, int] = {}
@@ -146,10 +171,13 @@ class _Collector:
 
     def dataset(self, *, elements=None, property_names=(), name="") -> MoleculeDataset:
         if self.skipped:
-            warnings.warn(f"{name or 'dataset'}: skipped {len(self.skipped)} bad record(s); "
-                          f"first: {self.skipped[0][2]}", stacklevel=3)
-        return MoleculeDataset(self.records, elements=elements, property_names=property_names,
-                               skipped=self.skipped, name=name)
+            warnings.warn(
+                f"{name or 'dataset'}: skipped {len(self.skipped)} bad record(s); first: {self.skipped[0][2]}",
+                stacklevel=3,
+            )
+        return MoleculeDataset(
+            self.records, elements=elements, property_names=property_names, skipped=self.skipped, name=name
+        )
 
 
 # -- RDKit molecules ---------------------------------------------------------------------
@@ -170,8 +198,14 @@ def record_from_mol(mol, *, file, index, conf_id: int = -1) -> MoleculeRecord:
     return MoleculeRecord(elements, pos, charges, props, None, name)
 
 
-def load_sdf(path, *, elements: Sequence[str] | None = None, remove_h: bool = False,
-             on_error: str = "raise", limit: int | None = None) -> MoleculeDataset:
+def load_sdf(
+    path,
+    *,
+    elements: Sequence[str] | None = None,
+    remove_h: bool = False,
+    on_error: str = "raise",
+    limit: int | None = None,
+) -> MoleculeDataset:
     """Molecules of an SDF file (RDKit, unsanitised so coordinates and atoms are kept as
     written). Record indices count from 0 in file order."""
     from rdkit import Chem, RDLogger
@@ -218,12 +252,19 @@ def parse_xyz_text(text: str, *, file="<string>") -> Iterable[tuple[int, Molecul
         except ValueError:
             n = None
         if n is None or n <= 0 or pos + 2 + n > len(lines):
-            yield index, InputError(f"line {pos + 1}: expected an atom count followed by that many atom lines, "
-                                    f"got {lines[pos][:40]!r}", file=file, record=index, field="atom_count")
+            yield (
+                index,
+                InputError(
+                    f"line {pos + 1}: expected an atom count followed by that many atom lines, got {lines[pos][:40]!r}",
+                    file=file,
+                    record=index,
+                    field="atom_count",
+                ),
+            )
             return
         comment = lines[pos + 1].strip()
         elements, xyz, err = [], [], None
-        for k, line in enumerate(lines[pos + 2: pos + 2 + n]):
+        for k, line in enumerate(lines[pos + 2 : pos + 2 + n]):
             parts = line.split()
             try:
                 if len(parts) < 4:
@@ -231,8 +272,7 @@ def parse_xyz_text(text: str, *, file="<string>") -> Iterable[tuple[int, Molecul
                 elements.append(parts[0].capitalize() if parts[0].isalpha() else parts[0])
                 xyz.append([float(v.replace("*^", "e")) for v in parts[1:4]])
             except ValueError as e:
-                err = InputError(f"atom line {k + 1}: {e}: {line[:60]!r}", file=file, record=index,
-                                 field="coordinates")
+                err = InputError(f"atom line {k + 1}: {e}: {line[:60]!r}", file=file, record=index, field="coordinates")
                 break
         if err is not None:
             yield index, err
@@ -242,8 +282,14 @@ def parse_xyz_text(text: str, *, file="<string>") -> Iterable[tuple[int, Molecul
         index += 1
 
 
-def load_xyz(path, *, elements: Sequence[str] | None = None, remove_h: bool = False, on_error: str = "raise",
-             limit: int | None = None) -> MoleculeDataset:
+def load_xyz(
+    path,
+    *,
+    elements: Sequence[str] | None = None,
+    remove_h: bool = False,
+    on_error: str = "raise",
+    limit: int | None = None,
+) -> MoleculeDataset:
     """Molecules of a (multi-frame) XYZ file, or of every ``*.xyz`` file in a folder."""
     path = Path(path)
     files = sorted(path.glob("*.xyz")) if path.is_dir() else [path]
@@ -293,8 +339,16 @@ def embed_smiles(smiles: str, *, seed: int = 0, mmff: bool = True, file="<smiles
     return rec
 
 
-def load_smiles(source, *, elements: Sequence[str] | None = None, remove_h: bool = False, seed: int = 0,
-                mmff: bool = True, on_error: str = "raise", limit: int | None = None) -> MoleculeDataset:
+def load_smiles(
+    source,
+    *,
+    elements: Sequence[str] | None = None,
+    remove_h: bool = False,
+    seed: int = 0,
+    mmff: bool = True,
+    on_error: str = "raise",
+    limit: int | None = None,
+) -> MoleculeDataset:
     """A SMILES file (one per line, optional name after whitespace; ``#`` comments) or a
     list of SMILES strings, embedded in 3-D with :func:`embed_smiles`."""
     if isinstance(source, (list, tuple)):

@@ -13,6 +13,7 @@ polar vector per atom: the position displacement, then the masked centre of mass
 removed) and ``Kx0e`` scalars (type/charge predictions). Everything is O(3)-equivariant
 by construction (e3nn) and translation-invariant (only relative vectors enter).
 """
+
 from __future__ import annotations
 
 import torch
@@ -30,9 +31,21 @@ class E3nnDenoiser(nn.Module):
     ``radial_hidden``.
     """
 
-    def __init__(self, n_types: int = 5, n_charges: int = 0, n_props: int = 0, scalars: int = 32, vectors: int = 8,
-                 layers: int = 3, lmax: int = 2, n_basis: int = 12, max_radius: float = 8.0,
-                 radial_hidden: int = 32, time_dim: int = 16, avg_neighbors: float = 16.0):
+    def __init__(
+        self,
+        n_types: int = 5,
+        n_charges: int = 0,
+        n_props: int = 0,
+        scalars: int = 32,
+        vectors: int = 8,
+        layers: int = 3,
+        lmax: int = 2,
+        n_basis: int = 12,
+        max_radius: float = 8.0,
+        radial_hidden: int = 32,
+        time_dim: int = 16,
+        avg_neighbors: float = 16.0,
+    ):
         super().__init__()
         from e3nn import nn as enn
         from e3nn import o3
@@ -41,7 +54,7 @@ class E3nnDenoiser(nn.Module):
 
         self.n_feat = n_types + n_charges
         self.time_dim, self.n_basis, self.max_radius = time_dim, n_basis, float(max_radius)
-        self.norm = avg_neighbors ** 0.5
+        self.norm = avg_neighbors**0.5
         self.cond = ConditionEmbedding(n_props, scalars)
         n_in = self.n_feat + 1 + time_dim + (scalars if n_props else 0)
         self.embed = nn.Linear(n_in, scalars)
@@ -50,11 +63,18 @@ class E3nnDenoiser(nn.Module):
         irreps_scalars = o3.Irreps(f"{scalars}x0e")
         irreps_gates = o3.Irreps(f"{gated.num_irreps}x0e")
         irreps_in = irreps_scalars
-        self.tps, self.radials, self.gates, self.selfs = nn.ModuleList(), nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
+        self.tps, self.radials, self.gates, self.selfs = (
+            nn.ModuleList(),
+            nn.ModuleList(),
+            nn.ModuleList(),
+            nn.ModuleList(),
+        )
         for _ in range(layers):
             gate = enn.Gate(irreps_scalars, [torch.nn.functional.silu], irreps_gates, [torch.sigmoid], gated)
             tp = o3.FullyConnectedTensorProduct(irreps_in, self.irreps_sh, gate.irreps_in, shared_weights=False)
-            self.radials.append(enn.FullyConnectedNet([n_basis, radial_hidden, tp.weight_numel], torch.nn.functional.silu))
+            self.radials.append(
+                enn.FullyConnectedNet([n_basis, radial_hidden, tp.weight_numel], torch.nn.functional.silu)
+            )
             self.tps.append(tp)
             self.gates.append(gate)
             self.selfs.append(o3.Linear(irreps_in, gate.irreps_out))
@@ -92,7 +112,7 @@ class E3nnDenoiser(nn.Module):
         dist = rel.norm(dim=-1)
         sh = o3.spherical_harmonics(self.irreps_sh, rel, normalize=True, normalization="component")
         basis = soft_one_hot_linspace(dist, 0.0, self.max_radius, self.n_basis, basis="gaussian", cutoff=False)
-        basis = basis * self.n_basis ** 0.5
+        basis = basis * self.n_basis**0.5
         for tp, radial, gate, lin in zip(self.tps, self.radials, self.gates, self.selfs):
             msg = tp(h[send], sh, radial(basis))
             agg = torch.zeros(B * N, msg.shape[-1], dtype=msg.dtype, device=msg.device).index_add_(0, recv, msg)

@@ -19,6 +19,7 @@ as ``A h_i + B h_j + C e_ij`` (A, B per node, not per edge), which is the same f
 with ~3× fewer operations per edge. EDM's QM9 size is ``hidden=256, layers=9`` (5.34 M
 parameters).
 """
+
 from __future__ import annotations
 
 import math
@@ -47,8 +48,9 @@ class PairMLP(nn.Module):
     measure the speed-up side by side.
     """
 
-    def __init__(self, hidden: int, edge_dim: int, out: int, *, final_act: bool, out_bias: bool = True,
-                 split: bool = True):
+    def __init__(
+        self, hidden: int, edge_dim: int, out: int, *, final_act: bool, out_bias: bool = True, split: bool = True
+    ):
         super().__init__()
         self.a = nn.Linear(hidden, hidden)
         self.b = nn.Linear(hidden, hidden, bias=False)
@@ -65,8 +67,9 @@ class PairMLP(nn.Module):
             z = torch.addmm(z, e, self.e.weight.t())
         else:
             w = torch.cat([self.a.weight, self.b.weight, self.e.weight], 1)
-            z = torch.nn.functional.linear(torch.cat([h.index_select(0, recv), h.index_select(0, send), e], -1), w,
-                                           self.a.bias)
+            z = torch.nn.functional.linear(
+                torch.cat([h.index_select(0, recv), h.index_select(0, send), e], -1), w, self.a.bias
+            )
         z = self.l2(torch.nn.functional.silu(z))
         if self.out is None:
             return torch.nn.functional.silu(z)
@@ -74,8 +77,15 @@ class PairMLP(nn.Module):
 
 
 class EquivariantBlock(nn.Module):
-    def __init__(self, hidden: int, attention: bool, coords_range: float, aggregation_norm: float,
-                 norm_constant: float, split: bool = True):
+    def __init__(
+        self,
+        hidden: int,
+        attention: bool,
+        coords_range: float,
+        aggregation_norm: float,
+        norm_constant: float,
+        split: bool = True,
+    ):
         super().__init__()
         self.edge_mlp = PairMLP(hidden, 2, hidden, final_act=True, split=split)
         self.att = nn.Linear(hidden, 1) if attention else None
@@ -155,16 +165,29 @@ class EGNNDenoiser(nn.Module):
     (False: EDM's per-edge concatenation, same function, for speed comparisons).
     """
 
-    def __init__(self, n_types: int = 5, n_charges: int = 0, n_props: int = 0, hidden: int = 256, layers: int = 9,
-                 attention: bool = True, coords_range: float = 15.0, aggregation_norm: float = 10.0,
-                 norm_constant: float = 1.0, time_dim: int = 16, split_pair_layers: bool = True):
+    def __init__(
+        self,
+        n_types: int = 5,
+        n_charges: int = 0,
+        n_props: int = 0,
+        hidden: int = 256,
+        layers: int = 9,
+        attention: bool = True,
+        coords_range: float = 15.0,
+        aggregation_norm: float = 10.0,
+        norm_constant: float = 1.0,
+        time_dim: int = 16,
+        split_pair_layers: bool = True,
+    ):
         super().__init__()
         self.n_feat = n_types + n_charges
         self.time_dim = time_dim
         self.cond = ConditionEmbedding(n_props, hidden)
         self.embed = nn.Linear(self.n_feat + 1 + time_dim + (hidden if n_props else 0), hidden)
-        self.blocks = nn.ModuleList(EquivariantBlock(hidden, attention, coords_range, aggregation_norm, norm_constant,
-                                                     split_pair_layers) for _ in range(layers))
+        self.blocks = nn.ModuleList(
+            EquivariantBlock(hidden, attention, coords_range, aggregation_norm, norm_constant, split_pair_layers)
+            for _ in range(layers)
+        )
         self.out = nn.Linear(hidden, self.n_feat)
 
     def forward(self, x: torch.Tensor, time: torch.Tensor, cond: dict | None = None) -> torch.Tensor:

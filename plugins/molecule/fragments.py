@@ -12,6 +12,7 @@ untouched). After the last step, where the samplers return x̂₀, the finished 
 translated so that the fragment's centroid is back at its given centroid: the fixed atoms
 then sit at their given positions up to float32 rounding (≈1e-6 Å).
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -22,9 +23,21 @@ import torch
 from polydiff.spaces import ZeroCoMSpace
 
 
-def inpaint_fragment(model, elements: Sequence[str], positions, n_atoms: int | Sequence[int], n: int = 1, *,
-                     sampler: str = "dpmpp_2m", steps: int = 50, seed: int = 0, cond: dict | None = None,
-                     guidance: float = 1.0, return_state: bool = False, **sample_options):
+def inpaint_fragment(
+    model,
+    elements: Sequence[str],
+    positions,
+    n_atoms: int | Sequence[int],
+    n: int = 1,
+    *,
+    sampler: str = "dpmpp_2m",
+    steps: int = 50,
+    seed: int = 0,
+    cond: dict | None = None,
+    guidance: float = 1.0,
+    return_state: bool = False,
+    **sample_options,
+):
     """Generate ``n`` molecules of ``n_atoms`` atoms that contain the fragment.
 
     ``elements`` (K symbols) and ``positions`` (``[K, 3]`` Å) are the fixed atoms; they
@@ -59,8 +72,9 @@ def inpaint_fragment(model, elements: Sequence[str], positions, n_atoms: int | S
     was = model.network.training
     model.network.eval()
     try:
-        x, c = model.sample_raw(n, sampler=sampler, steps=steps, seed=seed, cond=request, guidance=guidance,
-                                wrap=wrap, **sample_options)
+        x, c = model.sample_raw(
+            n, sampler=sampler, steps=steps, seed=seed, cond=request, guidance=guidance, wrap=wrap, **sample_options
+        )
     finally:
         model.network.train(was)
     mask = c["mask"].to(x.device, x.dtype)[..., None]

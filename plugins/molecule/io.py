@@ -4,6 +4,7 @@ Writers take RDKit Mols (what :meth:`MoleculeModality.decode` returns), records 
 ``(elements, positions)`` pairs; coordinates are written in Å. Writes go to a temporary
 file that is renamed into place.
 """
+
 from __future__ import annotations
 
 import os
@@ -121,7 +122,7 @@ def png_grid(samples, path, *, per_row: int = 4, size: int = 250, max_mols: int 
     """A PNG grid of 2-D depictions (RDKit Draw), hydrogens hidden, SMILES as legend;
     unsanitisable molecules are drawn from their raw graph and labelled "invalid"."""
     from rdkit import Chem
-    from rdkit.Chem import AllChem, Draw
+    from rdkit.Chem import AllChem
 
     mols, legends = [], []
     for s in list(samples)[:max_mols]:

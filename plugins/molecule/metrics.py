@@ -17,6 +17,7 @@ pairs. Metrics use atoms and coordinates only: bonds stored in the input are ign
 ``reference`` may be ``"qm9"`` (EDM's training split for novelty, a seeded 2,000-molecule
 test subset for W1), a data set / list of samples, or (novelty) a set of SMILES.
 """
+
 from __future__ import annotations
 
 import functools
@@ -217,11 +218,13 @@ def evaluate_molecules(samples, reference=None, *, novelty_reference="qm9", geom
     n = max(1, len(sm))
     valid = [s for s, _ in sm if s is not None]
     unique = set(valid)
-    out = {"mol_atom_stability": c["stable_atoms"] / max(1, c["atoms"]),
-           "mol_stability": c["stable_molecules"] / max(1, c["molecules"]),
-           "mol_validity": len(valid) / n,
-           "mol_connected_validity": sum(s is not None and k == 1 for s, k in sm) / n,
-           "mol_uniqueness": len(unique) / len(valid) if valid else 0.0}
+    out = {
+        "mol_atom_stability": c["stable_atoms"] / max(1, c["atoms"]),
+        "mol_stability": c["stable_molecules"] / max(1, c["molecules"]),
+        "mol_validity": len(valid) / n,
+        "mol_connected_validity": sum(s is not None and k == 1 for s, k in sm) / n,
+        "mol_uniqueness": len(unique) / len(valid) if valid else 0.0,
+    }
     if novelty_reference is not None:
         out["mol_novelty"] = len(unique - reference_smiles(novelty_reference)) / len(unique) if unique else 0.0
     if geometry:
@@ -230,4 +233,3 @@ def evaluate_molecules(samples, reference=None, *, novelty_reference="qm9", geom
         out["mol_bond_length_w1"] = _w1(lengths, ref_l)
         out["mol_bond_angle_w1"] = _w1(angles, ref_a)
     return out
-

@@ -17,6 +17,7 @@ al. 2019): a permutation of the 130,831 molecules by ``numpy.random.seed(0)`` ;
 Property units: ``mu`` D, ``alpha`` bohr³, ``homo``/``lumo``/``gap`` eV, ``r2`` bohr²,
 ``zpve`` eV, ``cv`` cal/(mol K).
 """
+
 from __future__ import annotations
 
 import csv
@@ -38,9 +39,14 @@ SPLIT_SIZES = {"train": 100_000, "valid": 17_748, "test": 13_083}
 HARTREE_EV = 27.211386246
 #: property name → (qm9pack column, factor to our unit)
 QM9PACK_PROPERTIES = {
-    "mu": ("Dipole_debye", 1.0), "alpha": ("Polarizability_bohr3", 1.0),
-    "homo": ("HOMO_au", HARTREE_EV), "lumo": ("LUMO_au", HARTREE_EV), "gap": ("HOMO_LUMO_gap_au", HARTREE_EV),
-    "r2": ("R2_bohr2", 1.0), "zpve": ("ZPVE_au", HARTREE_EV), "cv": ("Heatcapacity_Cv_cal_mol_K", 1.0),
+    "mu": ("Dipole_debye", 1.0),
+    "alpha": ("Polarizability_bohr3", 1.0),
+    "homo": ("HOMO_au", HARTREE_EV),
+    "lumo": ("LUMO_au", HARTREE_EV),
+    "gap": ("HOMO_LUMO_gap_au", HARTREE_EV),
+    "r2": ("R2_bohr2", 1.0),
+    "zpve": ("ZPVE_au", HARTREE_EV),
+    "cv": ("Heatcapacity_Cv_cal_mol_K", 1.0),
 }
 #: official archive (figshare, Ramakrishnan et al. 2014)
 QM9_URL = "https://springernature.figshare.com/ndownloader/files/3195389"
@@ -53,8 +59,10 @@ def qm9pack_dir() -> Path:
     """The folder of qm9pack's CSV files (found without importing qm9pack)."""
     spec = importlib.util.find_spec("qm9pack")
     if spec is None or not spec.submodule_search_locations:
-        raise InputError("the qm9pack package is not installed (pip install qm9pack), and no local QM9 source "
-                         "was given", file="qm9pack")
+        raise InputError(
+            "the qm9pack package is not installed (pip install qm9pack), and no local QM9 source was given",
+            file="qm9pack",
+        )
     return Path(list(spec.submodule_search_locations)[0]) / "data"
 
 
@@ -86,8 +94,9 @@ def parse_qm9pack_row(row: dict, *, file, index) -> MoleculeRecord:
         raise InputError("missing Elements/XYZ_Ang column", file=file, record=index, field="Elements") from None
     pos = _floats(xyz or "", file=file, index=index, field="XYZ_Ang")
     if pos.size != 3 * len(elements):
-        raise InputError(f"{len(elements)} elements but {pos.size} coordinate values", file=file, record=index,
-                         field="XYZ_Ang")
+        raise InputError(
+            f"{len(elements)} elements but {pos.size} coordinate values", file=file, record=index, field="XYZ_Ang"
+        )
     props = {}
     for name, (col, factor) in QM9PACK_PROPERTIES.items():
         try:
@@ -95,8 +104,16 @@ def parse_qm9pack_row(row: dict, *, file, index) -> MoleculeRecord:
         except (KeyError, TypeError, ValueError):
             raise InputError(f"missing or non-numeric {col}", file=file, record=index, field=col) from None
     mull = _floats(row.get("Mulliken_pop") or "", file=file, index=index, field="Mulliken_pop")
-    return MoleculeRecord(elements, pos.reshape(-1, 3), None, props, row.get("SMILES"), row.get("XYZ_file", ""),
-                          index, mull if mull.size == len(elements) else None)
+    return MoleculeRecord(
+        elements,
+        pos.reshape(-1, 3),
+        None,
+        props,
+        row.get("SMILES"),
+        row.get("XYZ_file", ""),
+        index,
+        mull if mull.size == len(elements) else None,
+    )
 
 
 def _iter_qm9pack(wanted: set[int] | None, on_error: str, folder: Path | None = None):
@@ -110,15 +127,26 @@ def _iter_qm9pack(wanted: set[int] | None, on_error: str, folder: Path | None = 
         with open(path, newline="") as fh:
             for row in csv.DictReader(fh):
                 if wanted is None or index in wanted:
-                    col.add(lambda row=row, i=index, p=path: parse_qm9pack_row(row, file=p, index=i),
-                            file=path, index=index, elements=QM9_ELEMENTS)
+                    col.add(
+                        lambda row=row, i=index, p=path: parse_qm9pack_row(row, file=p, index=i),
+                        file=path,
+                        index=index,
+                        elements=QM9_ELEMENTS,
+                    )
                 index += 1
     return col, index
 
 
-def load_qm9(split: str = "train", *, remove_h: bool = False, limit: int | None = None, seed: int = 0,
-             source: str | os.PathLike | None = None, on_error: str = "raise",
-             properties: Sequence[str] = tuple(QM9PACK_PROPERTIES)) -> MoleculeDataset:
+def load_qm9(
+    split: str = "train",
+    *,
+    remove_h: bool = False,
+    limit: int | None = None,
+    seed: int = 0,
+    source: str | os.PathLike | None = None,
+    on_error: str = "raise",
+    properties: Sequence[str] = tuple(QM9PACK_PROPERTIES),
+) -> MoleculeDataset:
     """QM9 molecules of ``split`` (``train``/``valid``/``test``/``all``).
 
     ``limit``: keep a seeded random subset of that many molecules (``seed``), in split
@@ -143,8 +171,7 @@ def load_qm9(split: str = "train", *, remove_h: bool = False, limit: int | None 
         r.properties = {k: r.properties[k] for k in properties if k in r.properties}
     elements = tuple(e for e in QM9_ELEMENTS if not (remove_h and e == "H"))
     name = f"qm9/{split}" + ("/noH" if remove_h else "")
-    return MoleculeDataset(records, elements=elements, property_names=tuple(properties), skipped=col.skipped,
-                           name=name)
+    return MoleculeDataset(records, elements=elements, property_names=tuple(properties), skipped=col.skipped, name=name)
 
 
 # -- official archive -----------------------------------------------------------------------
@@ -160,15 +187,23 @@ def parse_qm9_xyz(text: str, *, file, index=0) -> MoleculeRecord:
     rec = frames[0][1]
     head = rec.name.split()
     if len(head) < 2 + len(_OFFICIAL_PROPS) - 1 or head[0] != "gdb":
-        raise InputError("second line is not a QM9 'gdb <id> <15 properties>' line", file=file, record=index,
-                         field="properties")
+        raise InputError(
+            "second line is not a QM9 'gdb <id> <15 properties>' line", file=file, record=index, field="properties"
+        )
     try:
         vals = dict(zip(_OFFICIAL_PROPS, (float(v.replace("*^", "e")) for v in head[2:])))
     except ValueError:
         raise InputError("non-numeric property", file=file, record=index, field="properties") from None
-    rec.properties = {"mu": vals["mu"], "alpha": vals["alpha"], "homo": vals["homo"] * HARTREE_EV,
-                      "lumo": vals["lumo"] * HARTREE_EV, "gap": vals["gap"] * HARTREE_EV, "r2": vals["r2"],
-                      "zpve": vals["zpve"] * HARTREE_EV, "cv": vals["cv"]}
+    rec.properties = {
+        "mu": vals["mu"],
+        "alpha": vals["alpha"],
+        "homo": vals["homo"] * HARTREE_EV,
+        "lumo": vals["lumo"] * HARTREE_EV,
+        "gap": vals["gap"] * HARTREE_EV,
+        "r2": vals["r2"],
+        "zpve": vals["zpve"] * HARTREE_EV,
+        "cv": vals["cv"],
+    }
     lines = text.splitlines()
     n = rec.n_atoms
     rec.smiles = lines[n + 3].split()[0] if len(lines) > n + 3 and lines[n + 3].split() else None
@@ -181,8 +216,9 @@ def _iter_official(source: Path, wanted: set[int], on_error: str):
     """Records of the official QM9 archive/folder, skipping the 3,054 molecules that EDM
     excludes (those listed as failing the geometry consistency check); ``source`` must
     contain that list as ``uncharacterized.txt`` next to it or inside the folder."""
-    excluded = _read_excluded(source.parent / "uncharacterized.txt" if source.is_file()
-                              else source / "uncharacterized.txt")
+    excluded = _read_excluded(
+        source.parent / "uncharacterized.txt" if source.is_file() else source / "uncharacterized.txt"
+    )
     col = _Collector(on_error)
     index = 0
     for name, text in _official_texts(source):
@@ -190,8 +226,12 @@ def _iter_official(source: Path, wanted: set[int], on_error: str):
         if gdb_id in excluded:
             continue
         if index in wanted:
-            col.add(lambda t=text, n=name, i=index: parse_qm9_xyz(t, file=n, index=i), file=name, index=index,
-                    elements=QM9_ELEMENTS)
+            col.add(
+                lambda t=text, n=name, i=index: parse_qm9_xyz(t, file=n, index=i),
+                file=name,
+                index=index,
+                elements=QM9_ELEMENTS,
+            )
         index += 1
     return col, index
 
@@ -211,8 +251,9 @@ def _official_texts(source: Path):
 
 def _read_excluded(path: Path) -> set[int]:
     if not path.is_file():
-        raise InputError("the list of excluded QM9 molecules (uncharacterized.txt) is missing; "
-                         "download_qm9() fetches it", file=path)
+        raise InputError(
+            "the list of excluded QM9 molecules (uncharacterized.txt) is missing; download_qm9() fetches it", file=path
+        )
     out = set()
     for line in path.read_text().splitlines():
         parts = line.split()

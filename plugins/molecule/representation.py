@@ -11,9 +11,11 @@ State ``x``: ``[B, N, 3 + K (+1)]`` per molecule padded to N atoms —
 ``props`` ``[B, P]`` (properties normalised by the training mean/std) with ``cond_mask``
 ``[B]`` (1 = use them; CFG dropout and guidance switch it).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -37,8 +39,13 @@ class MoleculeModality(Modality):
     default_network = "egnn"
     default_dataset = "qm9"
     sigma_data = 1.0
-    default_metrics = ("mol_atom_stability", "mol_stability", "mol_validity", "mol_connected_validity",
-                       "mol_uniqueness")
+    default_metrics = (
+        "mol_atom_stability",
+        "mol_stability",
+        "mol_validity",
+        "mol_connected_validity",
+        "mol_uniqueness",
+    )
 
     def __init__(self, config: dict | None = None):
         super().__init__(config)
@@ -69,8 +76,11 @@ class MoleculeModality(Modality):
         return 3 + self.n_types + int(self.config["include_charges"])
 
     def network_kwargs(self) -> dict:
-        return {"n_types": self.n_types, "n_charges": int(self.config["include_charges"]),
-                "n_props": len(self.config["properties"])}
+        return {
+            "n_types": self.n_types,
+            "n_charges": int(self.config["include_charges"]),
+            "n_props": len(self.config["properties"]),
+        }
 
     # -- data -----------------------------------------------------------------------------
     def fit(self, dataset) -> None:
@@ -79,8 +89,11 @@ class MoleculeModality(Modality):
             dataset = MoleculeDataset(list(dataset))
         unknown = sorted(set(dataset.elements) - set(self.elements))
         if unknown:
-            raise InputError(f"data set has elements {unknown} outside the model's vocabulary {self.elements}; "
-                             f"create the model with modality_config={{'elements': [...]}}", file=dataset.name)
+            raise InputError(
+                f"data set has elements {unknown} outside the model's vocabulary {self.elements}; "
+                f"create the model with modality_config={{'elements': [...]}}",
+                file=dataset.name,
+            )
         hist = dataset.atom_count_histogram()
         self.config["n_atoms_hist"] = {str(k): int(v) for k, v in hist.items()}
         self.config["max_atoms"] = max(hist) if hist else int(self.config["max_atoms"])
@@ -97,8 +110,9 @@ class MoleculeModality(Modality):
         try:
             idx = [self._index[e] for e in rec.elements]
         except KeyError as e:
-            raise InputError(f"element {e.args[0]!r} not in the vocabulary {self.elements}", record=rec.name or None,
-                             field="element") from None
+            raise InputError(
+                f"element {e.args[0]!r} not in the vocabulary {self.elements}", record=rec.name or None, field="element"
+            ) from None
         pos = torch.as_tensor(np.asarray(rec.positions), dtype=torch.float32)
         pos = pos - pos.mean(0, keepdim=True)
         onehot = torch.nn.functional.one_hot(torch.tensor(idx), self.n_types).float() * self.config["type_scale"]
@@ -143,9 +157,15 @@ class MoleculeModality(Modality):
         from polydiff.losses import low_noise_distance_loss
 
         cutoff = float(self.config.get("aux_bond_cutoff", 2.0))
-        return wgt * low_noise_distance_loss(x0_hat[..., :3], x0[..., :3], cond["mask"], sigmas, weight,
-                                             select=lambda d, d_hat: d < cutoff,
-                                             sigma_max=float(self.config.get("aux_sigma_max", 1.0)))
+        return wgt * low_noise_distance_loss(
+            x0_hat[..., :3],
+            x0[..., :3],
+            cond["mask"],
+            sigmas,
+            weight,
+            select=lambda d, d_hat: d < cutoff,
+            sigma_max=float(self.config.get("aux_sigma_max", 1.0)),
+        )
 
     # -- noise space and sampling -----------------------------------------------------------
     def space(self, cond):
@@ -189,8 +209,9 @@ class MoleculeModality(Modality):
                 raise ValueError(f"give all conditioning properties {names} or none (got {given})")
             if given:
                 vals = {p: np.broadcast_to(np.asarray(cond.pop(p), dtype=np.float64), (n,)) for p in names}
-                out["props"] = torch.stack([self.normalise_properties({p: vals[p][i] for p in names})
-                                            for i in range(n)])
+                out["props"] = torch.stack(
+                    [self.normalise_properties({p: vals[p][i] for p in names}) for i in range(n)]
+                )
                 out["cond_mask"] = torch.ones(n)
             else:
                 out["props"] = torch.zeros(n, len(names))
@@ -211,7 +232,7 @@ class MoleculeModality(Modality):
         mask = mask.detach().cpu() > 0.5
         for b in range(x.shape[0]):
             xb = x[b][mask[b]]
-            types = xb[:, 3: 3 + self.n_types].argmax(-1).tolist()
+            types = xb[:, 3 : 3 + self.n_types].argmax(-1).tolist()
             charges = None
             if self.config["include_charges"]:
                 charges = torch.round(xb[:, -1] / self.config["charge_scale"]).long().numpy()
@@ -253,4 +274,3 @@ class MoleculeModality(Modality):
         from .io import read_molecules
 
         return read_molecules(path)
-

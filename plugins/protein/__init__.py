@@ -6,6 +6,7 @@ SE(3)-equivariant e3nn and EGNN denoisers (:mod:`.networks`), ideal N/C/O placem
 (:mod:`.metrics`), PDB out (:mod:`.io`), motif scaffolding (:mod:`.motif`) and the
 benchmark task (:mod:`.bench`). Heavy modules are imported inside the hooks.
 """
+
 from __future__ import annotations
 
 from polydiff.hookspecs import hookimpl

@@ -8,6 +8,7 @@ lengths), and records two references: ``data`` (real crops scored the same way) 
 ``untrained`` (the same sampling with the untrained network). Throughput is reported in
 residues per second for training and sampling.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,18 +24,21 @@ MODALITY = "protein"
 def network_config(name: str, size: str = "small") -> dict:
     """Network constructor arguments by size."""
     if name == "protein_egnn":
-        return {"tiny": {"hidden": 32, "layers": 3, "k_nn": 8},
-                "small": {"hidden": 64, "layers": 4, "k_nn": 12}}[size]
+        return {"tiny": {"hidden": 32, "layers": 3, "k_nn": 8}, "small": {"hidden": 64, "layers": 4, "k_nn": 12}}[size]
     if name == "protein_frames":
-        return {"tiny": {"hidden": 64, "layers": 2, "heads": 4, "pair_dim": 16},
-                "small": {"hidden": 128, "layers": 4, "heads": 4, "pair_dim": 32}}[size]
-    return {"tiny": {"scalars": 24, "vectors": 6, "layers": 2, "k_nn": 8},
-            "small": {"scalars": 32, "vectors": 8, "layers": 3, "k_nn": 12}}[size]
+        return {
+            "tiny": {"hidden": 64, "layers": 2, "heads": 4, "pair_dim": 16},
+            "small": {"hidden": 128, "layers": 4, "heads": 4, "pair_dim": 32},
+        }[size]
+    return {
+        "tiny": {"scalars": 24, "vectors": 6, "layers": 2, "k_nn": 8},
+        "small": {"scalars": 32, "vectors": 8, "layers": 3, "k_nn": 12},
+    }[size]
 
 
 def _peak_mem_mb(device) -> float:
     if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+        return torch.cuda.max_memory_allocated(device) / 2**20
     try:
         import resource
 
@@ -56,10 +60,25 @@ N_TARGET = 64
 SIGMA_MAX, SIGMA_MIN = 10.0, 0.002
 
 
-def train_model(network: str = "protein_egnn", size: str = "small", *, steps: int = 500, batch_size: int = 8,
-                crop=(60, 120), lr: float = 1e-3, cond_dropout: float = 0.15, seed: int = 0, device="cpu",
-                out_dir=None, max_seconds: float | None = None, progress: bool = True, net_kwargs: dict | None = None,
-                p_mean: float = P_MEAN, p_std: float = P_STD, ema_decay: float | None = None):
+def train_model(
+    network: str = "protein_egnn",
+    size: str = "small",
+    *,
+    steps: int = 500,
+    batch_size: int = 8,
+    crop=(60, 120),
+    lr: float = 1e-3,
+    cond_dropout: float = 0.15,
+    seed: int = 0,
+    device="cpu",
+    out_dir=None,
+    max_seconds: float | None = None,
+    progress: bool = True,
+    net_kwargs: dict | None = None,
+    p_mean: float = P_MEAN,
+    p_std: float = P_STD,
+    ema_decay: float | None = None,
+):
     """Create and train a protein model on crops of the 50 domains.
 
     Returns ``(model, dataset, info)`` with ``info`` = losses, steps, seconds and
@@ -72,19 +91,37 @@ def train_model(network: str = "protein_egnn", size: str = "small", *, steps: in
     torch.manual_seed(seed)  # the initial weights: same seed, same run
     model = polydiff.create(MODALITY, network=network, **{**network_config(network, size), **(net_kwargs or {})})
     ds = model.modality.load_dataset("protein_domains50", crop=tuple(crop), seed=seed)
-    cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup_steps=min(50, steps // 10),
-                      lr_schedule="cosine", p_mean=p_mean, p_std=p_std, ema_decay=ema_decay or (0.99 if steps < 2000 else 0.999),
-                      cond_dropout=cond_dropout, seed=seed, log_every=max(1, min(25, steps // 4)), device=str(device),
-                      progress=progress, out_dir=str(out_dir) if out_dir else None, max_seconds=max_seconds)
+    cfg = TrainConfig(
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        warmup_steps=min(50, steps // 10),
+        lr_schedule="cosine",
+        p_mean=p_mean,
+        p_std=p_std,
+        ema_decay=ema_decay or (0.99 if steps < 2000 else 0.999),
+        cond_dropout=cond_dropout,
+        seed=seed,
+        log_every=max(1, min(25, steps // 4)),
+        device=str(device),
+        progress=progress,
+        out_dir=str(out_dir) if out_dir else None,
+        max_seconds=max_seconds,
+    )
     t0 = time.perf_counter()
     losses = []
     result = train(model, ds, cfg, callback=lambda step, loss: losses.append((step + 1, float(loss))))
     done = result.steps
     secs = time.perf_counter() - t0
     mean_len = float(np.mean([(crop[0] + crop[1]) / 2 if crop else np.mean(ds.lengths)]))
-    info = {"losses": _smooth(losses), "steps": done, "train_s": secs, "stopped_early": result.stopped_by_time,
-            "train_steps_per_s": done / secs if secs else float("nan"),
-            "train_residues_per_s": done * batch_size * mean_len / secs if secs else float("nan")}
+    info = {
+        "losses": _smooth(losses),
+        "steps": done,
+        "train_s": secs,
+        "stopped_early": result.stopped_by_time,
+        "train_steps_per_s": done / secs if secs else float("nan"),
+        "train_residues_per_s": done * batch_size * mean_len / secs if secs else float("nan"),
+    }
     model.training_info.update({"steps_done": done, "seconds": secs})
     return model, ds, info
 
@@ -94,8 +131,9 @@ def untrained_like(model, network: str, size: str):
     import polydiff
 
     torch.manual_seed(12345)
-    extra = {k: v for k, v in model.network_kwargs.items() if k not in network_config(network, size)
-             and k != "sigma_data"}
+    extra = {
+        k: v for k, v in model.network_kwargs.items() if k not in network_config(network, size) and k != "sigma_data"
+    }
     u = polydiff.create(MODALITY, network=network, **{**network_config(network, size), **extra})
     u.modality.config = dict(model.modality.config)
     u.init_ema()
@@ -105,13 +143,23 @@ def untrained_like(model, network: str, size: str):
 def _smooth(losses, every: int = 10):
     out = []
     for k in range(0, len(losses), every):
-        chunk = losses[k:k + every]
+        chunk = losses[k : k + every]
         out.append((chunk[-1][0], float(np.mean([v for _, v in chunk]))))
     return out
 
 
-def sample_backbones(model, n: int, *, length_range=(60, 120), sampler: str = "euler_ancestral", nfe: int = 100,
-                     seed: int = 0, batch: int = 8, ema: bool = True, **sampler_options):
+def sample_backbones(
+    model,
+    n: int,
+    *,
+    length_range=(60, 120),
+    sampler: str = "euler_ancestral",
+    nfe: int = 100,
+    seed: int = 0,
+    batch: int = 8,
+    ema: bool = True,
+    **sampler_options,
+):
     """``n`` decoded backbones with lengths uniform in ``length_range``; returns
     ``(samples, seconds, residues_per_s)``. ``sampler_options`` go to the sampler (e.g.
     ``s_noise`` < 1: reduced-noise ancestral sampling)."""
@@ -119,8 +167,18 @@ def sample_backbones(model, n: int, *, length_range=(60, 120), sampler: str = "e
     out = []
     for a in range(0, n, batch):
         m = min(batch, n - a)
-        out += model.sample(m, sampler=sampler, nfe=nfe, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, seed=seed,
-                            sample_offset=a, ema=ema, cond={"length_range": list(length_range)}, **sampler_options)
+        out += model.sample(
+            m,
+            sampler=sampler,
+            nfe=nfe,
+            sigma_min=SIGMA_MIN,
+            sigma_max=SIGMA_MAX,
+            seed=seed,
+            sample_offset=a,
+            ema=ema,
+            cond={"length_range": list(length_range)},
+            **sampler_options,
+        )
     secs = time.perf_counter() - t0
     return out, secs, sum(len(s) for s in out) / secs
 
@@ -133,8 +191,10 @@ def evaluate(samples, reference, target=None) -> dict:
     from polydiff.plugins.protein.metrics import METRICS, TRAINING_SET_METRICS
 
     target = reference if target is None else target
-    return {name: float(fn(samples, reference=reference if name in TRAINING_SET_METRICS else target))
-            for name, (fn, _) in METRICS.items()}
+    return {
+        name: float(fn(samples, reference=reference if name in TRAINING_SET_METRICS else target))
+        for name, (fn, _) in METRICS.items()
+    }
 
 
 def real_reference(dataset, n: int, length_range, seed: int = 0) -> list:
@@ -147,7 +207,7 @@ def real_reference(dataset, n: int, length_range, seed: int = 0) -> list:
         bb = dataset.backbones[int(rng.integers(len(dataset.backbones)))]
         L = int(rng.integers(min(length_range[0], len(bb)), min(length_range[1], len(bb)) + 1))
         a = int(rng.integers(0, len(bb) - L + 1))
-        out.append(Backbone(f"real_{k}", "A", bb.coords[a:a + L], bb.res_ids[a:a + L], bb.res_names[a:a + L]))
+        out.append(Backbone(f"real_{k}", "A", bb.coords[a : a + L], bb.res_ids[a : a + L], bb.res_names[a : a + L]))
     return out
 
 
@@ -180,10 +240,19 @@ def run_protein(ctx):
     out.mkdir(parents=True, exist_ok=True)
     if ctx.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(ctx.device)
-    model, ds, info = train_model(net, size, steps=steps, batch_size=ctx.budget(quick=6, standard=16), crop=crop,
-                                  lr=ctx.budget(quick=2e-3, standard=1e-3), seed=ctx.seed, device=ctx.device,
-                                  progress=ctx.progress, net_kwargs=net_kwargs,
-                                  ema_decay=ctx.budget(quick=0.95, standard=None))
+    model, ds, info = train_model(
+        net,
+        size,
+        steps=steps,
+        batch_size=ctx.budget(quick=6, standard=16),
+        crop=crop,
+        lr=ctx.budget(quick=2e-3, standard=1e-3),
+        seed=ctx.seed,
+        device=ctx.device,
+        progress=ctx.progress,
+        net_kwargs=net_kwargs,
+        ema_decay=ctx.budget(quick=0.95, standard=None),
+    )
     untrained = untrained_like(model, net, size)
     # distribution metrics against real crops of the sampled lengths; novelty against the domains
     real = real_reference(ds, n, crop, seed=ctx.seed)
@@ -191,23 +260,42 @@ def run_protein(ctx):
     ref_data = evaluate(real, ds, target)
     rows = []
     for sampler, nfe in ctx.sampler_grid(["euler_ancestral"], [ctx.budget(quick=40, standard=100)]):
-        samples, s_secs, s_rate = sample_backbones(model, n, length_range=crop, sampler=sampler, nfe=nfe,
-                                                   seed=ctx.seed, **sampler_options)
-        base, _, _ = sample_backbones(untrained, n, length_range=crop, sampler=sampler, nfe=nfe, seed=ctx.seed,
-                                      **sampler_options)
+        samples, s_secs, s_rate = sample_backbones(
+            model, n, length_range=crop, sampler=sampler, nfe=nfe, seed=ctx.seed, **sampler_options
+        )
+        base, _, _ = sample_backbones(
+            untrained, n, length_range=crop, sampler=sampler, nfe=nfe, seed=ctx.seed, **sampler_options
+        )
         metrics = evaluate(samples, ds, target)
         tag = f"{sampler}_nfe{nfe}"
         files = write_samples(samples, out / f"samples_{tag}")
         files.append(plots.plot_traces(samples, out / f"traces_{tag}.png"))
         files.append(plots.plot_contact_maps(samples, out / f"contacts_{tag}.png"))
-        timing = {"train_s": info["train_s"], "train_steps_per_s": info["train_steps_per_s"],
-                  "train_residues_per_s": info["train_residues_per_s"], "samples_per_s": n / s_secs,
-                  "sample_residues_per_s": s_rate, "peak_mem_mb": _peak_mem_mb(ctx.device)}
-        rows.append(make_row("protein/domains50", modality=MODALITY, model=net, sampler=sampler, nfe=nfe,
-                             seed=ctx.seed, metrics=metrics,
-                             reference={"data": ref_data, "untrained": evaluate(base, ds, target)},
-                             timing=timing, files=files, train_steps=info["steps"], network=net_kwargs,
-                             sampler_options=sampler_options))
+        timing = {
+            "train_s": info["train_s"],
+            "train_steps_per_s": info["train_steps_per_s"],
+            "train_residues_per_s": info["train_residues_per_s"],
+            "samples_per_s": n / s_secs,
+            "sample_residues_per_s": s_rate,
+            "peak_mem_mb": _peak_mem_mb(ctx.device),
+        }
+        rows.append(
+            make_row(
+                "protein/domains50",
+                modality=MODALITY,
+                model=net,
+                sampler=sampler,
+                nfe=nfe,
+                seed=ctx.seed,
+                metrics=metrics,
+                reference={"data": ref_data, "untrained": evaluate(base, ds, target)},
+                timing=timing,
+                files=files,
+                train_steps=info["steps"],
+                network=net_kwargs,
+                sampler_options=sampler_options,
+            )
+        )
     (out / "train_losses.json").write_text(json.dumps(info["losses"]))
     return rows
 
@@ -215,5 +303,11 @@ def run_protein(ctx):
 def protein_task():
     from polydiff.bench import BenchmarkTask
 
-    return BenchmarkTask(name="protein/domains50", modality=MODALITY, model="protein_egnn", run=run_protein,
-                         description="Cα backbones from crops of the 50 mdanalysistests domains", expected_s=170)
+    return BenchmarkTask(
+        name="protein/domains50",
+        modality=MODALITY,
+        model="protein_egnn",
+        run=run_protein,
+        description="Cα backbones from crops of the 50 mdanalysistests domains",
+        expected_s=170,
+    )

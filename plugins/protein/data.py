@@ -10,6 +10,7 @@ centre of mass. At that scale the per-coordinate RMS of the 50 centred domains l
 0.7–1.3 (asserted in ``tests/plugins/protein/test_data.py``), so the modality uses
 ``sigma_data = 1.0``.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -29,8 +30,9 @@ def dssp_dir() -> Path:
     """The folder of shipped domains (``MDAnalysisTests/data/dssp``)."""
     spec = importlib.util.find_spec("MDAnalysisTests")
     if spec is None or not spec.submodule_search_locations:
-        raise InputError("the package 'mdanalysistests' is not installed (pip install mdanalysistests)",
-                         field="mdanalysistests")
+        raise InputError(
+            "the package 'mdanalysistests' is not installed (pip install mdanalysistests)", field="mdanalysistests"
+        )
     return Path(list(spec.submodule_search_locations)[0]) / "data" / "dssp"
 
 
@@ -68,8 +70,9 @@ def load_domains(progress: bool = False) -> list[tuple[Backbone, str]]:
             raise InputError(f"expected one chain, found {len(bbs)}", file=f, record="-", field="chain")
         ss = read_dssp_string(ref)
         if len(ss) != len(bbs[0]):
-            raise InputError(f"DSSP string has {len(ss)} letters for {len(bbs[0])} residues", file=ref,
-                             record=0, field="ss")
+            raise InputError(
+                f"DSSP string has {len(ss)} letters for {len(bbs[0])} residues", file=ref, record=0, field="ss"
+            )
         out.append((bbs[0], ss))
     return out
 
@@ -86,8 +89,14 @@ class CalphaDataset:
     longer domains.
     """
 
-    def __init__(self, backbones: list[Backbone], *, crop: tuple[int, int] | None = None, seed: int = 0,
-                 report: LoadReport | None = None):
+    def __init__(
+        self,
+        backbones: list[Backbone],
+        *,
+        crop: tuple[int, int] | None = None,
+        seed: int = 0,
+        report: LoadReport | None = None,
+    ):
         if not backbones:
             raise InputError("no backbones to build a dataset from", field="backbones")
         from .secondary import psea
@@ -114,7 +123,7 @@ class CalphaDataset:
             n = len(ca)
             L = int(self._rng.integers(min(lo, n), min(hi, n) + 1))
             a = int(self._rng.integers(0, n - L + 1))
-            ca, idx, ss = ca[a:a + L], idx[a:a + L] - idx[a], ss[a:a + L]
+            ca, idx, ss = ca[a : a + L], idx[a : a + L] - idx[a], ss[a : a + L]
         ca = ca - ca.mean(0, keepdim=True)
         comp = torch.tensor([np.mean([c == k for c in ss]) for k in "HEC"], dtype=torch.float32)
         return {"x": ca, "res_idx": idx, "ss": comp}
@@ -131,13 +140,32 @@ def shipped_domains_dataset(crop: tuple[int, int] | None = None, seed: int = 0) 
     return CalphaDataset(bbs, crop=crop, seed=seed)
 
 
-def structure_folder_dataset(source=None, *, pdb_ids=(), crop=None, seed: int = 0, min_len: int = 40,
-                             max_len: int | None = None, chains=None, on_error: str = "raise",
-                             cache_dir: str = "~/.cache/polydiff/pdb") -> CalphaDataset:
+def structure_folder_dataset(
+    source=None,
+    *,
+    pdb_ids=(),
+    crop=None,
+    seed: int = 0,
+    min_len: int = 40,
+    max_len: int | None = None,
+    chains=None,
+    on_error: str = "raise",
+    cache_dir: str = "~/.cache/polydiff/pdb",
+) -> CalphaDataset:
     """Dataset loader ``protein/structures``: a folder, file list and/or PDB IDs."""
     report = LoadReport()
-    bbs = load_source(source, pdb_ids=pdb_ids, cache_dir=cache_dir, chains=chains, breaks="split",
-                      min_len=min_len, max_len=max_len, on_error=on_error, report=report, progress=True)
+    bbs = load_source(
+        source,
+        pdb_ids=pdb_ids,
+        cache_dir=cache_dir,
+        chains=chains,
+        breaks="split",
+        min_len=min_len,
+        max_len=max_len,
+        on_error=on_error,
+        report=report,
+        progress=True,
+    )
     if report.skipped:
         import sys
 

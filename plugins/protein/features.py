@@ -11,6 +11,7 @@ precisely. Neighbour lists combine sequence neighbours (|i − j| ≤ ``k_seq``)
 ``k_nn`` spatially nearest residues: both are invariant under rotations and translations,
 so gathering along them keeps the networks equivariant.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,7 +36,7 @@ def with_residue_mask(x_in: torch.Tensor, cond: dict | None) -> tuple[dict, torc
 def physical_scale(time: torch.Tensor, sigma_data: float, dtype=torch.float32) -> torch.Tensor:
     """``[B]`` factor √(σ̃² + σ_d²) = 1/c_in with σ̃ = exp(4·time) (EDM c_noise inverted)."""
     sigma = torch.exp(4.0 * time.to(dtype))
-    return torch.sqrt(sigma ** 2 + sigma_data ** 2)
+    return torch.sqrt(sigma**2 + sigma_data**2)
 
 
 def physical_coords(x_in: torch.Tensor, time: torch.Tensor, sigma_data: float) -> torch.Tensor:
@@ -108,7 +109,7 @@ def local_dihedral(y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     b1n = b1 / (b1.norm(dim=-1, keepdim=True) + 1e-8)
     m1 = torch.cross(n1, b1n, dim=-1)
     x, s = (n1 * n2).sum(-1), (m1 * n2).sum(-1)
-    r = torch.sqrt(x ** 2 + s ** 2 + 1e-12)
+    r = torch.sqrt(x**2 + s**2 + 1e-12)
     valid = mask[:, :-3] * mask[:, 1:-2] * mask[:, 2:-1] * mask[:, 3:]
     out[:, 1:-2, 0] = x / r * valid
     out[:, 1:-2, 1] = -s / r * valid
@@ -202,7 +203,7 @@ def chain_frames(y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     e1 = unit(nxt - prv)
     e2 = unit(prv + nxt - (prv + nxt).mul(e1).sum(-1, keepdim=True) * e1)
     e3 = torch.cross(e1, e2, dim=-1)
-    R = torch.stack([e1, e2, e3], -1)                                  # [B, N, 3, 3]
+    R = torch.stack([e1, e2, e3], -1)  # [B, N, 3, 3]
     has_prev = torch.zeros_like(m)
     has_prev[:, 1:] = m[:, 1:] * m[:, :-1]
     has_next = torch.zeros_like(m)
@@ -228,8 +229,7 @@ def window_offsets(window: int) -> tuple[int, ...]:
     return tuple(o for o in range(-window, window + 1) if o != 0)
 
 
-def local_window_features(y: torch.Tensor, mask: torch.Tensor, R: torch.Tensor,
-                          offsets=LOCAL_OFFSETS) -> torch.Tensor:
+def local_window_features(y: torch.Tensor, mask: torch.Tensor, R: torch.Tensor, offsets=LOCAL_OFFSETS) -> torch.Tensor:
     """``[B, N, len(offsets)·PER_OFFSET + 2]`` invariant, handedness-aware description of
     each residue's chain neighbourhood: for each offset o in ``offsets``, the vector
     Rᵢᵀ(yᵢ₊ₒ − yᵢ) (nm, clipped to ±2), its direction, an RBF of its length and a validity
@@ -242,6 +242,6 @@ def local_window_features(y: torch.Tensor, mask: torch.Tensor, R: torch.Tensor,
     for o in offsets:
         j = (ar + o).clamp(0, N - 1)
         ok = (((ar + o >= 0) & (ar + o < N)).to(y.dtype)[None] * m * m[:, j])[..., None]
-        v = torch.einsum("bixk,bix->bik", R, y[:, j] - y)                 # in frame i
+        v = torch.einsum("bixk,bix->bik", R, y[:, j] - y)  # in frame i
         feats += [v.clamp(-2, 2) * ok, unit(v) * ok, rbf(v.norm(dim=-1), 0.0, 2.0, 12) * ok, ok]
     return torch.cat(feats + [local_dihedral(y, mask)], -1)

@@ -22,6 +22,7 @@ messages.
 Called ``net(x_in, time, cond) -> F [B, N, 3]`` like the other protein denoisers (see
 :mod:`.features` for the inputs): zero mean over valid residues, zero on padding.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,8 +30,19 @@ import math
 import torch
 from torch import nn
 
-from .features import (with_residue_mask, LOCAL_FEATURES, MAX_OFFSET, NodeEmbedding, chain_frames, local_window_features,
-                       physical_coords, physical_scale, rbf, remove_com, unit)
+from .features import (
+    LOCAL_FEATURES,
+    MAX_OFFSET,
+    NodeEmbedding,
+    chain_frames,
+    local_window_features,
+    physical_coords,
+    physical_scale,
+    rbf,
+    remove_com,
+    unit,
+    with_residue_mask,
+)
 
 
 class _PairBiasedBlock(nn.Module):
@@ -52,7 +64,7 @@ class _PairBiasedBlock(nn.Module):
         a = self.ln1(h)
         q, k, v = self.qkv(a).reshape(B, N, 3, self.h, self.dh).permute(2, 0, 3, 1, 4)
         logits = q @ k.transpose(-1, -2) / math.sqrt(self.dh) + self.bias(pair).permute(0, 3, 1, 2) + key_bias
-        p = logits.softmax(-1)                                          # [B, H, N, N]
+        p = logits.softmax(-1)  # [B, H, N, N]
         o = (p @ v).transpose(1, 2).reshape(B, N, D)
         op = torch.einsum("bhij,bijc->bihc", p, pair).reshape(B, N, -1)
         h = h + self.out(torch.cat([o * torch.sigmoid(self.gate(a)), op], -1))
@@ -63,8 +75,7 @@ class FrameDenoiser(nn.Module):
     """Args: ``hidden`` channels, ``layers`` transformer blocks, ``heads``, ``pair_dim``
     pair-feature channels, ``sigma_data`` (nm)."""
 
-    def __init__(self, hidden: int = 128, layers: int = 4, heads: int = 4, pair_dim: int = 32,
-                 sigma_data: float = 1.0):
+    def __init__(self, hidden: int = 128, layers: int = 4, heads: int = 4, pair_dim: int = 32, sigma_data: float = 1.0):
         super().__init__()
         if hidden % heads:
             raise ValueError(f"hidden ({hidden}) must be divisible by heads ({heads})")
@@ -77,7 +88,7 @@ class FrameDenoiser(nn.Module):
         self.ln_out = nn.LayerNorm(hidden)
         self.local_out = nn.Linear(hidden, 3)
         self.rel_out = nn.Linear(hidden, heads)
-        with torch.no_grad():                     # small initial output: F ≈ 0, D ≈ c_skip·x
+        with torch.no_grad():  # small initial output: F ≈ 0, D ≈ c_skip·x
             for lin in (self.local_out, self.rel_out):
                 lin.weight.mul_(0.1)
                 lin.bias.zero_()
@@ -85,14 +96,14 @@ class FrameDenoiser(nn.Module):
     def forward(self, x_in: torch.Tensor, time: torch.Tensor, cond: dict | None) -> torch.Tensor:
         B, N, _ = x_in.shape
         cond, mask = with_residue_mask(x_in, cond)
-        y = physical_coords(x_in, time, self.sigma_data) * mask[..., None]    # nm
-        R = chain_frames(y, mask)                                               # [B, N, 3, 3]
-        rel = y[:, None, :, :] - y[:, :, None, :]                              # [B, i, j, 3] = y_j − y_i
-        local_rel = torch.einsum("bixk,bijx->bijk", R, rel)                   # in frame i
+        y = physical_coords(x_in, time, self.sigma_data) * mask[..., None]  # nm
+        R = chain_frames(y, mask)  # [B, N, 3, 3]
+        rel = y[:, None, :, :] - y[:, :, None, :]  # [B, i, j, 3] = y_j − y_i
+        local_rel = torch.einsum("bixk,bijx->bijk", R, rel)  # in frame i
         d = rel.norm(dim=-1)
         ri = cond.get("res_idx")
         ri = torch.arange(N, device=x_in.device).expand(B, N) if ri is None else ri
-        off = ri[:, None, :] - ri[:, :, None]                                  # j − i
+        off = ri[:, None, :] - ri[:, :, None]  # j − i
         pair_ok = mask[:, :, None] * mask[:, None, :]
 
         local = local_window_features(y, mask, R)
@@ -102,8 +113,16 @@ class FrameDenoiser(nn.Module):
         d_in = d / scale
         far = off.abs() > MAX_OFFSET
         bucket = torch.where(far, torch.full_like(off, 2 * MAX_OFFSET + 1), off + MAX_OFFSET)
-        pf = torch.cat([rbf(d, 0.0, 2.0, 16), rbf(d, 0.3, 0.8, 8), rbf(d_in, 0.0, 4.0, 16), unit(local_rel),
-                        ((d - 0.38) * 10).clamp(-5, 5)[..., None]], -1)
+        pf = torch.cat(
+            [
+                rbf(d, 0.0, 2.0, 16),
+                rbf(d, 0.3, 0.8, 8),
+                rbf(d_in, 0.0, 4.0, 16),
+                unit(local_rel),
+                ((d - 0.38) * 10).clamp(-5, 5)[..., None],
+            ],
+            -1,
+        )
         pair = (self.pair_in(pf) + self.offset(bucket)) * pair_ok[..., None]
         key_bias = (1 - mask)[:, None, None, :] * -1e9
         p = None
@@ -114,6 +133,6 @@ class FrameDenoiser(nn.Module):
         # global term: attention-weighted relative vectors (input units, EGNN-style damping)
         rel_in = rel / scale[..., None]
         damped = rel_in / (d_in[..., None] + 1)
-        glob = torch.einsum("bhij,bijx->bihx", p, damped)                     # [B, N, H, 3]
+        glob = torch.einsum("bhij,bijx->bihx", p, damped)  # [B, N, H, 3]
         out = out + (glob * self.rel_out(h)[..., None]).sum(2)
         return remove_com(out, mask)

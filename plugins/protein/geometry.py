@@ -10,6 +10,7 @@ axis (circular concentration 0.81), the constant used below (measured with the s
 ``tests/plugins/protein/test_geometry.py``, which checks the rebuilt atoms against the
 real ones).
 """
+
 from __future__ import annotations
 
 import math
@@ -28,6 +29,7 @@ def _unit(v: np.ndarray) -> np.ndarray:
 def _peptide_template() -> tuple[float, dict[str, np.ndarray]]:
     """In-plane coordinates of C(i), O(i), N(i+1) in the frame (e1 along CA(i)→CA(i+1),
     e2 ⟂ e1 towards O), and the implied CA–CA distance (≈ 3.80 Å)."""
+
     def rot(v, deg):
         a = math.radians(deg)
         return np.array([v[0] * math.cos(a) - v[1] * math.sin(a), v[0] * math.sin(a) + v[1] * math.cos(a)])
@@ -64,7 +66,7 @@ def place_backbone(ca: np.ndarray) -> np.ndarray:
     if L < 3:
         raise ValueError("placing a backbone needs at least 3 Cα atoms")
     x = _extend(ca)  # index k ↔ residue k−1
-    a, b, c = x[:-2], x[1:-1], x[2:]           # peptides between x[k] and x[k+1], k = 0..L
+    a, b, c = x[:-2], x[1:-1], x[2:]  # peptides between x[k] and x[k+1], k = 0..L
     e1 = _unit(b - a)
     n = _unit(np.cross(b - a, c - b))
     v = _unit(n - (n * e1).sum(-1, keepdims=True) * e1)
@@ -75,9 +77,9 @@ def place_backbone(ca: np.ndarray) -> np.ndarray:
     out[:, 1] = ca
     # peptide k (k = 0..L) joins virtual x[k] (residue k−1) and x[k+1] (residue k)
     pos = {k: a + p[0] * e1 + p[1] * e2 for k, p in PEPTIDE.items()}
-    out[:, 0] = pos["N"][:L]          # N of residue k from peptide k
-    out[:, 2] = pos["C"][1:L + 1]     # C, O of residue k from peptide k+1
-    out[:, 3] = pos["O"][1:L + 1]
+    out[:, 0] = pos["N"][:L]  # N of residue k from peptide k
+    out[:, 2] = pos["C"][1 : L + 1]  # C, O of residue k from peptide k+1
+    out[:, 3] = pos["O"][1 : L + 1]
     return out
 
 
@@ -127,4 +129,4 @@ def radius_of_gyration(ca: np.ndarray) -> float:
 
 def expected_rg(n: int) -> float:
     """Rg of a compact globular domain, 2.2·N^0.38 Å (Skolnick et al. 1997)."""
-    return 2.2 * n ** 0.38
+    return 2.2 * n**0.38

@@ -6,6 +6,7 @@ kinds are labelled with REMARK 250 lines so nobody mistakes them for experimenta
 Residue names are unknown for generated backbones and written as GLY. Chain IDs and
 residue numbers come from the :class:`Backbone` record and survive a re-parse.
 """
+
 from __future__ import annotations
 
 import io as _io
@@ -73,7 +74,9 @@ def write_pdb(bbs: Backbone | list[Backbone], path: str | Path, *, ca_only: bool
     return path
 
 
-def write_samples(samples: list[Backbone], folder: str | Path, prefix: str = "sample", ca_only: bool = False) -> list[Path]:
+def write_samples(
+    samples: list[Backbone], folder: str | Path, prefix: str = "sample", ca_only: bool = False
+) -> list[Path]:
     """One PDB per sample: ``folder/<prefix>_000.pdb`` …"""
     folder = Path(folder)
     return [write_pdb(s, folder / f"{prefix}_{i:03d}.pdb", ca_only=ca_only or None) for i, s in enumerate(samples)]

@@ -21,6 +21,7 @@ or a ``CalphaDataset``) is used by the distribution, novelty metrics.
 - ``novelty_rmsd``: mean over samples of the RMSD (same alignment) to the nearest
   reference structure.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -170,12 +171,12 @@ def windowed_rmsd(a: np.ndarray, b: np.ndarray) -> float:
         a, b = b, a
     L = len(a)
     P = a - a.mean(0)
-    Q = _centered_windows(b, L)                       # [W, L, 3]
+    Q = _centered_windows(b, L)  # [W, L, 3]
     H = np.einsum("li,wlj->wij", P, Q)
     U, S, Vt = np.linalg.svd(H)
     d = np.sign(np.linalg.det(np.einsum("wij,wjk->wik", U, Vt)))
     S[:, -1] *= d
-    msd = ((P ** 2).sum() + (Q ** 2).sum((1, 2)) - 2 * S.sum(1)) / L
+    msd = ((P**2).sum() + (Q**2).sum((1, 2)) - 2 * S.sum(1)) / L
     return float(np.sqrt(np.clip(msd, 0, None)).min())
 
 

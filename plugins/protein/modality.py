@@ -14,6 +14,7 @@ Sampling requests (``model.sample(n, cond=...)``):
 - ``{"ss": [h, e, c]}``: secondary-structure composition to condition on (CFG-able; train
   with ``cond_dropout``); default: the composition of a random training example.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,9 +28,20 @@ from polydiff.spaces import ZeroCoMSpace
 
 from .data import COORD_SCALE
 
-DEFAULT_METRICS = tuple(f"protein_{m}" for m in (
-    "ca_ca_validity", "ca_ca_deviation", "clash_share", "clash_structure_share", "backbone_clash_share",
-    "rg_ratio", "helix_fraction", "strand_fraction", "diversity_rmsd"))
+DEFAULT_METRICS = tuple(
+    f"protein_{m}"
+    for m in (
+        "ca_ca_validity",
+        "ca_ca_deviation",
+        "clash_share",
+        "clash_structure_share",
+        "backbone_clash_share",
+        "rg_ratio",
+        "helix_fraction",
+        "strand_fraction",
+        "diversity_rmsd",
+    )
+)
 
 
 class CalphaSpace(ZeroCoMSpace):
@@ -101,10 +113,15 @@ class ProteinModality(Modality):
         ar = torch.arange(x0.shape[1], device=x0.device)
         near_in_sequence = (ar[:, None] - ar[None]).abs() <= 3
         contact = float(self.config.get("aux_contact_nm", 0.8))
-        return wgt * low_noise_distance_loss(x0_hat, x0, cond["mask"], sigmas, weight,
-                                             select=lambda d, d_hat: near_in_sequence | (d < contact)
-                                             | (d_hat < contact),
-                                             sigma_max=float(self.config.get("aux_sigma_max", 0.5)))
+        return wgt * low_noise_distance_loss(
+            x0_hat,
+            x0,
+            cond["mask"],
+            sigmas,
+            weight,
+            select=lambda d, d_hat: near_in_sequence | (d < contact) | (d_hat < contact),
+            sigma_max=float(self.config.get("aux_sigma_max", 0.5)),
+        )
 
     # -- sampling --------------------------------------------------------------------------
     def space(self, cond):
@@ -143,8 +160,7 @@ class ProteinModality(Modality):
             comps = self.config.get("ss_compositions") or [[0.3, 0.2, 0.5]]
             u = rng.rand(()).tolist()
             ss = torch.tensor([comps[min(int(ui * len(comps)), len(comps) - 1)] for ui in u], dtype=torch.float32)
-        out = {"mask": mask, "res_idx": torch.arange(L).expand(n, L).clone(), "ss": ss,
-               "cond_mask": torch.ones(n)}
+        out = {"mask": mask, "res_idx": torch.arange(L).expand(n, L).clone(), "ss": ss, "cond_mask": torch.ones(n)}
         return (L, 3), out
 
     def decode(self, x: torch.Tensor, cond: dict | None) -> list:
@@ -156,10 +172,14 @@ class ProteinModality(Modality):
         for i in range(x.shape[0]):
             L = int(cond["mask"][i].sum()) if cond is not None and "mask" in cond else x.shape[1]
             ca = x[i, :L].detach().cpu().double().numpy() * COORD_SCALE
-            coords = place_backbone(ca) if L >= 3 else np.concatenate([np.full((L, 1, 3), np.nan), ca[:, None],
-                                                                       np.full((L, 2, 3), np.nan)], 1)
-            out.append(Backbone(f"sample_{i:03d}", "A", coords, np.arange(1, L + 1), ["GLY"] * L, [""] * L,
-                                ideal_placed=True))
+            coords = (
+                place_backbone(ca)
+                if L >= 3
+                else np.concatenate([np.full((L, 1, 3), np.nan), ca[:, None], np.full((L, 2, 3), np.nan)], 1)
+            )
+            out.append(
+                Backbone(f"sample_{i:03d}", "A", coords, np.arange(1, L + 1), ["GLY"] * L, [""] * L, ideal_placed=True)
+            )
         return out
 
     def write(self, samples: list, path) -> list[Path]:

@@ -10,6 +10,7 @@ current prediction — by the optimal translation, or the optimal rigid motion w
 (RMSD after superposition at float precision) and the scaffold is generated around it in
 the same frame.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -54,9 +55,21 @@ def motif_wrap(known: torch.Tensor, known_mask: torch.Tensor, align: str = "tran
     return wrap
 
 
-def scaffold(model, motif_ca: np.ndarray, positions: Sequence[int], length: int, n: int = 1, *,
-             sampler: str = "euler_ancestral", nfe: int = 100, seed: int = 0, align: str = "translation",
-             sigmas: torch.Tensor | None = None, ss=None, **sampler_options) -> list:
+def scaffold(
+    model,
+    motif_ca: np.ndarray,
+    positions: Sequence[int],
+    length: int,
+    n: int = 1,
+    *,
+    sampler: str = "euler_ancestral",
+    nfe: int = 100,
+    seed: int = 0,
+    align: str = "translation",
+    sigmas: torch.Tensor | None = None,
+    ss=None,
+    **sampler_options,
+) -> list:
     """Generate ``n`` backbones of ``length`` residues whose residues ``positions`` carry
     the motif ``motif_ca [M, 3]`` (Å, in that order). Returns decoded Backbone records."""
     from .bench import SIGMA_MAX, SIGMA_MIN
@@ -78,8 +91,18 @@ def scaffold(model, motif_ca: np.ndarray, positions: Sequence[int], length: int,
     was = model.network.training
     model.network.eval()
     try:
-        x, c = model.sample_raw(n, sampler=sampler, sigmas=sigmas, nfe=nfe, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX,
-                                seed=seed, cond=cond, wrap=motif_wrap(known, mask, align), **sampler_options)
+        x, c = model.sample_raw(
+            n,
+            sampler=sampler,
+            sigmas=sigmas,
+            nfe=nfe,
+            sigma_min=SIGMA_MIN,
+            sigma_max=SIGMA_MAX,
+            seed=seed,
+            cond=cond,
+            wrap=motif_wrap(known, mask, align),
+            **sampler_options,
+        )
     finally:
         model.network.train(was)
     return model.modality.decode(x, c)

@@ -25,14 +25,31 @@ handedness.
   harmonics (l ≤ 2) of relative positions, radial MLPs giving per-edge weights of a
   depthwise ('uvu') tensor product, gated nonlinearities, and a ``1x1o`` vector readout.
 """
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from .features import (MAX_OFFSET, PER_OFFSET, NodeEmbedding, bond_vectors, chain_frames, chain_tangent, edge_offsets,
-                       gather_nodes, local_dihedral, local_window_features, neighbours, physical_coords,
-                       physical_scale, rbf, remove_com, window_offsets, with_residue_mask)
+from .features import (
+    MAX_OFFSET,
+    PER_OFFSET,
+    NodeEmbedding,
+    bond_vectors,
+    chain_frames,
+    chain_tangent,
+    edge_offsets,
+    gather_nodes,
+    local_dihedral,
+    local_window_features,
+    neighbours,
+    physical_coords,
+    physical_scale,
+    rbf,
+    remove_com,
+    window_offsets,
+    with_residue_mask,
+)
 
 
 def _mlp(i: int, h: int, o: int, last_act: bool = False) -> nn.Sequential:
@@ -55,8 +72,15 @@ class _EdgeGeometry(nn.Module):
         self.proj = nn.Linear(2 * n_rbf + n_fine + 1, dim)
 
     def forward(self, d_phys, d_in, off):
-        f = torch.cat([rbf(d_phys, 0.0, 2.0, self.n_rbf), rbf(d_phys, 0.3, 0.8, self.n_fine),
-                       rbf(d_in, 0.0, 4.0, self.n_rbf), ((d_phys - 0.38) * 10).clamp(-5, 5)[..., None]], -1)
+        f = torch.cat(
+            [
+                rbf(d_phys, 0.0, 2.0, self.n_rbf),
+                rbf(d_phys, 0.3, 0.8, self.n_fine),
+                rbf(d_in, 0.0, 4.0, self.n_rbf),
+                ((d_phys - 0.38) * 10).clamp(-5, 5)[..., None],
+            ],
+            -1,
+        )
         return self.proj(f) + self.offset(off)
 
 
@@ -69,8 +93,17 @@ class EGNNDenoiser(nn.Module):
     (helix or strand) is then an input rather than something the distance messages must
     reconstruct; ``frame_window`` sets the ±window of offsets read."""
 
-    def __init__(self, hidden: int = 96, layers: int = 5, k_seq: int = 3, k_nn: int = 16, sigma_data: float = 1.0,
-                 chiral: bool = False, frame_features: bool = False, frame_window: int = 4):
+    def __init__(
+        self,
+        hidden: int = 96,
+        layers: int = 5,
+        k_seq: int = 3,
+        k_nn: int = 16,
+        sigma_data: float = 1.0,
+        chiral: bool = False,
+        frame_features: bool = False,
+        frame_window: int = 4,
+    ):
         super().__init__()
         self.k_seq, self.k_nn, self.sigma_data, self.chiral = k_seq, k_nn, float(sigma_data), bool(chiral)
         self.frame_features = bool(frame_features)
@@ -88,8 +121,9 @@ class EGNNDenoiser(nn.Module):
         # products computed once, then gathered: the same function, far fewer flops)
         self.e_src = nn.ModuleList([nn.Linear(hidden, hidden) for _ in range(layers)])
         self.e_dst = nn.ModuleList([nn.Linear(hidden, hidden, bias=False) for _ in range(layers)])
-        self.phi_e = nn.ModuleList([nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
-                                    for _ in range(layers)])
+        self.phi_e = nn.ModuleList(
+            [nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU()) for _ in range(layers)]
+        )
         self.phi_x = nn.ModuleList([_mlp(hidden, hidden, 1) for _ in range(layers)])
         self.phi_chiral = nn.ModuleList([_mlp(hidden, hidden, 1) for _ in range(layers)]) if chiral else None
         self.phi_h = nn.ModuleList([_mlp(2 * hidden, hidden, hidden) for _ in range(layers)])
@@ -112,7 +146,7 @@ class EGNNDenoiser(nn.Module):
         z = x_in
         for l, (geo, fe, fx, fh, ln) in enumerate(zip(self.edge_geo, self.phi_e, self.phi_x, self.phi_h, self.norm)):
             zj = gather_nodes(z, idx)
-            rel = z[:, :, None] - zj                      # [B, N, K, 3]
+            rel = z[:, :, None] - zj  # [B, N, K, 3]
             d_in = rel.norm(dim=-1)
             d_phys = d_in * scale
             pre = self.e_src[l](h)[:, :, None] + gather_nodes(self.e_dst[l](h), idx) + geo(d_phys, d_in, off)
@@ -146,7 +180,7 @@ class _IrrepsRMSNorm(nn.Module):
         for a, b, mul, dim in self.slices:
             blk = f[..., a:b].reshape(*f.shape[:-1], mul, dim)
             rms = blk.pow(2).mean(dim=(-1, -2), keepdim=True).add(self.eps).sqrt()
-            parts.append((blk / rms * self.gain[g0:g0 + mul, None]).reshape(*f.shape[:-1], b - a))
+            parts.append((blk / rms * self.gain[g0 : g0 + mul, None]).reshape(*f.shape[:-1], b - a))
             g0 += mul
         return torch.cat(parts, -1)
 
@@ -159,8 +193,16 @@ class E3Denoiser(nn.Module):
     harmonics, ``k_seq``/``k_nn`` neighbours, ``sigma_data`` (nm).
     """
 
-    def __init__(self, scalars: int = 48, vectors: int = 12, layers: int = 4, lmax: int = 2, k_seq: int = 3,
-                 k_nn: int = 16, sigma_data: float = 1.0):
+    def __init__(
+        self,
+        scalars: int = 48,
+        vectors: int = 12,
+        layers: int = 4,
+        lmax: int = 2,
+        k_seq: int = 3,
+        k_nn: int = 16,
+        sigma_data: float = 1.0,
+    ):
         super().__init__()
         from e3nn import o3
         from e3nn.nn import Gate
@@ -176,7 +218,9 @@ class E3Denoiser(nn.Module):
         self.irreps_in = o3.Irreps(f"{scalars + 2}x0e + 2x1o")
         self.lin_in = o3.Linear(self.irreps_in, self.hidden)
         self.edge = nn.ModuleList([_EdgeGeometry(scalars) for _ in range(layers)])
-        self.tps, self.radials, self.lin_out, self.gates, self.self_int, self.norms = (nn.ModuleList() for _ in range(6))
+        self.tps, self.radials, self.lin_out, self.gates, self.self_int, self.norms = (
+            nn.ModuleList() for _ in range(6)
+        )
         for _ in range(layers):
             irreps_mid, instructions = [], []
             for i, (mul, ir_in) in enumerate(self.hidden):
@@ -186,13 +230,19 @@ class E3Denoiser(nn.Module):
                             instructions.append((i, j, len(irreps_mid), "uvu", True))
                             irreps_mid.append((mul, ir_out))
             irreps_mid = o3.Irreps(irreps_mid)
-            tp = o3.TensorProduct(self.hidden, self.irreps_sh, irreps_mid, instructions,
-                                  shared_weights=False, internal_weights=False)
+            tp = o3.TensorProduct(
+                self.hidden, self.irreps_sh, irreps_mid, instructions, shared_weights=False, internal_weights=False
+            )
             self.tps.append(tp)
             self.radials.append(_mlp(scalars, scalars, tp.weight_numel))
             n_gated = vectors + pv
-            gate = Gate(f"{scalars}x0e + {ps}x0o", [torch.nn.functional.silu, torch.tanh],
-                        f"{n_gated}x0e", [torch.sigmoid], f"{vectors}x1o + {pv}x1e")
+            gate = Gate(
+                f"{scalars}x0e + {ps}x0o",
+                [torch.nn.functional.silu, torch.tanh],
+                f"{n_gated}x0e",
+                [torch.sigmoid],
+                f"{vectors}x1o + {pv}x1e",
+            )
             self.gates.append(gate)
             self.lin_out.append(o3.Linear(irreps_mid, gate.irreps_in))
             self.self_int.append(o3.Linear(self.hidden, gate.irreps_in))
@@ -206,7 +256,7 @@ class E3Denoiser(nn.Module):
         cond, mask = with_residue_mask(x_in, cond)
         y = physical_coords(x_in, time, self.sigma_data)
         m3 = mask[..., None]
-        prv, nxt = bond_vectors(y, mask)                     # nm, zero at the ends and on padding
+        prv, nxt = bond_vectors(y, mask)  # nm, zero at the ends and on padding
         dih = local_dihedral(y, mask)
         s = self.embed(time, cond, N, x_in.dtype)
         f = self.lin_in(torch.cat([s, dih[..., :1], dih[..., 1:], prv, nxt], -1)) * m3
@@ -214,13 +264,14 @@ class E3Denoiser(nn.Module):
         off = edge_offsets(cond, idx)
         okf = ok.to(x_in.dtype)[..., None]
         kcount = okf.sum(2).clamp(min=1)
-        rel = gather_nodes(y, idx) - y[:, :, None]           # [B, N, K, 3] nm
+        rel = gather_nodes(y, idx) - y[:, :, None]  # [B, N, K, 3] nm
         d_phys = rel.norm(dim=-1)
         d_in = gather_nodes(x_in, idx).sub(x_in[:, :, None]).norm(dim=-1)
         sh = o3.spherical_harmonics(self.irreps_sh, rel, normalize=True, normalization="component")
-        for geo, tp, radial, lin, gate, si, norm in zip(self.edge, self.tps, self.radials, self.lin_out, self.gates,
-                                                        self.self_int, self.norms):
-            w = radial(geo(d_phys, d_in, off))                # [B, N, K, weight_numel]
+        for geo, tp, radial, lin, gate, si, norm in zip(
+            self.edge, self.tps, self.radials, self.lin_out, self.gates, self.self_int, self.norms
+        ):
+            w = radial(geo(d_phys, d_in, off))  # [B, N, K, weight_numel]
             fj = gather_nodes(f, idx)
             msg = tp(fj, sh, w) * okf
             agg = msg.sum(2) / kcount

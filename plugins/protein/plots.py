@@ -1,4 +1,5 @@
 """Pictures of backbones: Cα traces (two projections) and Cα contact maps, as PNG files."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -13,6 +13,7 @@
   ladders and isolated bridges. Only the α-helix and β letters are made, as in the
   3-state reference strings shipped with mdanalysistests.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -35,7 +36,7 @@ def _within(v: np.ndarray, centre_hw: tuple[float, float], periodic: bool = Fals
 
 def _nan_pad(v: np.ndarray, n: int, start: int) -> np.ndarray:
     out = np.full(n, np.nan)
-    out[start:start + len(v)] = v
+    out[start : start + len(v)] = v
     return out
 
 
@@ -182,14 +183,14 @@ def dssp(bb: np.ndarray, res_names: list | None = None) -> str:
     helix = np.zeros(L, dtype=bool)
     for i in range(1, L - 4):
         if turn4[i - 1] and turn4[i]:
-            helix[i:i + 4] = True
+            helix[i : i + 4] = True
 
     def shifted(di: int, dj: int) -> np.ndarray:
         """S[i, j] = hb[i + di, j + dj] (False outside the chain)."""
         out = np.zeros_like(hb)
         i0, i1 = max(0, -di), min(L, L - di)
         j0, j1 = max(0, -dj), min(L, L - dj)
-        out[i0:i1, j0:j1] = hb[i0 + di:i1 + di, j0 + dj:j1 + dj]
+        out[i0:i1, j0:j1] = hb[i0 + di : i1 + di, j0 + dj : j1 + dj]
         return out
 
     # parallel bridge(i, j): [hb(i−1, j) and hb(j, i+1)] or [hb(j−1, i) and hb(i, j+1)]

@@ -17,6 +17,7 @@ set needs:
 Sources: a file, a directory, a list of files, or 4-letter PDB IDs (downloaded from RCSB
 into a cache folder when online; never used by the tests).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -79,7 +80,7 @@ class LoadReport:
 
     files: int = 0
     chains: int = 0
-    skipped: list = field(default_factory=list)   # (file, record, reason)
+    skipped: list = field(default_factory=list)  # (file, record, reason)
     filtered_length: int = 0
     split_segments: int = 0
 
@@ -87,8 +88,10 @@ class LoadReport:
         self.skipped.append((err.file, err.record, str(err)))
 
     def summary(self) -> str:
-        return (f"{self.files} files, {self.chains} chains kept, {len(self.skipped)} skipped for errors, "
-                f"{self.filtered_length} removed by length filters, {self.split_segments} extra segments from breaks")
+        return (
+            f"{self.files} files, {self.chains} chains kept, {len(self.skipped)} skipped for errors, "
+            f"{self.filtered_length} removed by length filters, {self.split_segments} extra segments from breaks"
+        )
 
 
 def _open_text(path: Path) -> str:
@@ -126,8 +129,12 @@ def parse_structure(path: str | Path, text: str | None = None):
         if "line" in msg:
             tail = msg.rsplit("line", 1)[1].strip(" :.")
             line = tail.split()[0] if tail else None
-        raise InputError(f"unparseable structure ({type(e).__name__}: {msg})", file=path,
-                         record=f"line {line}" if line else "-", field="record syntax") from None
+        raise InputError(
+            f"unparseable structure ({type(e).__name__}: {msg})",
+            file=path,
+            record=f"line {line}" if line else "-",
+            field="record syntax",
+        ) from None
 
 
 def _residue_backbone(res) -> np.ndarray:
@@ -139,8 +146,14 @@ def _residue_backbone(res) -> np.ndarray:
     return out
 
 
-def chain_backbones(structure, path: Path, *, chains: Sequence[str] | None = None, on_error: str = "raise",
-                    report: LoadReport | None = None) -> list[Backbone]:
+def chain_backbones(
+    structure,
+    path: Path,
+    *,
+    chains: Sequence[str] | None = None,
+    on_error: str = "raise",
+    report: LoadReport | None = None,
+) -> list[Backbone]:
     """Backbones of the chains of the first model (hetero residues skipped)."""
     report = report if report is not None else LoadReport()
     models = list(structure)
@@ -159,8 +172,12 @@ def chain_backbones(structure, path: Path, *, chains: Sequence[str] | None = Non
                 continue
             bb = _residue_backbone(res)
             if not np.isfinite(bb[1]).all():
-                err = InputError("residue has no CA atom", file=path, record=f"chain {cid} residue {res.get_resname()} {num}{icode.strip()}",
-                                 field="CA")
+                err = InputError(
+                    "residue has no CA atom",
+                    file=path,
+                    record=f"chain {cid} residue {res.get_resname()} {num}{icode.strip()}",
+                    field="CA",
+                )
                 if on_error == "skip":
                     report.skip(err)
                     continue
@@ -172,14 +189,27 @@ def chain_backbones(structure, path: Path, *, chains: Sequence[str] | None = Non
                 report.skip(err)
                 continue
             raise err
-        out.append(Backbone(f"{stem}_{cid}", cid, np.asarray(coords, dtype=np.float64), np.asarray(ids),
-                            names, icodes, source=str(path)))
+        out.append(
+            Backbone(
+                f"{stem}_{cid}",
+                cid,
+                np.asarray(coords, dtype=np.float64),
+                np.asarray(ids),
+                names,
+                icodes,
+                source=str(path),
+            )
+        )
     if chains is not None:
         found = {b.chain_id for b in out}
         missing = [c for c in chains if c not in found]
         if missing and on_error != "skip":
-            raise InputError(f"chain(s) {missing} not found (chains present: {[c.id for c in models[0]]})",
-                             file=path, record=f"chain {missing[0]!r}", field="chain")
+            raise InputError(
+                f"chain(s) {missing} not found (chains present: {[c.id for c in models[0]]})",
+                file=path,
+                record=f"chain {missing[0]!r}",
+                field="chain",
+            )
     return out
 
 
@@ -200,14 +230,30 @@ def handle_breaks(bb: Backbone, mode: str = "split") -> list[Backbone]:
     cuts = [0, *(brk + 1).tolist(), len(bb)]
     segs = []
     for k, (a, b) in enumerate(zip(cuts[:-1], cuts[1:])):
-        segs.append(Backbone(f"{bb.name}_{k}", bb.chain_id, bb.coords[a:b], bb.res_ids[a:b], bb.res_names[a:b],
-                             bb.icodes[a:b], source=bb.source))
+        segs.append(
+            Backbone(
+                f"{bb.name}_{k}",
+                bb.chain_id,
+                bb.coords[a:b],
+                bb.res_ids[a:b],
+                bb.res_names[a:b],
+                bb.icodes[a:b],
+                source=bb.source,
+            )
+        )
     return segs
 
 
-def load_backbones(path: str | Path, *, chains: Sequence[str] | None = None, breaks: str = "split",
-                   min_len: int = 1, max_len: int | None = None, on_error: str = "raise",
-                   report: LoadReport | None = None) -> list[Backbone]:
+def load_backbones(
+    path: str | Path,
+    *,
+    chains: Sequence[str] | None = None,
+    breaks: str = "split",
+    min_len: int = 1,
+    max_len: int | None = None,
+    on_error: str = "raise",
+    report: LoadReport | None = None,
+) -> list[Backbone]:
     """Backbone records of one structure file (see module docstring for the options)."""
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
@@ -264,14 +310,22 @@ def fetch_pdb(pdb_id: str, cache_dir: str | Path) -> Path:
         with urllib.request.urlopen(RCSB_URL.format(id=pid), timeout=60) as r, open(tmp, "wb") as f:
             f.write(r.read())
     except OSError as e:
-        raise InputError(f"download of {pid} from RCSB failed ({e}); are you online?", record=pdb_id,
-                         field="pdb_id") from None
+        raise InputError(
+            f"download of {pid} from RCSB failed ({e}); are you online?", record=pdb_id, field="pdb_id"
+        ) from None
     tmp.replace(dest)
     return dest
 
 
-def load_source(source=None, *, pdb_ids: Iterable[str] = (), cache_dir: str | Path = "~/.cache/polydiff/pdb",
-                progress: bool = False, report: LoadReport | None = None, **options) -> list[Backbone]:
+def load_source(
+    source=None,
+    *,
+    pdb_ids: Iterable[str] = (),
+    cache_dir: str | Path = "~/.cache/polydiff/pdb",
+    progress: bool = False,
+    report: LoadReport | None = None,
+    **options,
+) -> list[Backbone]:
     """Backbones from a directory / file / file list and/or PDB IDs (options as
     :func:`load_backbones`)."""
     report = report if report is not None else LoadReport()

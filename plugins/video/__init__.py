@@ -5,6 +5,7 @@ Ho et al. 2022) and ``video_dit`` (space-time-patch DiT) denoisers, the
 ``moving_digits`` and ``video_folder`` data sets, the video metrics and the
 ``video/moving_digits`` benchmark task. Heavy modules are imported inside the hooks.
 """
+
 from polydiff.hookspecs import hookimpl
 
 

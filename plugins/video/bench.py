@@ -7,6 +7,7 @@ consistency and ``fvd_ours`` against references: ``data`` (real test clips vs re
 the floor) and ``untrained`` (uniform-noise clips: the ceiling).
 Timings: ``train_s``, ``train_steps_per_s``, ``samples_per_s`` (clips/s), ``peak_mem_mb``.
 """
+
 from __future__ import annotations
 
 import resource
@@ -17,18 +18,49 @@ import torch
 from polydiff.bench.task import BenchContext, BenchmarkTask, make_row
 
 CONFIGS = {
-    "quick": dict(canvas=16, frames=4, source="sklearn", n_clips=600, steps=300, batch=16, channels=(16, 32),
-                  n_eval=60, guidance=4.0, eval_train=dict(n_clips=600, frame_steps=600, clip_steps=300)),
-    "standard": dict(canvas=32, frames=8, source="mnist5k", n_clips=3000, steps=3000, batch=16,
-                     channels=(32, 64, 96), n_eval=100, guidance=4.0, eval_train={}, space_to_depth=2),
-    "gpu": dict(canvas=32, frames=8, source="mnist5k", n_clips=5000, steps=20000, batch=64,
-                channels=(64, 128, 128), n_eval=500, guidance=4.0, eval_train={}),
+    "quick": dict(
+        canvas=16,
+        frames=4,
+        source="sklearn",
+        n_clips=600,
+        steps=300,
+        batch=16,
+        channels=(16, 32),
+        n_eval=60,
+        guidance=4.0,
+        eval_train=dict(n_clips=600, frame_steps=600, clip_steps=300),
+    ),
+    "standard": dict(
+        canvas=32,
+        frames=8,
+        source="mnist5k",
+        n_clips=3000,
+        steps=3000,
+        batch=16,
+        channels=(32, 64, 96),
+        n_eval=100,
+        guidance=4.0,
+        eval_train={},
+        space_to_depth=2,
+    ),
+    "gpu": dict(
+        canvas=32,
+        frames=8,
+        source="mnist5k",
+        n_clips=5000,
+        steps=20000,
+        batch=64,
+        channels=(64, 128, 128),
+        n_eval=500,
+        guidance=4.0,
+        eval_train={},
+    ),
 }
 
 
 def _peak_mem_mb(device: torch.device) -> float:
     if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+        return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -53,14 +85,15 @@ def run(ctx: BenchContext) -> list:
     cfg = CONFIGS[ctx.budget(quick="quick", standard="standard", gpu="gpu")]
     torch.manual_seed(ctx.seed)
     t_eval = time.perf_counter()
-    evaluator = get_evaluator(cfg["canvas"], cfg["frames"], cfg["source"], progress=ctx.progress,
-                              **cfg["eval_train"])
+    evaluator = get_evaluator(cfg["canvas"], cfg["frames"], cfg["source"], progress=ctx.progress, **cfg["eval_train"])
     eval_train_s = time.perf_counter() - t_eval
-    model = polydiff.create("video", modality_config={"canvas": cfg["canvas"], "frames": cfg["frames"],
-                                                     "source": cfg["source"]}, channels=cfg["channels"],
-                            space_to_depth=cfg.get("space_to_depth", 1))
-    data = model.modality.load_dataset("moving_digits", n_clips=cfg["n_clips"], source=cfg["source"],
-                                       seed=ctx.seed)
+    model = polydiff.create(
+        "video",
+        modality_config={"canvas": cfg["canvas"], "frames": cfg["frames"], "source": cfg["source"]},
+        channels=cfg["channels"],
+        space_to_depth=cfg.get("space_to_depth", 1),
+    )
+    data = model.modality.load_dataset("moving_digits", n_clips=cfg["n_clips"], source=cfg["source"], seed=ctx.seed)
     n = cfg["n_eval"]
     ref = MovingDigits(n, cfg["canvas"], cfg["frames"], source=cfg["source"], split="test", seed=ctx.seed + 7)
     ref2 = MovingDigits(n, cfg["canvas"], cfg["frames"], source=cfg["source"], split="test", seed=ctx.seed + 8)
@@ -69,8 +102,9 @@ def run(ctx: BenchContext) -> list:
     model.to(ctx.device)
 
     def draw(sampler, nfe):
-        return model.sample(n, sampler=sampler, nfe=nfe, seed=ctx.seed, cond={"label": labels},
-                            guidance=cfg["guidance"])
+        return model.sample(
+            n, sampler=sampler, nfe=nfe, seed=ctx.seed, cond={"label": labels}, guidance=cfg["guidance"]
+        )
 
     reference = {"data": _metrics(model, ref2, ref, evaluator)}
     # the ceiling: uniform-noise clips carrying the requested labels (an untrained
@@ -81,11 +115,23 @@ def run(ctx: BenchContext) -> list:
     reference["untrained"] = _metrics(model, untrained, ref, evaluator)
     if ctx.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(ctx.device)
-    res = train(model, data, TrainConfig(steps=cfg["steps"], batch_size=cfg["batch"], lr=2e-3, warmup_steps=50,
-                                         lr_schedule="cosine", ema_decay=0.99 if cfg["steps"] < 1000 else 0.999,
-                                         cond_dropout=0.15,
-                                         seed=ctx.seed, device=str(ctx.device), progress=ctx.progress,
-                                         out_dir=str(ctx.out_dir)))
+    res = train(
+        model,
+        data,
+        TrainConfig(
+            steps=cfg["steps"],
+            batch_size=cfg["batch"],
+            lr=2e-3,
+            warmup_steps=50,
+            lr_schedule="cosine",
+            ema_decay=0.99 if cfg["steps"] < 1000 else 0.999,
+            cond_dropout=0.15,
+            seed=ctx.seed,
+            device=str(ctx.device),
+            progress=ctx.progress,
+            out_dir=str(ctx.out_dir),
+        ),
+    )
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for sampler, nfe in grid:
@@ -99,20 +145,46 @@ def run(ctx: BenchContext) -> list:
         metrics = _metrics(model, clips, ref, evaluator)
         folder = ctx.out_dir / f"{sampler}_nfe{nfe}"
         files = model.modality.write(clips, folder)
-        files.append(write_strip_png([ref.clips[i].numpy() for i in range(10)], ctx.out_dir / "real_strip.png",
-                                     labels=[int(v) for v in ref.labels[:10]]))
-        rows.append(make_row(TASK, modality="video", model="video_unet", sampler=sampler, nfe=nfe, seed=ctx.seed,
-                             metrics=metrics, reference=reference,
-                             timing={"train_s": res.seconds, "train_steps_per_s": res.steps_per_s,
-                                     "samples_per_s": n / dt, "peak_mem_mb": _peak_mem_mb(ctx.device),
-                                     "metric_classifier_train_s": eval_train_s},
-                             files=[str(f) for f in files],
-                             evaluator=evaluator.report, clip_shape=list(model.modality.shape()),
-                             guidance=cfg["guidance"], train_steps=res.steps,
-                             untrained_reference="uniform-noise clips"))
+        files.append(
+            write_strip_png(
+                [ref.clips[i].numpy() for i in range(10)],
+                ctx.out_dir / "real_strip.png",
+                labels=[int(v) for v in ref.labels[:10]],
+            )
+        )
+        rows.append(
+            make_row(
+                TASK,
+                modality="video",
+                model="video_unet",
+                sampler=sampler,
+                nfe=nfe,
+                seed=ctx.seed,
+                metrics=metrics,
+                reference=reference,
+                timing={
+                    "train_s": res.seconds,
+                    "train_steps_per_s": res.steps_per_s,
+                    "samples_per_s": n / dt,
+                    "peak_mem_mb": _peak_mem_mb(ctx.device),
+                    "metric_classifier_train_s": eval_train_s,
+                },
+                files=[str(f) for f in files],
+                evaluator=evaluator.report,
+                clip_shape=list(model.modality.shape()),
+                guidance=cfg["guidance"],
+                train_steps=res.steps,
+                untrained_reference="uniform-noise clips",
+            )
+        )
     return rows
 
 
-TASK = BenchmarkTask(name="video/moving_digits", modality="video", model="video_unet", run=run,
-                     description="class-conditional Moving-digits clips (frame accuracy, identity, fvd_ours)",
-                     expected_s=60)
+TASK = BenchmarkTask(
+    name="video/moving_digits",
+    modality="video",
+    model="video_unet",
+    run=run,
+    description="class-conditional Moving-digits clips (frame accuracy, identity, fvd_ours)",
+    expected_s=60,
+)

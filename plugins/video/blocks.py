@@ -3,6 +3,7 @@
 Shapes: video tensors are ``[B, C, T, H, W]``; embeddings ``[B, E]``; ``time`` is the
 network time ``[B]`` float32 (EDM c_noise = ¼ ln σ̃ by default).
 """
+
 from __future__ import annotations
 
 import math

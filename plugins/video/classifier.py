@@ -15,6 +15,7 @@ classifier, trained on Moving-digits clips of the size being evaluated.
 :func:`get_evaluator` trains both (seeded, deterministic) once per configuration and
 caches them in the process; ``report`` holds their held-out accuracies.
 """
+
 from __future__ import annotations
 
 import threading
@@ -52,7 +53,7 @@ def non_digit_frames(n: int, canvas: int, generator: torch.Generator) -> torch.T
             out[i] = u[i]
         elif k == 1:
             r = int(torch.randint(1, max(2, canvas // 4) + 1, (), generator=g))
-            b = F.avg_pool2d(u[i:i + 1], 2 * r + 1, 1, r, count_include_pad=False)
+            b = F.avg_pool2d(u[i : i + 1], 2 * r + 1, 1, r, count_include_pad=False)
             b = (b - b.mean()) / (b.std() + 1e-6)
             c = float(torch.rand((), generator=g)) * 0.9 + 0.1
             lvl = float(torch.rand((), generator=g)) * 1.6 - 0.8
@@ -87,8 +88,9 @@ class ClipClassifier(nn.Module):
     def __init__(self, n_classes: int = 10, width: int = 8):
         super().__init__()
         w = width
-        self.body = nn.Sequential(_conv3(1, w, (1, 2, 2)), _conv3(w, 2 * w), _conv3(2 * w, 4 * w, (1, 2, 2)),
-                                  _conv3(4 * w, 8 * w))
+        self.body = nn.Sequential(
+            _conv3(1, w, (1, 2, 2)), _conv3(w, 2 * w), _conv3(2 * w, 4 * w, (1, 2, 2)), _conv3(4 * w, 8 * w)
+        )
         self.cls = nn.Linear(8 * w, n_classes)
         self.vel = nn.Linear(8 * w, 2)
 
@@ -114,8 +116,9 @@ class VideoEvaluator:
 
     def check(self, x: torch.Tensor) -> None:
         if x.shape[-1] != self.canvas or x.shape[-2] != self.canvas:
-            raise ValueError(f"clips of {x.shape[-2]}×{x.shape[-1]} px; this evaluator was trained on "
-                             f"{self.canvas}×{self.canvas}")
+            raise ValueError(
+                f"clips of {x.shape[-2]}×{x.shape[-1]} px; this evaluator was trained on {self.canvas}×{self.canvas}"
+            )
 
     @torch.no_grad()
     def frame_logits(self, x: torch.Tensor, batch: int = 512) -> torch.Tensor:
@@ -123,25 +126,33 @@ class VideoEvaluator:
         self.check(x)
         N, C, T, H, W = x.shape
         fr = x.permute(0, 2, 1, 3, 4).reshape(N * T, C, H, W).float()
-        out = torch.cat([self.frame(fr[i:i + batch]) for i in range(0, len(fr), batch)])
+        out = torch.cat([self.frame(fr[i : i + batch]) for i in range(0, len(fr), batch)])
         return out.reshape(N, T, -1)
 
     @torch.no_grad()
     def clip_features(self, x: torch.Tensor, batch: int = 128) -> torch.Tensor:
         """x ``[N, 1, T, H, W]`` → ``[N, F]`` float64."""
         self.check(x)
-        return torch.cat([self.clip.features(x[i:i + batch].float()) for i in range(0, len(x), batch)]).double()
+        return torch.cat([self.clip.features(x[i : i + batch].float()) for i in range(0, len(x), batch)]).double()
 
     @torch.no_grad()
     def clip_predict(self, x: torch.Tensor, batch: int = 128):
         self.check(x)
-        outs = [self.clip(x[i:i + batch].float()) for i in range(0, len(x), batch)]
+        outs = [self.clip(x[i : i + batch].float()) for i in range(0, len(x), batch)]
         return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
 
 
-def train_evaluator(canvas: int = 32, frames: int = 8, source: str = "mnist5k", digit_size: int | None = None,
-                    n_clips: int = 1500, frame_steps: int = 400, clip_steps: int = 300, seed: int = 0,
-                    progress: bool = True) -> VideoEvaluator:
+def train_evaluator(
+    canvas: int = 32,
+    frames: int = 8,
+    source: str = "mnist5k",
+    digit_size: int | None = None,
+    n_clips: int = 1500,
+    frame_steps: int = 400,
+    clip_steps: int = 300,
+    seed: int = 0,
+    progress: bool = True,
+) -> VideoEvaluator:
     """Train both classifiers on one-digit Moving-digits clips (train-split sprites) and
     measure them on clips made from the held-out test-split sprites."""
     from .data import MovingDigits
@@ -149,8 +160,9 @@ def train_evaluator(canvas: int = 32, frames: int = 8, source: str = "mnist5k", 
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         train = MovingDigits(n_clips, canvas, frames, 1, digit_size, source=source, split="train", seed=seed)
-        test = MovingDigits(max(200, n_clips // 5), canvas, frames, 1, digit_size, source=source, split="test",
-                            seed=seed + 1)
+        test = MovingDigits(
+            max(200, n_clips // 5), canvas, frames, 1, digit_size, source=source, split="test", seed=seed + 1
+        )
         X = train.clips.float().div(127.5).sub(1).unsqueeze(1)
         Y, V = train.labels, torch.as_tensor(abs(train.velocities[:, 0]), dtype=torch.float32)
         gen = torch.Generator().manual_seed(seed)
@@ -158,14 +170,15 @@ def train_evaluator(canvas: int = 32, frames: int = 8, source: str = "mnist5k", 
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=frame_steps + clip_steps, desc=f"video metric classifiers {canvas}px×{frames}",
-                       leave=False)
+            bar = tqdm(
+                total=frame_steps + clip_steps, desc=f"video metric classifiers {canvas}px×{frames}", leave=False
+            )
         fc = FrameClassifier()
         opt = torch.optim.Adam(fc.parameters(), lr=3e-3)
-        junk_gen = torch.Generator().manual_seed(seed + 3)   # own stream: the clip classifier's draws stay as they were
+        junk_gen = torch.Generator().manual_seed(seed + 3)  # own stream: the clip classifier's draws stay as they were
         frames_all = X.permute(0, 2, 1, 3, 4).reshape(-1, 1, canvas, canvas)
         frame_y = Y.repeat_interleave(frames)
-        for step in range(frame_steps):
+        for _ in range(frame_steps):
             idx = torch.randint(len(frames_all), (64,), generator=gen)
             junk = non_digit_frames(16, canvas, junk_gen)
             xb = torch.cat([frames_all[idx], junk])
@@ -178,7 +191,7 @@ def train_evaluator(canvas: int = 32, frames: int = 8, source: str = "mnist5k", 
                 bar.update(1)
         cc = ClipClassifier()
         opt = torch.optim.Adam(cc.parameters(), lr=3e-3)
-        for step in range(clip_steps):
+        for _ in range(clip_steps):
             idx = torch.randint(len(X), (32,), generator=gen)
             logits, vel = cc(X[idx])
             loss = F.cross_entropy(logits, Y[idx]) + F.smooth_l1_loss(vel, V[idx])
@@ -195,10 +208,13 @@ def train_evaluator(canvas: int = 32, frames: int = 8, source: str = "mnist5k", 
     cl, vel = ev.clip_predict(Xt)
     Vt = torch.as_tensor(abs(test.velocities[:, 0]), dtype=torch.float32)
     junk = non_digit_frames(200, canvas, torch.Generator().manual_seed(seed + 2))
-    ev.report = {"frame_accuracy": float((fl.argmax(-1) == test.labels[:, None]).float().mean()),
-                 "no_digit_recall": float((ev.frame(junk).argmax(-1) == NO_DIGIT).float().mean()),
-                 "clip_accuracy": float((cl.argmax(-1) == test.labels).float().mean()),
-                 "velocity_mae": float((vel - Vt).abs().mean()), "test_clips": len(test)}
+    ev.report = {
+        "frame_accuracy": float((fl.argmax(-1) == test.labels[:, None]).float().mean()),
+        "no_digit_recall": float((ev.frame(junk).argmax(-1) == NO_DIGIT).float().mean()),
+        "clip_accuracy": float((cl.argmax(-1) == test.labels).float().mean()),
+        "velocity_mae": float((vel - Vt).abs().mean()),
+        "test_clips": len(test),
+    }
     return ev
 
 
@@ -206,13 +222,19 @@ _CACHE: dict = {}
 _LOCK = threading.Lock()
 
 
-def get_evaluator(canvas: int = 32, frames: int = 8, source: str = "mnist5k", digit_size: int | None = None,
-                  **train_options) -> VideoEvaluator:
+def get_evaluator(
+    canvas: int = 32, frames: int = 8, source: str = "mnist5k", digit_size: int | None = None, **train_options
+) -> VideoEvaluator:
     """The cached evaluator for this clip size (trained on first use)."""
     from .data import default_digit_size
 
-    key = (int(canvas), int(frames), source, int(digit_size or default_digit_size(canvas)),
-           tuple(sorted(train_options.items())))
+    key = (
+        int(canvas),
+        int(frames),
+        source,
+        int(digit_size or default_digit_size(canvas)),
+        tuple(sorted(train_options.items())),
+    )
     with _LOCK:
         if key not in _CACHE:
             _CACHE[key] = train_evaluator(canvas, frames, source, key[3], **train_options)

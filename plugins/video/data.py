@@ -10,6 +10,7 @@ Items are dicts ``{"x": FloatTensor [C, T, H, W] in [-1, 1], "label": int}``
 (plus ``positions``/``digits`` for Moving digits). Intensities: 0 = background, 1 = ink
 before the affine map to [-1, 1].
 """
+
 from __future__ import annotations
 
 import json
@@ -115,18 +116,36 @@ class MovingDigits(torch.utils.data.Dataset):
 
     channels = 1
 
-    def __init__(self, n_clips: int = 2000, canvas: int = 32, frames: int = 8, n_digits: int = 1,
-                 digit_size: int | None = None, speed: tuple[float, float] = (1.0, 3.0),
-                 source: str = "mnist5k", split: str = "train", seed: int = 0):
+    def __init__(
+        self,
+        n_clips: int = 2000,
+        canvas: int = 32,
+        frames: int = 8,
+        n_digits: int = 1,
+        digit_size: int | None = None,
+        speed: tuple[float, float] = (1.0, 3.0),
+        source: str = "mnist5k",
+        split: str = "train",
+        seed: int = 0,
+    ):
         digit_size = int(digit_size or default_digit_size(canvas))
         if digit_size > canvas:
             raise ValueError(f"digit_size {digit_size} exceeds the canvas {canvas}")
         if n_clips < 0 or frames < 1 or n_digits < 1:
             raise ValueError("need n_clips >= 0, frames >= 1, n_digits >= 1")
-        self.config = {"canvas": int(canvas), "frames": int(frames), "n_digits": int(n_digits),
-                       "digit_size": digit_size, "speed": [float(speed[0]), float(speed[1])],
-                       "source": source, "split": split, "seed": int(seed), "channels": 1,
-                       "n_classes": 10, "class_names": [str(i) for i in range(10)]}
+        self.config = {
+            "canvas": int(canvas),
+            "frames": int(frames),
+            "n_digits": int(n_digits),
+            "digit_size": digit_size,
+            "speed": [float(speed[0]), float(speed[1])],
+            "source": source,
+            "split": split,
+            "seed": int(seed),
+            "channels": 1,
+            "n_classes": 10,
+            "class_names": [str(i) for i in range(10)],
+        }
         sprites, sprite_labels = digit_bank(source, digit_size, split, seed)
         L = canvas - digit_size
         clips = np.zeros((n_clips, frames, canvas, canvas), dtype=np.float32)
@@ -149,7 +168,7 @@ class MovingDigits(torch.utils.data.Dataset):
                 self.positions[i, :, d] = traj
                 for t in range(frames):
                     r, c = (int(round(v)) for v in traj[t])
-                    win = clips[i, t, r:r + digit_size, c:c + digit_size]
+                    win = clips[i, t, r : r + digit_size, c : c + digit_size]
                     np.maximum(win, sp[k], out=win)
         self.clips = torch.as_tensor(np.round(clips * 255).astype(np.uint8))
         self.labels = torch.as_tensor(self.digits[:, 0].copy())
@@ -179,8 +198,7 @@ class ClipFolder(torch.utils.data.Dataset):
 
     channels = 1
 
-    def __init__(self, root: str | Path, frames: int | None = None, size: int | None = None,
-                 on_error: str = "raise"):
+    def __init__(self, root: str | Path, frames: int | None = None, size: int | None = None, on_error: str = "raise"):
         from .io import read_frames
 
         if on_error not in ("raise", "skip"):
@@ -189,8 +207,7 @@ class ClipFolder(torch.utils.data.Dataset):
         if not root.is_dir():
             raise InputError("not a folder of clips", file=root)
         labels = _read_labels(root)
-        entries = sorted(p for p in root.iterdir()
-                         if (p.is_file() and p.suffix.lower() == ".gif") or p.is_dir())
+        entries = sorted(p for p in root.iterdir() if (p.is_file() and p.suffix.lower() == ".gif") or p.is_dir())
         clips, ys, self.names, self.skipped = [], [], [], []
         shape = None
         for rec, path in enumerate(entries):
@@ -198,14 +215,20 @@ class ClipFolder(torch.utils.data.Dataset):
                 arr = read_frames(path, size=size, record=rec)
                 if frames is not None:
                     if arr.shape[0] < frames:
-                        raise InputError(f"has {arr.shape[0]} frames, {frames} needed", file=path, record=rec,
-                                         field="frames")
+                        raise InputError(
+                            f"has {arr.shape[0]} frames, {frames} needed", file=path, record=rec, field="frames"
+                        )
                     arr = arr[:frames]
                 if shape is None:
                     shape = arr.shape
                 elif arr.shape != shape:
-                    raise InputError(f"clip shape {tuple(arr.shape)} differs from the first clip's {tuple(shape)} "
-                                     "(pass size= and frames=)", file=path, record=rec, field="shape")
+                    raise InputError(
+                        f"clip shape {tuple(arr.shape)} differs from the first clip's {tuple(shape)} "
+                        "(pass size= and frames=)",
+                        file=path,
+                        record=rec,
+                        field="shape",
+                    )
                 y = labels.get(path.name, labels.get(path.stem, -1))
             except InputError as e:
                 if on_error == "raise":
@@ -218,15 +241,21 @@ class ClipFolder(torch.utils.data.Dataset):
         if self.skipped:
             import warnings
 
-            warnings.warn(f"{root}: skipped {len(self.skipped)} of {len(entries)} clips (see .skipped)")
+            warnings.warn(f"{root}: skipped {len(self.skipped)} of {len(entries)} clips (see .skipped)", stacklevel=2)
         if not clips:
             raise InputError("no readable clips", file=root)
         self.clips = torch.as_tensor(np.stack(clips))
         self.labels = torch.as_tensor(ys, dtype=torch.long)
         n_cls = int(self.labels.max()) + 1 if (self.labels >= 0).all() else 0
         T, H, W = self.clips.shape[1:]
-        self.config = {"canvas": int(H), "frames": int(T), "channels": 1, "n_classes": n_cls,
-                       "class_names": [str(i) for i in range(n_cls)], "source": str(root)}
+        self.config = {
+            "canvas": int(H),
+            "frames": int(T),
+            "channels": 1,
+            "n_classes": n_cls,
+            "class_names": [str(i) for i in range(n_cls)],
+            "source": str(root),
+        }
         if H != W:
             self.config["width"] = int(W)
 

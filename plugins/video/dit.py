@@ -8,6 +8,7 @@ noise/class embedding (scale, shift and a zero-initialised gate), and a final ad
 maps tokens back to patches. Call: ``net(x, time [B], cond) → [B, C, T, H, W]``; ``cond``
 as for :class:`~polydiff.plugins.video.networks.SpaceTimeUNet`.
 """
+
 from __future__ import annotations
 
 import torch
@@ -37,14 +38,23 @@ class DiTBlock(nn.Module):
 
 class SpaceTimeDiT(nn.Module):
     """Args:
-        in_channels: C. patch: spatial patch side p. temporal_patch: pt (T divisible by it).
-        dim, depth, heads: transformer width, blocks, heads. n_classes: > 0 adds a class
-        embedding with a CFG null. context_frames: accept clean known frames as inputs.
+    in_channels: C. patch: spatial patch side p. temporal_patch: pt (T divisible by it).
+    dim, depth, heads: transformer width, blocks, heads. n_classes: > 0 adds a class
+    embedding with a CFG null. context_frames: accept clean known frames as inputs.
     """
 
-    def __init__(self, in_channels: int = 1, patch: int = 4, temporal_patch: int = 1, dim: int = 128,
-                 depth: int = 4, heads: int = 4, n_classes: int = 0, context_frames: bool = False,
-                 mlp_ratio: float = 4.0):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        patch: int = 4,
+        temporal_patch: int = 1,
+        dim: int = 128,
+        depth: int = 4,
+        heads: int = 4,
+        n_classes: int = 0,
+        context_frames: bool = False,
+        mlp_ratio: float = 4.0,
+    ):
         super().__init__()
         self.in_channels, self.p, self.pt, self.dim = in_channels, patch, temporal_patch, dim
         self.context_frames = context_frames
@@ -63,8 +73,14 @@ class SpaceTimeDiT(nn.Module):
         """``[nt·nh·nw, dim]``: sin/cos features of t, h and w in separate thirds."""
         d = self.dim // 3
         pt, ph, pw = sincos_positions(nt, d, device), sincos_positions(nh, d, device), sincos_positions(nw, d, device)
-        grid = torch.cat([pt[:, None, None].expand(nt, nh, nw, d), ph[None, :, None].expand(nt, nh, nw, d),
-                          pw[None, None].expand(nt, nh, nw, d)], dim=-1).reshape(nt * nh * nw, 3 * d)
+        grid = torch.cat(
+            [
+                pt[:, None, None].expand(nt, nh, nw, d),
+                ph[None, :, None].expand(nt, nh, nw, d),
+                pw[None, None].expand(nt, nh, nw, d),
+            ],
+            dim=-1,
+        ).reshape(nt * nh * nw, 3 * d)
         return F.pad(grid, (0, self.dim - 3 * d))
 
     def forward(self, x: torch.Tensor, time: torch.Tensor, cond: dict | None = None) -> torch.Tensor:

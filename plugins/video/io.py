@@ -4,6 +4,7 @@ Frames are uint8 arrays ``[T, H, W]`` (grey, 0 = black). Reading converts any mo
 grey ``L``; every failure is an :class:`polydiff.errors.InputError` naming the file,
 the record and the field (``frames`` for decoding problems).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -47,8 +48,16 @@ def write_gif(frames: np.ndarray, path: str | Path, *, duration_ms: int = 120, s
         imgs.append(im)
     # Pillow merges identical consecutive frames (summing durations); the comment records
     # the frame time so read_gif can expand them back to one frame per time step.
-    imgs[0].save(path, save_all=True, append_images=imgs[1:], duration=int(duration_ms), loop=0, optimize=False,
-                 disposal=1, comment=f"{FRAME_TAG}{int(duration_ms)}".encode())
+    imgs[0].save(
+        path,
+        save_all=True,
+        append_images=imgs[1:],
+        duration=int(duration_ms),
+        loop=0,
+        optimize=False,
+        disposal=1,
+        comment=f"{FRAME_TAG}{int(duration_ms)}".encode(),
+    )
     return path
 
 
@@ -60,8 +69,9 @@ def read_gif(path: str | Path, *, size: int | None = None, record=None) -> np.nd
     try:
         with Image.open(path) as im:
             if im.width * im.height > MAX_PIXELS:
-                raise InputError(f"frame of {im.width}×{im.height} px is too large", file=path, record=record,
-                                 field="size")
+                raise InputError(
+                    f"frame of {im.width}×{im.height} px is too large", file=path, record=record, field="size"
+                )
             step_ms = _frame_ms(im.info.get("comment"))
             out = []
             for fr in ImageSequence.Iterator(im):
@@ -75,8 +85,9 @@ def read_gif(path: str | Path, *, size: int | None = None, record=None) -> np.nd
     except InputError:
         raise
     except Exception as e:  # Pillow raises OSError, SyntaxError, EOFError, ValueError… on bad bytes
-        raise InputError(f"unreadable GIF ({type(e).__name__}: {e})", file=path, record=record,
-                         field="frames") from None
+        raise InputError(
+            f"unreadable GIF ({type(e).__name__}: {e})", file=path, record=record, field="frames"
+        ) from None
     if not out:
         raise InputError("no frames", file=path, record=record, field="frames")
     return np.stack(out)
@@ -89,7 +100,7 @@ def _frame_ms(comment) -> int | None:
     if not text.startswith(FRAME_TAG):
         return None
     try:
-        v = int(text[len(FRAME_TAG):])
+        v = int(text[len(FRAME_TAG) :])
     except ValueError:
         return None
     return v if v > 0 else None
@@ -110,14 +121,16 @@ def read_frame_folder(path: str | Path, *, size: int | None = None, record=None)
         try:
             with Image.open(f) as im:
                 if im.width * im.height > MAX_PIXELS:
-                    raise InputError(f"frame of {im.width}×{im.height} px is too large", file=f, record=record,
-                                     field="size")
+                    raise InputError(
+                        f"frame of {im.width}×{im.height} px is too large", file=f, record=record, field="size"
+                    )
                 out.append(_grey(im, size))
         except InputError:
             raise
         except Exception as e:
-            raise InputError(f"unreadable frame ({type(e).__name__}: {e})", file=f, record=record,
-                             field="frames") from None
+            raise InputError(
+                f"unreadable frame ({type(e).__name__}: {e})", file=f, record=record, field="frames"
+            ) from None
     if len({a.shape for a in out}) > 1:
         raise InputError("frames differ in size (pass size=)", file=path, record=record, field="size")
     return np.stack(out)
@@ -126,8 +139,9 @@ def read_frame_folder(path: str | Path, *, size: int | None = None, record=None)
 def read_frames(path: str | Path, *, size: int | None = None, record=None) -> np.ndarray:
     """A GIF file or a frame folder as uint8 ``[T, H, W]``."""
     path = Path(path)
-    return read_frame_folder(path, size=size, record=record) if path.is_dir() else read_gif(
-        path, size=size, record=record)
+    return (
+        read_frame_folder(path, size=size, record=record) if path.is_dir() else read_gif(path, size=size, record=record)
+    )
 
 
 def _grey(im, size: int | None) -> np.ndarray:
@@ -139,8 +153,9 @@ def _grey(im, size: int | None) -> np.ndarray:
     return np.asarray(g, dtype=np.uint8).copy()
 
 
-def write_strip_png(clips: Sequence[np.ndarray], path: str | Path, *, scale: int = 2, gap: int = 1,
-                    labels: Sequence | None = None) -> Path:
+def write_strip_png(
+    clips: Sequence[np.ndarray], path: str | Path, *, scale: int = 2, gap: int = 1, labels: Sequence | None = None
+) -> Path:
     """One row per clip, one column per frame: a PNG of ``clips`` (each uint8 ``[T, H, W]``).
 
     Rows are separated by ``gap`` grey pixels; with ``labels`` the row's label is drawn at
@@ -158,7 +173,7 @@ def write_strip_png(clips: Sequence[np.ndarray], path: str | Path, *, scale: int
     for r, c in enumerate(clips):
         for t in range(c.shape[0]):
             y, x = gap + r * (H + gap), left + gap + t * (W + gap)
-            canvas[y:y + H, x:x + W] = c[t]
+            canvas[y : y + H, x : x + W] = c[t]
     img = Image.fromarray(canvas, mode="L")
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)

@@ -20,6 +20,7 @@ the clips' size on MNIST-5k digits.
 - ``video_prediction_mse``: mean squared error (in [-1, 1] units) of the generated
   frames after the given context against the true continuation (reference).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -61,8 +62,12 @@ def _evaluator(x: torch.Tensor, options: dict):
     if ev is None:
         from .classifier import get_evaluator
 
-        ev = get_evaluator(canvas=x.shape[-1], frames=x.shape[2], source=options.get("source", "mnist5k"),
-                           digit_size=options.get("digit_size"))
+        ev = get_evaluator(
+            canvas=x.shape[-1],
+            frames=x.shape[2],
+            source=options.get("source", "mnist5k"),
+            digit_size=options.get("digit_size"),
+        )
     return ev
 
 
@@ -75,8 +80,10 @@ def frame_predictions(samples, **options) -> tuple[torch.Tensor, list]:
 def frame_accuracy(samples, reference=None, **options) -> float:
     pred, labels = frame_predictions(samples, **options)
     if any(v is None for v in labels):
-        raise InputError("video_frame_accuracy needs the class of every clip (class-conditional samples or "
-                         "a labels.json)", field="label")
+        raise InputError(
+            "video_frame_accuracy needs the class of every clip (class-conditional samples or a labels.json)",
+            field="label",
+        )
     y = torch.as_tensor(labels)[:, None]
     return float((pred == y).float().mean())
 
@@ -85,8 +92,8 @@ def identity_consistency(samples, reference=None, **options) -> float:
     x, _ = as_clips(samples)
     from .classifier import NO_DIGIT
 
-    prob = _evaluator(x, options).frame_logits(x).float().softmax(-1)      # [N, T, 10 digits + no digit]
-    identity = prob[..., :NO_DIGIT].mean(1).argmax(-1)                    # [N], a digit
+    prob = _evaluator(x, options).frame_logits(x).float().softmax(-1)  # [N, T, 10 digits + no digit]
+    identity = prob[..., :NO_DIGIT].mean(1).argmax(-1)  # [N], a digit
     return float(prob.gather(2, identity[:, None, None].expand(-1, prob.shape[1], 1)).mean())
 
 

@@ -7,6 +7,7 @@ back. Conditioning: ``{"label": int | "random" | list}`` for class-conditional m
 ``{"context": clips [n, C, k or T, H, W], "context_frames": k}`` for frame-conditioned
 prediction (see :mod:`polydiff.plugins.video.prediction`).
 """
+
 from __future__ import annotations
 
 import json
@@ -19,9 +20,19 @@ import torch
 from polydiff.errors import InputError
 from polydiff.modality import Modality
 
-DEFAULTS = {"canvas": 32, "frames": 8, "channels": 1, "n_classes": 10, "conditional": True,
-            "context_frames": False, "context_prob": 0.25, "source": "mnist5k", "digit_size": None,
-            "class_names": [str(i) for i in range(10)], "collate_seed": 0}
+DEFAULTS = {
+    "canvas": 32,
+    "frames": 8,
+    "channels": 1,
+    "n_classes": 10,
+    "conditional": True,
+    "context_frames": False,
+    "context_prob": 0.25,
+    "source": "mnist5k",
+    "digit_size": None,
+    "class_names": [str(i) for i in range(10)],
+    "collate_seed": 0,
+}
 
 
 @dataclass
@@ -168,8 +179,11 @@ class VideoModality(Modality):
             written.append(write_gif(c.frames, path / name))
             if c.label is not None:
                 labels[name] = int(c.label)
-        written.append(write_strip_png([c.frames for c in samples[:16]], path / "strip.png",
-                                       labels=[c.label for c in samples[:16]]))
+        written.append(
+            write_strip_png(
+                [c.frames for c in samples[:16]], path / "strip.png", labels=[c.label for c in samples[:16]]
+            )
+        )
         if labels:
             (path / "labels.json").write_text(json.dumps(labels, indent=1))
             written.append(path / "labels.json")
@@ -187,9 +201,11 @@ class VideoModality(Modality):
 
     # -- networks and metrics -----------------------------------------------------------
     def network_kwargs(self) -> dict:
-        return {"in_channels": int(self.config["channels"]),
-                "n_classes": int(self.config["n_classes"]) if self.config["conditional"] else 0,
-                "context_frames": bool(self.config["context_frames"])}
+        return {
+            "in_channels": int(self.config["channels"]),
+            "n_classes": int(self.config["n_classes"]) if self.config["conditional"] else 0,
+            "context_frames": bool(self.config["context_frames"]),
+        }
 
     def evaluator(self, frames: int | None = None, canvas: int | None = None):
         """The metric classifiers for clips of this modality's size (or the given one),
@@ -198,8 +214,12 @@ class VideoModality(Modality):
 
         C, T, H, W = self.shape()
         same = canvas in (None, H)
-        return get_evaluator(canvas=canvas or H, frames=frames or T, source=self.config["source"],
-                             digit_size=self.config["digit_size"] if same else None)
+        return get_evaluator(
+            canvas=canvas or H,
+            frames=frames or T,
+            source=self.config["source"],
+            digit_size=self.config["digit_size"] if same else None,
+        )
 
     def evaluate(self, samples, reference=None, metrics=None, **options):
         if options.get("evaluator") is None:

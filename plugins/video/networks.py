@@ -14,6 +14,7 @@ model's parameterisation; EDM's F by default). ``cond`` keys used:
   frame is given): extra input channels for frame-conditioned prediction when the
   network is built with ``context_frames=True`` (absent keys mean "no frame given").
 """
+
 from __future__ import annotations
 
 import torch
@@ -98,26 +99,36 @@ class Level(nn.Module):
 
 class SpaceTimeUNet(nn.Module):
     """Args:
-        in_channels: C of the clips (1 for grey).
-        channels: width per resolution level; the spatial size is halved between levels
-            (H and W must be divisible by 2^(levels−1)).
-        blocks: residual blocks per level (encoder; the decoder has one more).
-        n_classes: > 0 adds a class embedding (with a learned CFG null).
-        heads: attention heads. spatial_attention: levels (0 = full resolution) with
-            spatial attention (default: the lowest). temporal_attention: levels with
-            temporal attention (default: all but the full-resolution one, where it costs
-            most on a CPU; True = all, False = none — then frames never
-            exchange information: an ablation); the middle block has it unless False.
-        context_frames: accept clean known frames as extra input channels.
-        space_to_depth: r > 1 folds r×r pixel blocks into channels before the first level
-            and unfolds them after the last (pixel (un)shuffle, Shi et al. 2016), so every
-            level runs at 1/r of the resolution — r² fewer operations, the CPU setting.
+    in_channels: C of the clips (1 for grey).
+    channels: width per resolution level; the spatial size is halved between levels
+        (H and W must be divisible by 2^(levels−1)).
+    blocks: residual blocks per level (encoder; the decoder has one more).
+    n_classes: > 0 adds a class embedding (with a learned CFG null).
+    heads: attention heads. spatial_attention: levels (0 = full resolution) with
+        spatial attention (default: the lowest). temporal_attention: levels with
+        temporal attention (default: all but the full-resolution one, where it costs
+        most on a CPU; True = all, False = none — then frames never
+        exchange information: an ablation); the middle block has it unless False.
+    context_frames: accept clean known frames as extra input channels.
+    space_to_depth: r > 1 folds r×r pixel blocks into channels before the first level
+        and unfolds them after the last (pixel (un)shuffle, Shi et al. 2016), so every
+        level runs at 1/r of the resolution — r² fewer operations, the CPU setting.
     """
 
-    def __init__(self, in_channels: int = 1, channels=(32, 64, 96), blocks: int = 1, n_classes: int = 0,
-                 heads: int = 4, spatial_attention=None, temporal_attention=None,
-                 context_frames: bool = False, dropout: float = 0.0, emb_dim: int | None = None,
-                 space_to_depth: int = 1):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        channels=(32, 64, 96),
+        blocks: int = 1,
+        n_classes: int = 0,
+        heads: int = 4,
+        spatial_attention=None,
+        temporal_attention=None,
+        context_frames: bool = False,
+        dropout: float = 0.0,
+        emb_dim: int | None = None,
+        space_to_depth: int = 1,
+    ):
         super().__init__()
         channels = list(channels)
         self.in_channels, self.context_frames, self.levels = in_channels, context_frames, len(channels)
@@ -137,8 +148,9 @@ class SpaceTimeUNet(nn.Module):
         self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
         prev = channels[0]
         for i, ch in enumerate(channels):
-            self.down.append(Level(prev, ch, emb, blocks, heads, i in spatial_attention, i in temporal_attention,
-                                   dropout))
+            self.down.append(
+                Level(prev, ch, emb, blocks, heads, i in spatial_attention, i in temporal_attention, dropout)
+            )
             prev = ch
             if i < len(channels) - 1:
                 self.downsample.append(nn.Conv2d(ch, ch, 3, stride=2, padding=1))
@@ -146,8 +158,9 @@ class SpaceTimeUNet(nn.Module):
         self.up, self.upsample = nn.ModuleList(), nn.ModuleList()
         for i in reversed(range(len(channels))):
             ch = channels[i]
-            self.up.append(Level(prev + ch, ch, emb, blocks + 1, heads, i in spatial_attention,
-                                 i in temporal_attention, dropout))
+            self.up.append(
+                Level(prev + ch, ch, emb, blocks + 1, heads, i in spatial_attention, i in temporal_attention, dropout)
+            )
             prev = ch
             if i > 0:
                 self.upsample.append(nn.Conv2d(ch, ch, 3, padding=1))

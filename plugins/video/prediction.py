@@ -6,6 +6,7 @@ carries a correctly noised copy of them and the last step returns them exactly; 
 network built with ``context_frames=True`` additionally sees the clean known frames as
 input channels (``cond["context"]``/``["context_mask"]``), which it was trained on.
 """
+
 from __future__ import annotations
 
 import torch
@@ -13,8 +14,18 @@ import torch
 from polydiff.editing import known_region
 
 
-def predict(model, context: torch.Tensor, context_frames: int, *, label=None, seed: int = 0,
-            sampler: str = "dpmpp_2m", steps: int = 50, guidance: float = 1.0, **sample_options) -> list:
+def predict(
+    model,
+    context: torch.Tensor,
+    context_frames: int,
+    *,
+    label=None,
+    seed: int = 0,
+    sampler: str = "dpmpp_2m",
+    steps: int = 50,
+    guidance: float = 1.0,
+    **sample_options,
+) -> list:
     """Continue clips: ``context`` ``[n, C, ≥k, H, W]`` in [-1, 1] (its first
     ``context_frames`` frames are kept); returns decoded :class:`Clip` objects whose first
     ``k`` frames equal the context (up to uint8 rounding)."""
@@ -31,8 +42,16 @@ def predict(model, context: torch.Tensor, context_frames: int, *, label=None, se
     was = model.network.training
     model.network.eval()
     try:
-        x, c = model.sample_raw(n, sampler=sampler, steps=steps, seed=seed, cond=cond, guidance=guidance,
-                                wrap=known_region(known, mask), **sample_options)
+        x, c = model.sample_raw(
+            n,
+            sampler=sampler,
+            steps=steps,
+            seed=seed,
+            cond=cond,
+            guidance=guidance,
+            wrap=known_region(known, mask),
+            **sample_options,
+        )
     finally:
         model.network.train(was)
     return model.modality.decode(x, c)
@@ -42,4 +61,4 @@ def copy_last_frame(context: torch.Tensor, context_frames: int, frames: int) -> 
     """The trivial baseline: repeat frame k−1 for the rest; ``[n, C, T, H, W]``."""
     k = int(context_frames)
     out = context[:, :, :k].float()
-    return torch.cat([out, out[:, :, k - 1:k].expand(-1, -1, frames - k, -1, -1)], dim=2)
+    return torch.cat([out, out[:, :, k - 1 : k].expand(-1, -1, frames - k, -1, -1)], dim=2)

@@ -4,14 +4,17 @@ The mixture, its closed-form denoiser, SW2 and the Monte-Carlo floor live in
 :mod:`polydiff.bench.sampler_study` (the benchmark uses the same ground truth); this module
 re-exports them and adds :class:`ExactNet`, an exact network of any parameterisation.
 """
+
 from __future__ import annotations
 
 import math
 
 import torch
 
-from polydiff.bench.sampler_study import (GaussianMixture, circle_mixture, mc_floor,  # noqa: F401
-                                          mixture_16d, sliced_w2)
+from polydiff.bench.sampler_study import (
+    GaussianMixture,
+    mc_floor,  # noqa: F401
+)
 
 F64 = torch.float64
 

@@ -1,4 +1,5 @@
 """`polydiff bench`: suites, results schema, report, resume after a kill, failures recorded."""
+
 from __future__ import annotations
 
 import json
@@ -7,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -23,8 +23,20 @@ tasks = ["pointcloud/*"]
 def _bench(tmp_path, *extra, timeout=900, suite=SUITE):
     suite_text, suite = suite, tmp_path / "smoke.toml"
     suite.write_text(suite_text)
-    cmd = [sys.executable, "-m", "polydiff.cli", "bench", "--suite", str(suite), "--out", str(tmp_path / "out"),
-           "--device", "cpu", "--no-progress", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "polydiff.cli",
+        "bench",
+        "--suite",
+        str(suite),
+        "--out",
+        str(tmp_path / "out"),
+        "--device",
+        "cpu",
+        "--no-progress",
+        *extra,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
@@ -82,8 +94,19 @@ def test_killed_suite_resumes_without_redoing_finished_tasks(tmp_path):
     suite = tmp_path / "smoke.toml"
     suite.write_text(SUITE)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "polydiff.cli", "bench", "--suite", str(suite), "--out", str(out), "--device", "cpu",
-           "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "polydiff.cli",
+        "bench",
+        "--suite",
+        str(suite),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 600
     first = None
@@ -102,18 +125,36 @@ def test_killed_suite_resumes_without_redoing_finished_tasks(tmp_path):
     assert len(json.loads((out / "results.json").read_text())["tasks"]) == 2
 
 
-@pytest.mark.parametrize("mutate, where", [
-    (lambda r: r.pop("suite"), "missing field 'suite'"),
-    (lambda r: r["tasks"][0].pop("reference"), "reference"),
-    (lambda r: r["tasks"][0]["metrics"].update(acc="high"), "metrics.acc"),
-    (lambda r: r["tasks"][0]["reference"].pop("untrained"), "untrained"),
-    (lambda r: r["tasks"][0].update(nfe=True), "nfe"),
-])
+@pytest.mark.parametrize(
+    "mutate, where",
+    [
+        (lambda r: r.pop("suite"), "missing field 'suite'"),
+        (lambda r: r["tasks"][0].pop("reference"), "reference"),
+        (lambda r: r["tasks"][0]["metrics"].update(acc="high"), "metrics.acc"),
+        (lambda r: r["tasks"][0]["reference"].pop("untrained"), "untrained"),
+        (lambda r: r["tasks"][0].update(nfe=True), "nfe"),
+    ],
+)
 def test_schema_rejects_malformed_results(mutate, where):
-    res = {"polydiff_version": "0", "suite": "q", "device": "cpu", "started": "2026-01-01T00:00:00+00:00",
-           "tasks": [{"task": "t", "modality": "m", "model": "n", "sampler": "euler", "nfe": 10, "seed": 0,
-                      "metrics": {"acc": 0.9}, "reference": {"data": {"acc": 1.0}, "untrained": {"acc": 0.1}},
-                      "timing": {"train_s": 1.0}}]}
+    res = {
+        "polydiff_version": "0",
+        "suite": "q",
+        "device": "cpu",
+        "started": "2026-01-01T00:00:00+00:00",
+        "tasks": [
+            {
+                "task": "t",
+                "modality": "m",
+                "model": "n",
+                "sampler": "euler",
+                "nfe": 10,
+                "seed": 0,
+                "metrics": {"acc": 0.9},
+                "reference": {"data": {"acc": 1.0}, "untrained": {"acc": 0.1}},
+                "timing": {"train_s": 1.0},
+            }
+        ],
+    }
     validate_results(res)
     mutate(res)
     with pytest.raises(SchemaError, match=where):
@@ -121,8 +162,12 @@ def test_schema_rejects_malformed_results(mutate, where):
 
 
 def test_unknown_suite_lists_suites(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "polydiff.cli", "bench", "--suite", "nope", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "polydiff.cli", "bench", "--suite", "nope", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode != 0 and "quick" in proc.stderr and "samplers" in proc.stderr
 
 
@@ -135,8 +180,15 @@ def test_untrained_verdicts_directional_and_target_metrics():
     assert beats_untrained(11.0, 30.0, 10.8, None) and not beats_untrained(35.0, 30.0, 10.8, None)
     assert beats_untrained(1.2, 2.5, 1.3, None) and beats_untrained(0.2, 2.5, 1.3, None)
     assert beats_untrained(1.0, None, 1.0, True) is None and beats_untrained(1.0, 2.0, None, None) is None
-    rows = [{"task": "t", "sampler": "euler", "nfe": 5, "metrics": {"acc": 0.9, "rg": 3.0, "new": 1.0},
-             "reference": {"data": {"acc": 1.0, "rg": 1.0}, "untrained": {"acc": 0.1, "rg": 2.0}}},
-            {"task": "u", "error": "boom"}]
+    rows = [
+        {
+            "task": "t",
+            "sampler": "euler",
+            "nfe": 5,
+            "metrics": {"acc": 0.9, "rg": 3.0, "new": 1.0},
+            "reference": {"data": {"acc": 1.0, "rg": 1.0}, "untrained": {"acc": 0.1, "rg": 2.0}},
+        },
+        {"task": "u", "error": "boom"},
+    ]
     judged, behind = untrained_verdicts(rows, {"acc": True, "rg": None, "new": True})
     assert judged == 2 and behind == ["t/euler/5: rg"]

@@ -1,9 +1,9 @@
 """The checkpoint format: hashes, atomic writes, pickle refusal, path confinement, and the
 pickle-free round trips of optimiser and RNG state used by training checkpoints."""
+
 from __future__ import annotations
 
 import json
-import os
 import random
 import sys
 from pathlib import Path
@@ -74,8 +74,10 @@ def test_edited_config_is_refused_by_its_content_hash(tmp_path):
         ckpt.read_config(tmp_path)
 
 
-@pytest.mark.parametrize("fmt,msg", [("1", "positive integer"), (True, "positive integer"), (0, "positive"),
-                                     (2, "newer"), (1.0, "positive integer")])
+@pytest.mark.parametrize(
+    "fmt,msg",
+    [("1", "positive integer"), (True, "positive integer"), (0, "positive"), (2, "newer"), (1.0, "positive integer")],
+)
 def test_format_field_is_checked(tmp_path, fmt, msg):
     (tmp_path / "config.json").write_text(json.dumps({"format": fmt}))
     with pytest.raises(CheckpointError, match=msg):
@@ -98,8 +100,17 @@ def test_names_cannot_escape_the_checkpoint_directory(tmp_path):
     outside = tmp_path / "secret.safetensors"
     outside.write_bytes((d / "w.safetensors").read_bytes())
     (d / "link.safetensors").symlink_to(outside)
-    for name in ("../secret.safetensors", str(outside), "a/../../secret.safetensors", "link.safetensors",
-                 "..", "", "w.safe\x00tensors", "model.pt", "notes.json"):
+    for name in (
+        "../secret.safetensors",
+        str(outside),
+        "a/../../secret.safetensors",
+        "link.safetensors",
+        "..",
+        "",
+        "w.safe\x00tensors",
+        "model.pt",
+        "notes.json",
+    ):
         with pytest.raises(CheckpointError):
             ckpt.load_tensors(d, name, None)
     conf = json.loads((d / "config.json").read_text())
@@ -140,11 +151,14 @@ def test_model_save_load_round_trip_verifies_hashes(tiny, tmp_path):
         DiffusionModel.load(tmp_path / "m")
 
 
-@pytest.mark.parametrize("make", [
-    lambda ps: torch.optim.AdamW(ps, lr=1e-2, weight_decay=0.1),
-    lambda ps: torch.optim.SGD(ps, lr=1e-2, momentum=0.9, nesterov=True),
-    lambda ps: torch.optim.Adam(ps, lr=1e-2, amsgrad=True),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ps: torch.optim.AdamW(ps, lr=1e-2, weight_decay=0.1),
+        lambda ps: torch.optim.SGD(ps, lr=1e-2, momentum=0.9, nesterov=True),
+        lambda ps: torch.optim.Adam(ps, lr=1e-2, amsgrad=True),
+    ],
+)
 def test_optimizer_state_round_trips_through_tensors_and_json(make):
     """Continuing from a flattened + JSON-serialised state gives bit-identical updates."""
     torch.manual_seed(0)

@@ -1,4 +1,5 @@
 """Time/noise grids: formulae, invariants, and diffusers' timestep spacings."""
+
 from __future__ import annotations
 
 import math
@@ -13,8 +14,19 @@ from polydiff import schedules as S
 F64 = torch.float64
 
 
-@pytest.mark.parametrize("sch", [S.DDPMLinear(), S.CosineDiscrete(), S.VPLinearContinuous(), S.VEGeometric(),
-                                 S.EDMSchedule(), S.RectifiedFlow(), S.SubVPLinear()], ids=lambda s: s.name)
+@pytest.mark.parametrize(
+    "sch",
+    [
+        S.DDPMLinear(),
+        S.CosineDiscrete(),
+        S.VPLinearContinuous(),
+        S.VEGeometric(),
+        S.EDMSchedule(),
+        S.RectifiedFlow(),
+        S.SubVPLinear(),
+    ],
+    ids=lambda s: s.name,
+)
 @pytest.mark.parametrize("kind", dz.GRIDS)
 @pytest.mark.parametrize("n", [1, 7, 50])
 def test_every_grid_is_decreasing_float64_and_ends_at_zero(sch, kind, n):

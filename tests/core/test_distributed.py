@@ -1,5 +1,6 @@
 """Data-parallel training: torchrun with 2 CPU processes (gloo) equals one process with the
 same global batch; the data order splits every global batch exactly once."""
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import trainer_worker as tw  # noqa: E402
 
 from polydiff import checkpoint as ckpt  # noqa: E402
-from polydiff.plugin_manager import get_plugins, reset_plugins  # noqa: E402
+from polydiff.plugin_manager import reset_plugins  # noqa: E402
 from polydiff.training.data_order import GlobalBatchOrder, micro_batch_positions  # noqa: E402
 from polydiff.training.distributed import setup  # noqa: E402
 
@@ -36,11 +37,31 @@ def tiny(monkeypatch):
 
 
 def test_torchrun_two_cpu_processes_equal_one_process(tiny, tmp_path):
-    args = ["--steps", "16", "--batch-size", "8", "--checkpoint-every", "8", "--cond-dropout", "0.3",
-            "--nan-item", "17"]
+    args = [
+        "--steps",
+        "16",
+        "--batch-size",
+        "8",
+        "--checkpoint-every",
+        "8",
+        "--cond-dropout",
+        "0.3",
+        "--nan-item",
+        "17",
+    ]
     env = dict(os.environ, POLYDIFF_PLUGINS="core", OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
-           str(WORKER), "--out", str(tmp_path / "ddp"), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--standalone",
+        str(WORKER),
+        "--out",
+        str(tmp_path / "ddp"),
+        *args,
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     info = json.loads((tmp_path / "ddp" / "result.json").read_text())
@@ -50,7 +71,10 @@ def test_torchrun_two_cpu_processes_equal_one_process(tiny, tmp_path):
     assert expected_skips >= 2 and info["skipped_nonfinite"] == expected_skips  # both ranks agreed to skip
 
     assert tw.main(["--out", str(tmp_path / "one"), *args]) == 0  # one process, same global batch
-    one, ddp = load_file(str(tmp_path / "one" / "final.safetensors")), load_file(str(tmp_path / "ddp" / "final.safetensors"))
+    one, ddp = (
+        load_file(str(tmp_path / "one" / "final.safetensors")),
+        load_file(str(tmp_path / "ddp" / "final.safetensors")),
+    )
     init = tw.make_model(0).network.state_dict()
     assert one.keys() == ddp.keys()
     moved = max((one[f"model.{k}"] - v).abs().max().item() for k, v in init.items())
@@ -66,8 +90,18 @@ def test_torchrun_two_cpu_processes_equal_one_process(tiny, tmp_path):
     assert {k.split(".")[0] for k in rng} == {"rank0", "rank1"}
     assert not torch.equal(rng["rank0.torch_cpu"], rng["rank1.torch_cpu"])
     # a checkpoint written by 2 processes resumes in 1 process and ends where the 2-process run ended
-    assert tw.main(["--out", str(tmp_path / "cont"), *args, "--resume",
-                    str(tmp_path / "ddp" / "checkpoints" / "step_000000008")]) == 0
+    assert (
+        tw.main(
+            [
+                "--out",
+                str(tmp_path / "cont"),
+                *args,
+                "--resume",
+                str(tmp_path / "ddp" / "checkpoints" / "step_000000008"),
+            ]
+        )
+        == 0
+    )
     cont = load_file(str(tmp_path / "cont" / "final.safetensors"))
     assert json.loads((tmp_path / "cont" / "result.json").read_text())["start_step"] == 8
     assert max((cont[k] - ddp[k]).abs().max().item() for k in cont) < 1e-5
@@ -77,8 +111,9 @@ def test_torchrun_two_cpu_processes_equal_one_process(tiny, tmp_path):
 @given(world=st.integers(1, 4), accum=st.integers(1, 4), per=st.integers(1, 5))
 def test_every_item_of_a_global_batch_goes_to_exactly_one_rank_and_micro_batch(world, accum, per):
     batch = world * accum * per
-    seen = sorted(p for r in range(world) for a in range(accum)
-                  for p in micro_batch_positions(batch, world, accum, r, a))
+    seen = sorted(
+        p for r in range(world) for a in range(accum) for p in micro_batch_positions(batch, world, accum, r, a)
+    )
     assert seen == list(range(batch))
 
 
@@ -88,7 +123,7 @@ def test_each_epoch_visits_every_item_once(n, batch, seed):
     order = GlobalBatchOrder(n, batch, seed)
     stream = [i for _ in range(-(-3 * n // batch)) for i in order.next()]
     for e in range(3):
-        assert sorted(stream[e * n:(e + 1) * n]) == list(range(n))
+        assert sorted(stream[e * n : (e + 1) * n]) == list(range(n))
     again = GlobalBatchOrder(n, batch, seed)
     again.load_state({**order.state()})
     assert again.next() == order.next()  # the data order resumes from its two integers

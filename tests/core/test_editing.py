@@ -1,5 +1,6 @@
 """Editing: inpainting keeps known entries exactly (replacement and RePaint), SDEdit's
 strength, DDIM inversion round trip, slerp."""
+
 from __future__ import annotations
 
 import math
@@ -85,6 +86,7 @@ def test_ddim_inversion_round_trip_converges():
         sig = dz.karras(n, 0.002, 80.0)
         z = editing.ddim_invert(den, x, sig)
         from polydiff.samplers import SAMPLERS
+
         back = SAMPLERS["euler"].fn(den, z, sig)
         errs.append(float((back - den(x, 0.002)).abs().max()))
     assert errs[1] < errs[0] / 3  # 4× the steps, ≈ 4× smaller error (1st order)

@@ -1,4 +1,5 @@
 """The out-of-tree example plugin, installed as its own package, used through the public API."""
+
 from __future__ import annotations
 
 import importlib.metadata as md

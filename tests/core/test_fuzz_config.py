@@ -2,6 +2,7 @@
 safetensors bytes and training states may only raise polydiff's documented
 :class:`~polydiff.errors.PolydiffError` (never a KeyError/TypeError/crash), with a fixed
 example budget so CI time is bounded."""
+
 from __future__ import annotations
 
 import hashlib
@@ -27,16 +28,38 @@ from polydiff.training import TrainConfig, train  # noqa: E402
 from polydiff.training.checkpointing import apply_training_checkpoint, read_training_checkpoint  # noqa: E402
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-FUZZ_HEAVY = settings(max_examples=60, deadline=None,
-                      suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+FUZZ_HEAVY = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 
-json_scalars = st.none() | st.booleans() | st.integers(-2 ** 70, 2 ** 70) | \
-    st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=20)
-json_values = st.recursive(json_scalars, lambda kids: st.lists(kids, max_size=4)
-                           | st.dictionaries(st.text(max_size=12), kids, max_size=4), max_leaves=20)
-nasty_names = st.sampled_from(["../x.safetensors", "/etc/passwd", "..", ".", "", "a\x00.safetensors",
-                               "model.pt", "w.pkl", "x" * 300 + ".safetensors", "sub/dir.safetensors",
-                               "C:\\evil.safetensors", "model.safetensors"]) | st.text(max_size=40)
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=20)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=12), kids, max_size=4),
+    max_leaves=20,
+)
+nasty_names = st.sampled_from(
+    [
+        "../x.safetensors",
+        "/etc/passwd",
+        "..",
+        ".",
+        "",
+        "a\x00.safetensors",
+        "model.pt",
+        "w.pkl",
+        "x" * 300 + ".safetensors",
+        "sub/dir.safetensors",
+        "C:\\evil.safetensors",
+        "model.safetensors",
+    ]
+) | st.text(max_size=40)
 
 
 def fresh_dir() -> Path:
@@ -63,8 +86,12 @@ def test_config_bytes(raw):
 
 
 @FUZZ
-@given(value=json_values, fmt=st.sampled_from([1, "1", 2, None, 1.0, True, -1, 10 ** 30]),
-       files=st.dictionaries(nasty_names, json_scalars, max_size=3), with_hash=st.booleans())
+@given(
+    value=json_values,
+    fmt=st.sampled_from([1, "1", 2, None, 1.0, True, -1, 10**30]),
+    files=st.dictionaries(nasty_names, json_scalars, max_size=3),
+    with_hash=st.booleans(),
+)
 def test_config_json_structures(value, fmt, files, with_hash):
     d = fresh_dir()
     try:
@@ -196,12 +223,34 @@ def test_mutated_training_state_is_refused_or_sound(training_checkpoint, where, 
 
 
 @FUZZ_HEAVY
-@given(which=st.sampled_from(["model.safetensors", "ema.safetensors", "optimizer.safetensors",
-                              "rng.safetensors"]), tensors=st.dictionaries(
-    st.sampled_from(["state.0.exp_avg", "state.0.step", "state.9.x", "network.net.0.weight", "rank0.torch_cpu",
-                     "rank0.numpy_keys", "bogus", "state.a.b"]),
-    st.sampled_from([torch.zeros(0), torch.ones(3), torch.zeros(5056, dtype=torch.uint8), torch.ones(624).long(),
-                     torch.tensor(1.0), torch.zeros(32, 5)]), max_size=4))
+@given(
+    which=st.sampled_from(["model.safetensors", "ema.safetensors", "optimizer.safetensors", "rng.safetensors"]),
+    tensors=st.dictionaries(
+        st.sampled_from(
+            [
+                "state.0.exp_avg",
+                "state.0.step",
+                "state.9.x",
+                "network.net.0.weight",
+                "rank0.torch_cpu",
+                "rank0.numpy_keys",
+                "bogus",
+                "state.a.b",
+            ]
+        ),
+        st.sampled_from(
+            [
+                torch.zeros(0),
+                torch.ones(3),
+                torch.zeros(5056, dtype=torch.uint8),
+                torch.ones(624).long(),
+                torch.tensor(1.0),
+                torch.zeros(32, 5),
+            ]
+        ),
+        max_size=4,
+    ),
+)
 def test_swapped_tensor_files_are_refused(training_checkpoint, which, tensors):
     """A weight file replaced by other (validly hashed) tensors never gets past loading unchecked."""
     tensors = {k: v.clone() for k, v in tensors.items()}
@@ -237,10 +286,26 @@ def model_checkpoint(training_checkpoint):
 
 
 #: fields whose types the checkpoint reader checks itself (``polydiff.checkpoint.MODEL_SCHEMA``)
-SCHEMA_PATHS = [["plugin"], ["plugin", "name"], ["modality"], ["modality", "name"], ["modality", "config"],
-                ["network"], ["network", "name"], ["network", "kwargs"], ["schedule"], ["schedule", "name"],
-                ["schedule", "config"], ["parameterization"], ["parameterization", "kind"],
-                ["parameterization", "sigma_data"], ["training"], ["extra"], ["files"], ["format"]]
+SCHEMA_PATHS = [
+    ["plugin"],
+    ["plugin", "name"],
+    ["modality"],
+    ["modality", "name"],
+    ["modality", "config"],
+    ["network"],
+    ["network", "name"],
+    ["network", "kwargs"],
+    ["schedule"],
+    ["schedule", "name"],
+    ["schedule", "config"],
+    ["parameterization"],
+    ["parameterization", "kind"],
+    ["parameterization", "sigma_data"],
+    ["training"],
+    ["extra"],
+    ["files"],
+    ["format"],
+]
 
 
 def _load_mutated(model_dir: Path, path: list, value, *, by_name: bool):

@@ -1,6 +1,7 @@
 """Guidance wrappers against exact answers on a Gaussian mixture: CFG interpolates the
 exact conditional/unconditional denoisers; classifier guidance with the exact noisy
 classifier gives the exact class-conditional denoiser."""
+
 from __future__ import annotations
 
 import sys
@@ -62,6 +63,7 @@ def test_guidance_rescale_restores_the_conditional_std():
 
 def test_classifier_guidance_with_the_exact_classifier_is_exact():
     """∇ln p(y | x̃, σ̃) of the mixture's responsibilities turns D into the class-y denoiser."""
+
     def classifier(x, sigma):
         return GMM._comp_logp(x, sigma)
 

@@ -1,5 +1,6 @@
 """Learning works: a small MLP trained with each parameterisation/loss on a 2-D mixture for a
 fixed small budget samples within 3× the Monte-Carlo floor (SW2, n = 10,000)."""
+
 from __future__ import annotations
 
 import math
@@ -46,8 +47,15 @@ class MLP(nn.Module):
         super().__init__()
         self.time_scale = time_scale
         self.register_buffer("freqs", torch.exp(torch.linspace(0, math.log(64), 16)))
-        self.body = nn.Sequential(nn.Linear(2 + 32, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU(),
-                                  nn.Linear(width, width), nn.SiLU(), nn.Linear(width, 2))
+        self.body = nn.Sequential(
+            nn.Linear(2 + 32, width),
+            nn.SiLU(),
+            nn.Linear(width, width),
+            nn.SiLU(),
+            nn.Linear(width, width),
+            nn.SiLU(),
+            nn.Linear(width, 2),
+        )
 
     def forward(self, x, time, cond=None):
         t = (time.float() / self.time_scale)[:, None] * self.freqs
@@ -76,8 +84,18 @@ def train_and_score(case: str, steps: int = 1500) -> float:
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     for _ in range(steps):
         x0 = gmm.sample(256, gen).float()
-        loss = diffusion_loss(den, x0, None, EuclideanSpace(), rng, gen, sigma_sampling=sampling,
-                              weighting=weighting, p_mean=-0.4, p_std=1.4).mean()
+        loss = diffusion_loss(
+            den,
+            x0,
+            None,
+            EuclideanSpace(),
+            rng,
+            gen,
+            sigma_sampling=sampling,
+            weighting=weighting,
+            p_mean=-0.4,
+            p_std=1.4,
+        ).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()

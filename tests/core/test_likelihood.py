@@ -1,4 +1,5 @@
 """PF-ODE likelihood against the exact log-density of Gaussian data (full covariance)."""
+
 from __future__ import annotations
 
 import math
@@ -25,7 +26,7 @@ def denoiser(x, sigma):
 
 
 def exact_nll(x):
-    return -torch.distributions.MultivariateNormal(MU, COV + SMIN ** 2 * torch.eye(D, dtype=F64)).log_prob(x)
+    return -torch.distributions.MultivariateNormal(MU, COV + SMIN**2 * torch.eye(D, dtype=F64)).log_prob(x)
 
 
 def points(n=6):
@@ -34,8 +35,9 @@ def points(n=6):
 
 def test_exact_divergence_matches_the_density_within_one_percent():
     x = points()
-    nll, st = pf_ode_nll(denoiser, x, sigma_min=SMIN, sigma_max=SMAX, divergence="exact", rtol=1e-7, atol=1e-7,
-                         return_stats=True)
+    nll, st = pf_ode_nll(
+        denoiser, x, sigma_min=SMIN, sigma_max=SMAX, divergence="exact", rtol=1e-7, atol=1e-7, return_stats=True
+    )
     ref = exact_nll(x)
     assert bool(((nll - ref).abs() <= 0.01 * ref.abs()).all()), (nll, ref)
     assert st["nfe"] > 0
@@ -46,8 +48,17 @@ def test_hutchinson_is_unbiased_within_three_sigma(probe):
     """R = 48 independent probes per point: |mean − exact| ≤ 3·(std/√R) + ODE error."""
     R, x = 48, points(3)
     rep = x.repeat_interleave(R, 0)
-    nll = pf_ode_nll(denoiser, rep, sigma_min=SMIN, sigma_max=SMAX, divergence="hutchinson", probe=probe,
-                     rng=SampleRNG(7, rep.shape[0]), rtol=1e-6, atol=1e-6).reshape(3, R)
+    nll = pf_ode_nll(
+        denoiser,
+        rep,
+        sigma_min=SMIN,
+        sigma_max=SMAX,
+        divergence="hutchinson",
+        probe=probe,
+        rng=SampleRNG(7, rep.shape[0]),
+        rtol=1e-6,
+        atol=1e-6,
+    ).reshape(3, R)
     ref = exact_nll(x)
     se = nll.std(1) / math.sqrt(R)
     assert bool((se > 0).all())  # the estimator really is random for a non-diagonal Jacobian

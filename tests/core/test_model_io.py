@@ -1,4 +1,5 @@
 """Checkpoint format through the public API: round trip, safety, missing plugins."""
+
 from __future__ import annotations
 
 import json
@@ -53,11 +54,15 @@ def test_saved_sample_defaults_apply_unless_overridden(model, tmp_path):
     by_default = again.sample(2, seed=1)
     explicit = again.sample(2, seed=1, sampler="euler", nfe=3, sigma_max=5.0)
     assert all(torch.equal(a, b) for a, b in zip(by_default, explicit))
-    other = again.sample(2, seed=1, sigma_max=80.0)              # one option overridden, the rest kept
+    other = again.sample(2, seed=1, sigma_max=80.0)  # one option overridden, the rest kept
     assert not torch.equal(other[0], by_default[0])
     # steps given: the default NFE does not fight it
-    assert all(torch.equal(a, b) for a, b in zip(again.sample(2, seed=1, steps=4),
-                                                  again.sample(2, seed=1, sampler="euler", steps=4, sigma_max=5.0)))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(
+            again.sample(2, seed=1, steps=4), again.sample(2, seed=1, sampler="euler", steps=4, sigma_max=5.0)
+        )
+    )
 
 
 def test_ema_false_uses_live_weights(model, tmp_path):
@@ -130,9 +135,17 @@ def test_cli_info_and_unknown_command(model, tmp_path):
     import sys
 
     model.save(tmp_path / "ck")
-    out = subprocess.run([sys.executable, "-m", "polydiff.cli", "info", str(tmp_path / "ck")],
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "polydiff.cli", "info", str(tmp_path / "ck")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0 and json.loads(out.stdout)["plugin"]["name"] == "pointcloud"
-    out = subprocess.run([sys.executable, "-m", "polydiff.cli", "info", str(tmp_path / "nothing")],
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "polydiff.cli", "info", str(tmp_path / "nothing")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 1 and "config.json" in out.stderr

@@ -1,4 +1,5 @@
 """Parameterisations convert exactly to the denoiser D, on every schedule."""
+
 from __future__ import annotations
 
 import sys
@@ -11,11 +12,18 @@ sys.path.insert(0, str(Path(__file__).parent))
 from gmm import ExactNet, circle_mixture  # noqa: E402
 
 from polydiff import schedules as S  # noqa: E402
-from polydiff.parameterization import Denoiser, edm_coefficients, from_x0, to_x0, _derivatives  # noqa: E402
+from polydiff.parameterization import Denoiser, _derivatives, edm_coefficients, from_x0, to_x0  # noqa: E402
 
 F64 = torch.float64
-SCHEDULES = [S.DDPMLinear(), S.CosineDiscrete(), S.VPLinearContinuous(), S.SubVPLinear(), S.VEGeometric(),
-             S.EDMSchedule(), S.RectifiedFlow()]
+SCHEDULES = [
+    S.DDPMLinear(),
+    S.CosineDiscrete(),
+    S.VPLinearContinuous(),
+    S.SubVPLinear(),
+    S.VEGeometric(),
+    S.EDMSchedule(),
+    S.RectifiedFlow(),
+]
 
 
 @pytest.mark.parametrize("kind", ["eps", "x0", "v", "score", "flow"])
@@ -45,9 +53,9 @@ def test_denoiser_recovers_the_exact_posterior_mean(kind, sch):
 def test_edm_preconditioning_matches_karras_table_1():
     s = torch.tensor([0.01, 0.5, 80.0], dtype=F64)
     c_skip, c_out, c_in, c_noise = edm_coefficients(s, 0.5)
-    assert torch.allclose(c_skip, 0.25 / (s ** 2 + 0.25))
-    assert torch.allclose(c_out, s * 0.5 / torch.sqrt(s ** 2 + 0.25))
-    assert torch.allclose(c_in, 1 / torch.sqrt(s ** 2 + 0.25))
+    assert torch.allclose(c_skip, 0.25 / (s**2 + 0.25))
+    assert torch.allclose(c_out, s * 0.5 / torch.sqrt(s**2 + 0.25))
+    assert torch.allclose(c_in, 1 / torch.sqrt(s**2 + 0.25))
     assert torch.allclose(c_noise, 0.25 * torch.log(s))
     # an F-network with the exact target F = (D − c_skip x̃)/c_out gives D back
     gmm = circle_mixture()
@@ -64,9 +72,19 @@ def test_edm_preconditioning_matches_karras_table_1():
     assert torch.allclose(den(x, s), gmm.denoise(x, s), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind,sch", [("eps", S.DDPMLinear()), ("v", S.CosineDiscrete()), ("x0", S.EDMSchedule()),
-                                      ("flow", S.RectifiedFlow()), ("v", S.VEGeometric()), ("flow", S.DDPMLinear()),
-                                      ("edm", S.EDMSchedule())], ids=str)
+@pytest.mark.parametrize(
+    "kind,sch",
+    [
+        ("eps", S.DDPMLinear()),
+        ("v", S.CosineDiscrete()),
+        ("x0", S.EDMSchedule()),
+        ("flow", S.RectifiedFlow()),
+        ("v", S.VEGeometric()),
+        ("flow", S.DDPMLinear()),
+        ("edm", S.EDMSchedule()),
+    ],
+    ids=str,
+)
 def test_default_weight_equals_mse_on_the_networks_own_target(kind, sch):
     """λ(σ̃)·‖x̂₀ − x₀‖² = ‖F̂ − F‖² for a perturbed prediction (F affine in x₀ at fixed x_t)."""
     g = torch.Generator().manual_seed(3)

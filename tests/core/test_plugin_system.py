@@ -1,4 +1,5 @@
 """The plugin system: hooks, registries, discovery, allow-list, errors."""
+
 from __future__ import annotations
 
 import inspect
@@ -10,7 +11,6 @@ from pathlib import Path
 import pluggy
 import pytest
 
-import polydiff
 from polydiff import hookspecs
 from polydiff.errors import PluginNotFoundError, RegistryError
 from polydiff.hookspecs import hookimpl
@@ -31,8 +31,10 @@ class _Throwaway:
 def _make_throwaway(suffix=""):
     ns = {}
     for hook, kind in hookspecs.REGISTRATION_HOOKS.items():
+
         def impl(register, _k=kind):
             register(f"demo_{_k}{suffix}", object(), modality="demo")
+
         impl.__name__ = hook
         ns[hook] = hookimpl(impl)
     return type("Throwaway", (), {k: staticmethod(v) for k, v in ns.items()})
@@ -52,6 +54,7 @@ def _hook_test(name):
     def deco(fn):
         HOOK_TESTS[name] = fn
         return fn
+
     return deco
 
 
@@ -78,8 +81,10 @@ def _check_registration(pm, hook, kind):
 
 
 for _hook, _kind in hookspecs.REGISTRATION_HOOKS.items():
+
     def _t(pm, _h=_hook, _k=_kind):
         _check_registration(pm, _h, _k)
+
     _t.__name__ = f"test_hook_{_hook}"
     globals()[_t.__name__] = _hook_test(_hook)(_t)
 
@@ -184,8 +189,13 @@ def test_require_plugin_lists_installed(pm):
 
 
 def test_cli_plugins_json_covers_every_component():
-    out = subprocess.run([sys.executable, "-m", "polydiff.cli", "plugins", "--json"], capture_output=True,
-                         text=True, check=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "polydiff.cli", "plugins", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
     rows = json.loads(out.stdout)
     assert rows and all(set(r) == {"kind", "name", "plugin", "version"} for r in rows)
     kinds = {r["kind"] for r in rows}
@@ -198,8 +208,9 @@ def test_cli_plugins_json_covers_every_component():
 
 
 def test_cli_plugins_table():
-    out = subprocess.run([sys.executable, "-m", "polydiff.cli", "plugins"], capture_output=True, text=True,
-                         check=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "polydiff.cli", "plugins"], capture_output=True, text=True, check=True, timeout=300
+    )
     assert out.stdout.splitlines()[0].split() == ["kind", "name", "plugin", "version"]
     assert "dpmpp_2m" in out.stdout
 

@@ -1,5 +1,6 @@
 """Resuming training: bit-identical after SIGKILL, fallback past a truncated newest
 checkpoint, keep-last-K, refusal of pickle files and escaping paths."""
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,20 @@ def tiny(monkeypatch):
 
 
 def cfg(out, **kw) -> TrainConfig:
-    base = dict(steps=20, batch_size=8, lr=1e-2, warmup_steps=3, lr_schedule="cosine", seed=5, log_every=5,
-                device="cpu", progress=False, ema_decay=0.9, out_dir=str(out), checkpoint_every=5)
+    base = dict(
+        steps=20,
+        batch_size=8,
+        lr=1e-2,
+        warmup_steps=3,
+        lr_schedule="cosine",
+        seed=5,
+        log_every=5,
+        device="cpu",
+        progress=False,
+        ema_decay=0.9,
+        out_dir=str(out),
+        checkpoint_every=5,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -66,6 +79,7 @@ class Interrupt(Exception):
 
 def train_interrupted(model, out, stop_at: int, **kw):
     """Train with the full config (same LR schedule) but stop after step ``stop_at``."""
+
     def cb(step, loss):
         if step + 1 == stop_at:
             raise Interrupt
@@ -139,8 +153,9 @@ def test_an_explicitly_named_corrupt_checkpoint_is_refused_without_fallback(tiny
     (ck / "ema.safetensors").write_bytes((ck / "ema.safetensors").read_bytes()[:64])
     with pytest.raises(CheckpointError, match="ema.safetensors.*(corrupt|truncated)"):
         train(tw.make_model(0), tw.make_dataset(), cfg(tmp_path / "o", resume=str(ck)))
-    res = train(tw.make_model(0), tw.make_dataset(), cfg(tmp_path / "o", resume=str(run / "checkpoints" /
-                                                                                  "step_000000005")))
+    res = train(
+        tw.make_model(0), tw.make_dataset(), cfg(tmp_path / "o", resume=str(run / "checkpoints" / "step_000000005"))
+    )
     assert res.start_step == 5 and res.steps == 20
 
 
@@ -217,8 +232,12 @@ def test_sigkill_mid_run_then_resume_is_bit_identical(tiny, tmp_path):
     args = ["--steps", "30", "--checkpoint-every", "5", "--dropout", "0.2"]
     assert tw.main(["--out", str(tmp_path / "ref"), *args]) == 0  # uninterrupted, in this process
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, str(WORKER), "--out", str(out), "--sleep", "0.2", *args],
-                            env=_worker_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, str(WORKER), "--out", str(out), "--sleep", "0.2", *args],
+        env=_worker_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and proc.poll() is None:
@@ -236,8 +255,13 @@ def test_sigkill_mid_run_then_resume_is_bit_identical(tiny, tmp_path):
     assert not (out / "final.safetensors").exists()
     killed_at = max(s for s, _ in list_checkpoints(out / "checkpoints"))
     assert 10 <= killed_at < 30
-    res = subprocess.run([sys.executable, str(WORKER), "--out", str(out), "--resume", "auto", *args],
-                         env=_worker_env(), capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, str(WORKER), "--out", str(out), "--resume", "auto", *args],
+        env=_worker_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     info = json.loads((out / "result.json").read_text())
     assert info["start_step"] >= 10 and info["steps"] == 30

@@ -1,6 +1,7 @@
 """Samplers against ground truth: diffusers parity (same schedule, model and noise), order
 of convergence on a Gaussian's closed-form PF-ODE, RMSE to the converged PF-ODE on exact-
 score mixtures, per-sample determinism, spaces, precision and the step-wise adapter."""
+
 from __future__ import annotations
 
 import math
@@ -61,8 +62,14 @@ def test_end_state_matches_diffusers(name, steps):
     sch = DDPMLinear()
     gmm = circle_mixture()
     eps_model = gmm.eps_table_model(sch.alphas_cumprod)
-    sched = getattr(diffusers, cls)(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02,
-                                    beta_schedule="linear", timestep_spacing="trailing", **extra)
+    sched = getattr(diffusers, cls)(
+        num_train_timesteps=1000,
+        beta_start=1e-4,
+        beta_end=0.02,
+        beta_schedule="linear",
+        timestep_spacing="trailing",
+        **extra,
+    )
     sched.set_timesteps(steps)
     z = torch.randn(256, 2, generator=torch.Generator().manual_seed(steps))
     x = z * sched.init_noise_sigma
@@ -84,12 +91,19 @@ def test_end_state_matches_diffusers(name, steps):
 
 # -- order of convergence ------------------------------------------------------------------------
 MU, S = 0.5, 0.8  # 1-D data N(μ, s²)
-ORDER_CASES = {"euler": 1.0, "ddim": 1.0, "heun": 2.0, "dpmpp_2m": 2.0, "dpmpp_3m": 3.0, "unipc": 3.0,
-               "dpmpp_3m_d2half": None}
+ORDER_CASES = {
+    "euler": 1.0,
+    "ddim": 1.0,
+    "heun": 2.0,
+    "dpmpp_2m": 2.0,
+    "dpmpp_3m": 3.0,
+    "unipc": 3.0,
+    "dpmpp_3m_d2half": None,
+}
 
 
 def gaussian_d(x, sigma):
-    return MU + S ** 2 / (S ** 2 + float(sigma) ** 2) * (x - MU)
+    return MU + S**2 / (S**2 + float(sigma) ** 2) * (x - MU)
 
 
 @pytest.mark.parametrize("name", list(ORDER_CASES))
@@ -104,8 +118,8 @@ def test_order_of_convergence_on_gaussian_pf_ode(name):
         name, opts = "dpmpp_3m", {"d2_weight": 0.5}
     spec = SAMPLERS[name]
     smin, smax = 0.02, 80.0
-    xT = MU + torch.linspace(-2, 2, 9, dtype=F64).reshape(-1, 1) * math.sqrt(S ** 2 + smax ** 2)
-    exact = gaussian_d(MU + (xT - MU) * math.sqrt((S ** 2 + smin ** 2) / (S ** 2 + smax ** 2)), smin)
+    xT = MU + torch.linspace(-2, 2, 9, dtype=F64).reshape(-1, 1) * math.sqrt(S**2 + smax**2)
+    exact = gaussian_d(MU + (xT - MU) * math.sqrt((S**2 + smin**2) / (S**2 + smax**2)), smin)
     nfes, errs = [], []
     for nfe in (16, 32, 64, 128):
         steps = spec.steps_for_nfe(nfe)
@@ -137,8 +151,9 @@ def test_third_order_step_is_exact_for_quadratic_denoiser():
         return torch.full_like(x, math.log(s) ** 2)
 
     states = {}
-    SAMPLERS["dpmpp_3m"].fn(den, torch.zeros(1, 1, dtype=F64), sig,
-                            callback=lambda i, s, x, x0: states.__setitem__(i, float(x)))
+    SAMPLERS["dpmpp_3m"].fn(
+        den, torch.zeros(1, 1, dtype=F64), sig, callback=lambda i, s, x, x0: states.__setitem__(i, float(x))
+    )
     for i in (2, 3):  # the steps that have three outputs
         a, b = -math.log(float(sig[i])), -math.log(float(sig[i + 1]))
         exact = math.exp(a - b) * states[i] + (b * b - 2 * b + 2) - math.exp(a - b) * (a * a - 2 * a + 2)
@@ -149,12 +164,17 @@ def test_third_order_step_is_exact_for_quadratic_denoiser():
 DETERMINISTIC = [n for n, s in SAMPLERS.items() if s.deterministic and not s.adaptive]
 
 
-@pytest.mark.parametrize("dim,grid", [(2, "karras"),
-                                      pytest.param(2, "uniform_log_snr", marks=pytest.mark.slow),
-                                      pytest.param(2, "trailing", marks=pytest.mark.slow),
-                                      (16, "karras"),
-                                      pytest.param(16, "uniform_log_snr", marks=pytest.mark.slow),
-                                      pytest.param(16, "trailing", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "dim,grid",
+    [
+        (2, "karras"),
+        pytest.param(2, "uniform_log_snr", marks=pytest.mark.slow),
+        pytest.param(2, "trailing", marks=pytest.mark.slow),
+        (16, "karras"),
+        pytest.param(16, "uniform_log_snr", marks=pytest.mark.slow),
+        pytest.param(16, "trailing", marks=pytest.mark.slow),
+    ],
+)
 def test_rmse_to_converged_ode_falls_with_nfe(dim, grid):
     """Per-sample RMSE to the converged PF-ODE solution from the same noise, NFE 5→10→20→50:
     monotone (5 % slack) and at 50 NFE below a quarter of the 5-NFE error."""
@@ -203,7 +223,7 @@ def test_sample_does_not_depend_on_batch_size(name):
     opts = {**spec.defaults, **({"per_sample": True} if spec.adaptive else {})}
     full = spec.fn(gmm, z, sig, rng=SampleRNG(5, 8), **opts)
     for i in (0, 3, 7):
-        one = spec.fn(gmm, z[i:i + 1], sig, rng=SampleRNG(5, 1, offset=i), **opts)
+        one = spec.fn(gmm, z[i : i + 1], sig, rng=SampleRNG(5, 1, offset=i), **opts)
         assert torch.equal(one[0], full[i]), name
     if not spec.deterministic:  # and randomness is really used: another seed differs
         other = spec.fn(gmm, z, sig, rng=SampleRNG(6, 8), **spec.defaults)
@@ -216,8 +236,14 @@ def test_last_step_returns_the_denoised_mean(name):
     gmm, spec = circle_mixture(), SAMPLERS[name]
     sig = dz.make_grid("karras", DDPMLinear(), 5)
     seen = []
-    out = spec.fn(gmm, torch.randn(16, 2, dtype=F64) * float(sig[0]), sig, rng=SampleRNG(0, 16),
-                  callback=lambda i, s, x, x0: seen.append(x0), **spec.defaults)
+    out = spec.fn(
+        gmm,
+        torch.randn(16, 2, dtype=F64) * float(sig[0]),
+        sig,
+        rng=SampleRNG(0, 16),
+        callback=lambda i, s, x, x0: seen.append(x0),
+        **spec.defaults,
+    )
     assert torch.equal(out, seen[-1])
 
 
@@ -249,7 +275,7 @@ def test_half_precision_state_is_updated_in_float32(name):
     to the float64 run from the same (bf16-representable) start — not bf16-rounded updates."""
     gmm, spec = circle_mixture(), SAMPLERS[name]
     sig = dz.make_grid("karras", DDPMLinear(), 8)
-    z = (torch.randn(64, 2, generator=torch.Generator().manual_seed(2), dtype=F64) * float(sig[0]))
+    z = torch.randn(64, 2, generator=torch.Generator().manual_seed(2), dtype=F64) * float(sig[0])
     z16 = z.to(torch.bfloat16)
     ref = spec.fn(gmm, z16.double(), sig, rng=SampleRNG(0, 64), **spec.defaults)
     out = spec.fn(gmm, z16, sig, rng=SampleRNG(0, 64), **spec.defaults)
@@ -288,9 +314,15 @@ def test_bad_grids_are_refused():
         SAMPLERS["euler_maruyama"].fn(gmm, torch.zeros(2, 2), torch.tensor([1.0, 0.0]))
 
 
-@pytest.mark.parametrize("name,opts,steps", [("heun", {"s_churn": 40.0, "s_tmin": 0.05, "s_tmax": 50.0}, 60),
-                                             ("dpmpp_2m_sde", {"eta": 0.5}, 60), ("ddim", {"eta": 0.5}, 600),
-                                             ("euler_ancestral", {"eta": 1.0}, 600)])
+@pytest.mark.parametrize(
+    "name,opts,steps",
+    [
+        ("heun", {"s_churn": 40.0, "s_tmin": 0.05, "s_tmax": 50.0}, 60),
+        ("dpmpp_2m_sde", {"eta": 0.5}, 60),
+        ("ddim", {"eta": 0.5}, 600),
+        ("euler_ancestral", {"eta": 1.0}, 600),
+    ],
+)
 def test_stochastic_variants_sample_a_gaussian(name, opts, steps):
     """EDM churn, DDIM η = ½ and 2M-SDE η = ½ keep the marginals (Karras et al. 2022 §4;
     Song et al. 2021a): 20k 1-D samples of N(μ, s²) have its mean and std. Ancestral
@@ -299,6 +331,7 @@ def test_stochastic_variants_sample_a_gaussian(name, opts, steps):
     sig = dz.exponential(steps, 0.002, 80.0)
     x = torch.randn(20000, 1, generator=torch.Generator().manual_seed(3), dtype=F64) * 80.0
     from polydiff.rng import GeneratorRNG
+
     out = SAMPLERS[name].fn(gaussian_d, x, sig, rng=GeneratorRNG(torch.Generator().manual_seed(4)), **opts)
     assert abs(float(out.mean()) - MU) < 0.02
     assert abs(float(out.std()) / S - 1) < 0.03

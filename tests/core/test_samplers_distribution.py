@@ -5,6 +5,7 @@ n = 10,000 points; floor = mean SW2 over 5 pairs of independent exact sample set
 same size (REFERENCES.md: SW2 of well-separated mixtures is noisy below 10k). The grid is
 Karras (ρ = 7) over the DDPM-linear σ̃ range [0.01, 157] — the same σ̃_max as t = 999.
 """
+
 from __future__ import annotations
 
 import sys

@@ -1,5 +1,6 @@
 """The sampler-study benchmark runs end to end and its diffusers rows agree with ours where
 the algorithms coincide (same start, same grid)."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,16 @@ def _one_thread():
 
 def test_study_writes_json_and_png(tmp_path):
     pytest.importorskip("diffusers")
-    study = run_sampler_study(tmp_path, samplers=["ddim", "unipc", "ddpm"], nfe=(5, 10), grids=["trailing"], n=600,
-                              n_rmse=300, progress=False, problems=("mixture2d",))
+    study = run_sampler_study(
+        tmp_path,
+        samplers=["ddim", "unipc", "ddpm"],
+        nfe=(5, 10),
+        grids=["trailing"],
+        n=600,
+        n_rmse=300,
+        progress=False,
+        problems=("mixture2d",),
+    )
     assert (tmp_path / "sampler_study.png").stat().st_size > 0
     saved = json.loads((tmp_path / "sampler_study.json").read_text())
     assert saved["summary"] == json.loads(json.dumps(study["summary"]))

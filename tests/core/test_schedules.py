@@ -1,4 +1,5 @@
 """Schedules against closed forms and diffusers' tables (same β definitions)."""
+
 from __future__ import annotations
 
 import math
@@ -13,12 +14,23 @@ T = torch.linspace(0.02, 0.98, 25, dtype=F64)
 
 
 def all_schedules():
-    return [S.DDPMLinear(), S.DDPMLinear(zero_terminal_snr=True), S.ScaledLinear(), S.CosineDiscrete(),
-            S.SigmoidDiscrete(), S.VPLinearContinuous(), S.SubVPLinear(), S.VEGeometric(), S.EDMSchedule(),
-            S.RectifiedFlow()]
+    return [
+        S.DDPMLinear(),
+        S.DDPMLinear(zero_terminal_snr=True),
+        S.ScaledLinear(),
+        S.CosineDiscrete(),
+        S.SigmoidDiscrete(),
+        S.VPLinearContinuous(),
+        S.SubVPLinear(),
+        S.VEGeometric(),
+        S.EDMSchedule(),
+        S.RectifiedFlow(),
+    ]
 
 
-@pytest.mark.parametrize("sch", all_schedules(), ids=lambda s: s.config()["name"] + str(s.config().get("zero_terminal_snr", "")))
+@pytest.mark.parametrize(
+    "sch", all_schedules(), ids=lambda s: s.config()["name"] + str(s.config().get("zero_terminal_snr", ""))
+)
 def test_log_snr_is_decreasing_and_inverts(sch):
     t = sch.t_min + (sch.t_max - sch.t_min) * torch.linspace(0.01, 0.99, 50, dtype=F64)
     lam = sch.log_snr(t)
@@ -32,9 +44,15 @@ def test_log_snr_is_decreasing_and_inverts(sch):
 diffusers = pytest.importorskip("diffusers")
 
 
-@pytest.mark.parametrize("ours,beta_schedule", [(S.DDPMLinear(), "linear"), (S.ScaledLinear(), "scaled_linear"),
-                                                (S.CosineDiscrete(), "squaredcos_cap_v2"),
-                                                (S.SigmoidDiscrete(), "sigmoid")])
+@pytest.mark.parametrize(
+    "ours,beta_schedule",
+    [
+        (S.DDPMLinear(), "linear"),
+        (S.ScaledLinear(), "scaled_linear"),
+        (S.CosineDiscrete(), "squaredcos_cap_v2"),
+        (S.SigmoidDiscrete(), "sigmoid"),
+    ],
+)
 def test_discrete_tables_match_diffusers(ours, beta_schedule):
     kw = {} if beta_schedule in ("squaredcos_cap_v2",) else {}
     if beta_schedule == "scaled_linear":
@@ -54,7 +72,7 @@ def test_zero_terminal_snr_matches_lin_et_al():
     ref = torch.cumprod(1 - rescale_zero_terminal_snr(betas), 0).double()
     ours = S.DDPMLinear(zero_terminal_snr=True).alphas_cumprod
     assert torch.allclose(ours[:-1], ref[:-1], rtol=1e-4, atol=1e-7)
-    assert 0 < float(ours[-1]) <= 2.0 ** -24 and float(ours[-1]) < float(ours[-2])
+    assert 0 < float(ours[-1]) <= 2.0**-24 and float(ours[-1]) < float(ours[-2])
     assert math.isclose(float(ours[0]), float(S.DDPMLinear().alphas_cumprod[0]), rel_tol=1e-12)
 
 

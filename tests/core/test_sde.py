@@ -1,5 +1,6 @@
 """SDEs (VP, sub-VP, VE): coefficients from their marginals, forward simulation, the
 PF-ODE's closed-form solution for Gaussian data, and reverse-SDE sampling."""
+
 from __future__ import annotations
 
 import math
@@ -11,7 +12,7 @@ from torchdiffeq import odeint
 from polydiff import discretization as dz
 from polydiff.rng import GeneratorRNG
 from polydiff.samplers import SAMPLERS
-from polydiff.sde import LinearSDE, SubVPSDE, VESDE, VPSDE
+from polydiff.sde import VESDE, VPSDE, LinearSDE, SubVPSDE
 
 F64 = torch.float64
 MU, S = 0.7, 0.5  # 1-D data N(μ, s²)
@@ -20,7 +21,7 @@ SDES = [VPSDE(), SubVPSDE(), VESDE(0.01, 50.0)]
 
 def gauss_d(x, sigma):
     s2 = torch.as_tensor(sigma, dtype=F64).reshape(-1, *([1] * (x.ndim - 1))) ** 2
-    return MU + S ** 2 / (S ** 2 + s2) * (x - MU)
+    return MU + S**2 / (S**2 + s2) * (x - MU)
 
 
 @pytest.mark.parametrize("sde", SDES, ids=lambda s: s.name)
@@ -44,7 +45,7 @@ def test_forward_simulation_reaches_the_marginal(sde):
         t = t0 + k * dt
         x = x + float(sde.f(t)) * x * dt + math.sqrt(float(sde.g2(t)) * dt) * torch.randn(n, generator=g, dtype=F64)
     a1, s1 = float(sde.schedule.alpha(t1)), float(sde.schedule.sigma(t1))
-    var = a1 ** 2 * S ** 2 + s1 ** 2
+    var = a1**2 * S**2 + s1**2
     assert abs(float(x.mean()) - a1 * MU) < 4 * math.sqrt(var / n) + 0.01 * a1
     assert abs(float(x.var()) / var - 1) < 0.04
 
@@ -59,7 +60,7 @@ def test_probability_flow_ode_has_the_closed_form_solution(sde):
     out = odeint(ode, x, torch.tensor([t0, t1], dtype=F64), rtol=1e-9, atol=1e-9)[-1]
     a0, a1 = float(sde.schedule.alpha(t0)), float(sde.schedule.alpha(t1))
     v0, v1 = float(sde.schedule.sigma_ve(t0)), float(sde.schedule.sigma_ve(t1))
-    exact = a1 * (MU + (x / a0 - MU) * math.sqrt((S ** 2 + v1 ** 2) / (S ** 2 + v0 ** 2)))
+    exact = a1 * (MU + (x / a0 - MU) * math.sqrt((S**2 + v1**2) / (S**2 + v0**2)))
     assert torch.allclose(out, exact, rtol=1e-6, atol=1e-6)
 
 

@@ -1,4 +1,5 @@
 """Spaces: where the noise lives (plain, masked, zero centre of mass)."""
+
 from __future__ import annotations
 
 import torch
@@ -30,7 +31,7 @@ def test_zero_com_noise_has_unit_variance_in_the_subspace():
     m = torch.ones(2000, 5)
     sp = ZeroCoMSpace(m, n_pos=3)
     n = sp.randn_like(torch.zeros(2000, 5, 3, dtype=torch.float64), SampleRNG(1, 2000))
-    mean_sq = float((n ** 2).flatten(1).sum(1).mean())
+    mean_sq = float((n**2).flatten(1).sum(1).mean())
     assert abs(mean_sq - 12.0) < 0.3  # (5 − 1)·3 = 12, MC error ≈ 0.1
 
 

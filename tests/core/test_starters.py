@@ -1,5 +1,6 @@
 """The starter models shipped as package data: present, small, documented, loadable, and
 still as good as their model cards say (re-measured; slow)."""
+
 from __future__ import annotations
 
 import json
@@ -11,7 +12,7 @@ import polydiff
 from polydiff import starters
 from polydiff.errors import CheckpointError
 
-MB = 2 ** 20
+MB = 2**20
 #: the starters issue 10 promises: modality → (name, file kind written by the CLI)
 EXPECTED = {"molecule": "molecule-qm9", "protein": "protein-domains", "audio": "audio-notes", "image": "image-mnist"}
 

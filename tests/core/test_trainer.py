@@ -1,5 +1,6 @@
 """The trainer: accumulation = big batch, LR schedule, EMA recursion, NaN skipping, OOM
 reporting, JSONL log, AMP (bf16 on CUDA)."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 import trainer_worker as tw  # noqa: E402
 
 from polydiff.plugin_manager import get_plugins, reset_plugins  # noqa: E402
-from polydiff.training import (NonFiniteLossError, NonFiniteLossWarning, TrainConfig,  # noqa: E402
-                               TrainingOOMError, lr_factor, train)
+from polydiff.training import (
+    NonFiniteLossError,
+    NonFiniteLossWarning,
+    TrainConfig,  # noqa: E402
+    TrainingOOMError,
+    lr_factor,
+    train,
+)
 from polydiff.training.data_order import GlobalBatchOrder  # noqa: E402
 from polydiff.training.ema import ema_decay_at, ema_update  # noqa: E402
 
@@ -79,8 +86,11 @@ def test_lr_warmup_and_cosine_closed_form():
 
 
 def test_lr_schedule_is_applied(tiny, tmp_path):
-    train(tw.make_model(0), tw.make_dataset(), cfg(steps=8, log_every=1, warmup_steps=4, lr=0.02,
-                                                   lr_schedule="cosine", out_dir=str(tmp_path)))
+    train(
+        tw.make_model(0),
+        tw.make_dataset(),
+        cfg(steps=8, log_every=1, warmup_steps=4, lr=0.02, lr_schedule="cosine", out_dir=str(tmp_path)),
+    )
     rows = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     lrs = [r["lr"] for r in rows if "lr" in r]
     c = cfg(steps=8, warmup_steps=4, lr=0.02, lr_schedule="cosine")
@@ -97,9 +107,18 @@ def test_time_budget_cosine_and_stop(tiny, tmp_path):
     with pytest.raises(ValueError, match="max_seconds"):
         train(tw.make_model(0), tw.make_dataset(), cfg(max_seconds=0.0))
     # a budget far shorter than 100000 steps: stops early, logs the partial window, checkpoints
-    res = train(tw.make_model(0), tw.make_dataset(), cfg(steps=100000, max_seconds=1.0, lr_schedule="cosine",
-                                                         log_every=10 ** 6, out_dir=str(tmp_path),
-                                                         checkpoint_every=10 ** 6))
+    res = train(
+        tw.make_model(0),
+        tw.make_dataset(),
+        cfg(
+            steps=100000,
+            max_seconds=1.0,
+            lr_schedule="cosine",
+            log_every=10**6,
+            out_dir=str(tmp_path),
+            checkpoint_every=10**6,
+        ),
+    )
     assert res.stopped_by_time and 0 < res.steps < 100000 and 0.9 < res.seconds < 5.0
     assert res.losses and res.losses[-1][0] == res.steps
     assert len(res.checkpoints) == 1 and Path(res.checkpoints[0]).name == f"step_{res.steps:09d}"
@@ -112,7 +131,7 @@ def test_ema_constant_target_closed_form():
     e0 = ema.weight.detach().clone()
     for _ in range(7):
         ema_update(ema, net, 0.8)
-    expect = net.weight + (e0 - net.weight) * 0.8 ** 7
+    expect = net.weight + (e0 - net.weight) * 0.8**7
     assert torch.allclose(ema.weight, expect, atol=1e-6)
     assert [ema_decay_at(k, 0.999, True) for k in (0, 10, 10_000)] == pytest.approx([0.1, 11 / 20, 0.999])
 
@@ -198,8 +217,7 @@ def test_cuda_bf16_training_runs_and_learns(tiny):
     model = tw.make_model(0, hidden=128)
     model.network, model.ema = DtypeProbe(hidden=128), None
     DtypeProbe.seen = set()
-    res = train(model, tw.make_dataset(256), cfg(steps=300, batch_size=64, device="cuda", log_every=50,
-                                                 lr=3e-3))
+    res = train(model, tw.make_dataset(256), cfg(steps=300, batch_size=64, device="cuda", log_every=50, lr=3e-3))
     assert DtypeProbe.seen == {torch.bfloat16}
     assert res.losses[-1][1] < res.losses[0][1]
     assert next(model.network.parameters()).device.type == "cuda"

@@ -9,6 +9,7 @@ writes ``<out>/final.safetensors`` (network, EMA and optimiser tensors) and
     python tests/core/trainer_worker.py --out DIR --steps 20 --batch-size 8 [--grad-accum 2]
         [--checkpoint-every 5] [--resume auto] [--sleep 0.05] [--nan-item 17]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,14 @@ class TinyMLP(nn.Module):
 
     def __init__(self, dim: int = DIM, hidden: int = 32, dropout: float = 0.0):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(dim + 1, hidden), nn.SiLU(), nn.Dropout(dropout),
-                                 nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, dim))
+        self.net = nn.Sequential(
+            nn.Linear(dim + 1, hidden),
+            nn.SiLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, dim),
+        )
 
     def forward(self, x, time, cond=None):
         return self.net(torch.cat([x, time[:, None].to(x.dtype)], dim=1))
@@ -97,8 +104,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
 
-    from polydiff.plugin_manager import get_plugins
     from safetensors.torch import save_file
+
+    from polydiff.plugin_manager import get_plugins
     from polydiff.training import TrainConfig, train
 
     if get_plugins().pm.get_plugin("tiny_train_test_plugin") is None:
@@ -107,19 +115,43 @@ def main(argv=None) -> int:
     data = make_dataset()
     if args.nan_item is not None:
         data[args.nan_item] = torch.full((DIM,), float("nan"))
-    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=1e-2,
-                      warmup_steps=3, lr_schedule="cosine", ema_decay=0.9, seed=7, log_every=5,
-                      out_dir=args.out, device="cpu", progress=False, checkpoint_every=args.checkpoint_every,
-                      keep_checkpoints=args.keep, resume=args.resume, cond_dropout=args.cond_dropout)
+    cfg = TrainConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
+        lr=1e-2,
+        warmup_steps=3,
+        lr_schedule="cosine",
+        ema_decay=0.9,
+        seed=7,
+        log_every=5,
+        out_dir=args.out,
+        device="cpu",
+        progress=False,
+        checkpoint_every=args.checkpoint_every,
+        keep_checkpoints=args.keep,
+        resume=args.resume,
+        cond_dropout=args.cond_dropout,
+    )
     cb = (lambda step, loss: time.sleep(args.sleep)) if args.sleep > 0 else None
     res = train(model, data, cfg, callback=cb)
     if res.rank == 0:
         out = Path(args.out)
         save_file(final_tensors(model), str(out / "final.safetensors"))
-        (out / "result.json").write_text(json.dumps({
-            "steps": res.steps, "start_step": res.start_step, "resumed_from": res.resumed_from,
-            "world_size": res.world_size, "skipped_nonfinite": res.skipped_nonfinite,
-            "losses": res.losses, "checkpoints": res.checkpoints, "pid": os.getpid()}))
+        (out / "result.json").write_text(
+            json.dumps(
+                {
+                    "steps": res.steps,
+                    "start_step": res.start_step,
+                    "resumed_from": res.resumed_from,
+                    "world_size": res.world_size,
+                    "skipped_nonfinite": res.skipped_nonfinite,
+                    "losses": res.losses,
+                    "checkpoints": res.checkpoints,
+                    "pid": os.getpid(),
+                }
+            )
+        )
     return 0
 
 

@@ -1,4 +1,5 @@
 """The protein recipe runs end to end at a toy budget and writes what its docstring lists."""
+
 import importlib.util
 import json
 from pathlib import Path
@@ -14,8 +15,9 @@ def test_protein_recipe_smoke(tmp_path):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     out = tmp_path / "run"
-    report = mod.main(["--out", str(out), "--size", "tiny", "--steps", "4", "--samples", "2", "--nfe", "4",
-                       "--crop", "30", "40"])
+    report = mod.main(
+        ["--out", str(out), "--size", "tiny", "--steps", "4", "--samples", "2", "--nfe", "4", "--crop", "30", "40"]
+    )
     for name in ("metrics.json", "traces.png", "contacts.png", "training_curve.png"):
         assert (out / name).exists(), name
     assert len(list((out / "samples").glob("*.pdb"))) == 2

@@ -9,6 +9,7 @@ Registers, through polydiff's pluggy hooks only:
 - metric ``ring_error``: how far points lie from the cloud's own best-fit ring;
 - benchmark task ``pointcloud/rings``.
 """
+
 from __future__ import annotations
 
 from polydiff.hookspecs import hookimpl

@@ -1,4 +1,5 @@
 """The example plugin's benchmark task: it shows up in ``polydiff bench`` once installed."""
+
 from __future__ import annotations
 
 import time
@@ -19,8 +20,19 @@ def run(ctx, n_points: int = 16):
     real = torch.stack([data[i] for i in range(len(data))])
     floor = ring_error(real[:256])
     untrained = ring_error(torch.stack(model.sample(256, steps=20, seed=ctx.seed)))
-    res = train(model, data, TrainConfig(steps=steps, batch_size=128, lr=2e-3, seed=ctx.seed,
-                                         device=str(ctx.device), progress=ctx.progress, ema_decay=0.99))
+    res = train(
+        model,
+        data,
+        TrainConfig(
+            steps=steps,
+            batch_size=128,
+            lr=2e-3,
+            seed=ctx.seed,
+            device=str(ctx.device),
+            progress=ctx.progress,
+            ema_decay=0.99,
+        ),
+    )
     rows = []
     for sampler, nfe in ctx.sampler_grid(["dpmpp_2m"], [20]):
         t0 = time.perf_counter()
@@ -28,12 +40,21 @@ def run(ctx, n_points: int = 16):
         dt = time.perf_counter() - t0
         path = model.modality.write(samples, ctx.out_dir / f"samples_{sampler}_{nfe}.json")[0]
         png = _plot(samples[:16], ctx.out_dir / f"samples_{sampler}_{nfe}.png")
-        rows.append(make_row(f"pointcloud/rings{n_points if n_points != 16 else ''}", modality="pointcloud", model="pointcloud_deepsets", sampler=sampler, nfe=nfe,
-                             seed=ctx.seed, metrics={"ring_error": ring_error(torch.stack(samples))},
-                             reference={"data": {"ring_error": floor}, "untrained": {"ring_error": untrained}},
-                             timing={"train_s": res.seconds, "train_steps_per_s": res.steps_per_s,
-                                     "samples_per_s": 256 / dt},
-                             files=[path, png], losses=res.losses))
+        rows.append(
+            make_row(
+                f"pointcloud/rings{n_points if n_points != 16 else ''}",
+                modality="pointcloud",
+                model="pointcloud_deepsets",
+                sampler=sampler,
+                nfe=nfe,
+                seed=ctx.seed,
+                metrics={"ring_error": ring_error(torch.stack(samples))},
+                reference={"data": {"ring_error": floor}, "untrained": {"ring_error": untrained}},
+                timing={"train_s": res.seconds, "train_steps_per_s": res.steps_per_s, "samples_per_s": 256 / dt},
+                files=[path, png],
+                losses=res.losses,
+            )
+        )
     return rows
 
 
@@ -57,7 +78,17 @@ def run_small(ctx):
     return run(ctx, n_points=8)
 
 
-TASK = BenchmarkTask(name="pointcloud/rings", modality="pointcloud", model="pointcloud_deepsets", run=run,
-                     description="example third-party plugin: 16-point rings in 2-D")
-TASK_SMALL = BenchmarkTask(name="pointcloud/rings8", modality="pointcloud", model="pointcloud_deepsets",
-                           run=run_small, description="example third-party plugin: 8-point rings in 2-D")
+TASK = BenchmarkTask(
+    name="pointcloud/rings",
+    modality="pointcloud",
+    model="pointcloud_deepsets",
+    run=run,
+    description="example third-party plugin: 16-point rings in 2-D",
+)
+TASK_SMALL = BenchmarkTask(
+    name="pointcloud/rings8",
+    modality="pointcloud",
+    model="pointcloud_deepsets",
+    run=run_small,
+    description="example third-party plugin: 8-point rings in 2-D",
+)

@@ -1,4 +1,5 @@
 """The point-cloud modality, its dataset and its metric."""
+
 from __future__ import annotations
 
 import math
@@ -35,11 +36,11 @@ def ring_error(samples, reference=None, **_) -> float:
     ``samples``: ``[B, N, 2]``.
     """
     x = torch.as_tensor(samples if torch.is_tensor(samples) else torch.stack(list(samples)), dtype=torch.float64)
-    A = torch.cat([x, torch.ones_like(x[..., :1])], -1)            # [B, N, 3]
-    b = -(x ** 2).sum(-1, keepdim=True)                             # [B, N, 1]
-    sol = torch.linalg.lstsq(A, b).solution[..., 0]                 # [B, 3] = D, E, F
+    A = torch.cat([x, torch.ones_like(x[..., :1])], -1)  # [B, N, 3]
+    b = -(x**2).sum(-1, keepdim=True)  # [B, N, 1]
+    sol = torch.linalg.lstsq(A, b).solution[..., 0]  # [B, 3] = D, E, F
     centre = -0.5 * sol[:, :2]
-    r = torch.sqrt((centre ** 2).sum(-1) - sol[:, 2]).clamp(min=0)
+    r = torch.sqrt((centre**2).sum(-1) - sol[:, 2]).clamp(min=0)
     d = (x - centre[:, None]).norm(dim=-1)
     return float((d - r[:, None]).abs().mean())
 

@@ -1,4 +1,5 @@
 """A permutation-equivariant DeepSets denoiser (Zaheer et al. 2017) for point sets."""
+
 from __future__ import annotations
 
 import math

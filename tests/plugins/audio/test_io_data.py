@@ -1,12 +1,13 @@
 """Audio in/out, front end, data sets and bad input (clear errors, counted skips, fuzz)."""
+
 import math
-import shutil
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from polydiff.errors import InputError
 from polydiff.plugins.audio import io as aio
@@ -61,7 +62,10 @@ def test_frontend_shapes_and_floor():
     assert torch.allclose(lm, torch.full_like(lm, math.log(cfg.log_floor)))
     # a 1 kHz tone puts its energy in the mel band containing 1 kHz (HTK scale)
     lm = log_mel(torch.from_numpy(tone(1000.0, cfg.clip_samples)), cfg)
-    mel = lambda f: 2595 * math.log10(1 + f / 700)
+
+    def mel(f):
+        return 2595 * math.log10(1 + f / 700)
+
     edges = np.linspace(mel(0), mel(8000), cfg.n_mels + 2)
     centre = int(np.argmin(np.abs(edges[1:-1] - mel(1000.0))))
     assert abs(int(lm[:, 20:40].mean(1).argmax()) - centre) <= 1
@@ -105,8 +109,13 @@ def test_audio_folder_bad_files_raise_or_are_counted(tmp_path):
     ds = audio_folder(tmp_path, on_error="skip")
     assert len(ds) == 4
     fields = sorted((err.record, err.field) for err in ds.skipped)
-    assert fields == [("broken.wav", "format"), ("loose.wav", "label"), ("nan.wav", "samples"),
-                      ("silent.wav", "samples"), ("slow.wav", "sample_rate")]
+    assert fields == [
+        ("broken.wav", "format"),
+        ("loose.wav", "label"),
+        ("nan.wav", "samples"),
+        ("silent.wav", "samples"),
+        ("slow.wav", "sample_rate"),
+    ]
 
 
 @pytest.mark.skipif(not espeak_available(), reason="espeak-ng is not installed")
@@ -118,8 +127,10 @@ def test_spoken_digits_with_espeak():
 
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=st.binary(min_size=0, max_size=400), header=st.sampled_from([b"", b"RIFF", b"RIFF\x24\x00\x00\x00WAVEfmt ",
-                                                                           b"fLaC", b"OggS"]))
+@given(
+    data=st.binary(min_size=0, max_size=400),
+    header=st.sampled_from([b"", b"RIFF", b"RIFF\x24\x00\x00\x00WAVEfmt ", b"fLaC", b"OggS"]),
+)
 def test_fuzz_read_audio_only_raises_input_errors(tmp_path, data, header):
     p = tmp_path / "fuzz.wav"
     p.write_bytes(header + data)
@@ -132,8 +143,10 @@ def test_fuzz_read_audio_only_raises_input_errors(tmp_path, data, header):
 
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(values=st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), min_size=1, max_size=300),
-       sr=st.sampled_from([8000, 16000, 22050, 44100]))
+@given(
+    values=st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), min_size=1, max_size=300),
+    sr=st.sampled_from([8000, 16000, 22050, 44100]),
+)
 def test_fuzz_load_clip_on_arbitrary_samples(tmp_path, values, sr):
     p = tmp_path / "lbl" / "x.wav"
     p.parent.mkdir(exist_ok=True)

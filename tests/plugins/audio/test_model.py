@@ -1,6 +1,7 @@
 """The audio modality through the public API: fit, train, sample with CFG, save/load,
 vocoder hook, editing, plots. Tiny budgets: these check wiring and exact invariants; the
 learning claims are in the slow test and the recipe."""
+
 import json
 
 import pytest

@@ -1,4 +1,5 @@
 """Registration of the audio plugin and its benchmark task (the task run itself is slow)."""
+
 import pytest
 import torch
 
@@ -11,9 +12,16 @@ def test_components_registered_with_modality_and_direction():
     assert reg.registry("network").entry("audio_unet").info["modality"] == "audio"
     for name in ("audio_notes", "audio_digits", "audio_folder"):
         assert reg.registry("dataset").entry(name).info["modality"] == "audio"
-    directions = {"audio_lsd": False, "audio_mcd": False, "audio_spectral_convergence": False,
-                  "audio_class_accuracy": True, "audio_fd_ours": False, "audio_is_ours": True,
-                  "audio_kl_ours": False, "audio_pitch_accuracy": True}
+    directions = {
+        "audio_lsd": False,
+        "audio_mcd": False,
+        "audio_spectral_convergence": False,
+        "audio_class_accuracy": True,
+        "audio_fd_ours": False,
+        "audio_is_ours": True,
+        "audio_kl_ours": False,
+        "audio_pitch_accuracy": True,
+    }
     for name, hib in directions.items():
         e = reg.registry("metric").entry(name)
         assert e.info["higher_is_better"] is hib and e.info["modality"] == "audio"
@@ -58,7 +66,7 @@ def test_quick_bench_task_beats_its_untrained_reference(tmp_path):
     assert data["audio_fd_ours"] < m["audio_fd_ours"]
     from polydiff.bench.report import untrained_verdicts
 
-    judged, behind = untrained_verdicts(rows)        # every metric beats the untrained ceiling
+    judged, behind = untrained_verdicts(rows)  # every metric beats the untrained ceiling
     assert judged >= 5 and not behind, behind
     assert r["timing"]["sample_audio_s_per_s"] > 0 and r["timing"]["train_audio_s_per_s"] > 0
     assert any(str(f).endswith(".png") for f in r["files"]) and any(str(f).endswith(".wav") for f in r["files"])

@@ -1,4 +1,5 @@
 """The default vocoder: non-negative mel inversion + Griffin-Lim, reached through the hook."""
+
 import pytest
 import torch
 import torchaudio

@@ -1,4 +1,5 @@
 """Image data sets: bundled sets against their published shapes, folders, .npz, bad input."""
+
 import io as _io
 
 import numpy as np
@@ -9,8 +10,13 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from polydiff.errors import InputError, PolydiffError
-from polydiff.plugins.image.data import (load_image_folder, load_image_npz, load_mnist5k, load_sklearn_digits,
-                                         read_image_file)
+from polydiff.plugins.image.data import (
+    load_image_folder,
+    load_image_npz,
+    load_mnist5k,
+    load_sklearn_digits,
+    read_image_file,
+)
 
 
 def test_sklearn_digits_matches_scikit_learn():
@@ -95,6 +101,7 @@ def test_npz_loader_and_errors(tmp_path):
 
 # -- hostile input (issue 9, item 4) ------------------------------------------------------------
 
+
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.binary(max_size=600))
 def test_fuzz_image_file_reader(tmp_path, data):
@@ -132,9 +139,12 @@ def test_fuzz_mutated_png_in_folder(tmp_path, seed):
 
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(arr=st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), min_size=1, max_size=48),
-       n=st.integers(1, 3), shape_kind=st.sampled_from(["nhw", "flat", "nhwc"]),
-       labels=st.one_of(st.none(), st.lists(st.integers(-3, 5), min_size=1, max_size=4)))
+@given(
+    arr=st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), min_size=1, max_size=48),
+    n=st.integers(1, 3),
+    shape_kind=st.sampled_from(["nhw", "flat", "nhwc"]),
+    labels=st.one_of(st.none(), st.lists(st.integers(-3, 5), min_size=1, max_size=4)),
+)
 def test_fuzz_npz_loader(tmp_path, arr, n, shape_kind, labels):
     a = np.asarray(arr, np.float32)
     if shape_kind == "nhw":

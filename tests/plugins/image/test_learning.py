@@ -1,4 +1,5 @@
 """Heavier checks that the image models learn (marked slow)."""
+
 import pytest
 import torch
 
@@ -30,12 +31,20 @@ def test_superres_beats_bicubic_on_held_out_digits():
     """A 4→8 cascaded stage on scikit-learn digits, scored on the held-out split."""
     from polydiff.plugins.image.superres import bicubic_psnr, psnr, super_resolve
 
-    model = polydiff.create("image", modality_config={"dataset": "sklearn_digits", "superres": {"low_size": 4}},
-                            base_channels=32, channel_mult=(1, 2), attn_resolutions=(4,))
+    model = polydiff.create(
+        "image",
+        modality_config={"dataset": "sklearn_digits", "superres": {"low_size": 4}},
+        base_channels=32,
+        channel_mult=(1, 2),
+        attn_resolutions=(4,),
+    )
     train_set = model.modality.load_dataset(split="train")
     test_set = model.modality.load_dataset(split="test")
-    train(model, train_set, TrainConfig(steps=800, batch_size=64, lr=2e-3, warmup_steps=50, ema_decay=0.99,
-                                        progress=False))
+    train(
+        model,
+        train_set,
+        TrainConfig(steps=800, batch_size=64, lr=2e-3, warmup_steps=50, ema_decay=0.99, progress=False),
+    )
     high = test_set.images[:120]
     low = torch.nn.functional.interpolate(high, size=(4, 4), mode="area")
     sr = super_resolve(model, low, steps=12, seed=0)

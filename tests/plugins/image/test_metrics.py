@@ -1,4 +1,5 @@
 """Image metrics against closed forms and reference implementations."""
+
 import numpy as np
 import pytest
 import torch
@@ -7,8 +8,14 @@ from scipy import linalg
 from polydiff.plugins.image.classifier import train_classifier
 from polydiff.plugins.image.data import load_sklearn_digits
 from polydiff.plugins.image.io import ImageSample
-from polydiff.plugins.image.metrics import (all_scores, class_accuracy, frechet_distance, kid_from_features,
-                                            precision_recall_from_features, real_floor)
+from polydiff.plugins.image.metrics import (
+    all_scores,
+    class_accuracy,
+    frechet_distance,
+    kid_from_features,
+    precision_recall_from_features,
+    real_floor,
+)
 
 
 def test_frechet_distance_closed_form_for_gaussians():
@@ -47,8 +54,10 @@ def test_kid_matches_sklearn_polynomial_kernel():
 
 def test_kid_is_unbiased_zero_for_equal_distributions_and_positive_otherwise():
     rng = np.random.default_rng(3)
-    same = [kid_from_features(rng.standard_normal((100, 8)), rng.standard_normal((100, 8)), subsets=1,
-                              subset_size=100) for _ in range(60)]
+    same = [
+        kid_from_features(rng.standard_normal((100, 8)), rng.standard_normal((100, 8)), subsets=1, subset_size=100)
+        for _ in range(60)
+    ]
     se = np.std(same) / np.sqrt(len(same))
     assert abs(np.mean(same)) < 3 * se  # unbiased: mean 0 within 3 standard errors
     shifted = kid_from_features(rng.standard_normal((200, 8)), rng.standard_normal((200, 8)) + 0.5)
@@ -108,8 +117,13 @@ def test_modality_evaluate_on_files_read_back(digits_classifier, tmp_path):
     mod.write(samples, tmp_path / "real")
     back = mod.read(tmp_path / "real")
     res = mod.evaluate(back, reference=tr, classifier=clf, subset_size=60)
-    assert set(res) == {"image_class_accuracy", "image_fd_ours", "image_kid_ours", "image_precision_ours",
-                        "image_recall_ours"}
+    assert set(res) == {
+        "image_class_accuracy",
+        "image_fd_ours",
+        "image_kid_ours",
+        "image_precision_ours",
+        "image_recall_ours",
+    }
     assert res["image_class_accuracy"] > 0.85
     unlabelled = [ImageSample(s.pixels) for s in back]
     assert "image_class_accuracy" not in mod.evaluate(unlabelled, reference=tr, classifier=clf, subset_size=60)

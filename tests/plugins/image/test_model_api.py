@@ -1,4 +1,5 @@
 """The image modality through the public API: train, sample, save/load, files, editing."""
+
 import pytest
 import torch
 
@@ -21,10 +22,19 @@ def digits_model():
 
 def test_registered_components():
     names = {(c["kind"], c["name"]) for c in polydiff.plugins_table()}
-    for kind, name in [("modality", "image"), ("network", "image_unet"), ("network", "image_dit"),
-                       ("dataset", "mnist5k"), ("dataset", "sklearn_digits"), ("dataset", "image_folder"),
-                       ("dataset", "image_npz"), ("metric", "image_fd_ours"), ("metric", "image_kid_ours"),
-                       ("metric", "image_class_accuracy"), ("benchmark", "image/digits8")]:
+    for kind, name in [
+        ("modality", "image"),
+        ("network", "image_unet"),
+        ("network", "image_dit"),
+        ("dataset", "mnist5k"),
+        ("dataset", "sklearn_digits"),
+        ("dataset", "image_folder"),
+        ("dataset", "image_npz"),
+        ("metric", "image_fd_ours"),
+        ("metric", "image_kid_ours"),
+        ("metric", "image_class_accuracy"),
+        ("benchmark", "image/digits8"),
+    ]:
         assert (kind, name) in names
     assert polydiff.registry("metric").entry("image_fd_ours").info["higher_is_better"] is False
 
@@ -123,8 +133,15 @@ def test_ddim_interpolation_endpoints_equal_direct_sampling(digits_model):
 
 
 def test_dit_trains_and_round_trips(tmp_path):
-    model = polydiff.create("image", network="image_dit", modality_config={"dataset": "sklearn_digits"},
-                            patch_size=2, hidden_size=32, depth=2, heads=4)
+    model = polydiff.create(
+        "image",
+        network="image_dit",
+        modality_config={"dataset": "sklearn_digits"},
+        patch_size=2,
+        hidden_size=32,
+        depth=2,
+        heads=4,
+    )
     data = model.modality.load_dataset(limit=200)
     res = train(model, data, TrainConfig(steps=5, batch_size=16, progress=False, cond_dropout=0.1))
     assert res.steps == 5
@@ -135,10 +152,11 @@ def test_dit_trains_and_round_trips(tmp_path):
 
 
 def test_latent_diffusion_saves_the_vae(tmp_path):
-    mcfg = {"dataset": "sklearn_digits", "latent": {"latent_channels": 2, "downsample": 1, "channels": 8,
-                                                     "vae_steps": 30}}
-    model = polydiff.create("image", modality_config=mcfg, base_channels=16, channel_mult=(1,),
-                            attn_resolutions=(4,))
+    mcfg = {
+        "dataset": "sklearn_digits",
+        "latent": {"latent_channels": 2, "downsample": 1, "channels": 8, "vae_steps": 30},
+    }
+    model = polydiff.create("image", modality_config=mcfg, base_channels=16, channel_mult=(1,), attn_resolutions=(4,))
     data = model.modality.load_dataset(limit=300)
     lat = model.modality.config["latent"]
     assert lat["scale"] > 0 and "vae" in model.modality.modules()
@@ -158,8 +176,9 @@ def test_latent_diffusion_saves_the_vae(tmp_path):
 def test_superres_stage_plumbing():
     from polydiff.plugins.image.superres import bicubic_psnr, psnr, super_resolve
 
-    model = polydiff.create("image", modality_config={"dataset": "sklearn_digits", "superres": {"low_size": 4}},
-                            **SMALL)
+    model = polydiff.create(
+        "image", modality_config={"dataset": "sklearn_digits", "superres": {"low_size": 4}}, **SMALL
+    )
     data = model.modality.load_dataset(limit=64)
     batch = model.modality.collate([data[i] for i in range(4)])
     assert batch["cond"]["lowres"].shape == (4, 1, 8, 8)
@@ -168,5 +187,7 @@ def test_superres_stage_plumbing():
     out = super_resolve(model, low, steps=3)
     assert out.shape == (3, 1, 8, 8)
     assert torch.isfinite(psnr(out, data.images[:3])).all()
-    assert torch.allclose(psnr(data.images[:2], data.images[:2]), torch.full((2,), 10 * torch.log10(torch.tensor(4e12))))
+    assert torch.allclose(
+        psnr(data.images[:2], data.images[:2]), torch.full((2,), 10 * torch.log10(torch.tensor(4e12)))
+    )
     assert bicubic_psnr(data.images[:3], 4).shape == (3,)

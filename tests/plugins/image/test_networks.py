@@ -1,4 +1,5 @@
 """U-Net and DiT denoisers: shapes, conditioning conventions, bf16, CUDA."""
+
 import math
 
 import pytest
@@ -147,8 +148,13 @@ def test_cuda_training_and_sampling_through_the_api():
     import polydiff
     from polydiff.training import TrainConfig, train
 
-    model = polydiff.create("image", modality_config={"dataset": "sklearn_digits"}, base_channels=16,
-                            channel_mult=(1, 2), attn_resolutions=(4,))
+    model = polydiff.create(
+        "image",
+        modality_config={"dataset": "sklearn_digits"},
+        base_channels=16,
+        channel_mult=(1, 2),
+        attn_resolutions=(4,),
+    )
     data = model.modality.load_dataset()
     train(model, data, TrainConfig(steps=20, batch_size=32, device="cuda", progress=False, cond_dropout=0.1))
     assert model.device.type == "cuda"

@@ -1,5 +1,6 @@
 """Molecule-test fixtures. ``POLYDIFF_TEST_THREADS`` caps torch threads for these tests
 (on an oversubscribed machine one thread is many times faster than two)."""
+
 import os
 
 import pytest
@@ -50,4 +51,3 @@ def centred_batch(B, N, D, dtype, generator, counts):
 @pytest.fixture
 def batch_factory():
     return centred_batch
-

@@ -1,4 +1,5 @@
 """The benchmark task and the throughput measurement."""
+
 import json
 
 import pytest
@@ -11,11 +12,21 @@ from polydiff.bench.task import BenchContext
 def test_throughput_measurement_reports_positive_rates(qm9_small):
     from polydiff.plugins.molecule.bench import measure_throughput
 
-    res = measure_throughput("egnn", batch_size=8, train_steps=1, sample_batch=4, nfe=50, sample_nfe_measured=2,
-                             data=qm9_small, hidden=16, layers=2)
+    res = measure_throughput(
+        "egnn",
+        batch_size=8,
+        train_steps=1,
+        sample_batch=4,
+        nfe=50,
+        sample_nfe_measured=2,
+        data=qm9_small,
+        hidden=16,
+        layers=2,
+    )
     assert res["train_molecules_per_s"] > 0 and res["sample_molecules_per_s"] > 0
-    assert res["params"] == sum(p.numel() for p in __import__("polydiff").create(
-        "molecule", hidden=16, layers=2).network.parameters())
+    assert res["params"] == sum(
+        p.numel() for p in __import__("polydiff").create("molecule", hidden=16, layers=2).network.parameters()
+    )
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
 """Loaders: QM9 (qm9pack) splits and variants, SDF / XYZ / SMILES, and bad input."""
+
 import numpy as np
 import pytest
 
@@ -115,15 +116,17 @@ def test_bad_smiles_and_missing_file(tmp_path):
 
 def test_official_qm9_xyz_format_parser():
     # the first molecule of the official archive (methane), in its extended-XYZ format
-    text = ("5\ngdb 1\t157.7118\t157.70997\t157.70699\t0.\t13.21\t-0.3877\t0.1171\t0.5048\t35.3641\t0.044749\t"
-            "-40.47893\t-40.476062\t-40.475117\t-40.498597\t6.469\t\n"
-            "C\t-0.0126981359\t 1.0858041578\t 0.0080009958\t-0.535689\n"
-            "H\t 0.002150416\t-0.0060313176\t 0.0019761204\t 0.133921\n"
-            "H\t 1.0117308433\t 1.4637511618\t 0.0002765748\t 0.133922\n"
-            "H\t-0.540815069\t 1.4475266138\t-0.8766437152\t 0.133923\n"
-            "H\t-0.5238136345\t 1.4379326443\t 0.9063972942\t 0.133923\n"
-            "1341.307\t1341.3284\t1341.365\t1562.6731\t1562.7453\t3038.3205\t3151.6034\t3151.6788\t3151.7078\n"
-            "C\tC\t\nInChI=1S/CH4/h1H4\tInChI=1S/CH4/h1H4\n")
+    text = (
+        "5\ngdb 1\t157.7118\t157.70997\t157.70699\t0.\t13.21\t-0.3877\t0.1171\t0.5048\t35.3641\t0.044749\t"
+        "-40.47893\t-40.476062\t-40.475117\t-40.498597\t6.469\t\n"
+        "C\t-0.0126981359\t 1.0858041578\t 0.0080009958\t-0.535689\n"
+        "H\t 0.002150416\t-0.0060313176\t 0.0019761204\t 0.133921\n"
+        "H\t 1.0117308433\t 1.4637511618\t 0.0002765748\t 0.133922\n"
+        "H\t-0.540815069\t 1.4475266138\t-0.8766437152\t 0.133923\n"
+        "H\t-0.5238136345\t 1.4379326443\t 0.9063972942\t 0.133923\n"
+        "1341.307\t1341.3284\t1341.365\t1562.6731\t1562.7453\t3038.3205\t3151.6034\t3151.6788\t3151.7078\n"
+        "C\tC\t\nInChI=1S/CH4/h1H4\tInChI=1S/CH4/h1H4\n"
+    )
     rec = qm9.parse_qm9_xyz(text, file="dsgdb9nsd_000001.xyz")
     assert rec.elements == ["C", "H", "H", "H", "H"] and rec.smiles == "C"
     assert rec.properties["alpha"] == pytest.approx(13.21)

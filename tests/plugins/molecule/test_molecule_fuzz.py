@@ -1,5 +1,6 @@
 """Hostile input for every molecule parser: only polydiff.errors exceptions, naming file
 and record; no hangs; every record either parsed or counted as skipped."""
+
 import warnings
 
 import pytest
@@ -12,10 +13,12 @@ from polydiff.plugins.molecule import qm9
 
 FUZZ = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
-_atom_line = st.tuples(st.sampled_from(["C", "H", "O", "N", "F", "Xx", "1", "", "nan"]),
-                       st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True).map(repr),
-                                          st.text(max_size=4)), min_size=0, max_size=5)
-                       ).map(lambda t: " ".join([t[0], *t[1]]))
+_atom_line = st.tuples(
+    st.sampled_from(["C", "H", "O", "N", "F", "Xx", "1", "", "nan"]),
+    st.lists(
+        st.one_of(st.floats(allow_nan=True, allow_infinity=True).map(repr), st.text(max_size=4)), min_size=0, max_size=5
+    ),
+).map(lambda t: " ".join([t[0], *t[1]]))
 _xyz_text = st.one_of(
     st.text(max_size=300),
     st.lists(st.one_of(st.integers(-2, 6).map(str), _atom_line, st.text(max_size=20)), max_size=20).map("\n".join),
@@ -41,7 +44,7 @@ def test_xyz_loader(tmp_path, text):
         return
     frames = list(D.parse_xyz_text(text, file=f))
     assert len(ds) + len(ds.skipped) == len(frames)  # nothing dropped silently
-    for _, rec, msg in ds.skipped:
+    for _, _rec, msg in ds.skipped:
         assert "fuzz.xyz" in msg and "record" in msg
     try:
         D.load_xyz(f)
@@ -66,7 +69,7 @@ $$$$
 def test_sdf_loader(tmp_path, cuts):
     text = _MOLBLOCK * 3
     for pos, length, ins in cuts:  # random edits of a valid file
-        text = text[:pos] + ins + text[pos + length:]
+        text = text[:pos] + ins + text[pos + length :]
     f = tmp_path / "fuzz.sdf"
     f.write_text(text, errors="replace")
     try:
@@ -76,7 +79,7 @@ def test_sdf_loader(tmp_path, cuts):
     except PolydiffError as e:
         _check_error(e, "fuzz.sdf")
         return
-    for _, rec, msg in ds.skipped:
+    for _, _rec, msg in ds.skipped:
         assert "fuzz.sdf" in msg and "record" in msg
     try:
         D.load_sdf(f)
@@ -85,8 +88,15 @@ def test_sdf_loader(tmp_path, cuts):
 
 
 @FUZZ
-@given(lines=st.lists(st.one_of(st.sampled_from(["C", "CC(", "c1ccccc1", "[Xe]", "C1CC", "", "#x", "N#N"]),
-                                st.text(alphabet="CNOF()=#[]1234c+-@H ", max_size=12)), max_size=4))
+@given(
+    lines=st.lists(
+        st.one_of(
+            st.sampled_from(["C", "CC(", "c1ccccc1", "[Xe]", "C1CC", "", "#x", "N#N"]),
+            st.text(alphabet="CNOF()=#[]1234c+-@H ", max_size=12),
+        ),
+        max_size=4,
+    )
+)
 def test_smiles_loader(tmp_path, lines):
     f = tmp_path / "fuzz.smi"
     f.write_text("\n".join(lines))

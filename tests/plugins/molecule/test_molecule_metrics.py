@@ -1,4 +1,5 @@
 """EDM bond rules and metrics: closed-form cases and the published QM9 data row."""
+
 import numpy as np
 import pytest
 

@@ -1,5 +1,6 @@
 """The molecule modality through the public API: train, sample, decode, save/load, CFG,
 fragment inpainting, files."""
+
 import numpy as np
 import pytest
 import torch
@@ -23,10 +24,20 @@ def _model(qm9_small, network="egnn", steps=2, **cfg):
 
 def test_plugin_registers_everything():
     names = {(r["kind"], r["name"]) for r in polydiff.plugins_table() if r["plugin"] == "molecule"}
-    for item in [("modality", "molecule"), ("network", "egnn"), ("network", "e3nn_molecule"), ("dataset", "qm9"),
-                 ("dataset", "sdf"), ("dataset", "xyz"), ("dataset", "smiles"), ("metric", "mol_stability"),
-                 ("metric", "mol_validity"), ("metric", "mol_novelty"), ("metric", "mol_bond_angle_w1"),
-                 ("benchmark", "molecule/qm9")]:
+    for item in [
+        ("modality", "molecule"),
+        ("network", "egnn"),
+        ("network", "e3nn_molecule"),
+        ("dataset", "qm9"),
+        ("dataset", "sdf"),
+        ("dataset", "xyz"),
+        ("dataset", "smiles"),
+        ("metric", "mol_stability"),
+        ("metric", "mol_validity"),
+        ("metric", "mol_novelty"),
+        ("metric", "mol_bond_angle_w1"),
+        ("benchmark", "molecule/qm9"),
+    ]:
         assert item in names
     reg = polydiff.registry("metric")
     assert reg.entry("mol_atom_stability").info["higher_is_better"] is True
@@ -141,12 +152,12 @@ def test_auxiliary_bond_length_loss(qm9_small, orthogonal):
     assert mod.auxiliary_loss(x0, x0, low, cond, w).abs().max() < 1e-12
     g = torch.Generator().manual_seed(0)
     hat = x0.clone()
-    hat[..., :3] = hat[..., :3] * 1.03                 # every bond 3 % too long
+    hat[..., :3] = hat[..., :3] * 1.03  # every bond 3 % too long
     a = mod.auxiliary_loss(hat, x0, low, cond, w)
     assert (a > 1e-4).all()
     hat2 = hat.clone()
     hat2[..., 3:] = torch.randn(hat2[..., 3:].shape, generator=g, dtype=torch.float64)  # types: no effect
-    hat2[cond["mask"] == 0] = 77.0                     # padding: no effect
+    hat2[cond["mask"] == 0] = 77.0  # padding: no effect
     assert torch.allclose(mod.auxiliary_loss(hat2, x0, low, cond, w), a)
     q = orthogonal(g, torch.float64, reflect=True)
     moved = hat.clone()
@@ -170,8 +181,9 @@ def test_png_grid_survives_graphs_rdkit_cannot_depict(tmp_path):
     from rdkit import Chem
     from rdkit.Chem import AllChem, Draw
 
-    bad = Chem.MolFromMolBlock((Path(__file__).parent / "data" / "undrawable_raw_sample.mol").read_text(),
-                               sanitize=False, removeHs=False)
+    bad = Chem.MolFromMolBlock(
+        (Path(__file__).parent / "data" / "undrawable_raw_sample.mol").read_text(), sanitize=False, removeHs=False
+    )
     probe = Chem.Mol(bad)
     probe.UpdatePropertyCache(strict=False)
     AllChem.Compute2DCoords(probe)

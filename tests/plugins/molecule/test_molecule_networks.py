@@ -1,5 +1,6 @@
 """Both denoisers are E(3)-equivariant by construction: random rotations (with and without
 reflection), translations and atom permutations; padding never leaks; CoM stays zero."""
+
 import pytest
 import torch
 
@@ -33,8 +34,11 @@ def test_rotation_reflection_translation_permutation(kind, dtype, orthogonal, ba
     x, mask = batch_factory(B, N, D, dtype, g, counts=[9, 6, 4])
     x[..., :3] *= 1.5
     t = torch.randn(B, generator=g, dtype=torch.float64).to(dtype)
-    cond = {"mask": mask, "props": torch.randn(B, 2, generator=g, dtype=torch.float64).to(dtype),
-            "cond_mask": torch.tensor([1.0, 0.0, 1.0], dtype=dtype)}
+    cond = {
+        "mask": mask,
+        "props": torch.randn(B, 2, generator=g, dtype=torch.float64).to(dtype),
+        "cond_mask": torch.tensor([1.0, 0.0, 1.0], dtype=dtype),
+    }
     with torch.no_grad():
         out = net(x, t, cond)
         scale = out.abs().max()

@@ -1,4 +1,5 @@
 """Shared fixtures: the 50 shipped domains are parsed once per test session."""
+
 import pytest
 
 

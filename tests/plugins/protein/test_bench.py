@@ -1,5 +1,6 @@
 """The quick benchmark task runs end to end and its trained metrics beat the untrained
 reference (slow: trains for about two minutes)."""
+
 import json
 
 import pytest
@@ -35,8 +36,10 @@ def test_quick_protein_task_beats_untrained(tmp_path):
 def test_protein_training_is_deterministic_for_a_seed():
     from polydiff.plugins.protein.bench import train_model
 
-    runs = [train_model("protein_egnn", "tiny", steps=8, batch_size=2, crop=(20, 30), seed=3, progress=False)
-            for _ in range(2)]
+    runs = [
+        train_model("protein_egnn", "tiny", steps=8, batch_size=2, crop=(20, 30), seed=3, progress=False)
+        for _ in range(2)
+    ]
     a, b = (torch.cat([p.detach().flatten() for p in m.network.parameters()]) for m, _, _ in runs)
     assert torch.equal(a, b)
     assert runs[0][2]["losses"] == runs[1][2]["losses"]

@@ -1,4 +1,5 @@
 """The 50 shipped domains load, and the metrics read them as real proteins (issue 5)."""
+
 import numpy as np
 import pytest
 
@@ -61,7 +62,7 @@ def test_dataset_items_are_centred_nm_with_std_near_sigma_data():
     xs = [ds[i]["x"] for i in range(len(ds))]
     for x in xs:
         assert abs(float(x.mean(0).abs().max())) < 1e-5
-    std = float(np.sqrt(np.mean([float((x ** 2).mean()) for x in xs])))
+    std = float(np.sqrt(np.mean([float((x**2).mean()) for x in xs])))
     assert 0.7 < std < 1.3  # sigma_data = 1.0 nm
     assert COORD_SCALE == 10.0
 

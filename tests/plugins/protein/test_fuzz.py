@@ -1,14 +1,20 @@
 """Hostile input: random garbling of PDB text gives a result or an InputError that names
 the file and a record — never another exception, never a hang."""
-from hypothesis import HealthCheck, given, settings, strategies as st
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from polydiff.errors import InputError
 from polydiff.plugins.protein.structures import LoadReport, load_backbones
 
-BASE = "\n".join(
-    f"ATOM  {4 * k + j + 1:5d}  {n:<3} ALA A{k + 1:4d}    {3.8 * k + dx:8.3f}{dy:8.3f}{0.0:8.3f}  1.00 20.00           {n[0]}"
-    for k in range(5) for j, (n, dx, dy) in enumerate((("N", -1.0, 0.5), ("CA", 0.0, 0.0), ("C", 1.0, 0.4), ("O", 1.2, 1.5)))
-) + "\nEND\n"
+BASE = (
+    "\n".join(
+        f"ATOM  {4 * k + j + 1:5d}  {n:<3} ALA A{k + 1:4d}    {3.8 * k + dx:8.3f}{dy:8.3f}{0.0:8.3f}  1.00 20.00           {n[0]}"  # noqa: E501
+        for k in range(5)
+        for j, (n, dx, dy) in enumerate((("N", -1.0, 0.5), ("CA", 0.0, 0.0), ("C", 1.0, 0.4), ("O", 1.2, 1.5)))
+    )
+    + "\nEND\n"
+)
 
 
 def _check(tmp_path_factory, text, name="fuzz.pdb"):
@@ -30,7 +36,7 @@ def _check(tmp_path_factory, text, name="fuzz.pdb"):
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(pos=st.integers(0, len(BASE) - 1), junk=st.text(min_size=1, max_size=12))
 def test_garbled_pdb_text(tmp_path_factory, pos, junk):
-    _check(tmp_path_factory, BASE[:pos] + junk + BASE[pos + len(junk):])
+    _check(tmp_path_factory, BASE[:pos] + junk + BASE[pos + len(junk) :])
 
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -1,4 +1,5 @@
 """Ideal backbone placement from Cα, frames, Kabsch — against real structures and closed forms."""
+
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
@@ -65,4 +66,4 @@ def test_kabsch_recovers_a_known_motion_and_rmsd():
 def test_rg_closed_form():
     ca = np.array([[1.0, 0, 0], [-1.0, 0, 0]])
     assert g.radius_of_gyration(ca) == pytest.approx(1.0)
-    assert g.expected_rg(100) == pytest.approx(2.2 * 100 ** 0.38)
+    assert g.expected_rg(100) == pytest.approx(2.2 * 100**0.38)

@@ -1,5 +1,6 @@
 """The protein modality through the public API: train, sample, save/load, PDB out and back,
 motif scaffolding, CFG on secondary-structure composition."""
+
 import numpy as np
 import pytest
 import torch
@@ -26,9 +27,14 @@ def trained(domains):
 
 def test_registry_entries():
     names = {(c["kind"], c["name"]) for c in polydiff.plugins_table()}
-    for kind, name in [("modality", "protein"), ("network", "protein_e3nn"), ("network", "protein_egnn"),
-                       ("dataset", "protein_domains50"), ("metric", "protein_ca_ca_validity"),
-                       ("benchmark", "protein/domains50")]:
+    for kind, name in [
+        ("modality", "protein"),
+        ("network", "protein_e3nn"),
+        ("network", "protein_egnn"),
+        ("dataset", "protein_domains50"),
+        ("metric", "protein_ca_ca_validity"),
+        ("benchmark", "protein/domains50"),
+    ]:
         assert (kind, name) in names
 
 
@@ -103,7 +109,8 @@ def test_motif_scaffolding_keeps_motif_within_0_01_angstrom(trained, domains, al
         assert rmsd(s.ca[pos], motif) <= 0.01
         # rigid placement: no rotation needed in translation mode either
         assert rmsd(s.ca[pos] - s.ca[pos].mean(0), motif - motif.mean(0), superpose=False) <= (
-            0.01 if align == "translation" else 1e9)
+            0.01 if align == "translation" else 1e9
+        )
 
 
 def test_bad_sampling_requests_raise_input_error(trained):
@@ -132,7 +139,7 @@ def test_auxiliary_local_distance_loss(domains):
     g = torch.Generator().manual_seed(0)
     noisy = x0 + 0.02 * torch.randn(x0.shape, generator=g, dtype=torch.float64)
     junk = noisy.clone()
-    junk[:, 30:] = 50.0                              # padding must not count
+    junk[:, 30:] = 50.0  # padding must not count
     a = mod.auxiliary_loss(noisy, x0, low, cond, w)
     assert (a > 0).all() and torch.allclose(mod.auxiliary_loss(junk, x0, low, cond, w), a)
     q, _ = torch.linalg.qr(torch.randn(3, 3, generator=g, dtype=torch.float64))

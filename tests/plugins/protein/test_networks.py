@@ -1,5 +1,6 @@
 """Both denoisers are SE(3)-equivariant (rotations + translations), ignore padding, and are
 not mirror-symmetric (they can tell helix handedness)."""
+
 import copy
 
 import pytest
@@ -9,11 +10,13 @@ from e3nn import o3
 from polydiff.plugins.protein.frame_net import FrameDenoiser
 from polydiff.plugins.protein.networks import E3Denoiser, EGNNDenoiser
 
-NETS = {"egnn": (EGNNDenoiser, {"hidden": 24, "layers": 2, "k_nn": 6}),
-        "egnn_chiral": (EGNNDenoiser, {"hidden": 24, "layers": 2, "k_nn": 6, "chiral": True}),
-        "egnn_frames": (EGNNDenoiser, {"hidden": 24, "layers": 2, "k_nn": 6, "frame_features": True}),
-        "e3nn": (E3Denoiser, {"scalars": 12, "vectors": 4, "layers": 2, "k_nn": 6}),
-        "frames": (FrameDenoiser, {"hidden": 32, "layers": 2, "heads": 4, "pair_dim": 8})}
+NETS = {
+    "egnn": (EGNNDenoiser, {"hidden": 24, "layers": 2, "k_nn": 6}),
+    "egnn_chiral": (EGNNDenoiser, {"hidden": 24, "layers": 2, "k_nn": 6, "chiral": True}),
+    "egnn_frames": (EGNNDenoiser, {"hidden": 24, "layers": 2, "k_nn": 6, "frame_features": True}),
+    "e3nn": (E3Denoiser, {"scalars": 12, "vectors": 4, "layers": 2, "k_nn": 6}),
+    "frames": (FrameDenoiser, {"hidden": 32, "layers": 2, "heads": 4, "pair_dim": 8}),
+}
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +39,12 @@ def inputs(dtype, B=3, N=20, seed=0):
     mask = torch.ones(B, N, dtype=dtype)
     mask[1, 14:] = 0
     x = x * mask[..., None]
-    cond = {"mask": mask, "res_idx": torch.arange(N).expand(B, N), "ss": torch.rand(B, 3, generator=g, dtype=dtype),
-            "cond_mask": torch.tensor([1.0, 0.0, 1.0], dtype=dtype)}
+    cond = {
+        "mask": mask,
+        "res_idx": torch.arange(N).expand(B, N),
+        "ss": torch.rand(B, 3, generator=g, dtype=dtype),
+        "cond_mask": torch.tensor([1.0, 0.0, 1.0], dtype=dtype),
+    }
     return x, torch.tensor([-1.2, 0.0, 0.8], dtype=dtype), cond
 
 
@@ -49,7 +56,7 @@ def test_equivariant_under_random_rotations_and_translations(built, name, dtype,
     out = net(x, t, cond)
     m = cond["mask"][..., None]
     assert out.abs().max() > 1e-3 and torch.isfinite(out).all()
-    for k in range(2):
+    for _ in range(2):
         R = o3.rand_matrix(dtype=dtype)
         shift = torch.randn(1, 1, 3, dtype=dtype) * 3
         out2 = net((x @ R.T + shift) * m, t, cond)
@@ -99,7 +106,7 @@ def test_chain_frames_are_orthonormal_rotate_with_the_input_and_are_handed():
     R = chain_frames(x, m)
     eye = torch.eye(3, dtype=torch.float64)
     assert (R.transpose(-1, -2) @ R - eye).abs().max() < 1e-9
-    assert (torch.linalg.det(R) - 1).abs().max() < 1e-9              # proper rotations
+    assert (torch.linalg.det(R) - 1).abs().max() < 1e-9  # proper rotations
     Q = o3.rand_matrix(dtype=torch.float64)
     R2 = chain_frames((x @ Q.T + 2.0) * m[..., None], m)
     valid = m.bool()

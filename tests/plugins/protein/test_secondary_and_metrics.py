@@ -1,4 +1,5 @@
 """Secondary structure on ideal helices/strands and metric closed forms."""
+
 import numpy as np
 import pytest
 
@@ -22,7 +23,9 @@ def test_alpha_helix_descriptors_and_assignment():
     ca = ideal_helix(20)
     f = ca_descriptors(ca)
     assert np.nanmean(np.linalg.norm(np.diff(ca, axis=0), axis=1)) == pytest.approx(3.80, abs=0.05)
-    assert np.nanmedian(f["d3"]) == pytest.approx(5.3, abs=0.5) and np.nanmedian(f["alpha"]) == pytest.approx(50, abs=20)
+    assert np.nanmedian(f["d3"]) == pytest.approx(5.3, abs=0.5) and np.nanmedian(f["alpha"]) == pytest.approx(
+        50, abs=20
+    )
     ss = psea(ca)
     assert ss[2:-3] == "H" * (20 - 5)
 
@@ -63,7 +66,7 @@ def test_validity_deviation_and_clash_closed_forms():
 
 def test_rg_ratio_js_and_rmsd_metrics():
     h = ideal_helix(30)
-    assert M.rg_ratio([h]) == pytest.approx(np.sqrt(((h - h.mean(0)) ** 2).sum(1).mean()) / (2.2 * 30 ** 0.38))
+    assert M.rg_ratio([h]) == pytest.approx(np.sqrt(((h - h.mean(0)) ** 2).sum(1).mean()) / (2.2 * 30**0.38))
     assert M.pair_distance_js([h], reference=[h]) == pytest.approx(0.0, abs=1e-12)
     assert M.pair_distance_js([chain(30)], reference=[h]) > 0.3
     sub = h[5:20] + 3.0

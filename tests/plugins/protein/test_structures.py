@@ -1,5 +1,6 @@
 """Structures in: PDB/mmCIF/gz parsing, altlocs, hetero residues, missing atoms, chain
 breaks, chain selection, length filters, errors naming file/chain/residue."""
+
 import gzip
 
 import numpy as np
@@ -13,8 +14,10 @@ from polydiff.plugins.protein.structures import LoadReport, find_breaks, load_ba
 def atom(serial, name, resn, chain, resi, xyz, altloc=" ", occ=1.0, het=False, element=None):
     rec = "HETATM" if het else "ATOM  "
     element = element or name[0]
-    return (f"{rec}{serial:5d} {name:<4}{altloc}{resn:>3} {chain}{resi:4d}    "
-            f"{xyz[0]:8.3f}{xyz[1]:8.3f}{xyz[2]:8.3f}{occ:6.2f}{20.0:6.2f}          {element:>2}")
+    return (
+        f"{rec}{serial:5d} {name:<4}{altloc}{resn:>3} {chain}{resi:4d}    "
+        f"{xyz[0]:8.3f}{xyz[1]:8.3f}{xyz[2]:8.3f}{occ:6.2f}{20.0:6.2f}          {element:>2}"
+    )
 
 
 def chain_lines(chain="A", n=6, start=1, gap_after=None, spacing=3.8, serial=1, skip_ca=None):
@@ -71,16 +74,21 @@ def test_mmcif_round_trip_matches_pdb(tmp_path):
 def test_altloc_keeps_highest_occupancy(tmp_path):
     lines, serial = chain_lines(n=4)
     # residue 5 with two CA altlocs: B has the higher occupancy
-    lines += [atom(serial, "N", "ALA", "A", 5, (14.2, 0.5, 0)), atom(serial + 1, "CA", "ALA", "A", 5, (15.2, 0, 0), "A", 0.3),
-              atom(serial + 2, "CA", "ALA", "A", 5, (15.2, 1.0, 0), "B", 0.7)]
+    lines += [
+        atom(serial, "N", "ALA", "A", 5, (14.2, 0.5, 0)),
+        atom(serial + 1, "CA", "ALA", "A", 5, (15.2, 0, 0), "A", 0.3),
+        atom(serial + 2, "CA", "ALA", "A", 5, (15.2, 1.0, 0), "B", 0.7),
+    ]
     bb = load_backbones(write(tmp_path, "alt.pdb", lines), breaks="mask")[0]
     np.testing.assert_allclose(bb.ca[-1], [15.2, 1.0, 0.0], atol=1e-3)
 
 
 def test_hetero_residues_and_water_are_skipped(tmp_path):
     lines, serial = chain_lines(n=5)
-    lines += [atom(serial, "C1", "LIG", "A", 100, (0, 5, 5), het=True, element="C"),
-              atom(serial + 1, "O", "HOH", "A", 201, (3, 5, 5), het=True)]
+    lines += [
+        atom(serial, "C1", "LIG", "A", 100, (0, 5, 5), het=True, element="C"),
+        atom(serial + 1, "O", "HOH", "A", 201, (3, 5, 5), het=True),
+    ]
     bb = load_backbones(write(tmp_path, "het.pdb", lines))[0]
     assert len(bb) == 5 and "LIG" not in bb.res_names and "HOH" not in bb.res_names
 

@@ -1,4 +1,5 @@
 """The quick benchmark task: rows well-formed, files written, trained beats untrained."""
+
 from pathlib import Path
 
 import pytest

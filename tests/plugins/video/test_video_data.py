@@ -1,4 +1,5 @@
 """Moving-digits generator: reflection law, pixel content, seeding, splits."""
+
 import numpy as np
 import pytest
 import torch
@@ -26,19 +27,20 @@ def test_clips_hold_the_sprite_at_the_rounded_position():
         x = ds.clips[i].float() / 255
         for t in range(5):
             r, c = (int(round(v)) for v in ds.positions[i, t, 0])
-            win = x[t, r:r + 8, c:c + 8]
+            win = x[t, r : r + 8, c : c + 8]
             # the window matches one sprite of the right class to uint8 rounding
             err = (sprites - win).abs().flatten(1).max(1).values
             k = int(err.argmin())
             assert err[k] <= 0.5 / 255 + 1e-6 and int(labels[k]) == int(ds.labels[i])
             outside = x[t].clone()
-            outside[r:r + 8, c:c + 8] = 0
+            outside[r : r + 8, c : c + 8] = 0
             assert outside.max() == 0
         assert (ds.positions[i] >= 0).all() and (ds.positions[i] <= L).all()
         # the stored path is the reflected free motion with the stored velocity, |v| in [1, 3]
         t = np.arange(5)[:, None]
-        np.testing.assert_allclose(ds.positions[i, :, 0], reflect(ds.positions[i, 0, 0] + ds.velocities[i, 0] * t, L),
-                                   atol=1e-9)
+        np.testing.assert_allclose(
+            ds.positions[i, :, 0], reflect(ds.positions[i, 0, 0] + ds.velocities[i, 0] * t, L), atol=1e-9
+        )
         assert 1.0 - 1e-9 <= np.hypot(*ds.velocities[i, 0]) <= 3.0 + 1e-9
 
 
@@ -75,7 +77,7 @@ def test_two_digits_combine_by_maximum():
                 k = int(ds.sprite_index[i, d])
                 assert int(labels[k]) == int(ds.digits[i, d])
                 r, c = (int(round(v)) for v in ds.positions[i, t, d])
-                canvas[r:r + 8, c:c + 8] = torch.maximum(canvas[r:r + 8, c:c + 8], sprites[k])
+                canvas[r : r + 8, c : c + 8] = torch.maximum(canvas[r : r + 8, c : c + 8], sprites[k])
             assert (ds.clips[i, t].float() - canvas * 255).abs().max() <= 0.5 + 1e-4
 
 

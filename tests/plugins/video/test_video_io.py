@@ -1,9 +1,11 @@
 """GIF / frame-folder / strip I/O and hostile input."""
+
 import json
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from polydiff.errors import InputError

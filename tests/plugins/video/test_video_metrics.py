@@ -1,12 +1,19 @@
 """Video metrics against closed forms and real data."""
+
 import numpy as np
 import pytest
 import torch
 
 from polydiff.errors import InputError
 from polydiff.plugins.video.data import MovingDigits
-from polydiff.plugins.video.metrics import (feature_frechet, fvd_ours, frame_accuracy, frechet_distance,
-                                            identity_consistency, prediction_mse)
+from polydiff.plugins.video.metrics import (
+    feature_frechet,
+    frame_accuracy,
+    frechet_distance,
+    fvd_ours,
+    identity_consistency,
+    prediction_mse,
+)
 from polydiff.plugins.video.modality import Clip
 
 
@@ -18,8 +25,9 @@ def test_frechet_distance_closed_form_for_diagonal_covariances():
     assert frechet_distance(mu1, np.diag(a), mu2, np.diag(b)) == pytest.approx(expected, rel=1e-9)
     # rotation invariance with full covariances: FD(Rμ, RΣRᵀ) = FD(μ, Σ)
     q, _ = np.linalg.qr(rng.normal(size=(5, 5)))
-    assert frechet_distance(q @ mu1, q @ np.diag(a) @ q.T, q @ mu2, q @ np.diag(b) @ q.T) == pytest.approx(expected,
-                                                                                                          rel=1e-7)
+    assert frechet_distance(q @ mu1, q @ np.diag(a) @ q.T, q @ mu2, q @ np.diag(b) @ q.T) == pytest.approx(
+        expected, rel=1e-7
+    )
 
 
 def test_feature_frechet_of_samples_converges_to_the_gaussian_value():
@@ -70,8 +78,13 @@ def test_identity_consistency_is_the_mean_probability_of_the_clip_identity():
     """Closed form with a stub classifier: per clip, identity = argmax of the frames' mean
     probability; the score averages that class's probability over frames and clips. Hard
     votes would give 1.0 for clip 0 (every frame's argmax is class 0)."""
-    probs = torch.tensor([[[0.4, 0.3, 0.3], [0.4, 0.35, 0.25]],        # clip 0: weakly class 0 twice
-                          [[0.9, 0.05, 0.05], [0.1, 0.8, 0.1]]])       # clip 1: 0 then 1
+    probs = torch.tensor(
+        [
+            [[0.4, 0.3, 0.3], [0.4, 0.35, 0.25]],  # clip 0: weakly class 0 twice
+            [[0.9, 0.05, 0.05], [0.1, 0.8, 0.1]],
+        ]
+    )  # clip 1: 0 then 1
+
     class Stub:
         def frame_logits(self, x):
             return probs.log()

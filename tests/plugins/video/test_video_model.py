@@ -1,4 +1,5 @@
 """The video modality through the public API: train, sample, save/load, predict, files."""
+
 import json
 
 import numpy as np
@@ -16,8 +17,9 @@ TINY = dict(channels=(8, 16), heads=2)
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    model = polydiff.create("video", modality_config={"canvas": 16, "frames": 4, "context_frames": True,
-                                                      "source": "sklearn"}, **TINY)
+    model = polydiff.create(
+        "video", modality_config={"canvas": 16, "frames": 4, "context_frames": True, "source": "sklearn"}, **TINY
+    )
     data = model.modality.load_dataset("moving_digits", n_clips=64, source="sklearn")
     res = train(model, data, TrainConfig(steps=6, batch_size=8, cond_dropout=0.2, progress=False))
     return model, data, res
@@ -25,10 +27,18 @@ def trained(tmp_path_factory):
 
 def test_registered_components():
     names = {(r["kind"], r["name"]) for r in polydiff.plugins_table() if r["plugin"] == "video"}
-    for kn in [("modality", "video"), ("network", "video_unet"), ("network", "video_dit"),
-               ("dataset", "moving_digits"), ("dataset", "video_folder"), ("metric", "fvd_ours"),
-               ("metric", "video_frame_accuracy"), ("metric", "video_identity_consistency"),
-               ("metric", "video_prediction_mse"), ("benchmark", "video/moving_digits")]:
+    for kn in [
+        ("modality", "video"),
+        ("network", "video_unet"),
+        ("network", "video_dit"),
+        ("dataset", "moving_digits"),
+        ("dataset", "video_folder"),
+        ("metric", "fvd_ours"),
+        ("metric", "video_frame_accuracy"),
+        ("metric", "video_identity_consistency"),
+        ("metric", "video_prediction_mse"),
+        ("benchmark", "video/moving_digits"),
+    ]:
         assert kn in names, kn
 
 
@@ -90,7 +100,10 @@ def test_write_read_roundtrip_and_cli_eval_path(trained, tmp_path):
     names = {p.name for p in files}
     assert {"clip_0000.gif", "strip.png", "labels.json"} <= names
     assert json.loads((tmp_path / "out" / "labels.json").read_text()) == {
-        "clip_0000.gif": 1, "clip_0001.gif": 2, "clip_0002.gif": 3}
+        "clip_0000.gif": 1,
+        "clip_0001.gif": 2,
+        "clip_0002.gif": 3,
+    }
     back = model.modality.read(tmp_path / "out")
     assert [c.label for c in back] == [1, 2, 3]
     assert all(np.array_equal(a.frames, b.frames) for a, b in zip(clips, back))
@@ -99,9 +112,15 @@ def test_write_read_roundtrip_and_cli_eval_path(trained, tmp_path):
 
 
 def test_dit_trains_and_round_trips(tmp_path):
-    model = polydiff.create("video", network="video_dit", modality_config={"canvas": 16, "frames": 4,
-                                                                          "source": "sklearn"},
-                            dim=24, depth=1, heads=2, patch=4)
+    model = polydiff.create(
+        "video",
+        network="video_dit",
+        modality_config={"canvas": 16, "frames": 4, "source": "sklearn"},
+        dim=24,
+        depth=1,
+        heads=2,
+        patch=4,
+    )
     data = model.modality.load_dataset("moving_digits", n_clips=16, source="sklearn")
     train(model, data, TrainConfig(steps=2, batch_size=4, progress=False))
     a = model.sample(2, steps=3, seed=0, cond={"label": [1, 2]})

@@ -1,4 +1,5 @@
 """Space-time U-Net and DiT: shapes, factorisation, CFG switch, bf16, CUDA."""
+
 import pytest
 import torch
 
