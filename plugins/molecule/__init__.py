@@ -37,7 +37,7 @@ def __getattr__(name):  # lazy public API: write_sdf, write_xyz, png_grid, load_
         "load_smiles": "data",
         "MoleculeRecord": "data",
         "MoleculeDataset": "data",
-        "MoleculeModality": "representation",
+        "MoleculeModality": "modality",
         "to_mol": "chem",
         "evaluate_molecules": "metrics",
         "inpaint_fragment": "fragments",
@@ -63,7 +63,7 @@ def _lazy_class(module: str, cls: str):
 
 @hookimpl
 def polydiff_register_modalities(register):
-    from .representation import MoleculeModality
+    from .modality import MoleculeModality
 
     register("molecule", MoleculeModality)
 
