@@ -11,10 +11,9 @@ import math
 
 import torch
 
-from polydiff.bench.sampler_study import (
-    GaussianMixture,
-    mc_floor,  # noqa: F401
-)
+from polydiff.bench.sampler_study import GaussianMixture, circle_mixture, mc_floor, mixture_16d, sliced_w2
+
+__all__ = ["GaussianMixture", "circle_mixture", "mc_floor", "mixture_16d", "sliced_w2", "ExactNet"]
 
 F64 = torch.float64
 
