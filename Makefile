@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.polydiff-installed
 
-.PHONY: install demo test test-slow test-all bench clean
+.PHONY: install demo lint typecheck test test-slow test-all bench clean
 
 install: $(STAMP)
 
@@ -21,7 +21,23 @@ $(STAMP): pyproject.toml examples/pointcloud/pyproject.toml
 demo: install
 	$(VENV)/bin/polydiff bench --suite quick --out runs/demo
 
+lint: install
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+
+# mypy checks the package as `polydiff` from a link tree (see [tool.mypy] in pyproject.toml):
+# an error reported in build/mypy/polydiff/X is in core/X.
+MYPY_TREE := build/mypy/polydiff
+typecheck: install
+	rm -rf $(MYPY_TREE) && mkdir -p $(MYPY_TREE)
+	ln -s $(CURDIR)/core/* $(MYPY_TREE)/
+	ln -s $(CURDIR)/plugins $(MYPY_TREE)/plugins
+	$(VENV)/bin/mypy
+
 test: install
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(MAKE) --no-print-directory typecheck
 	$(PY) -m pytest -q -m "not slow" -p no:cacheprovider
 
 test-slow: install

@@ -24,8 +24,7 @@ import time
 import traceback
 from pathlib import Path
 
-import tomllib
-
+from .._toml import tomllib
 from ..checkpoint import atomic_write_json
 
 SUITE_ENV = "POLYDIFF_BENCHMARKS"
