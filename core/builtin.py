@@ -35,17 +35,25 @@ def polydiff_register_schedules(register):
 def polydiff_register_samplers(register):
     for name, spec in {**SAMPLERS, **EDITING_SAMPLERS}.items():
         register(
-            name, spec.fn, spec=spec, deterministic=spec.deterministic, order=spec.order, nfe_per_step=spec.nfe_per_step
+            name,
+            spec.fn,
+            deterministic=spec.deterministic,
+            order=spec.order,
+            nfe_per_step=spec.nfe_per_step,
+            defaults=spec.defaults,
+            description=spec.description,
+            documented_nfe=spec.documented_nfe,
+            adaptive=spec.adaptive,
         )
 
 
 @hookimpl
 def polydiff_register_guidance(register):
-    register("cfg", guidance.cfg)
-    register("classifier", guidance.classifier_guidance)
+    register("cfg", guidance.classifier_free)
+    register("classifier", guidance.classifier)
 
 
 @hookimpl
 def polydiff_register_parameterizations(register):
-    for kind in parameterization.KINDS:
-        register(kind, parameterization.Denoiser)
+    for name, cls in parameterization.BUILTIN.items():
+        register(name, cls)

@@ -56,13 +56,13 @@ def sample_repaint(
     :func:`known_region` so x̂₀ is pinned too: the final step then returns the known entries
     exactly. NFE = resample·(len(sigmas) − 2) + 1 for a one-evaluation base.
     """
-    from .samplers import SAMPLERS
+    from .samplers import get_sampler
 
     if known is None or known_mask is None:
         raise ValueError("repaint needs known= and known_mask=")
     space, s = space_or_default(space), grid_floats(sigmas)
     need_rng(rng, "repaint")
-    step = SAMPLERS[base].fn
+    step = get_sampler(base).fn
     x = working_state(x)
     mask = known_mask.to(x.device)
     kn = known.to(device=x.device, dtype=x.dtype)

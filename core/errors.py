@@ -18,6 +18,12 @@ class RegistryError(PolydiffError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class PluginError(PolydiffError):
+    """A plugin broke the contract: it failed to import, registered a component in the wrong
+    form, or clashed with another plugin. The message names the plugin, the component and
+    what to change."""
+
+
 class PluginNotFoundError(RegistryError):
     """A checkpoint or config names a plugin that is not installed."""
 

@@ -1,15 +1,34 @@
-"""Guidance wrappers around a denoiser (conditioning bound: ``D(x, σ̃) → x̂₀``).
+"""Guidance: wrappers around a denoiser, composed by name through the ``guidance`` registry.
 
-Each wrapper returns a new callable with the same signature, so they compose and work
-for every modality and every sampler. All act in x̂₀ space of the σ̃ view, where a score
-change δ∇ln p becomes x̂₀ + σ̃²·δ (Tweedie: D = x + σ̃²∇ln p_σ̃).
+All act in x̂₀ space of the σ̃ view, where a score change δ∇ln p becomes x̂₀ + σ̃²·δ
+(Tweedie: D = x + σ̃²∇ln p_σ̃), so they work for every modality and every sampler.
+
+**One factory signature** for every registered guidance (built-in or a plugin's)::
+
+    factory(denoiser, *, model=None, **options) -> guided
+
+where ``denoiser(x, σ̃, cond) → x̂₀`` and ``guided`` has the same signature (``x`` ``[B, ...]``
+in the VE view, σ̃ a scalar or ``[B]``, ``cond`` the batch's cond dict or None). ``model`` is
+the :class:`polydiff.model.DiffusionModel` that samples (``None`` outside one), so a guidance
+can reach the modality's modules (a classifier, say). Built-ins: ``cfg`` (options ``scale``,
+``negative``, ``rescale``) and ``classifier`` (``classifier``, ``target``, ``scale``).
+
+``DiffusionModel.sample(guidance=...)`` takes a CFG scale (a number, as before), a name,
+``(name, scale)``, ``(name, {options})`` or a list of those; :func:`build` composes them in
+list order — the first wraps the network's denoiser, each next one wraps the result — so
+``[("cfg", 3.0), ("classifier", {...})]`` adds the classifier's gradient to the CFG
+prediction. The bound functions :func:`cfg` and :func:`classifier_guidance` are the maths.
 """
 
 from __future__ import annotations
 
+import inspect
+from typing import Any, Callable
+
 import torch
 
-from .conditioning import cat_cond, null_cond
+from .conditioning import cat_cond, null_cond, to_device, with_cond_mask
+from .errors import PolydiffError
 
 
 def bind(denoiser, cond):
@@ -79,3 +98,121 @@ def compose(denoiser, *wrappers):
     for w in wrappers:
         denoiser = w(denoiser)
     return denoiser
+
+
+# -- registered factories (one signature: factory(denoiser, *, model=None, **options)) ----------------
+def _with_mask(cond: dict | None, n: int, device) -> dict:
+    """``cond`` with ``cond_mask`` = 1 where it has none (an empty request: the null condition)."""
+    if cond is None:
+        return to_device(null_cond(None, n), device)
+    return cond if "cond_mask" in cond else to_device(with_cond_mask(cond, 1.0, n), device)
+
+
+def classifier_free(denoiser, *, model=None, scale: float, negative: dict | None = None, rescale: float = 0.0):
+    """Registered as ``cfg``: :func:`cfg` with the null condition (or ``negative``, a cond dict
+    of the same keys — a negative prompt) as the unconditional branch; ``rescale`` φ as in :func:`cfg`."""
+
+    def guided(x, sigma, cond):
+        n = x.shape[0]
+        c = _with_mask(cond, n, x.device)
+        unc = null_cond(c, n) if negative is None else _with_mask(to_device(negative, x.device), n, x.device)
+        return cfg(denoiser, c, float(scale), uncond=unc, rescale=float(rescale))(x, sigma)
+
+    return guided
+
+
+def classifier(denoiser, *, model=None, classifier, target: Any = "label", scale: float = 1.0):
+    """Registered as ``classifier``: :func:`classifier_guidance` per batch.
+
+    ``classifier``: a noise-aware ``f(x̃, σ̃ [B]) → logits [B, C]``, or the name of one of the
+    model's modality modules; ``target``: ``[B]`` class labels, or the cond key that holds them."""
+    if isinstance(classifier, str):
+        modules = model.modality.modules() if model is not None else {}
+        if classifier not in modules:
+            raise PolydiffError(
+                f"guidance 'classifier': no module {classifier!r} on this model's modality; "
+                f"modules: {', '.join(sorted(modules)) or '(none)'} — pass the classifier itself"
+            )
+        classifier = modules[classifier]
+    clf = classifier
+
+    def guided(x, sigma, cond):
+        y = cond[target] if isinstance(target, str) else target
+        return classifier_guidance(lambda z, s: denoiser(z, s, cond), clf, y, scale)(x, sigma)
+
+    return guided
+
+
+GuidanceSpec = tuple[str, dict]
+
+
+def resolve(guidance, *, negative: dict | None = None, rescale: float = 0.0) -> list[GuidanceSpec]:
+    """``model.sample``'s ``guidance=`` → ``[(name, options), ...]`` in composition order.
+
+    A number w is CFG at scale w (none at w = 1); ``negative``/``rescale`` (the ``sample``
+    keywords) go to the ``cfg`` entry that has none of its own."""
+    if guidance is None or isinstance(guidance, (int, float)):
+        w = 1.0 if guidance is None else float(guidance)
+        if w == 1.0:
+            if negative is not None:
+                raise PolydiffError(
+                    "negative= has no effect without classifier-free guidance: pass guidance=w (w ≠ 1) "
+                    "or guidance=('cfg', w)"
+                )
+            return []
+        specs: list[GuidanceSpec] = [("cfg", {"scale": w})]
+    else:
+        items = [guidance] if isinstance(guidance, (str, tuple)) else list(guidance)
+        specs = [_one_spec(it) for it in items]
+    out = []
+    for name, opts in specs:
+        if name == "cfg":
+            opts = {
+                **({"negative": negative} if negative is not None else {}),
+                **({"rescale": rescale} if rescale else {}),
+                **opts,
+            }
+        out.append((name, opts))
+    if negative is not None and not any(n == "cfg" for n, _ in out):
+        raise PolydiffError("negative= needs a 'cfg' entry in guidance= (the negative prompt is CFG's other branch)")
+    return out
+
+
+def _one_spec(item) -> GuidanceSpec:
+    if isinstance(item, str):
+        return item, {}
+    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
+        name, arg = item
+        if isinstance(arg, (int, float)):
+            return name, {"scale": float(arg)}
+        if isinstance(arg, dict):
+            return name, dict(arg)
+    raise PolydiffError(
+        f"guidance entry {item!r} is not understood: use a CFG scale (number), a registered name, "
+        "(name, scale), (name, {options}) or a list of those"
+    )
+
+
+def build(denoiser, specs: list[GuidanceSpec], *, model=None):
+    """Compose registered guidance factories around ``denoiser(x, σ̃, cond)`` (see module docstring)."""
+    from .plugin_manager import registry
+
+    reg = registry("guidance")
+    for name, opts in specs:
+        factory = reg.get(name)
+        _check_options(name, factory, opts)
+        denoiser = factory(denoiser, model=model, **opts)
+    return denoiser
+
+
+def _check_options(name: str, factory: Callable, opts: dict) -> None:
+    """An unknown option is an error naming the guidance and what it accepts (not a TypeError deep inside)."""
+    params = inspect.signature(factory).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    accepted = [p for p, v in list(params.items())[1:] if p != "model" and v.kind is not v.VAR_POSITIONAL]
+    unknown = sorted(set(opts) - set(accepted))
+    missing = [p for p in accepted if params[p].default is inspect.Parameter.empty and p not in opts]
+    if unknown or missing:
+        what = f"unknown option(s) {unknown}" if unknown else f"missing option(s) {missing}"
+        raise PolydiffError(f"guidance {name!r}: {what}; it accepts: {', '.join(accepted) or '(none)'}")

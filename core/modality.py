@@ -11,17 +11,28 @@ Batches are dicts ``{"x": Tensor [B, ...], "cond": dict | None}`` (see
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
+from .errors import PluginError, RegistryError
+from .plugin_contract import check_network_forward
 from .spaces import EuclideanSpace
 
 
 class Modality:
     """Base class. Subclasses set the class attributes and override the hooks they need.
+
+    Required (checked when the plugin registers the class, :mod:`polydiff.plugin_contract`):
+    class attributes ``name`` (str, equal to the registered name), ``default_network``
+    (str, a registered network), ``default_dataset`` (str, a registered dataset),
+    ``default_metrics`` (list/tuple of registered metric names, may be empty), and the
+    methods :meth:`sampling_request`, :meth:`write` and :meth:`read`. :meth:`collate` is
+    required unless the items are tensors/arrays of one shape. Everything else has a default.
 
     Instances carry a JSON-able ``config`` (vocabulary, label names, data statistics, …)
     that is saved in checkpoints and passed back to the constructor on load; any
@@ -48,9 +59,14 @@ class Modality:
         from .plugin_manager import registry
 
         name = name or self.default_dataset
-        entry = registry("dataset").entry(name)
+        reg = registry("dataset")
+        entry = reg.entry(name)
         if entry.info.get("modality") not in (None, self.name):
-            raise ValueError(f"dataset {name!r} belongs to modality {entry.info.get('modality')!r}, not {self.name!r}")
+            own = [e.name for e in reg if e.info.get("modality") == self.name]
+            raise RegistryError(
+                f"dataset {name!r} belongs to modality {entry.info.get('modality')!r}, not {self.name!r}; "
+                f"datasets of {self.name!r}: {', '.join(own) or '(none)'}"
+            )
         dataset = entry.obj(**options)
         self.fit(dataset)
         return dataset
@@ -59,7 +75,17 @@ class Modality:
         """Record data statistics needed at sampling time in ``self.config``."""
 
     def collate(self, items: list) -> dict:
-        """Items → batch ``{"x": Tensor [B, ...], "cond": dict | None}``."""
+        """Items → batch ``{"x": Tensor [B, ...], "cond": dict | None}``.
+
+        The default stacks items that are tensors or arrays of one shape; a modality whose
+        items are anything else (dicts, molecules) must implement it."""
+        first = items[0] if len(items) else None
+        if first is not None and not isinstance(first, (torch.Tensor, np.ndarray, list, tuple, float, int)):
+            raise PluginError(
+                f"modality {self.name!r} ({type(self).__qualname__}): its items are {type(first).__name__}, which the "
+                "default Modality.collate cannot batch (it stacks tensors); implement "
+                "collate(items) -> {'x': Tensor [B, ...], 'cond': dict | None}"
+            )
         return {"x": torch.stack([torch.as_tensor(i) for i in items]), "cond": None}
 
     # -- noise space and sampling ------------------------------------------------------
@@ -106,7 +132,10 @@ class Modality:
 
         name = name or self.default_network
         entry = registry("network").entry(name)
-        return entry.obj(**kwargs)
+        net = entry.obj(**kwargs)
+        if not inspect.isclass(entry.obj):  # a factory: its product's forward is checked here
+            check_network_forward(net, f"plugin {entry.plugin!r}: network {name!r}")
+        return net
 
     def network_kwargs(self) -> dict:
         """Data-dependent network arguments (input channels, number of classes…)."""

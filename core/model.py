@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import inspect
 from pathlib import Path
 
 import torch
@@ -14,10 +16,10 @@ from torch import nn
 
 from . import checkpoint as ckpt
 from . import discretization
-from .conditioning import to_device, with_cond_mask
+from . import guidance as guidance_mod
+from .conditioning import to_device
 from .errors import CheckpointError, PolydiffError
 from .guidance import bind
-from .guidance import cfg as cfg_guidance
 from .modality import Modality
 from .parameterization import Denoiser
 from .rng import SampleRNG
@@ -159,7 +161,7 @@ class DiffusionModel:
         grid: str = "karras",
         seed: int = 0,
         cond: dict | None = None,
-        guidance: float = 1.0,
+        guidance=1.0,
         negative: dict | None = None,
         guidance_rescale: float = 0.0,
         ema: bool = True,
@@ -168,6 +170,7 @@ class DiffusionModel:
         callback=None,
         wrap=None,
         x_init: torch.Tensor | None = None,
+        x_T: torch.Tensor | None = None,
         sampling_cond: dict | None = None,
         sigma_min: float | None = None,
         sigma_max: float | None = None,
@@ -175,18 +178,27 @@ class DiffusionModel:
     ) -> tuple[torch.Tensor, dict | None]:
         """Sample ``n`` states; returns ``(x [n, ...], cond)`` before decoding.
 
-        ``wrap(denoiser, cond) -> denoiser`` lets editing tools (inpainting) add themselves.
-        ``x_init`` (``[n, ...]``, clean data) starts from ``x_init + σ₀·noise`` instead of pure
-        noise (SDEdit: pass a truncated ``sigmas``). ``sampling_cond`` replaces the modality's
-        :meth:`sampling_request` cond (shape taken from ``x_init``) for editing existing items.
+        ``guidance``: a CFG scale, a registered guidance name, ``(name, scale)``,
+        ``(name, {options})`` or a list of those, composed in list order (see
+        :mod:`polydiff.guidance`); ``negative`` (a cond dict) and ``guidance_rescale`` are
+        CFG's options. ``wrap(denoiser, cond) -> denoiser`` (bound ``D(x, σ̃)``) is applied
+        last: editing tools (known-region inpainting) pin parts of x̂₀ with it.
+        Initial state: pure noise σ₀·z by default; ``x_init`` (``[n, ...]``, clean data)
+        starts from ``x_init + σ₀·z`` (SDEdit: pass a truncated ``sigmas``); ``x_T``
+        (``[n, ...]``) is the exact initial state at σ₀ in the sampler's VE view (noise
+        included; DDIM inversion's output, say). With either, the shape comes from it and
+        ``sampling_cond`` (or None) replaces the modality's :meth:`sampling_request`.
         Sample i uses generator ``(seed, sample_offset + i)``: results do not depend on ``n``.
         ``sigma_min``/``sigma_max`` bound the σ̃ grid (in the data's units) when ``sigmas``
-        is not given.
+        is not given. The sampling network (EMA by default) and the modality's modules run
+        in eval mode for the call and get their previous modes back.
         """
-        from .conditioning import null_cond
         from .samplers import get_sampler
 
         spec = get_sampler(sampler)
+        _check_sampler_options(sampler, spec, sampler_options)
+        if x_init is not None and x_T is not None:
+            raise PolydiffError("pass x_init (clean data, noise added) or x_T (the initial state), not both")
         if sigmas is None:
             if steps is None:
                 steps = spec.steps_for_nfe(nfe) if nfe is not None else 50
@@ -194,37 +206,35 @@ class DiffusionModel:
             sigmas = self.sigma_grid(steps, grid, **bounds)
         dev = self.device
         rng = SampleRNG(seed, n, offset=sample_offset)
-        if sampling_cond is not None or x_init is not None:
-            if x_init is None:
-                raise ValueError("sampling_cond needs x_init")
-            shape, c = tuple(x_init.shape[1:]), sampling_cond
+        given = x_init if x_init is not None else x_T
+        if given is not None:
+            shape, c = tuple(given.shape[1:]), sampling_cond
+        elif sampling_cond is not None:
+            raise PolydiffError("sampling_cond needs x_init or x_T (the shape of the items it describes)")
         else:
             shape, c = self.modality.sampling_request(n, cond, rng)
         c = to_device(c, dev)
         space = self.modality.space(c)
-        x = space.randn_like(torch.zeros((n,) + tuple(shape), device=dev), rng) * float(sigmas[0])
-        if x_init is not None:
-            x = space.project(x + x_init.to(device=dev, dtype=x.dtype))
-        den = self.denoiser(ema)
-        if guidance != 1.0:
-            if c is not None and "cond_mask" not in c:
-                c = with_cond_mask(c, 1.0, n)
-            unc = null_cond(c, n) if negative is None else to_device(negative, dev)
-            d = cfg_guidance(
-                den, c if c is not None else null_cond(None, n), guidance, uncond=unc, rescale=guidance_rescale
-            )
+        if x_T is not None:
+            x = space.project(x_T.to(device=dev, dtype=torch.float32))
         else:
-            d = bind(den, c)
+            x = space.randn_like(torch.zeros((n,) + tuple(shape), device=dev), rng) * float(sigmas[0])
+            if x_init is not None:
+                x = space.project(x + x_init.to(device=dev, dtype=x.dtype))
+        den = self.denoiser(ema)
+        specs = guidance_mod.resolve(guidance, negative=negative, rescale=guidance_rescale)
+        d = bind(guidance_mod.build(den, specs, model=self), c)
         if wrap is not None:
             d = wrap(d, c)
         opts = {**spec.defaults, **sampler_options}
-        x = spec.fn(d, x, sigmas, space=space, rng=rng, callback=callback, **opts)
+        with _eval_mode(den.net, *self.modality.modules().values()):
+            x = spec.fn(d, x, sigmas, space=space, rng=rng, callback=callback, **opts)
         # The last step returns the network's x̂₀; keep samples inside the space (e.g. zero
         # centre of mass) even where the network itself is not exactly equivariant.
         return space.project(x), c
 
     def sample(self, n: int, **kwargs) -> list:
-        """Sample ``n`` items and decode them to domain objects (see :meth:`sample_raw`).
+        """Sample ``n`` items and decode them to domain objects (keywords: :meth:`sample_raw`).
 
         Options the caller leaves out are taken from ``extra["sample_defaults"]`` (saved with
         the model; e.g. a starter model's tested sampler, NFE, guidance and σ̃ range).
@@ -233,12 +243,7 @@ class DiffusionModel:
         if "steps" in kwargs or "sigmas" in kwargs:
             defaults.pop("nfe", None)
         kwargs = {**defaults, **kwargs}
-        was = self.network.training
-        self.network.eval()
-        try:
-            x, c = self.sample_raw(n, **kwargs)
-        finally:
-            self.network.train(was)
+        x, c = self.sample_raw(n, **kwargs)
         return self.modality.decode(x, c)
 
     # -- persistence -----------------------------------------------------------------------------
@@ -329,6 +334,40 @@ class DiffusionModel:
         if device is not None:
             model.to(device)
         return model
+
+
+#: sample_raw's own keywords (anything else must be an option of the chosen sampler)
+_SAMPLE_KEYWORDS = tuple(
+    p for p in inspect.signature(DiffusionModel.sample_raw).parameters if p not in ("self", "n", "sampler_options")
+)
+
+
+def _check_sampler_options(name: str, spec, options: dict) -> None:
+    """An unknown keyword names itself, what ``sample`` accepts and what the sampler accepts."""
+    params = inspect.signature(spec.fn).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    own = [p for p, v in params.items() if v.kind is v.KEYWORD_ONLY and p not in ("space", "rng", "callback")]
+    unknown = sorted(set(options) - set(own))
+    if unknown:
+        raise PolydiffError(
+            f"sample() got unexpected keyword(s) {', '.join(map(repr, unknown))}: sample accepts "
+            f"{', '.join(_SAMPLE_KEYWORDS)}; sampler {name!r} also accepts {', '.join(own) or '(no options)'}"
+        )
+
+
+@contextlib.contextmanager
+def _eval_mode(*modules):
+    """Eval mode for ``modules`` (those that are ``nn.Module``) inside the block; previous modes after."""
+    mods = [m for m in modules if isinstance(m, nn.Module)]
+    was = [m.training for m in mods]
+    for m in mods:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, w in zip(mods, was):
+            m.train(w)
 
 
 def _load_prefixed(module: nn.Module, tensors: dict, prefix: str, path: Path) -> None:

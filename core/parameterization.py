@@ -84,42 +84,179 @@ def edm_coefficients(sigma: torch.Tensor, sigma_data: float = 0.5):
     return c_skip, c_out, c_in, c_noise
 
 
+class Parameterization:
+    """What a network predicts, and how its output becomes x̂₀ (one instance per model).
+
+    A plugin adds one by subclassing and registering the class through
+    ``polydiff_register_parameterizations`` (``register(name, cls)``); the class is built as
+    ``cls(sigma_data=...)``. Subclasses of this base describe a network target that is an
+    affine function of (x_t, x₀) at fixed noise level and implement :meth:`to_x0` and
+    :meth:`from_x0`; the loss weight then follows exactly (:meth:`x0_weight`). A
+    parameterisation that preconditions the network's input (EDM) overrides :meth:`denoise`.
+
+    Arrays: ``x_t``/``out``/``x0`` ``[B, ...]`` float64; ``alpha``, ``sigma`` (and the time
+    derivatives ``d_alpha``, ``d_sigma`` when :attr:`needs_derivatives`) ``[B]`` float64.
+    """
+
+    #: whether :meth:`to_x0`/:meth:`from_x0` need dα/dt and dσ/dt
+    needs_derivatives: bool = False
+
+    def __init__(self, sigma_data: float = 0.5):
+        self.sigma_data = float(sigma_data)
+
+    def to_x0(self, out, x_t, alpha, sigma, d_alpha=None, d_sigma=None):
+        raise NotImplementedError(f"{type(self).__name__} does not implement to_x0")
+
+    def from_x0(self, x0, x_t, alpha, sigma, d_alpha=None, d_sigma=None):
+        raise NotImplementedError(f"{type(self).__name__} does not implement from_x0")
+
+    def denoise(self, net, x: torch.Tensor, s: torch.Tensor, cond, schedule: Schedule, net_dtype) -> torch.Tensor:
+        """x̂₀ ``[B, ...]`` (float64) from ``net(x_t, time, cond)`` at σ̃ = ``s`` ``[B]`` (float64)."""
+        t = schedule.t_from_sigma_ve(s)
+        a, sg = schedule.alpha(t), schedule.sigma(t)
+        x_t = x.to(F64) * _bc(a, x)
+        time = schedule.network_time(t).to(device=x.device, dtype=torch.float32)
+        out = net(x_t.to(net_dtype), time, cond)
+        da, ds = _derivatives(schedule, t) if self.needs_derivatives else (None, None)
+        return self.to_x0(out.to(F64), x_t, _bc(a, x), _bc(sg, x), _bcn(da, x), _bcn(ds, x))
+
+    def x0_weight(self, s: torch.Tensor, schedule: Schedule) -> torch.Tensor:
+        """λ(σ̃) ``[B]`` with λ·‖x̂₀ − x₀‖² = ‖F̂ − F‖² on the network's own target F.
+
+        At fixed x_t the target is affine in x₀ with slope c, so λ = c², read off
+        :meth:`from_x0` (exact for every affine parameterisation)."""
+        s = torch.as_tensor(s, dtype=F64).reshape(-1)
+        t = schedule.t_from_sigma_ve(s)
+        a, sg = schedule.alpha(t).reshape(-1, 1), schedule.sigma(t).reshape(-1, 1)
+        da, ds = _derivatives(schedule, t) if self.needs_derivatives else (None, None)
+        da, ds = (None, None) if da is None else (da.reshape(-1, 1), ds.reshape(-1, 1))
+        one, zero = torch.ones_like(a), torch.zeros_like(a)
+        c = self.from_x0(one, zero, a, sg, da, ds) - self.from_x0(zero, zero, a, sg, da, ds)
+        return (c**2).reshape(-1)
+
+
+def _bcn(c, x):
+    return None if c is None else _bc(c, x)
+
+
+class EpsParameterization(Parameterization):
+    """ε-prediction (Ho et al. 2020); weight (α/σ)² = 1/σ̃²."""
+
+    def to_x0(self, out, x_t, alpha, sigma, d_alpha=None, d_sigma=None):
+        return to_x0("eps", out, x_t, alpha, sigma)
+
+    def from_x0(self, x0, x_t, alpha, sigma, d_alpha=None, d_sigma=None):
+        return from_x0("eps", x0, x_t, alpha, sigma)
+
+    def x0_weight(self, s, schedule):
+        return 1 / torch.as_tensor(s, dtype=F64) ** 2
+
+
+class ScoreParameterization(EpsParameterization):
+    """Score prediction −ε/σ; trained as ε (denoising score matching with λ = σ², Song et al. 2021)."""
+
+    def to_x0(self, out, x_t, alpha, sigma, d_alpha=None, d_sigma=None):
+        return to_x0("score", out, x_t, alpha, sigma)
+
+    def from_x0(self, x0, x_t, alpha, sigma, d_alpha=None, d_sigma=None):
+        return from_x0("score", x0, x_t, alpha, sigma)
+
+
+class X0Parameterization(Parameterization):
+    """x₀-prediction; weight 1."""
+
+    def to_x0(self, out, x_t, alpha, sigma, d_alpha=None, d_sigma=None):
+        return out
+
+    def from_x0(self, x0, x_t, alpha, sigma, d_alpha=None, d_sigma=None):
+        return x0
+
+    def x0_weight(self, s, schedule):
+        return torch.ones_like(torch.as_tensor(s, dtype=F64))
+
+
+class VParameterization(Parameterization):
+    """v = αε − σx₀ (Salimans & Ho 2022); weight ((α² + σ²)/σ)² (VP: 1/σ̃² + 1)."""
+
+    def to_x0(self, out, x_t, alpha, sigma, d_alpha=None, d_sigma=None):
+        return to_x0("v", out, x_t, alpha, sigma)
+
+    def from_x0(self, x0, x_t, alpha, sigma, d_alpha=None, d_sigma=None):
+        return from_x0("v", x0, x_t, alpha, sigma)
+
+
+class FlowParameterization(Parameterization):
+    """Flow velocity u = α'x₀ + σ'ε (rectified flow, Liu et al. 2023; Lipman et al. 2023);
+    weight (α' − σ'α/σ)² (rectified flow: (1 + σ̃)²/σ̃²)."""
+
+    needs_derivatives = True
+
+    def to_x0(self, out, x_t, alpha, sigma, d_alpha=None, d_sigma=None):
+        return to_x0("flow", out, x_t, alpha, sigma, d_alpha, d_sigma)
+
+    def from_x0(self, x0, x_t, alpha, sigma, d_alpha=None, d_sigma=None):
+        return from_x0("flow", x0, x_t, alpha, sigma, d_alpha, d_sigma)
+
+
+class EDMParameterization(Parameterization):
+    """EDM preconditioning on σ̃ (Karras et al. 2022, Table 1): D = c_skip·x̃ + c_out·F(c_in·x̃, c_noise);
+    weight (σ̃² + σ_d²)/(σ̃σ_d)²."""
+
+    def denoise(self, net, x, s, cond, schedule, net_dtype):
+        c_skip, c_out, c_in, c_noise = edm_coefficients(s, self.sigma_data)
+        x_in = (x.to(F64) * _bc(c_in, x)).to(net_dtype)
+        out = net(x_in, c_noise.to(device=x.device, dtype=torch.float32), cond)
+        return _bc(c_skip, x) * x.to(F64) + _bc(c_out, x) * out.to(F64)
+
+    def x0_weight(self, s, schedule):
+        s, sd = torch.as_tensor(s, dtype=F64), self.sigma_data
+        return (s**2 + sd**2) / (s * sd) ** 2
+
+
+#: the built-in parameterisations (registered by the core plugin under these names)
+BUILTIN: dict[str, type[Parameterization]] = {
+    "eps": EpsParameterization,
+    "x0": X0Parameterization,
+    "v": VParameterization,
+    "score": ScoreParameterization,
+    "flow": FlowParameterization,
+    "edm": EDMParameterization,
+}
+
+
+def get_parameterization(name: str, sigma_data: float = 0.5) -> Parameterization:
+    """The registered parameterisation ``name`` (through the plugin registry), built for ``sigma_data``."""
+    from .plugin_manager import registry
+
+    return registry("parameterization").get(name)(sigma_data=sigma_data)
+
+
 class Denoiser(nn.Module):
     """Wraps a network ``net(x_in, time, cond) → out`` into D(x̃, σ̃, cond) → x̂₀.
 
     Args:
         net: the network; ``time`` it receives is ``[B]`` float32.
         schedule: the schedule the network was trained with.
-        kind: what the network predicts (``eps``, ``x0``, ``v``, ``score``, ``flow``,
-            ``edm``); ``edm`` uses EDM preconditioning on σ̃ with ``sigma_data``.
+        kind: the registered parameterisation (built-in: ``eps``, ``x0``, ``v``, ``score``,
+            ``flow``, ``edm``; ``edm`` uses EDM preconditioning on σ̃ with ``sigma_data``),
+            or a :class:`Parameterization` instance.
     """
 
-    def __init__(self, net: nn.Module, schedule: Schedule, kind: str = "edm", sigma_data: float = 0.5):
+    def __init__(self, net: nn.Module, schedule: Schedule, kind="edm", sigma_data: float = 0.5):
         super().__init__()
-        if kind not in KINDS:
-            raise ValueError(f"unknown parameterisation {kind!r}; one of {KINDS}")
-        self.net, self.schedule, self.kind, self.sigma_data = net, schedule, kind, float(sigma_data)
+        if isinstance(kind, Parameterization):
+            param, name = kind, type(kind).__name__
+        else:
+            param, name = get_parameterization(kind, sigma_data), kind
+        self.net, self.schedule, self.kind, self.sigma_data = net, schedule, name, float(sigma_data)
+        self.param = param
 
     def forward(self, x: torch.Tensor, sigma, cond: dict | None = None) -> torch.Tensor:
         """x: ``[B, ...]`` noisy state in the VE view; sigma: scalar or ``[B]`` σ̃ (> 0)."""
         B = x.shape[0]
         s = torch.as_tensor(sigma, dtype=F64).detach().cpu().reshape(-1)
         s = s.expand(B) if s.numel() == 1 else s
-        net_dtype = self._net_dtype(x)
-        if self.kind == "edm":
-            c_skip, c_out, c_in, c_noise = edm_coefficients(s, self.sigma_data)
-            x_in = (x.to(F64) * _bc(c_in, x)).to(net_dtype)
-            out = self.net(x_in, c_noise.to(device=x.device, dtype=torch.float32), cond)
-            return (_bc(c_skip, x) * x.to(F64) + _bc(c_out, x) * out.to(F64)).to(x.dtype)
-        t = self.schedule.t_from_sigma_ve(s)
-        a, sg = self.schedule.alpha(t), self.schedule.sigma(t)
-        x_t = x.to(F64) * _bc(a, x)
-        time = self.schedule.network_time(t).to(device=x.device, dtype=torch.float32)
-        out = self.net(x_t.to(net_dtype), time, cond)
-        da = ds = None
-        if self.kind == "flow":
-            da, ds = _derivatives(self.schedule, t)
-        return to_x0(self.kind, out.to(F64), x_t, a, sg, da, ds).to(x.dtype)
+        return self.param.denoise(self.net, x, s, cond, self.schedule, self._net_dtype(x)).to(x.dtype)
 
     def _net_dtype(self, x: torch.Tensor) -> torch.dtype:
         """The network's parameter dtype when it runs in half precision, else ``x``'s."""
@@ -129,25 +266,5 @@ class Denoiser(nn.Module):
         return x.dtype
 
     def default_x0_weight(self, sigma: torch.Tensor) -> torch.Tensor:
-        """The x₀-space loss weight λ(σ̃) with λ·‖x̂₀ − x₀‖² = ‖F̂ − F‖² on the network's own
-        target F (at fixed x_t, F is affine in x₀ with slope c, so λ = c²):
-
-        ε: (α/σ)² = 1/σ̃²; v = αε − σx₀: ((α² + σ²)/σ)² (VP: 1/σ̃² + 1); x₀: 1;
-        flow u = α'x₀ + σ'ε: (α' − σ'α/σ)² (rectified flow: (1 + σ̃)²/σ̃²);
-        EDM: (σ̃² + σ_d²)/(σ̃σ_d)² (Karras et al. 2022, Table 1). Score nets are trained
-        as ε (denoising score matching with λ = σ², Song et al. 2021), weight 1/σ̃².
-        """
-        s = torch.as_tensor(sigma, dtype=F64)
-        if self.kind in ("eps", "score"):
-            return 1 / s**2
-        if self.kind == "x0":
-            return torch.ones_like(s)
-        if self.kind == "edm":
-            sd = self.sigma_data
-            return (s**2 + sd**2) / (s * sd) ** 2
-        t = self.schedule.t_from_sigma_ve(s)
-        a, sg = self.schedule.alpha(t), self.schedule.sigma(t)
-        if self.kind == "v":
-            return ((a * a + sg * sg) / sg) ** 2
-        da, ds = _derivatives(self.schedule, t)
-        return (da - ds * a / sg) ** 2
+        """The x₀-space loss weight λ(σ̃) of the parameterisation (see :meth:`Parameterization.x0_weight`)."""
+        return self.param.x0_weight(torch.as_tensor(sigma, dtype=F64), self.schedule)

@@ -8,8 +8,9 @@ error listing what is installed.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .errors import RegistryError
 
@@ -47,9 +48,10 @@ class Entry:
 class Registry:
     """Name → :class:`Entry` for one kind of component."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, hint: Callable[[str, str], str] | None = None):
         self.kind = kind
         self._entries: dict[str, Entry] = {}
+        self._hint = hint  # (kind, name) → extra advice for an unknown name (failed plugins, allow-list)
 
     def add(self, name: str, obj: Any, *, plugin: str, version: str, **info) -> Entry:
         if not isinstance(name, str) or not name:
@@ -68,7 +70,11 @@ class Registry:
             return self._entries[name]
         except KeyError:
             installed = ", ".join(sorted(self._entries)) or "(none)"
-            raise RegistryError(f"unknown {self.kind} {name!r}; installed {self.kind}s: {installed}") from None
+            near = difflib.get_close_matches(str(name), list(self._entries), n=1)
+            extra = (f"; did you mean {near[0]!r}?" if near else "") + (
+                f"; {h}" if self._hint is not None and (h := self._hint(self.kind, name)) else ""
+            )
+            raise RegistryError(f"unknown {self.kind} {name!r}; installed {self.kind}s: {installed}{extra}") from None
 
     def get(self, name: str) -> Any:
         return self.entry(name).obj

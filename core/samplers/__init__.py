@@ -108,11 +108,10 @@ SAMPLERS: dict[str, SamplerSpec] = {
 
 
 def get_sampler(name: str) -> SamplerSpec:
-    """The registered sampler ``name`` (through the plugin registry)."""
+    """The registered sampler ``name`` (through the plugin registry — the one reader of it)."""
     from ..plugin_manager import registry
 
-    entry = registry("sampler").entry(name)
-    return entry.info["spec"]
+    return registry("sampler").get(name)
 
 
 __all__ = ["SAMPLERS", "SamplerSpec", "StepSampler", "get_sampler"] + [n for n in dir() if n.startswith("sample_")]

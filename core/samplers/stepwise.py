@@ -22,9 +22,9 @@ _DONE = object()
 class StepSampler:
     def __init__(self, sampler, x, sigmas, **kwargs):
         if isinstance(sampler, str):
-            from . import SAMPLERS, get_sampler
+            from . import get_sampler
 
-            spec = SAMPLERS[sampler] if sampler in SAMPLERS else get_sampler(sampler)
+            spec = get_sampler(sampler)
             fn, kwargs = spec.fn, {**spec.defaults, **kwargs}
         else:
             fn = sampler

@@ -124,5 +124,7 @@ def test_half_precision_network_gets_half_inputs_and_gives_state_dtype():
 
 
 def test_unknown_kind_is_refused():
-    with pytest.raises(ValueError, match="parameterisation"):
+    from polydiff.errors import RegistryError
+
+    with pytest.raises(RegistryError, match="unknown parameterization 'nope'.*installed.*edm"):
         Denoiser(torch.nn.Identity(), S.EDMSchedule(), "nope")
