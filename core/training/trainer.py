@@ -21,6 +21,7 @@ import warnings
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -35,6 +36,9 @@ from .data_order import GlobalBatchOrder, micro_batch_positions
 from .ema import ema_decay_at, ema_update
 from .faults import OOM_ERRORS, NonFiniteLossError, NonFiniteLossWarning, free_accelerator_memory, oom_error
 from .run_log import RunLog
+
+if TYPE_CHECKING:
+    from ..model import DiffusionModel
 
 AMP_MODES = ("auto", "bf16", "none")
 
@@ -183,60 +187,75 @@ def train(model, dataset, cfg: TrainConfig | None = None, *, callback=None) -> T
         ctx.close()
 
 
-def _train(model, dataset, cfg: TrainConfig, ctx, callback) -> TrainResult:
+@dataclass
+class _Run:
+    """One training run: what the loop works on, built once by :func:`_train`, plus the
+    counters a training checkpoint saves and a resume restores."""
+
+    model: DiffusionModel
+    dataset: Any
+    cfg: TrainConfig
+    ctx: distributed.DistContext
+    net: torch.nn.Module  # the model's network (parameters, EMA source)
+    opt: torch.optim.Optimizer
+    order: GlobalBatchOrder
+    sigma_kind: str
+    log: RunLog
+    result: TrainResult
+    root: Path | None  # out_dir/checkpoints (None without out_dir)
+    train_net: torch.nn.Module | None = None  # the network, DDP-wrapped under torchrun
+    den: Denoiser | None = None  # the denoiser over train_net
+    start: int = 0  # optimiser step the loop starts at (> 0 when resumed)
+    skipped_nonfinite: int = 0
+    ema_updates: int = 0
+
+
+def _train(model, dataset, cfg: TrainConfig, ctx: distributed.DistContext, callback) -> TrainResult:
     dev = ctx.device
-    W, A = ctx.world_size, cfg.grad_accum
-    micro_batch_positions(cfg.batch_size, W, A, 0, 0)  # divisibility check before any work
+    micro_batch_positions(cfg.batch_size, ctx.world_size, cfg.grad_accum, 0, 0)  # divisibility check first
     rng_state.seed_all(cfg.seed if ctx.rank == 0 else sample_seed(cfg.seed, ctx.rank))
     model.to(dev)
     if model.ema is None:
         model.init_ema()
     net = model.network
     net.train()
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sigma_kind = cfg.sigma_sampling or ("lognormal" if model.parameterization == "edm" else "uniform_t")
-    order = GlobalBatchOrder(len(dataset), cfg.batch_size, cfg.seed)
-    log = RunLog(cfg.out_dir, enabled=ctx.is_main, tensorboard=cfg.tensorboard)
-    result = TrainResult(rank=ctx.rank, world_size=W)
-    root = Path(cfg.out_dir) / "checkpoints" if cfg.out_dir else None
-    counters = {"skipped_nonfinite": 0, "ema_updates": 0}
+    run = _Run(
+        model=model,
+        dataset=dataset,
+        cfg=cfg,
+        ctx=ctx,
+        net=net,
+        opt=torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay),
+        order=GlobalBatchOrder(len(dataset), cfg.batch_size, cfg.seed),
+        sigma_kind=cfg.sigma_sampling or ("lognormal" if model.parameterization == "edm" else "uniform_t"),
+        log=RunLog(cfg.out_dir, enabled=ctx.is_main, tensorboard=cfg.tensorboard),
+        result=TrainResult(rank=ctx.rank, world_size=ctx.world_size),
+        root=Path(cfg.out_dir) / "checkpoints" if cfg.out_dir else None,
+    )
     try:
-        start = _maybe_resume(cfg, ctx, root, model, opt, order, counters, log, result)
-        train_net = distributed.wrap_ddp(net, ctx, cfg.find_unused_parameters)
-        den = Denoiser(train_net, model.schedule, model.parameterization, model.sigma_data)
-        result.start_step = result.steps = start
-        result.skipped_nonfinite = counters["skipped_nonfinite"]
-        _loop(
-            model,
-            dataset,
-            cfg,
-            ctx,
-            net,
-            train_net,
-            den,
-            opt,
-            order,
-            sigma_kind,
-            counters,
-            log,
-            result,
-            root,
-            start,
-            callback,
-        )
+        run.start = _maybe_resume(run)
+        run.train_net = distributed.wrap_ddp(net, ctx, cfg.find_unused_parameters)
+        run.den = Denoiser(run.train_net, model.schedule, model.parameterization, model.sigma_data)
+        run.result.start_step = run.result.steps = run.start
+        run.result.skipped_nonfinite = run.skipped_nonfinite
+        _loop(run, callback)
     finally:
-        log.close()
+        run.log.close()
+    result = run.result
     model.training_info = {
         "config": asdict(cfg),
         "steps": result.steps,
         "seconds": result.seconds,
         "final_loss": result.losses[-1][1] if result.losses else None,
-        "world_size": W,
+        "world_size": ctx.world_size,
     }
     return result
 
 
-def _maybe_resume(cfg, ctx, root, model, opt, order, counters, log, result) -> int:
+def _maybe_resume(run: _Run) -> int:
+    """Restore the chosen training checkpoint (model, optimiser, data order, counters, RNG
+    states) into ``run``; the step to start at (0: fresh start)."""
+    cfg, ctx, root = run.cfg, run.ctx, run.root
     if cfg.resume is None:
         if root is not None and ctx.is_main and checkpointing.list_checkpoints(root):
             warnings.warn(
@@ -245,31 +264,16 @@ def _maybe_resume(cfg, ctx, root, model, opt, order, counters, log, result) -> i
                 stacklevel=3,
             )
         return 0
-    chosen = None
-    if ctx.is_main:
-        try:
-            chosen = _choose_checkpoint(cfg, root, log)
-        except Exception:
-            ctx.broadcast_int(-2)
-            raise
-        code = ctx.broadcast_int(-1 if chosen is None else 1)
-        path_s = ctx.all_gather_objects(str(chosen.path) if chosen else None)[0]
-    else:
-        code = ctx.broadcast_int(0)
-        if code == -2:
-            raise CheckpointError("rank 0 could not read a training checkpoint to resume from")
-        path_s = ctx.all_gather_objects(None)[0]
-        if code == 1:
-            chosen = checkpointing.read_training_checkpoint(Path(path_s))
+    chosen = _agree_on_checkpoint(cfg, ctx, root, run.log)
     if chosen is None:
         return 0
-    had_rng = checkpointing.apply_training_checkpoint(chosen, model, opt, ctx.rank)
+    had_rng = checkpointing.apply_training_checkpoint(chosen, run.model, run.opt, ctx.rank)
     try:
-        order.load_state(chosen.state["data_order"])
+        run.order.load_state(chosen.state["data_order"])
     except ValueError as e:
         raise CheckpointError(f"{chosen.path}: {e}") from None
-    counters["skipped_nonfinite"] = chosen.state.get("skipped_nonfinite", 0)
-    counters["ema_updates"] = chosen.state.get("ema_updates", 0)
+    run.skipped_nonfinite = chosen.state.get("skipped_nonfinite", 0)
+    run.ema_updates = chosen.state.get("ema_updates", 0)
     if not had_rng:
         warnings.warn(
             f"{chosen.path} has no RNG state for rank {ctx.rank} (saved by "
@@ -284,9 +288,31 @@ def _maybe_resume(cfg, ctx, root, model, opt, order, counters, log, result) -> i
     )
     if changed and ctx.is_main:
         warnings.warn(f"resuming {chosen.path} with changed settings {changed}", stacklevel=3)
-    result.resumed_from = str(chosen.path)
-    log.event("resumed", path=str(chosen.path), step=chosen.step, world_size=ctx.world_size)
+    run.result.resumed_from = str(chosen.path)
+    run.log.event("resumed", path=str(chosen.path), step=chosen.step, world_size=ctx.world_size)
     return chosen.step
+
+
+def _agree_on_checkpoint(cfg: TrainConfig, ctx: distributed.DistContext, root: Path | None, log: RunLog):
+    """Rank 0 chooses the checkpoint to resume from and every rank reads the same one (None:
+    there is none yet, under ``resume="auto"``)."""
+    chosen = None
+    if ctx.is_main:
+        try:
+            chosen = _choose_checkpoint(cfg, root, log)
+        except Exception:
+            ctx.broadcast_int(-2)
+            raise
+        ctx.broadcast_int(-1 if chosen is None else 1)
+        ctx.all_gather_objects(str(chosen.path) if chosen else None)
+        return chosen
+    code = ctx.broadcast_int(0)
+    if code == -2:
+        raise CheckpointError("rank 0 could not read a training checkpoint to resume from")
+    path_s = ctx.all_gather_objects(None)[0]
+    if code == 1:
+        chosen = checkpointing.read_training_checkpoint(Path(path_s))
+    return chosen
 
 
 def _choose_checkpoint(cfg, root, log):
@@ -307,145 +333,188 @@ def _choose_checkpoint(cfg, root, log):
     return chosen
 
 
-def _loop(
-    model, dataset, cfg, ctx, net, train_net, den, opt, order, sigma_kind, counters, log, result, root, start, callback
-) -> None:
-    dev, W, A = ctx.device, ctx.world_size, cfg.grad_accum
+def _loop(run: _Run, callback) -> None:
+    """Optimiser steps ``run.start`` … ``cfg.steps - 1`` (or until the ``max_seconds``
+    budget is spent): step, log, checkpoint, report."""
+    cfg, result = run.cfg, run.result
     bar = None
-    if cfg.progress and ctx.is_main:
+    if cfg.progress and run.ctx.is_main:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=cfg.steps, initial=start, desc=f"train {model.modality.name}", leave=False)
+        bar = tqdm(total=cfg.steps, initial=run.start, desc=f"train {run.model.modality.name}", leave=False)
     t0 = time.perf_counter()
-    running = []
-    collate = model.modality.collate
-    time_frac = 0.0
+    running: list[float] = []  # global mean losses of the applied steps since the last log line
+    lr = cfg.lr
     try:
-        for step in range(start, cfg.steps):
-            if cfg.max_seconds is not None:
-                # every process uses the same (mean) clock, so lr and the stop agree under DDP
-                el = float(ctx.all_reduce_mean(torch.tensor(time.perf_counter() - t0, device=dev)))
-                time_frac = el / cfg.max_seconds
-                if time_frac >= 1.0:
-                    result.stopped_by_time = True
-                    break
+        for step in range(run.start, cfg.steps):
+            time_frac = _time_fraction(run, t0)
+            if time_frac >= 1.0:
+                result.stopped_by_time = True
+                break
             lr = cfg.lr * lr_factor(step, cfg, time_frac)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            idx = order.next()
-            step_seed = sample_seed(cfg.seed, step)
-            opt.zero_grad(set_to_none=True)
-            loss_sum = torch.zeros((), device=dev)
-            m = cfg.batch_size // (W * A)
-            try:
-                for a in range(A):
-                    pos = micro_batch_positions(cfg.batch_size, W, A, ctx.rank, a)
-                    batch = collate([dataset[idx[p]] for p in pos])
-                    sync = train_net.no_sync() if (ctx.active and a < A - 1) else nullcontext()
-                    with sync:
-                        with _autocast(cfg, dev):
-                            per_sample = _micro_loss(den, model, batch, pos, step_seed, sigma_kind, cfg, dev)
-                        loss = per_sample.float().mean() / A
-                        loss.backward()
-                    loss_sum += loss.detach()
-            except OOM_ERRORS as e:
-                opt.zero_grad(set_to_none=True)
-                free_accelerator_memory(dev)
-                raise oom_error(
-                    e, step=step, micro_batch=m, batch_size=cfg.batch_size, world_size=W, accum=A, device=dev
-                ) from e
-            g_loss = float(ctx.all_reduce_mean(loss_sum))
-            max_norm = cfg.grad_clip if cfg.grad_clip else math.inf
-            g_norm = float(torch.nn.utils.clip_grad_norm_(net.parameters(), max_norm))
-            if not (math.isfinite(g_loss) and math.isfinite(g_norm)):
-                counters["skipped_nonfinite"] += 1
-                n_bad = counters["skipped_nonfinite"]
-                opt.zero_grad(set_to_none=True)
-                result.skipped_nonfinite = n_bad
-                if ctx.is_main:
-                    warnings.warn(
-                        f"step {step}: non-finite loss {g_loss} / gradient norm {g_norm}; update "
-                        f"skipped ({n_bad} of at most {cfg.max_nonfinite})",
-                        NonFiniteLossWarning,
-                        stacklevel=3,
-                    )
-                    log.event("nonfinite_loss", step=step + 1, loss=g_loss, grad_norm=g_norm, count=n_bad)
-                if n_bad >= cfg.max_nonfinite:
-                    raise NonFiniteLossError(
-                        f"stopping at step {step}: {n_bad} steps had a non-finite loss or gradient "
-                        f"(max_nonfinite={cfg.max_nonfinite}); check the data for NaN/inf and lower lr"
-                    )
-            else:
-                opt.step()
-                decay = ema_decay_at(counters["ema_updates"], cfg.ema_decay, cfg.ema_warmup)
-                ema_update(model.ema, net, decay)
-                counters["ema_updates"] += 1
+            g_loss, g_norm, applied = _optimizer_step(run, step, lr)
+            if applied:
                 running.append(g_loss)
-            result.steps = step + 1
-            if running and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps):
-                mean = sum(running) / len(running)
+            result.steps = done = step + 1
+            if running and (done % cfg.log_every == 0 or done == cfg.steps):
+                mean = _log_losses(run, done, running, t0, lr=lr, grad_norm=g_norm)
                 running = []
-                result.losses.append((step + 1, mean))
-                el = time.perf_counter() - t0
-                log.metrics(
-                    step + 1,
-                    loss=mean,
-                    lr=lr,
-                    grad_norm=g_norm,
-                    time_s=el,
-                    skipped_nonfinite=counters["skipped_nonfinite"],
-                    world_size=W,
-                    samples_per_s=(step + 1 - start) * cfg.batch_size / el if el > 0 else None,
-                )
                 if bar is not None:
                     bar.set_postfix(loss=f"{mean:.4f}")
-            if (
-                root is not None
-                and cfg.checkpoint_every
-                and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps)
-            ):
-                state = {"data_order": order.state(), "train_config": asdict(cfg), "lr": lr, **counters}
-                p = checkpointing.save_training_checkpoint(
-                    root,
-                    step=step + 1,
-                    model=model,
-                    optimizer=opt,
-                    training_state=state,
-                    ctx=ctx,
-                    keep=cfg.keep_checkpoints,
-                )
-                if p is not None:
-                    result.checkpoints.append(str(p))
-                    log.event("checkpoint", step=step + 1, path=str(p))
+            if cfg.checkpoint_every and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
+                _save_checkpoint(run, done, lr)
             if callback is not None:
                 callback(step, g_loss)
             if bar is not None:
                 bar.update(1)
-        if result.stopped_by_time and result.steps > start:
+        if result.stopped_by_time and result.steps > run.start:
+            # the budget ended the run between log lines and checkpoints: record where it stopped
             if running:
-                result.losses.append((result.steps, sum(running) / len(running)))
-                log.metrics(
-                    result.steps,
-                    loss=result.losses[-1][1],
-                    lr=lr,
-                    time_s=time.perf_counter() - t0,
-                    stopped_by_time=True,
-                )
-            if root is not None and cfg.checkpoint_every and result.steps % cfg.checkpoint_every:
-                state = {"data_order": order.state(), "train_config": asdict(cfg), "lr": lr, **counters}
-                p = checkpointing.save_training_checkpoint(
-                    root,
-                    step=result.steps,
-                    model=model,
-                    optimizer=opt,
-                    training_state=state,
-                    ctx=ctx,
-                    keep=cfg.keep_checkpoints,
-                )
-                if p is not None:
-                    result.checkpoints.append(str(p))
-                    log.event("checkpoint", step=result.steps, path=str(p))
+                _log_losses(run, result.steps, running, t0, lr=lr, stopped_by_time=True)
+            if cfg.checkpoint_every and result.steps % cfg.checkpoint_every:
+                _save_checkpoint(run, result.steps, lr)
     finally:
         if bar is not None:
             bar.close()
         result.seconds = time.perf_counter() - t0
+
+
+def _time_fraction(run: _Run, t0: float) -> float:
+    """Elapsed / ``max_seconds`` (0 without a budget). Every process uses the same (mean)
+    clock, so the learning rate and the stop agree under DDP."""
+    if run.cfg.max_seconds is None:
+        return 0.0
+    elapsed = float(run.ctx.all_reduce_mean(torch.tensor(time.perf_counter() - t0, device=run.ctx.device)))
+    return elapsed / run.cfg.max_seconds
+
+
+def _optimizer_step(run: _Run, step: int, lr: float) -> tuple[float, float, bool]:
+    """Optimiser step ``step`` (0-based) at learning rate ``lr``: gradients of the global
+    batch, clipping, then the update and EMA — or, for a non-finite loss or gradient norm, no
+    update. Returns (global mean loss, gradient norm, whether the update was applied)."""
+    cfg, opt = run.cfg, run.opt
+    for g in opt.param_groups:
+        g["lr"] = lr
+    loss_sum = _accumulate_gradients(run, step)
+    g_loss = float(run.ctx.all_reduce_mean(loss_sum))
+    max_norm = cfg.grad_clip if cfg.grad_clip else math.inf
+    g_norm = float(torch.nn.utils.clip_grad_norm_(run.net.parameters(), max_norm))
+    if not (math.isfinite(g_loss) and math.isfinite(g_norm)):
+        _skip_nonfinite(run, step, g_loss, g_norm)
+        return g_loss, g_norm, False
+    opt.step()
+    ema_update(run.model.ema, run.net, ema_decay_at(run.ema_updates, cfg.ema_decay, cfg.ema_warmup))
+    run.ema_updates += 1
+    return g_loss, g_norm, True
+
+
+def _accumulate_gradients(run: _Run, step: int) -> torch.Tensor:
+    """Zero the gradients, then forward and backward this process's ``grad_accum``
+    micro-batches of the global batch of step ``step``; their summed mean loss (a scalar).
+    DDP synchronises the gradients on the last micro-batch only. Raises
+    :class:`~polydiff.training.faults.TrainingOOMError` when the accelerator runs out of memory."""
+    cfg, ctx, dev = run.cfg, run.ctx, run.ctx.device
+    W, A = ctx.world_size, cfg.grad_accum
+    assert run.train_net is not None and run.den is not None
+    idx = run.order.next()
+    step_seed = sample_seed(cfg.seed, step)
+    run.opt.zero_grad(set_to_none=True)
+    loss_sum = torch.zeros((), device=dev)
+    try:
+        for a in range(A):
+            pos = micro_batch_positions(cfg.batch_size, W, A, ctx.rank, a)
+            batch = run.model.modality.collate([run.dataset[idx[p]] for p in pos])
+            sync = run.train_net.no_sync() if (ctx.active and a < A - 1) else nullcontext()
+            with sync:
+                with _autocast(cfg, dev):
+                    per_sample = _micro_loss(run.den, run.model, batch, pos, step_seed, run.sigma_kind, cfg, dev)
+                loss = per_sample.float().mean() / A
+                loss.backward()
+            loss_sum += loss.detach()
+    except OOM_ERRORS as e:
+        run.opt.zero_grad(set_to_none=True)
+        free_accelerator_memory(dev)
+        m = cfg.batch_size // (W * A)
+        raise oom_error(
+            e, step=step, micro_batch=m, batch_size=cfg.batch_size, world_size=W, accum=A, device=dev
+        ) from e
+    return loss_sum
+
+
+def _skip_nonfinite(run: _Run, step: int, g_loss: float, g_norm: float) -> None:
+    """Drop the gradients of a step whose loss or gradient norm is not finite, warn, and
+    raise :class:`~polydiff.training.faults.NonFiniteLossError` after ``max_nonfinite``."""
+    cfg = run.cfg
+    run.skipped_nonfinite += 1
+    n_bad = run.result.skipped_nonfinite = run.skipped_nonfinite
+    run.opt.zero_grad(set_to_none=True)
+    if run.ctx.is_main:
+        warnings.warn(
+            f"step {step}: non-finite loss {g_loss} / gradient norm {g_norm}; update "
+            f"skipped ({n_bad} of at most {cfg.max_nonfinite})",
+            NonFiniteLossWarning,
+            stacklevel=5,  # the frame of train(), like the resume warnings
+        )
+        run.log.event("nonfinite_loss", step=step + 1, loss=g_loss, grad_norm=g_norm, count=n_bad)
+    if n_bad >= cfg.max_nonfinite:
+        raise NonFiniteLossError(
+            f"stopping at step {step}: {n_bad} steps had a non-finite loss or gradient "
+            f"(max_nonfinite={cfg.max_nonfinite}); check the data for NaN/inf and lower lr"
+        )
+
+
+def _log_losses(
+    run: _Run,
+    done: int,
+    running: list[float],
+    t0: float,
+    *,
+    lr: float,
+    grad_norm: float | None = None,
+    stopped_by_time: bool = False,
+) -> float:
+    """Record the mean of ``running`` at ``done`` optimiser steps (the result's loss curve
+    and a metrics line); returns the mean."""
+    mean = sum(running) / len(running)
+    run.result.losses.append((done, mean))
+    elapsed = time.perf_counter() - t0
+    if stopped_by_time:
+        run.log.metrics(done, loss=mean, lr=lr, time_s=elapsed, stopped_by_time=True)
+    else:
+        run.log.metrics(
+            done,
+            loss=mean,
+            lr=lr,
+            grad_norm=grad_norm,
+            time_s=elapsed,
+            skipped_nonfinite=run.skipped_nonfinite,
+            world_size=run.ctx.world_size,
+            samples_per_s=(done - run.start) * run.cfg.batch_size / elapsed if elapsed > 0 else None,
+        )
+    return mean
+
+
+def _save_checkpoint(run: _Run, step: int, lr: float) -> None:
+    """Write the training checkpoint of ``step`` completed optimiser steps (rank 0 writes;
+    every rank contributes its RNG state) and prune to ``keep_checkpoints``."""
+    if run.root is None:
+        return
+    state = {
+        "data_order": run.order.state(),
+        "train_config": asdict(run.cfg),
+        "lr": lr,
+        "skipped_nonfinite": run.skipped_nonfinite,
+        "ema_updates": run.ema_updates,
+    }
+    p = checkpointing.save_training_checkpoint(
+        run.root,
+        step=step,
+        model=run.model,
+        optimizer=run.opt,
+        training_state=state,
+        ctx=run.ctx,
+        keep=run.cfg.keep_checkpoints,
+    )
+    if p is not None:
+        run.result.checkpoints.append(str(p))
+        run.log.event("checkpoint", step=step, path=str(p))
