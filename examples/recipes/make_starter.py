@@ -22,9 +22,14 @@ from pathlib import Path
 #: per starter: metrics re-measured by the test, samples, tolerance, sampling defaults, card text
 PRESETS = {
     "molecule-qm9": {
-        "metrics": ["mol_atom_stability", "mol_validity", "mol_stability", "mol_uniqueness"],
+        "metrics": ["molecule_atom_stability", "molecule_validity", "molecule_stability", "molecule_uniqueness"],
         "n": 100,
-        "tolerance": {"mol_atom_stability": 0.05, "mol_validity": 0.08, "mol_stability": 0.01, "mol_uniqueness": 0.05},
+        "tolerance": {
+            "molecule_atom_stability": 0.05,
+            "molecule_validity": 0.08,
+            "molecule_stability": 0.01,
+            "molecule_uniqueness": 0.05,
+        },
         "sample_defaults": {"sampler": "ddpm", "nfe": 100},
         "title": "molecule-qm9 — EGNN on QM9 with hydrogens (CPU starter)",
         "data": "QM9 (130,831 small organic molecules, ≤ 9 heavy atoms, H C N O F) from the `qm9pack` "

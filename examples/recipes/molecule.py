@@ -140,7 +140,7 @@ def main(argv=None) -> dict:
 
 
 def _fmt(m: dict) -> str:
-    return "  ".join(f"{k.replace('mol_', '')}={v:.3f}" for k, v in m.items())
+    return "  ".join(f"{k.replace('molecule_', '')}={v:.3f}" for k, v in m.items())
 
 
 if __name__ == "__main__":

@@ -146,10 +146,10 @@ def main(argv=None):
     m = report["samples"]
     print(json.dumps({k: round(v, 4) for k, v in m.items()}, indent=1))
     checks = {
-        "ca_ca_validity >= 0.90": m["ca_ca_validity"] >= 0.90,
-        "clash_share <= 0.05": m["clash_share"] <= 0.05,
-        "0.8 <= rg_ratio <= 1.3": 0.8 <= m["rg_ratio"] <= 1.3,
-        "helix_fraction >= 0.10": m["helix_fraction"] >= 0.10,
+        "ca_ca_validity >= 0.90": m["protein_ca_ca_validity"] >= 0.90,
+        "clash_share <= 0.05": m["protein_clash_share"] <= 0.05,
+        "0.8 <= rg_ratio <= 1.3": 0.8 <= m["protein_rg_ratio"] <= 1.3,
+        "helix_fraction >= 0.10": m["protein_helix_fraction"] >= 0.10,
     }
     sc = report["scaffold"]
     checks["motif RMSD <= 0.01 A"] = sc["motif_rmsd_max"] <= 0.01

@@ -160,12 +160,12 @@ def main(argv=None) -> dict:
     ref = MovingDigits(n, a.canvas, a.frames, source=a.source, split="test", seed=a.seed + 101)
     ref2 = MovingDigits(n, a.canvas, a.frames, source=a.source, split="test", seed=a.seed + 102)
     noise = torch.rand(n, 1, a.frames, a.canvas, a.canvas, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    names = ("video_frame_accuracy", "video_identity_consistency", "fvd_ours")
+    names = ("video_frame_accuracy", "video_identity_consistency", "video_fvd_ours")
     result = {
         "samples": {m: METRICS[m][0](clips, reference=ref, evaluator=ev) for m in names},
         "real_floor": {m: METRICS[m][0](ref2, reference=ref, evaluator=ev) for m in names},
         "noise_ceiling": {
-            "fvd_ours": METRICS["fvd_ours"][0](noise, reference=ref, evaluator=ev),
+            "video_fvd_ours": METRICS["video_fvd_ours"][0](noise, reference=ref, evaluator=ev),
             "video_identity_consistency": METRICS["video_identity_consistency"][0](noise, evaluator=ev),
         },
         "classifiers": ev.report,

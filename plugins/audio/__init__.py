@@ -10,43 +10,25 @@ plugin, a U-Net denoiser in its latent, Griffin-Lim decoding behind the
 >>> clips.waveform.shape, clips.sample_rate      # [8, 16128], 16000
 >>> polydiff.plugins.audio.write_wav(clips, "out/")
 
-Heavy modules are imported lazily inside the hooks: ``import polydiff`` loads every plugin.
+Imports are deferred as in every plugin (see :mod:`polydiff.lazy`): ``import polydiff``
+loads every plugin package, so this one imports its submodules only when used.
 """
 
 from __future__ import annotations
 
 from polydiff.hookspecs import hookimpl
+from polydiff.lazy import lazy_exports
 
-__all__ = ["write_wav", "AudioModality", "inpaint", "variation"]
-
-
-def write_wav(wav, out, sample_rate=None, **kwargs):
-    """Write clips as WAV files (see :func:`polydiff.plugins.audio.io.write_wav`)."""
-    from .io import write_wav as _write
-
-    return _write(wav, out, sample_rate, **kwargs)
-
-
-def inpaint(model, clips, start_s, end_s, **kwargs):
-    """Regenerate ``[start_s, end_s)`` seconds of each clip (see :mod:`.editing`)."""
-    from .editing import inpaint as _inpaint
-
-    return _inpaint(model, clips, start_s, end_s, **kwargs)
-
-
-def variation(model, clips, strength, **kwargs):
-    """SDEdit variation of clips with ``strength`` ∈ (0, 1] (see :mod:`.editing`)."""
-    from .editing import variation as _variation
-
-    return _variation(model, clips, strength, **kwargs)
-
-
-def __getattr__(name):
-    if name == "AudioModality":
-        from .modality import AudioModality
-
-        return AudioModality
-    raise AttributeError(name)
+#: public names by the submodule defining them, imported on first access (see polydiff.lazy)
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "modality": ["AudioModality"],
+        "clips": ["AudioClips"],
+        "io": ["write_wav", "read_audio"],
+        "editing": ["inpaint", "variation"],
+    },
+)
 
 
 @hookimpl
@@ -81,60 +63,21 @@ def polydiff_register_networks(register):
     register("audio_unet", LatentUNet, modality="audio")
 
 
-def _notes(**options):
-    from .data import synthetic_notes
-
-    return synthetic_notes(**options)
-
-
-def _digits(**options):
-    from .data import spoken_digits
-
-    return spoken_digits(**options)
-
-
-def _folder(path, **options):
-    from .data import audio_folder
-
-    return audio_folder(path, **options)
-
-
 @hookimpl
 def polydiff_register_datasets(register):
-    register("audio_notes", _notes, modality="audio")
-    register("audio_digits", _digits, modality="audio")
-    register("audio_folder", _folder, modality="audio")
+    from .data import audio_folder, spoken_digits, synthetic_notes
 
-
-def _metric(name):
-    def f(samples, reference=None, **options):
-        from .metrics import METRICS
-
-        return METRICS[name][0](samples, reference=reference, **options)
-
-    f.__name__ = name
-    return f
-
-
-#: metric name → higher_is_better (kept here so registering needs no heavy import)
-_METRIC_DIRECTIONS = {
-    "spectral_convergence": False,
-    "lsd": False,
-    "mcd": False,
-    "class_accuracy": True,
-    "fd_ours": False,
-    "is_ours": True,
-    "kl_ours": False,
-    "pitch_accuracy": True,
-}
-#: registry names carry the modality prefix (metric names are global across plugins)
-PREFIX = "audio_"
+    register("audio_notes", synthetic_notes, modality="audio")
+    register("audio_digits", spoken_digits, modality="audio")
+    register("audio_folder", audio_folder, modality="audio")
 
 
 @hookimpl
 def polydiff_register_metrics(register):
-    for name, hib in _METRIC_DIRECTIONS.items():
-        register(PREFIX + name, _metric(name), modality="audio", higher_is_better=hib)
+    from .metrics import METRICS
+
+    for name, (fn, higher) in METRICS.items():
+        register(name, fn, modality="audio", higher_is_better=higher)
 
 
 @hookimpl

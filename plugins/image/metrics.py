@@ -2,7 +2,7 @@
 
 - class accuracy of conditional samples (classifier prediction = requested label);
 - ``fd_ours``: Fréchet distance ‖μ₁−μ₂‖² + tr(Σ₁+Σ₂−2(Σ₁Σ₂)^½) of the features
-  (Heusel et al. 2017, with our classifier instead of Inception);
+  (Heusel et al. 2017, with our classifier instead of Inception; :mod:`polydiff.frechet`);
 - KID: unbiased MMD² with the kernel k(x, y) = (xᵀy/d + 1)³, averaged over random subsets
   (Bińkowski et al. 2018);
 - precision / recall (Kynkäänniemi et al. 2019, k = 3): the share of generated features
@@ -22,6 +22,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from polydiff.frechet import frechet_from_features
 
 from .classifier import DigitClassifier, classifier_for
 from .data import ImageDataset, load_reference
@@ -59,22 +61,6 @@ def _setup(samples, reference, classifier):
     if x.shape[1] != rx.shape[1]:
         raise ValueError(f"samples have {x.shape[1]} channels, the reference {rx.shape[1]}")
     return x, y, rx, ry, classifier
-
-
-def frechet_distance(f1: np.ndarray, f2: np.ndarray) -> float:
-    """Fréchet distance of Gaussians fitted to features ``[N, d]`` and ``[M, d]`` (float64).
-
-    tr((Σ₁Σ₂)^½) is computed as Σ √λᵢ of the symmetric PSD matrix Σ₁^½ Σ₂ Σ₁^½ (same
-    eigenvalues as Σ₁Σ₂), which avoids complex round-off of a general matrix square root.
-    """
-    f1, f2 = np.asarray(f1, np.float64), np.asarray(f2, np.float64)
-    mu1, mu2 = f1.mean(0), f2.mean(0)
-    s1, s2 = np.atleast_2d(np.cov(f1, rowvar=False)), np.atleast_2d(np.cov(f2, rowvar=False))
-    w, v = np.linalg.eigh(s1)
-    r1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-    lam = np.linalg.eigvalsh(r1 @ s2 @ r1)
-    tr_sqrt = np.sqrt(np.clip(lam, 0, None)).sum()
-    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * tr_sqrt)
 
 
 def kid_from_features(
@@ -138,7 +124,7 @@ def class_accuracy(samples, reference=None, *, classifier: DigitClassifier | Non
 
 def fd_ours(samples, reference=None, *, classifier: DigitClassifier | None = None, **_) -> float:
     x, _, rx, _, clf = _setup(samples, reference, classifier)
-    return frechet_distance(features(x, clf), features(rx, clf))
+    return frechet_from_features(features(x, clf), features(rx, clf))
 
 
 def kid_ours(
@@ -165,7 +151,7 @@ def recall_ours(samples, reference=None, *, classifier: DigitClassifier | None =
     return precision_recall_from_features(features(rx, clf), features(x, clf), k)[1]
 
 
-#: registry name → (function, higher_is_better)
+#: registered metric name → (function, higher_is_better)
 METRICS = {
     "image_class_accuracy": (class_accuracy, True),
     "image_fd_ours": (fd_ours, False),
@@ -184,7 +170,7 @@ def all_scores(
     fx, fr = features(x, clf), features(rx, clf)
     p, r = precision_recall_from_features(fr, fx, k)
     out = {
-        "fd_ours": frechet_distance(fx, fr),
+        "fd_ours": frechet_from_features(fx, fr),
         "kid_ours": kid_from_features(fx, fr, subsets=kid_subsets, subset_size=kid_subset_size),
         "precision_ours": p,
         "recall_ours": r,

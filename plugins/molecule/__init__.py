@@ -3,7 +3,7 @@ Hoogeboom et al. 2022) with RDKit in and out.
 
 Registers (through the ``polydiff`` pluggy hooks): modality ``molecule``; networks
 ``egnn`` and ``e3nn_molecule``; datasets ``qm9``, ``sdf``, ``xyz``, ``smiles``; metrics
-``mol_*`` (EDM's stability/validity/uniqueness/novelty, connected validity, bond-length and
+``molecule_*`` (EDM's stability/validity/uniqueness/novelty, connected validity, bond-length and
 bond-angle W1); benchmark task ``molecule/qm9``.
 
 >>> import polydiff
@@ -11,54 +11,32 @@ bond-angle W1); benchmark task ``molecule/qm9``.
 >>> mols = model.sample(100, sampler="dpmpp_2m", steps=50, seed=0)   # RDKit Mols, 3-D
 >>> polydiff.plugins.molecule.write_sdf(mols, "out.sdf")
 
-Heavy modules (torch networks, RDKit, e3nn) are imported lazily.
+Imports are deferred as in every plugin (see :mod:`polydiff.lazy`): RDKit and e3nn only
+inside the functions that use them, submodules when first used.
 """
 
 from __future__ import annotations
 
 from polydiff.hookspecs import hookimpl
+from polydiff.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-
-def __getattr__(name):  # lazy public API: write_sdf, write_xyz, png_grid, load_qm9, inpaint_fragment, …
-    from importlib import import_module
-
-    homes = {
-        "write_sdf": "io",
-        "write_xyz": "io",
-        "read_molecules": "io",
-        "png_grid": "io",
-        "to_smiles": "io",
-        "load_qm9": "qm9",
-        "download_qm9": "qm9",
-        "load_sdf": "data",
-        "load_xyz": "data",
-        "load_smiles": "data",
-        "MoleculeRecord": "data",
-        "MoleculeDataset": "data",
-        "MoleculeModality": "modality",
-        "to_mol": "chem",
-        "evaluate_molecules": "metrics",
-        "inpaint_fragment": "fragments",
-        "EGNNDenoiser": "egnn",
-        "E3nnDenoiser": "e3nn_net",
-    }
-    if name in homes:
-        return getattr(import_module(f"{__name__}.{homes[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _lazy_class(module: str, cls: str):
-    """A tiny factory so registering a network does not import torch-heavy modules."""
-    from importlib import import_module
-
-    def build(**kwargs):
-        return getattr(import_module(f"{__name__}.{module}"), cls)(**kwargs)
-
-    build.__name__ = cls
-    build.__doc__ = f"Build :class:`{__name__}.{module}.{cls}`."
-    return build
+#: public names by the submodule defining them, imported on first access (see polydiff.lazy)
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "modality": ["MoleculeModality"],
+        "io": ["write_sdf", "write_xyz", "read_molecules", "png_grid", "to_smiles"],
+        "qm9": ["load_qm9", "download_qm9"],
+        "data": ["load_sdf", "load_xyz", "load_smiles", "MoleculeRecord", "MoleculeDataset"],
+        "chem": ["to_mol"],
+        "metrics": ["evaluate_molecules"],
+        "fragments": ["inpaint_fragment"],
+        "egnn": ["EGNNDenoiser"],
+        "e3nn_net": ["E3nnDenoiser"],
+    },
+)
 
 
 @hookimpl
@@ -70,8 +48,11 @@ def polydiff_register_modalities(register):
 
 @hookimpl
 def polydiff_register_networks(register):
-    register("egnn", _lazy_class("egnn", "EGNNDenoiser"), modality="molecule")
-    register("e3nn_molecule", _lazy_class("e3nn_net", "E3nnDenoiser"), modality="molecule")
+    from .e3nn_net import E3nnDenoiser
+    from .egnn import EGNNDenoiser
+
+    register("egnn", EGNNDenoiser, modality="molecule")
+    register("e3nn_molecule", E3nnDenoiser, modality="molecule")
 
 
 @hookimpl

@@ -11,8 +11,9 @@ distances.
   pooled bond lengths (EDM-rule bonds) / bond angles of the samples and of a reference set.
 
 Every metric has the registered signature ``f(samples, reference=None, **options) ->
-float``; ``samples`` is a list of RDKit Mols with a conformer (what the model decodes to
-and what an SDF reads back to), of :class:`MoleculeRecord` or of ``(elements, positions)``
+float`` and is held in :data:`METRICS` under its registered name (``molecule_validity``,
+…); ``samples`` is a list of RDKit Mols with a conformer (what the model decodes to and
+what an SDF reads back to), of :class:`MoleculeRecord` or of ``(elements, positions)``
 pairs. Metrics use atoms and coordinates only: bonds stored in the input are ignored.
 ``reference`` may be ``"qm9"`` (EDM's training split for novelty, a seeded 2,000-molecule
 test subset for W1), a data set / list of samples, or (novelty) a set of SMILES.
@@ -29,17 +30,6 @@ import numpy as np
 
 from .bonds import atom_stability, bond_order_matrix
 from .chem import atoms_of, edm_smiles
-
-#: registered name → (function, higher_is_better)
-METRICS: dict = {}
-
-
-def _metric(name: str, higher_is_better: bool):
-    def deco(fn):
-        METRICS[name] = (fn, higher_is_better)
-        return fn
-
-    return deco
 
 
 def _atoms(samples):
@@ -63,14 +53,12 @@ def stability_counts(samples) -> dict:
     return {"atoms": n_at, "stable_atoms": n_st, "molecules": n_mol, "stable_molecules": n_mst}
 
 
-@_metric("mol_atom_stability", True)
 def atom_stability_metric(samples, reference=None, **_) -> float:
     """Fraction of atoms whose EDM bond-order sum equals their valence."""
     c = stability_counts(samples)
     return c["stable_atoms"] / max(1, c["atoms"])
 
 
-@_metric("mol_stability", True)
 def molecule_stability_metric(samples, reference=None, **_) -> float:
     """Fraction of molecules with every atom stable."""
     c = stability_counts(samples)
@@ -88,28 +76,24 @@ def smiles_of(samples) -> list[tuple[str | None, int]]:
     return out
 
 
-@_metric("mol_validity", True)
 def validity_metric(samples, reference=None, **_) -> float:
     """Fraction of molecules that RDKit sanitises with EDM bonds."""
     sm = smiles_of(samples)
     return sum(s is not None for s, _ in sm) / max(1, len(sm))
 
 
-@_metric("mol_connected_validity", True)
 def connected_validity_metric(samples, reference=None, **_) -> float:
     """Fraction of molecules that are valid and consist of one fragment."""
     sm = smiles_of(samples)
     return sum(s is not None and k == 1 for s, k in sm) / max(1, len(sm))
 
 
-@_metric("mol_uniqueness", True)
 def uniqueness_metric(samples, reference=None, **_) -> float:
     """Distinct valid SMILES / valid molecules (0 when nothing is valid)."""
     valid = [s for s, _ in smiles_of(samples) if s is not None]
     return len(set(valid)) / len(valid) if valid else 0.0
 
 
-@_metric("mol_novelty", True)
 def novelty_metric(samples, reference="qm9", **_) -> float:
     """Unique valid SMILES not in the reference (training) SMILES / unique valid SMILES."""
     unique = {s for s, _ in smiles_of(samples) if s is not None}
@@ -198,16 +182,27 @@ def _w1(a: np.ndarray, b: np.ndarray) -> float:
     return float(wasserstein_distance(a, b))
 
 
-@_metric("mol_bond_length_w1", False)
 def bond_length_w1(samples, reference=None, **_) -> float:
     """W1 (Å) between bond-length distributions of samples and reference."""
     return _w1(bond_geometry(samples)[0], _reference_geometry(reference)[0])
 
 
-@_metric("mol_bond_angle_w1", False)
 def bond_angle_w1(samples, reference=None, **_) -> float:
     """W1 (degrees) between bond-angle distributions of samples and reference."""
     return _w1(bond_geometry(samples)[1], _reference_geometry(reference)[1])
+
+
+#: registered metric name → (function, higher_is_better)
+METRICS = {
+    "molecule_atom_stability": (atom_stability_metric, True),
+    "molecule_stability": (molecule_stability_metric, True),
+    "molecule_validity": (validity_metric, True),
+    "molecule_connected_validity": (connected_validity_metric, True),
+    "molecule_uniqueness": (uniqueness_metric, True),
+    "molecule_novelty": (novelty_metric, True),
+    "molecule_bond_length_w1": (bond_length_w1, False),
+    "molecule_bond_angle_w1": (bond_angle_w1, False),
+}
 
 
 def evaluate_molecules(samples, reference=None, *, novelty_reference="qm9", geometry: bool = True) -> dict:
@@ -219,17 +214,17 @@ def evaluate_molecules(samples, reference=None, *, novelty_reference="qm9", geom
     valid = [s for s, _ in sm if s is not None]
     unique = set(valid)
     out = {
-        "mol_atom_stability": c["stable_atoms"] / max(1, c["atoms"]),
-        "mol_stability": c["stable_molecules"] / max(1, c["molecules"]),
-        "mol_validity": len(valid) / n,
-        "mol_connected_validity": sum(s is not None and k == 1 for s, k in sm) / n,
-        "mol_uniqueness": len(unique) / len(valid) if valid else 0.0,
+        "molecule_atom_stability": c["stable_atoms"] / max(1, c["atoms"]),
+        "molecule_stability": c["stable_molecules"] / max(1, c["molecules"]),
+        "molecule_validity": len(valid) / n,
+        "molecule_connected_validity": sum(s is not None and k == 1 for s, k in sm) / n,
+        "molecule_uniqueness": len(unique) / len(valid) if valid else 0.0,
     }
     if novelty_reference is not None:
-        out["mol_novelty"] = len(unique - reference_smiles(novelty_reference)) / len(unique) if unique else 0.0
+        out["molecule_novelty"] = len(unique - reference_smiles(novelty_reference)) / len(unique) if unique else 0.0
     if geometry:
         lengths, angles = bond_geometry(samples)
         ref_l, ref_a = _reference_geometry(reference)
-        out["mol_bond_length_w1"] = _w1(lengths, ref_l)
-        out["mol_bond_angle_w1"] = _w1(angles, ref_a)
+        out["molecule_bond_length_w1"] = _w1(lengths, ref_l)
+        out["molecule_bond_angle_w1"] = _w1(angles, ref_a)
     return out

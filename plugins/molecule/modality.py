@@ -40,11 +40,11 @@ class MoleculeModality(Modality):
     default_dataset = "qm9"
     sigma_data = 1.0
     default_metrics = (
-        "mol_atom_stability",
-        "mol_stability",
-        "mol_validity",
-        "mol_connected_validity",
-        "mol_uniqueness",
+        "molecule_atom_stability",
+        "molecule_stability",
+        "molecule_validity",
+        "molecule_connected_validity",
+        "molecule_uniqueness",
     )
 
     def __init__(self, config: dict | None = None):

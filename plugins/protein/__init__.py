@@ -4,12 +4,25 @@ Cα-trace backbone generation: Biopython structures in (:mod:`.structures`, :mod
 SE(3)-equivariant e3nn and EGNN denoisers (:mod:`.networks`), ideal N/C/O placement
 (:mod:`.geometry`), P-SEA / DSSP secondary structure (:mod:`.secondary`), geometry metrics
 (:mod:`.metrics`), PDB out (:mod:`.io`), motif scaffolding (:mod:`.motif`) and the
-benchmark task (:mod:`.bench`). Heavy modules are imported inside the hooks.
+benchmark task (:mod:`.bench`). Imports are deferred as in every plugin (see
+:mod:`polydiff.lazy`): Biopython and e3nn only inside the functions that use them.
 """
 
 from __future__ import annotations
 
 from polydiff.hookspecs import hookimpl
+from polydiff.lazy import lazy_exports
+
+#: public names by the submodule defining them, imported on first access (see polydiff.lazy)
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "modality": ["ProteinModality"],
+        "structures": ["Backbone", "load_backbones"],
+        "io": ["write_pdb", "read_structures"],
+        "motif": ["scaffold"],
+    },
+)
 
 
 @hookimpl
@@ -41,12 +54,8 @@ def polydiff_register_datasets(register):
 def polydiff_register_metrics(register):
     from .metrics import METRICS
 
-    # registry names carry the modality prefix (metric names are global)
     for name, (fn, higher) in METRICS.items():
-        info = {"modality": "protein"}
-        if higher is not None:
-            info["higher_is_better"] = higher
-        register(f"protein_{name}", fn, **info)
+        register(name, fn, modality="protein", higher_is_better=higher)
 
 
 @hookimpl

@@ -1,8 +1,9 @@
 """Geometry metrics of protein backbones (offline substitutes for designability).
 
-Every metric is ``f(samples, reference=None, **options) -> float``. ``samples`` is a list
-of :class:`~polydiff.plugins.protein.structures.Backbone` records, ``[L, 3]`` Cα arrays or
-``[L, 4, 3]`` N/CA/C/O arrays, all in Å. ``reference`` (training structures, same kinds
+Every metric is ``f(samples, reference=None, **options) -> float``, held in :data:`METRICS`
+under its registered name ``protein_<name>`` (listed below without the prefix). ``samples``
+is a list of :class:`~polydiff.plugins.protein.structures.Backbone` records, ``[L, 3]`` Cα
+arrays or ``[L, 4, 3]`` N/CA/C/O arrays, all in Å. ``reference`` (training structures, same kinds
 or a ``CalphaDataset``) is used by the distribution, novelty metrics.
 
 - ``ca_ca_validity``: share of consecutive Cα pairs with |d − 3.80 Å| ≤ 0.1 Å.
@@ -191,25 +192,26 @@ def novelty_rmsd(samples, reference=None, **_) -> float:
     return float(np.mean([min(windowed_rmsd(as_ca(s), r) for r in refs) for s in samples]))
 
 
-#: name → (function, higher_is_better)
+#: registered metric name → (function, higher_is_better); None = a target metric (no direction:
+#: nearer the data row is better)
 METRICS = {
-    "ca_ca_validity": (ca_ca_validity, True),
-    "ca_ca_deviation": (ca_ca_deviation, False),
-    "clash_share": (clash_share, False),
-    "clash_structure_share": (clash_structure_share, False),
-    "backbone_clash_share": (backbone_clash_share, False),
-    "rg_ratio": (rg_ratio, None),
-    "helix_fraction": (helix_fraction, None),
-    "strand_fraction": (strand_fraction, None),
-    "pair_distance_js": (pair_distance_js, False),
-    # no direction: random coils maximise both; nearer the data row is better
-    "diversity_rmsd": (diversity_rmsd, None),
-    "novelty_rmsd": (novelty_rmsd, None),
+    "protein_ca_ca_validity": (ca_ca_validity, True),
+    "protein_ca_ca_deviation": (ca_ca_deviation, False),
+    "protein_clash_share": (clash_share, False),
+    "protein_clash_structure_share": (clash_structure_share, False),
+    "protein_backbone_clash_share": (backbone_clash_share, False),
+    "protein_rg_ratio": (rg_ratio, None),
+    "protein_helix_fraction": (helix_fraction, None),
+    "protein_strand_fraction": (strand_fraction, None),
+    "protein_pair_distance_js": (pair_distance_js, False),
+    # random coils maximise both; nearer the data row is better
+    "protein_diversity_rmsd": (diversity_rmsd, None),
+    "protein_novelty_rmsd": (novelty_rmsd, None),
 }
 
 #: metrics that compare each sample with the training structures (``reference`` = the
-#: training set); the other reference-taking metric (``pair_distance_js``) compares
+#: training set); the other reference-taking metric (``protein_pair_distance_js``) compares
 #: distributions and wants a reference sample of the samples' own length range
-TRAINING_SET_METRICS = ("novelty_rmsd",)
+TRAINING_SET_METRICS = ("protein_novelty_rmsd",)
 
-__all__ = ["METRICS", "TRAINING_SET_METRICS", "CA_CA_IDEAL", "fractions", *METRICS]
+__all__ = ["METRICS", "TRAINING_SET_METRICS", "CA_CA_IDEAL", "fractions", *(fn.__name__ for fn, _ in METRICS.values())]

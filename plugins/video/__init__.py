@@ -3,10 +3,24 @@
 Registers the ``video`` modality, the ``video_unet`` (factorised space-time U-Net,
 Ho et al. 2022) and ``video_dit`` (space-time-patch DiT) denoisers, the
 ``moving_digits`` and ``video_folder`` data sets, the video metrics and the
-``video/moving_digits`` benchmark task. Heavy modules are imported inside the hooks.
+``video/moving_digits`` benchmark task. Imports are deferred as in every plugin (see
+:mod:`polydiff.lazy`): Pillow, scikit-learn and mlxtend only inside the functions that use them.
 """
 
+from __future__ import annotations
+
 from polydiff.hookspecs import hookimpl
+from polydiff.lazy import lazy_exports
+
+#: public names by the submodule defining them, imported on first access (see polydiff.lazy)
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "modality": ["VideoModality", "Clip"],
+        "io": ["write_gif", "read_frames", "write_strip_png"],
+        "prediction": ["predict"],
+    },
+)
 
 
 @hookimpl

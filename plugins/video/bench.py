@@ -68,7 +68,7 @@ def _metrics(model, clips, reference, evaluator) -> dict:
     from .metrics import METRICS
 
     out = {}
-    for name in ("video_frame_accuracy", "video_identity_consistency", "fvd_ours"):
+    for name in ("video_frame_accuracy", "video_identity_consistency", "video_fvd_ours"):
         out[name] = METRICS[name][0](clips, reference=reference, evaluator=evaluator)
     return out
 

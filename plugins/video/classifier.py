@@ -8,7 +8,7 @@ classifier, trained on Moving-digits clips of the size being evaluated.
   degenerate clips (an untrained network's noise read as "the same digit in every frame").
 - :class:`ClipClassifier` reads a clip ``[N, 1, T, H, W]`` with 3×3×3 convolutions →
   10 digit logits plus the absolute velocity (|v_row|, |v_col|, px/frame, constant under
-  wall reflection); its pooled features ``[N, 64]`` are what ``fvd_ours`` compares, so
+  wall reflection); its pooled features ``[N, 64]`` are what ``video_fvd_ours`` compares, so
   they are sensitive to both identity and motion (the role the I3D network plays in
   FVD, Unterthiner et al. 2018).
 
@@ -95,7 +95,7 @@ class ClipClassifier(nn.Module):
         self.vel = nn.Linear(8 * w, 2)
 
     def features(self, x):
-        """``[N, 8·width]`` pooled features (the ``fvd_ours`` embedding)."""
+        """``[N, 8·width]`` pooled features (the ``video_fvd_ours`` embedding)."""
         return self.body(x).mean(dim=(2, 3, 4))
 
     def forward(self, x):

@@ -15,8 +15,9 @@ the clips' size on MNIST-5k digits.
   votes, and a classifier with a "no digit" class, because a plain digit classifier sends
   every noise frame to the same arbitrary digit (hard votes: uniform noise 0.975, above
   real clips, 0.93): noise and flat clips now put their mass on "no digit" and score ≈ 0.
-- ``fvd_ours``: Fréchet distance (Dowson & Landau 1982; FID, Heusel et al. 2017; FVD,
-  Unterthiner et al. 2018) between clip-classifier features of samples and reference.
+- ``video_fvd_ours``: Fréchet distance (Dowson & Landau 1982; FID, Heusel et al. 2017; FVD,
+  Unterthiner et al. 2018; :mod:`polydiff.frechet`) between clip-classifier features of
+  samples and reference.
 - ``video_prediction_mse``: mean squared error (in [-1, 1] units) of the generated
   frames after the given context against the true continuation (reference).
 """
@@ -27,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import linalg
 
 from polydiff.errors import InputError
+from polydiff.frechet import frechet_from_features
 
 
 def as_clips(samples) -> tuple[torch.Tensor, list]:
@@ -97,33 +98,13 @@ def identity_consistency(samples, reference=None, **options) -> float:
     return float(prob.gather(2, identity[:, None, None].expand(-1, prob.shape[1], 1)).mean())
 
 
-def frechet_distance(mu1, cov1, mu2, cov2) -> float:
-    """‖μ₁ − μ₂‖² + tr(Σ₁ + Σ₂ − 2 (Σ₁Σ₂)^½) for Gaussians (float64)."""
-    mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
-    cov1, cov2 = np.atleast_2d(cov1).astype(np.float64), np.atleast_2d(cov2).astype(np.float64)
-    covmean = linalg.sqrtm(cov1 @ cov2)
-    if not np.isfinite(covmean).all():
-        eps = 1e-6 * np.eye(len(cov1))
-        covmean = linalg.sqrtm((cov1 + eps) @ (cov2 + eps))
-    covmean = np.real(covmean)
-    return float(((mu1 - mu2) ** 2).sum() + np.trace(cov1) + np.trace(cov2) - 2 * np.trace(covmean))
-
-
-def feature_frechet(f1: torch.Tensor, f2: torch.Tensor) -> float:
-    """Fréchet distance between the Gaussians fitted to feature sets ``[N1, F]``, ``[N2, F]``."""
-    a, b = f1.double().numpy(), f2.double().numpy()
-    if len(a) < 2 or len(b) < 2:
-        raise ValueError("the Fréchet distance needs at least 2 clips per set")
-    return frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
-
-
 def fvd_ours(samples, reference=None, **options) -> float:
     if reference is None:
-        raise InputError("fvd_ours needs reference clips (reference=)", field="reference")
+        raise InputError("video_fvd_ours needs reference clips (reference=)", field="reference")
     x, _ = as_clips(samples)
     r, _ = as_clips(reference)
     ev = _evaluator(x, options)
-    return feature_frechet(ev.clip_features(x), ev.clip_features(r))
+    return frechet_from_features(ev.clip_features(x), ev.clip_features(r))
 
 
 def prediction_mse(samples, reference=None, context_frames: int | None = None, **options) -> float:
@@ -142,10 +123,10 @@ def prediction_mse(samples, reference=None, context_frames: int | None = None, *
     return float(torch.stack(errs).mean())
 
 
-#: name → (function, higher_is_better)
+#: registered metric name → (function, higher_is_better)
 METRICS = {
     "video_frame_accuracy": (frame_accuracy, True),
     "video_identity_consistency": (identity_consistency, True),
-    "fvd_ours": (fvd_ours, False),
+    "video_fvd_ours": (fvd_ours, False),
     "video_prediction_mse": (prediction_mse, False),
 }

@@ -39,9 +39,9 @@ def test_quick_task_beats_untrained(tmp_path):
     row = rows[0]
     (tmp_path / "rows.json").write_text(json.dumps(rows, indent=1))  # JSON-able; kept for inspection
     m, u, d = row["metrics"], row["reference"]["untrained"], row["reference"]["data"]
-    assert m["mol_atom_stability"] > u["mol_atom_stability"]
-    assert m["mol_bond_length_w1"] < u["mol_bond_length_w1"]
-    assert d["mol_atom_stability"] > 0.97
+    assert m["molecule_atom_stability"] > u["molecule_atom_stability"]
+    assert m["molecule_bond_length_w1"] < u["molecule_bond_length_w1"]
+    assert d["molecule_atom_stability"] > 0.97
     # every metric beats the untrained ceiling, molecule stability included (≈ 5 of 256)
     judged, behind = untrained_verdicts(rows)
     assert judged >= 7 and not behind, behind

@@ -83,12 +83,12 @@ def test_metrics_reproduce_the_qm9_data_row():
     data = load_qm9("all", limit=2000, seed=0)
     assert len(data) == 2000 and max(r.n_atoms for r in data) <= 29
     res = M.evaluate_molecules(data.records, novelty_reference=None, geometry=False)
-    assert 0.990 <= res["mol_atom_stability"] <= 0.996
-    assert 0.94 <= res["mol_stability"] <= 0.965
-    assert 0.965 <= res["mol_validity"] <= 0.985
-    assert res["mol_uniqueness"] > 0.99
+    assert 0.990 <= res["molecule_atom_stability"] <= 0.996
+    assert 0.94 <= res["molecule_stability"] <= 0.965
+    assert 0.965 <= res["molecule_validity"] <= 0.985
+    assert res["molecule_uniqueness"] > 0.99
     # the registered single metrics agree with the combined evaluation
     sub = data.records[:300]
     combined = M.evaluate_molecules(sub, novelty_reference=None, geometry=False)
-    assert M.atom_stability_metric(sub) == combined["mol_atom_stability"]
-    assert M.validity_metric(sub) == combined["mol_validity"]
+    assert M.atom_stability_metric(sub) == combined["molecule_atom_stability"]
+    assert M.validity_metric(sub) == combined["molecule_validity"]

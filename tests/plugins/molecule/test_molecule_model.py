@@ -32,16 +32,16 @@ def test_plugin_registers_everything():
         ("dataset", "sdf"),
         ("dataset", "xyz"),
         ("dataset", "smiles"),
-        ("metric", "mol_stability"),
-        ("metric", "mol_validity"),
-        ("metric", "mol_novelty"),
-        ("metric", "mol_bond_angle_w1"),
+        ("metric", "molecule_stability"),
+        ("metric", "molecule_validity"),
+        ("metric", "molecule_novelty"),
+        ("metric", "molecule_bond_angle_w1"),
         ("benchmark", "molecule/qm9"),
     ]:
         assert item in names
     reg = polydiff.registry("metric")
-    assert reg.entry("mol_atom_stability").info["higher_is_better"] is True
-    assert reg.entry("mol_bond_length_w1").info["higher_is_better"] is False
+    assert reg.entry("molecule_atom_stability").info["higher_is_better"] is True
+    assert reg.entry("molecule_bond_length_w1").info["higher_is_better"] is False
 
 
 @pytest.mark.parametrize("network", ["egnn", "e3nn_molecule"])
@@ -117,9 +117,9 @@ def test_files_round_trip_and_metrics_agree(qm9_small, tmp_path):
         back = model.modality.read(p)
         assert len(back) == 4
         again = evaluate_molecules(back, reference=qm9_small.records[:50], novelty_reference=None)
-        for key in ("mol_atom_stability", "mol_stability", "mol_validity", "mol_uniqueness"):
+        for key in ("molecule_atom_stability", "molecule_stability", "molecule_validity", "molecule_uniqueness"):
             assert again[key] == direct[key]
-        assert again["mol_bond_length_w1"] == pytest.approx(direct["mol_bond_length_w1"], abs=1e-4)
+        assert again["molecule_bond_length_w1"] == pytest.approx(direct["molecule_bond_length_w1"], abs=1e-4)
     png = png_grid(mols, tmp_path / "grid.png")
     from PIL import Image
 
@@ -135,9 +135,12 @@ def test_rdkit_bond_option_and_cli_eval(qm9_small, tmp_path, capsys):
     m = to_mol(rec.elements, rec.positions, bonds="rdkit")
     assert m.GetNumBonds() > 0 and m.GetProp("bond_method").startswith("rdkit")
     write_sdf(qm9_small.records[:20], tmp_path / "real.sdf")
-    assert main(["eval", "molecule", str(tmp_path / "real.sdf"), "--metrics", "mol_atom_stability,mol_validity"]) == 0
+    assert (
+        main(["eval", "molecule", str(tmp_path / "real.sdf"), "--metrics", "molecule_atom_stability,molecule_validity"])
+        == 0
+    )
     out = capsys.readouterr().out
-    assert '"mol_atom_stability"' in out
+    assert '"molecule_atom_stability"' in out
 
 
 def test_auxiliary_bond_length_loss(qm9_small, orthogonal):

@@ -33,7 +33,7 @@ def test_registered_components():
         ("network", "video_dit"),
         ("dataset", "moving_digits"),
         ("dataset", "video_folder"),
-        ("metric", "fvd_ours"),
+        ("metric", "video_fvd_ours"),
         ("metric", "video_frame_accuracy"),
         ("metric", "video_identity_consistency"),
         ("metric", "video_prediction_mse"),
