@@ -25,17 +25,23 @@ def _kv(items) -> dict:
 def cmd_plugins(args) -> int:
     from .plugin_manager import get_plugins
 
-    rows = get_plugins().components()
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    w = [
-        max(len(str(r[k])) for r in rows + [{"kind": "kind", "name": "name", "plugin": "plugin", "version": "version"}])
-        for k in ("kind", "name", "plugin", "version")
+    pm = get_plugins()
+    rows = pm.components()
+    failed = [
+        {"kind": "failed-plugin", "name": n, "plugin": n, "version": "", "error": e} for n, e in pm.failed.items()
     ]
-    print("  ".join(h.ljust(n) for h, n in zip(("kind", "name", "plugin", "version"), w)))
+    if args.json:
+        print(json.dumps(rows + failed, indent=2))
+        return 0
+    cols = ("kind", "name", "plugin", "version")
+    w = [max(len(str(r[k])) for r in rows + [dict(zip(cols, cols))]) for k in cols]
+    print("  ".join(h.ljust(n) for h, n in zip(cols, w)))
     for r in rows:
-        print("  ".join(str(r[k]).ljust(n) for k, n in zip(("kind", "name", "plugin", "version"), w)))
+        print("  ".join(str(r[k]).ljust(n) for k, n in zip(cols, w)))
+    for f in failed:
+        print(f"failed plugin {f['name']}: {f['error']}")
+    for problem in pm.problems:
+        print(f"skipped: {problem}")
     return 0
 
 
@@ -143,19 +149,18 @@ def cmd_info(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="polydiff", description="Multimodal scientific diffusion toolkit")
-    p.add_argument("--version", action="store_true", help="print the version and exit")
-    sub = p.add_subparsers(dest="command")
+def _common(sp) -> None:
+    sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    sp.add_argument("--seed", type=int, default=0)
 
-    def common(sp):
-        sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-        sp.add_argument("--seed", type=int, default=0)
 
-    sp = sub.add_parser("plugins", help="list registered components")
+def _add_plugins(sub) -> None:
+    sp = sub.add_parser("plugins", help="list registered components (and plugins that failed to load)")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(fn=cmd_plugins)
 
+
+def _add_train(sub) -> None:
     sp = sub.add_parser("train", help="train a model of a modality")
     sp.add_argument("modality")
     sp.add_argument("--data", default=None, help="registered dataset name (modality default if omitted)")
@@ -176,9 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--keep-checkpoints", type=int, default=3)
     sp.add_argument("--resume", default=None, help="'auto' (newest valid in OUT/checkpoints) or a folder")
     sp.add_argument("--out", required=True, help="checkpoint folder to write")
-    common(sp)
+    _common(sp)
     sp.set_defaults(fn=cmd_train)
 
+
+def _add_sample(sub) -> None:
     sp = sub.add_parser("sample", help="sample from a checkpoint (or a starter model) and write files")
     sp.add_argument("modality", nargs="?", default=None)
     sp.add_argument("--checkpoint", default=None)
@@ -188,17 +195,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--guidance", type=float, default=None, help="CFG scale (default: the model's, else 1)")
     sp.add_argument("--cond", action="append", metavar="KEY=VALUE")
     sp.add_argument("--out", required=True)
-    common(sp)
+    _common(sp)
     sp.set_defaults(fn=cmd_sample)
 
+
+def _add_eval(sub) -> None:
     sp = sub.add_parser("eval", help="evaluate files of samples with a modality's metrics")
     sp.add_argument("modality")
     sp.add_argument("path")
     sp.add_argument("--reference", default=None)
     sp.add_argument("--metrics", default=None, help="comma-separated metric names")
-    common(sp)
+    _common(sp)
     sp.set_defaults(fn=cmd_eval)
 
+
+def _add_bench(sub) -> None:
     sp = sub.add_parser("bench", help="run a benchmark suite")
     sp.add_argument("--suite", default="quick")
     sp.add_argument("--out", default="runs/bench")
@@ -214,12 +225,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="tasks run at once on CPU, each with cores/jobs torch threads (default: the suite's "
         "`jobs`, else 1; always 1 on CUDA)",
     )
-    common(sp)
+    _common(sp)
     sp.set_defaults(fn=cmd_bench)
 
+
+def _add_info(sub) -> None:
     sp = sub.add_parser("info", help="print a checkpoint's config")
     sp.add_argument("checkpoint")
     sp.set_defaults(fn=cmd_info)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="polydiff", description="Multimodal scientific diffusion toolkit")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    sub = p.add_subparsers(dest="command")
+    for add in (_add_plugins, _add_train, _add_sample, _add_eval, _add_bench, _add_info):
+        add(sub)
     return p
 
 
@@ -238,7 +260,10 @@ def main(argv=None) -> int:
     try:
         return int(args.fn(args) or 0)
     except PolydiffError as e:
-        print(f"polydiff {args.command}: error: {e}", file=sys.stderr)
+        if args.debug:
+            raise
+        # one line: the cause and the remedy (the messages name both); --debug for the traceback
+        print(f"polydiff {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 1
 
 

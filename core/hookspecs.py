@@ -2,28 +2,43 @@
 
 Every registration hook receives a ``register`` callback with the signature
 ``register(name: str, obj, **info)``; an implementation calls it once per component.
-Hooks evolve by adding keyword arguments only (pluggy lets an implementation accept a
-subset), never by renaming or removing.
+Each kind has one accepted form, checked when the plugin registers
+(:mod:`polydiff.plugin_contract`; a wrong form is a :class:`~polydiff.errors.PluginError`
+naming the plugin, the component and the fix). Hooks evolve by adding keyword arguments
+only (pluggy lets an implementation accept a subset), never by renaming or removing.
 
-What ``obj`` is, per hook:
+What ``obj`` and ``info`` are, per hook:
 
-============================  =====================================================
-hook                          ``obj`` and ``info``
-============================  =====================================================
-polydiff_register_modalities  a :class:`polydiff.modality.Modality` subclass
-polydiff_register_schedules   a :class:`polydiff.schedules.Schedule` subclass
-polydiff_register_samplers    a sampler function ``f(denoiser, x, sigmas, *, space,
-                              rng, callback, **options)``; info: ``deterministic``,
-                              ``order``, ``nfe_per_step``, ``defaults``
-polydiff_register_guidance    a denoiser wrapper factory
-polydiff_register_datasets    a loader ``f(**options) -> Dataset``; info: ``modality``
-polydiff_register_metrics     ``f(samples, reference=None, **options) -> float``;
-                              info: ``modality``, ``higher_is_better``
-polydiff_register_benchmarks  a :class:`polydiff.bench.BenchmarkTask` factory;
-                              info: ``modality``, ``suites``
-polydiff_register_networks    an ``nn.Module`` class; info: ``modality``
-polydiff_register_parameterizations  a parameterisation class
-============================  =====================================================
+====================================  ==============================================================
+hook                                  ``register(name, obj, **info)``
+====================================  ==============================================================
+polydiff_register_modalities          ``register(name, ModalityClass)``: a
+                                      :class:`polydiff.modality.Modality` subclass, ``name``
+                                      attribute equal to the registered name
+polydiff_register_schedules           ``register(name, ScheduleClass)``: a
+                                      :class:`polydiff.schedules.Schedule` subclass
+polydiff_register_samplers            ``register(name, fn, deterministic=bool, order=int,
+                                      nfe_per_step=1, defaults={}, description="",
+                                      documented_nfe=50, adaptive=False)``; ``fn(denoiser, x,
+                                      sigmas, *, space, rng, callback, **options) -> x``
+polydiff_register_guidance            ``register(name, factory)``; ``factory(denoiser, *,
+                                      model=None, **options) -> denoiser`` (denoisers are
+                                      ``D(x, σ̃, cond) → x̂₀``; see :mod:`polydiff.guidance`)
+polydiff_register_datasets            ``register(name, loader, modality=str)``; ``loader(**options)
+                                      -> sequence of items``
+polydiff_register_metrics             ``register(name, fn, modality=str, higher_is_better=True |
+                                      False | None)``; ``fn(samples, reference=None, **options)
+                                      -> float``; None marks a target metric (nearer the data
+                                      row is better); names are ``<modality>_<metric>``
+polydiff_register_benchmarks          ``register(name, task, modality=str, suites=[...])``; ``task``
+                                      a :class:`polydiff.bench.task.BenchmarkTask` named ``name``,
+                                      or a factory ``f() -> BenchmarkTask`` (called once)
+polydiff_register_networks            ``register(name, ModuleClass, modality=str)``: an
+                                      ``nn.Module`` with ``forward(x, time, cond)`` (or a factory
+                                      ``f(**kwargs) -> nn.Module``)
+polydiff_register_parameterizations   ``register(name, ParameterizationClass)``: a
+                                      :class:`polydiff.parameterization.Parameterization` subclass
+====================================  ==============================================================
 """
 
 from __future__ import annotations
@@ -47,12 +62,12 @@ def polydiff_register_schedules(register):
 
 @hookspec
 def polydiff_register_samplers(register):
-    """Register samplers: ``register(name, fn, deterministic=..., order=..., nfe_per_step=...)``."""
+    """Register samplers: ``register(name, fn, deterministic=..., order=..., nfe_per_step=1, defaults={...})``."""
 
 
 @hookspec
 def polydiff_register_guidance(register):
-    """Register guidance wrappers: ``register(name, factory)``."""
+    """Register guidance: ``register(name, factory)``, ``factory(denoiser, *, model=None, **options)``."""
 
 
 @hookspec
@@ -67,7 +82,7 @@ def polydiff_register_metrics(register):
 
 @hookspec
 def polydiff_register_benchmarks(register):
-    """Register benchmark tasks: ``register(name, task_factory, modality=..., suites=[...])``."""
+    """Register benchmark tasks: ``register(name, BenchmarkTask or factory, modality=..., suites=[...])``."""
 
 
 @hookspec
@@ -77,7 +92,7 @@ def polydiff_register_networks(register):
 
 @hookspec
 def polydiff_register_parameterizations(register):
-    """Register network-output parameterisations: ``register(name, cls)``."""
+    """Register parameterisations: ``register(name, ParameterizationClass)``."""
 
 
 @hookspec

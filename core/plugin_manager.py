@@ -113,7 +113,9 @@ class PolydiffPlugins:
         plugin = self.pm.get_plugin(plugin_name)
         if plugin is None:
             return None
-        known = sorted(n for n in dir(self.pm.hook) if n.startswith("polydiff_"))
+        known = sorted(
+            n for n in dir(self.pm.hook) if n.startswith("polydiff_") and getattr(self.pm.hook, n).spec is not None
+        )
         for attr in dir(plugin):
             if not attr.startswith("polydiff_"):
                 continue
