@@ -23,6 +23,7 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -126,7 +127,7 @@ def mc_floor(gmm: GaussianMixture, n: int, pairs: int = 5, seed: int = 1000) -> 
 # ----------------------------------------------------------------------------------------------
 # the study
 # ----------------------------------------------------------------------------------------------
-DIFFUSERS_SCHEDULERS = {
+DIFFUSERS_SCHEDULERS: dict[str, tuple[str, dict[str, Any], bool]] = {
     # name: (class, extra config, start in the VE view (σ̃₀·z) rather than VP (z))
     "DDIM": ("DDIMScheduler", {"clip_sample": False, "set_alpha_to_one": True}, False),
     "Euler": ("EulerDiscreteScheduler", {}, True),
@@ -150,9 +151,11 @@ def _grid(spec_name: str, schedule, steps: int):
 
 
 def _converged(mix, x: torch.Tensor, sigmas) -> torch.Tensor:
-    from ..samplers import SAMPLERS
+    """The reference: adaptive RK45 on the PF-ODE at tight tolerances (the solver itself,
+    not a registry look-up, so that no plugin can replace the ground truth)."""
+    from ..samplers.adaptive import sample_ode_rk45
 
-    return SAMPLERS["ode_rk45"].fn(mix, x.to(F64), sigmas, rtol=1e-8, atol=1e-8)
+    return sample_ode_rk45(mix, x.to(F64), sigmas, rtol=1e-8, atol=1e-8)
 
 
 def _rmse(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -221,6 +224,135 @@ def _overhead_diffusers(cls_name: str, extra: dict, n_points: int, steps: int = 
     return best
 
 
+def _resolve_samplers(samplers) -> dict:
+    """name → :class:`~polydiff.samplers.SamplerSpec` through the plugin registry (default:
+    the built-in samplers that need no extra inputs). Unknown names raise ``ValueError``."""
+    from ..errors import RegistryError
+    from ..samplers import SAMPLERS, get_sampler
+
+    try:
+        return {name: get_sampler(name) for name in (samplers or SAMPLERS)}
+    except RegistryError as e:
+        raise ValueError(f"sampler study: {e}") from None
+
+
+def _diffusers_available(include: bool) -> bool:
+    if not include:
+        return False
+    try:
+        import diffusers  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class _Problem:
+    """One mixture's fixed inputs: the Monte-Carlo floor, ``n`` fresh exact samples, the
+    shared noise ``z`` ``[n, d]``, and a cache of converged PF-ODE references."""
+
+    def __init__(self, name: str, mix: GaussianMixture, schedule, n: int, n_rmse: int, seed: int):
+        self.name, self.mix, self.n_rmse = name, mix, n_rmse
+        self.floor = mc_floor(mix, n, pairs=5, seed=1000 + seed)
+        self.fresh = mix.sample(n, torch.Generator().manual_seed(4242 + seed))
+        self.z = torch.randn(n, mix.d, generator=torch.Generator().manual_seed(17 + seed), dtype=F64)
+        self.s_end = schedule.sigma_ve_min  # σ̃ at t = 0: the true end of the PF-ODE on this schedule
+        self._refs: dict = {}
+
+    def reference(self, x: torch.Tensor, sig, own: bool = False) -> torch.Tensor:
+        """The converged PF-ODE from x at σ̃₀ to σ̃(t=0) (``own``: to the grid's last σ̃ > 0),
+        then D — the limit of every deterministic sampler from that state."""
+        end = float(sig[-2]) if own else self.s_end
+        key = (round(float(sig[0]), 9), round(end, 9), float(x[0, 0]))
+        if key not in self._refs:
+            ends = torch.tensor([float(sig[0]), end, 0.0], dtype=F64)
+            self._refs[key] = _converged(self.mix, x[: self.n_rmse], ends)
+        return self._refs[key]
+
+    def scores(self, out: torch.Tensor, x: torch.Tensor, sig, deterministic: bool) -> dict:
+        """SW2 to fresh samples (and over the floor); for deterministic samplers the RMSE to
+        the converged ODE from the same start ``x`` on grid ``sig``."""
+        sw2 = sliced_w2(out.double(), self.fresh)
+        row = {"sw2": sw2, "sw2_over_floor": sw2 / self.floor}
+        if deterministic:
+            row["rmse_to_ode"] = _rmse(out[: self.n_rmse], self.reference(x, sig))
+            row["rmse_to_own_ode"] = _rmse(out[: self.n_rmse], self.reference(x, sig, own=True))
+        return row
+
+
+def _our_row(prob: _Problem, name: str, spec, grid: str, k: int, schedule, seed: int) -> dict:
+    """Sampler ``name`` on ``grid`` with a budget of ``k`` network evaluations."""
+    from ..rng import GeneratorRNG
+
+    sig = _grid(grid, schedule, spec.steps_for_nfe(k))
+    x = prob.z * float(sig[0])
+    count = [0]
+
+    def den(xx, s):
+        count[0] += 1
+        return prob.mix.denoise(xx, s)
+
+    out = spec.fn(den, x, sig, rng=GeneratorRNG(torch.Generator().manual_seed(23 + seed)), **spec.defaults)
+    row = {
+        "problem": prob.name,
+        "source": "polydiff",
+        "sampler": name,
+        "grid": grid,
+        "nfe": int(k),
+        "nfe_actual": count[0],
+        "deterministic": spec.deterministic,
+    }
+    return {**row, **prob.scores(out, x, sig, spec.deterministic)}
+
+
+def _diffusers_rows(prob: _Problem, schedule, nfe) -> list[dict]:
+    """diffusers' schedulers with the exact ε-model, ``trailing`` spacing, from the same noise."""
+    from .. import discretization as dz
+
+    rows = []
+    eps_model = prob.mix.eps_table_model(schedule.alphas_cumprod)
+    for label, (cls_name, extra, ve_start) in DIFFUSERS_SCHEDULERS.items():
+        for k in nfe:
+            steps = max(1, (k + 1) // 2) if cls_name == "HeunDiscreteScheduler" else k
+            out, used, _ = _run_diffusers(cls_name, extra, eps_model, prob.z, steps)
+            sig = dz.make_grid("trailing", schedule, steps)
+            start = float(sig[0]) if ve_start else math.sqrt(1 + float(sig[0]) ** 2)
+            row = {
+                "problem": prob.name,
+                "source": "diffusers",
+                "sampler": label,
+                "grid": "trailing",
+                "nfe": int(k),
+                "nfe_actual": used,
+                "deterministic": True,
+            }
+            rows.append({**row, **prob.scores(out, prob.z * start, sig, True)})
+    return rows
+
+
+def _overheads(specs: dict, with_diffusers: bool, n_points: int = 4000) -> list[dict]:
+    """Milliseconds per step spent in the sampler itself, ours and (optionally) diffusers'."""
+    rows = [
+        {
+            "source": "polydiff",
+            "sampler": name,
+            "n_points": n_points,
+            "ms_per_step": 1e3 * _overhead_ours(spec, n_points),
+        }
+        for name, spec in specs.items()
+    ]
+    if with_diffusers:
+        rows += [
+            {
+                "source": "diffusers",
+                "sampler": label,
+                "n_points": n_points,
+                "ms_per_step": 1e3 * _overhead_diffusers(cls_name, extra, n_points),
+            }
+            for label, (cls_name, extra, _) in DIFFUSERS_SCHEDULERS.items()
+        ]
+    return rows
+
+
 def run_sampler_study(
     out_dir,
     *,
@@ -236,131 +368,38 @@ def run_sampler_study(
 ) -> dict:
     """Run the study; write ``sampler_study.json`` and ``sampler_study.png`` into ``out_dir``.
 
+    ``samplers``: names looked up in the plugin registry (default: the built-in ones).
     ``n`` points for SW2 (≥ 10,000 recommended), the first ``n_rmse`` of them for RMSE to the
     converged ODE. Returns the JSON dict (``rows``, ``overhead``, ``floors``, ``summary``).
     """
     from tqdm.auto import tqdm
 
-    from .. import discretization as dz
-    from ..rng import GeneratorRNG
-    from ..samplers import SAMPLERS
     from ..schedules import DDPMLinear
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    names = list(samplers) if samplers else list(SAMPLERS)
-    unknown = [s for s in names if s not in SAMPLERS]
-    if unknown:
-        raise ValueError(f"unknown samplers {unknown}; registered: {', '.join(SAMPLERS)}")
+    specs = _resolve_samplers(samplers)
     grids = tuple(grids) if grids else DEFAULT_GRIDS
-    have_diffusers = False
-    if include_diffusers:
-        try:
-            import diffusers  # noqa: F401
-
-            have_diffusers = True
-        except ImportError:
-            have_diffusers = False
+    have_diffusers = _diffusers_available(include_diffusers)
     sch = DDPMLinear()
-    mixes = {"mixture2d": circle_mixture(), "mixture16d": mixture_16d()}
-    rows, floors = [], {}
-    jobs = [(p, s, g, k) for p in problems for s in names for g in grids for k in nfe]
-    bar = tqdm(total=len(jobs), desc="sampler study", disable=not progress)
+    mixes = {"mixture2d": circle_mixture, "mixture16d": mixture_16d}
+    rows: list[dict] = []
+    floors = {}
+    bar = tqdm(total=len(problems) * len(specs) * len(grids) * len(nfe), desc="sampler study", disable=not progress)
     t_start = time.perf_counter()
-    for prob in problems:
-        mix = mixes[prob]
-        floors[prob] = mc_floor(mix, n, pairs=5, seed=1000 + seed)
-        fresh = mix.sample(n, torch.Generator().manual_seed(4242 + seed))
-        z = torch.randn(n, mix.d, generator=torch.Generator().manual_seed(17 + seed), dtype=F64)
-        refs: dict = {}
-        s_end = sch.sigma_ve_min  # σ̃ at t = 0: the true end of the PF-ODE on this schedule
-
-        def reference(x, sig, own: bool = False):
-            """The converged PF-ODE from x at σ̃₀ to σ̃(t=0) (``own``: to the grid's last σ̃ > 0),
-            then D — the limit of every deterministic sampler from that state."""
-            end = float(sig[-2]) if own else s_end
-            key = (round(float(sig[0]), 9), round(end, 9), float(x[0, 0]))
-            if key not in refs:
-                refs[key] = _converged(mix, x[:n_rmse], torch.tensor([float(sig[0]), end, 0.0], dtype=F64))
-            return refs[key]
-
-        for name in names:
-            spec = SAMPLERS[name]
+    for name in problems:
+        prob = _Problem(name, mixes[name](), sch, n, n_rmse, seed)
+        floors[name] = prob.floor
+        for sampler, spec in specs.items():
             for grid in grids:
                 for k in nfe:
                     bar.update(1)
-                    if spec.adaptive and k != nfe[0]:
-                        continue
-                    sig = _grid(grid, sch, spec.steps_for_nfe(k))
-                    x = z * float(sig[0])
-                    count = [0]
-
-                    def den(xx, s, mix=mix):
-                        count[0] += 1
-                        return mix.denoise(xx, s)
-
-                    out = spec.fn(
-                        den, x, sig, rng=GeneratorRNG(torch.Generator().manual_seed(23 + seed)), **spec.defaults
-                    )
-                    row = {
-                        "problem": prob,
-                        "source": "polydiff",
-                        "sampler": name,
-                        "grid": grid,
-                        "nfe": int(k),
-                        "nfe_actual": count[0],
-                        "deterministic": spec.deterministic,
-                        "sw2": sliced_w2(out, fresh),
-                        "sw2_over_floor": sliced_w2(out, fresh) / floors[prob],
-                    }
-                    if spec.deterministic:
-                        row["rmse_to_ode"] = _rmse(out[:n_rmse], reference(x, sig))
-                        row["rmse_to_own_ode"] = _rmse(out[:n_rmse], reference(x, sig, own=True))
-                    rows.append(row)
+                    if not (spec.adaptive and k != nfe[0]):  # adaptive: one run, its own NFE
+                        rows.append(_our_row(prob, sampler, spec, grid, k, sch, seed))
         if have_diffusers:
-            eps_model = mix.eps_table_model(sch.alphas_cumprod)
-            for label, (cls_name, extra, ve_start) in DIFFUSERS_SCHEDULERS.items():
-                for k in nfe:
-                    steps = max(1, (k + 1) // 2) if cls_name == "HeunDiscreteScheduler" else k
-                    out, used, sched = _run_diffusers(cls_name, extra, eps_model, z, steps)
-                    sig = dz.make_grid("trailing", sch, steps)
-                    start = float(sig[0]) if ve_start else math.sqrt(1 + float(sig[0]) ** 2)
-                    rows.append(
-                        {
-                            "problem": prob,
-                            "source": "diffusers",
-                            "sampler": label,
-                            "grid": "trailing",
-                            "nfe": int(k),
-                            "nfe_actual": used,
-                            "deterministic": True,
-                            "rmse_to_ode": _rmse(out[:n_rmse], reference(z * start, sig)),
-                            "rmse_to_own_ode": _rmse(out[:n_rmse], reference(z * start, sig, own=True)),
-                            "sw2": sliced_w2(out.double(), fresh),
-                            "sw2_over_floor": sliced_w2(out.double(), fresh) / floors[prob],
-                        }
-                    )
+            rows += _diffusers_rows(prob, sch, nfe)
     bar.close()
-    overhead = []
-    for name in names:
-        overhead.append(
-            {
-                "source": "polydiff",
-                "sampler": name,
-                "n_points": 4000,
-                "ms_per_step": 1e3 * _overhead_ours(SAMPLERS[name], 4000),
-            }
-        )
-    if have_diffusers:
-        for label, (cls_name, extra, _) in DIFFUSERS_SCHEDULERS.items():
-            overhead.append(
-                {
-                    "source": "diffusers",
-                    "sampler": label,
-                    "n_points": 4000,
-                    "ms_per_step": 1e3 * _overhead_diffusers(cls_name, extra, 4000),
-                }
-            )
+    overhead = _overheads(specs, have_diffusers)
     study = {
         "schedule": "ddpm_linear (t = 999 → 0)",
         "n": n,
@@ -390,7 +429,7 @@ def _summary(rows, overhead) -> dict:
             for r in ten
             if r["source"] == "diffusers" and r["sampler"] in ("DPM-Solver++2M", "DPM-Solver++3M", "UniPC", "DEIS")
         ]
-        entry = {}
+        entry: dict[str, Any] = {}
         if ours:
             b = min(ours, key=lambda r: r["rmse_to_ode"])
             entry["best_ours_10nfe"] = {k: b[k] for k in ("sampler", "grid", "rmse_to_ode", "nfe_actual")}
@@ -409,9 +448,9 @@ def _summary(rows, overhead) -> dict:
         "dpmpp_3m": "DPM-Solver++3M",
         "unipc": "UniPC",
     }
-    ours = {o["sampler"]: o["ms_per_step"] for o in overhead if o["source"] == "polydiff"}
-    theirs = {o["sampler"]: o["ms_per_step"] for o in overhead if o["source"] == "diffusers"}
-    ratios = {k: ours[k] / theirs[v] for k, v in pairs.items() if k in ours and v in theirs}
+    ours_ms = {o["sampler"]: o["ms_per_step"] for o in overhead if o["source"] == "polydiff"}
+    theirs_ms = {o["sampler"]: o["ms_per_step"] for o in overhead if o["source"] == "diffusers"}
+    ratios = {k: ours_ms[k] / theirs_ms[v] for k, v in pairs.items() if k in ours_ms and v in theirs_ms}
     if ratios:
         vals = sorted(ratios.values())
         out["overhead_ratio"] = ratios
@@ -434,7 +473,7 @@ def _plot(study: dict, path: Path) -> None:
         for r in rows:
             key = (r["source"], r["sampler"])
             series.setdefault(key, {}).setdefault(r["nfe_actual"], []).append(r["rmse_to_ode"])
-        colors = plt.get_cmap("tab20").colors
+        cmap = plt.get_cmap("tab20")  # 20 listed colours
         for j, ((src, name), pts) in enumerate(sorted(series.items())):
             xs = sorted(pts)
             ys = [min(pts[k]) for k in xs]  # best grid per NFE
@@ -443,7 +482,7 @@ def _plot(study: dict, path: Path) -> None:
                 ys,
                 ("--" if src == "diffusers" else "-") + ("s" if src == "diffusers" else "o"),
                 ms=3,
-                color=colors[j % len(colors)],
+                color=cmap(j % cmap.N),
                 label=f"{name} ({'diffusers, trailing' if src == 'diffusers' else 'best grid'})",
             )
         ax.set_xscale("log")
