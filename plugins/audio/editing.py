@@ -1,15 +1,16 @@
 """Audio editing with a trained audio model: inpainting of a time span and SDEdit
-variation, built on the core's editing primitives (``sample_raw``'s ``wrap``, ``x_init``,
-``sigmas`` and ``sampling_cond``).
+variation, both done by :mod:`polydiff.editing` in the model's latent.
 
-- :func:`inpaint` pins the latent columns outside ``[start_s, end_s)`` to the clip's own
-  latent (replacement inpainting, Lugmayr et al. 2022 without resampling) and regenerates
-  the rest; the latent time axis has one column per ``4·hop`` samples, so the span is
-  widened to whole columns.
-- :func:`variation` starts from the clip's latent noised to σ at ``strength`` of the grid
-  (SDEdit, Meng et al. 2022): 0 keeps the clip, 1 samples afresh.
+What these wrappers add is audio-specific: waveforms (or :class:`AudioClips`) become
+latents and come back as clips, labels come from the clips or ``label=``, and
+:func:`span_mask` turns ``[start_s, end_s)`` seconds into latent columns — one column
+per ``4·hop`` samples, so the span is widened to whole columns.
 
-Both take waveforms ``[B, N]`` (or :class:`AudioClips`) and return :class:`AudioClips`.
+- :func:`inpaint` keeps the clip's latent outside the span exactly and regenerates the
+  rest (replacement inpainting, Lugmayr et al. 2022; RePaint with ``resample`` > 1);
+- :func:`variation` noises the clip's latent to the grid point at ``strength`` and
+  denoises it (SDEdit, Meng et al. 2022): 0 gives back the clip's VAE reconstruction, 1
+  samples afresh.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import math
 
 import torch
 
-from polydiff.editing import known_region
+from polydiff import editing
 
 from .metrics import as_waves, labels_of
 
@@ -60,38 +61,25 @@ def inpaint(
     guidance: float = 1.0,
     **kw,
 ):
-    """Regenerate ``[start_s, end_s)`` seconds of each clip, keep the rest (in the latent)."""
+    """Regenerate ``[start_s, end_s)`` seconds of each clip, keep the rest (in the latent).
+    ``clips``: waveforms ``[B, N]`` or :class:`AudioClips`; returns :class:`AudioClips`.
+    Further keywords go to :func:`polydiff.editing.inpaint` (``resample``, …)."""
     waves = as_waves(clips)
     known = model.modality.encode(waves.to(model.device))
     keep = span_mask(model, waves.shape[0], start_s, end_s).to(known.device)
-    x, c = model.sample_raw(
-        waves.shape[0],
-        cond=_labels(model, clips, label),
-        sampler=sampler,
-        steps=steps,
-        seed=seed,
-        guidance=guidance,
-        wrap=known_region(known, keep),
-        **kw,
-    )
-    return model.modality.decode(x, c)
+    cond = _labels(model, clips, label)
+    x = editing.inpaint(model, known, keep, cond=cond, sampler=sampler, steps=steps, seed=seed, guidance=guidance, **kw)
+    return model.modality.decode(x, cond)
 
 
 def variation(
     model, clips, strength: float, *, label=None, steps: int = 30, sampler: str = "dpmpp_2m", seed: int = 0, **kw
 ):
-    """SDEdit: noise the clip's latent to the grid point at ``strength`` and denoise it."""
-    if not 0 < strength <= 1:
-        raise ValueError(f"strength must be in (0, 1], not {strength}")
+    """SDEdit: noise the clip's latent to the grid point at ``strength`` ∈ [0, 1] and
+    denoise it; returns :class:`AudioClips`. Further keywords go to
+    :func:`polydiff.editing.sdedit` (``guidance``, ``grid``, …)."""
     waves = as_waves(clips)
     x0 = model.modality.encode(waves.to(model.device))
-    grid = model.sigma_grid(steps)
-    start = min(steps - 1, int(round((1 - strength) * steps)))
     cond = _labels(model, clips, label)
-    if cond is None:
-        cond = {"label": torch.zeros(waves.shape[0], dtype=torch.long)}
-        cond["cond_mask"] = torch.zeros(waves.shape[0])
-    x, c = model.sample_raw(
-        waves.shape[0], x_init=x0, sigmas=grid[start:], sampling_cond=cond, sampler=sampler, seed=seed, **kw
-    )
-    return model.modality.decode(x, c)
+    x = editing.sdedit(model, x0, strength, cond=cond, sampler=sampler, steps=steps, seed=seed, **kw)
+    return model.modality.decode(x, cond)

@@ -1,16 +1,17 @@
-"""Image editing with a trained image model: inpainting/outpainting (known-region
-replacement) and SDEdit (Meng et al. 2022).
+"""Image editing with a trained image model: inpainting/outpainting and SDEdit (Meng et al.
+2022), both done by :mod:`polydiff.editing`.
 
-Both go through :meth:`DiffusionModel.sample_raw` (``wrap=known_region`` pins known pixels
-of x̂₀; ``x_init`` + a truncated σ̃ grid starts from a partially noised input). Pixel
-models only for exactness: in latent mode the edit happens in the latent.
+What these wrappers add is image-specific: a requested ``label`` becomes the sampling
+cond (unconditional when None), pixels become the model's state (the VAE latent for a
+latent model) and back, and exact inpainting is refused for latent models (the latent
+of the kept pixels does not decode to exactly those pixels).
 """
 
 from __future__ import annotations
 
 import torch
 
-from polydiff.editing import known_region
+from polydiff import editing
 
 
 def _cond_for(model, images: torch.Tensor, label=None) -> dict:
@@ -31,37 +32,20 @@ def inpaint(
     steps: int = 30,
     seed: int = 0,
     guidance: float = 1.0,
+    resample: int = 1,
 ) -> torch.Tensor:
     """Fill the pixels where ``keep`` is False; pixels where it is True are returned exactly.
 
     images: ``[B, C, H, W]`` in [-1, 1]; keep: bool broadcastable to it (outpainting = keep
-    the centre). Returns ``[B, C, H, W]`` (pixel models; the sampler's last step lands on
-    the pinned x̂₀, so kept pixels are bit-identical to ``images``).
+    the centre). Returns ``[B, C, H, W]`` in [-1, 1] (pixel models only). ``resample`` > 1
+    runs RePaint over ``sampler`` (see :func:`polydiff.editing.inpaint`).
     """
     if model.modality.vae is not None:
         raise ValueError("exact inpainting needs a pixel-space model")
-    keep = keep.to(torch.bool).expand_as(images)
-    x, _ = model.sample_raw(
-        images.shape[0],
-        sampler=sampler,
-        steps=steps,
-        seed=seed,
-        guidance=guidance,
-        x_init=torch.zeros_like(images),
-        sampling_cond=_cond_for(model, images, label),
-        wrap=known_region(images, keep),
+    cond = _cond_for(model, images, label)
+    return editing.inpaint(
+        model, images, keep, cond=cond, sampler=sampler, resample=resample, steps=steps, seed=seed, guidance=guidance
     )
-    return x
-
-
-def sdedit_sigmas(model, strength: float, steps: int = 50) -> torch.Tensor:
-    """The tail of the model's σ̃ grid starting at ``strength`` ∈ [0, 1] of the way from σ=0
-    to σ_max (0 → ``[0]``: no step at all; 1 → the full grid from pure noise)."""
-    if not 0.0 <= strength <= 1.0:
-        raise ValueError(f"strength must lie in [0, 1], got {strength}")
-    grid = model.sigma_grid(steps)
-    start = int(round((1 - strength) * steps))
-    return grid[start:]
 
 
 @torch.no_grad()
@@ -76,20 +60,10 @@ def sdedit(
     seed: int = 0,
     guidance: float = 1.0,
 ) -> torch.Tensor:
-    """SDEdit image-to-image: noise ``images`` ``[B, C, H, W]`` (in [-1, 1]) to σ̃(strength)
-    and denoise. Strength 0 takes no step (σ̃ grid ``[0]``): the input comes back unchanged
-    (pixel models; a latent model returns its VAE reconstruction)."""
+    """SDEdit image-to-image: noise ``images`` ``[B, C, H, W]`` (in [-1, 1]) to the σ̃ grid
+    point at ``strength`` ∈ [0, 1] and denoise. Strength 0 takes no step: the input comes
+    back unchanged (pixel models; a latent model returns its VAE reconstruction)."""
     state = model.modality.encode(images)
-    sig = sdedit_sigmas(model, strength, steps)
-    if sig.numel() == 1:  # strength 0: no denoising step at all, the state is returned as is
-        return model.modality.to_pixels(state)
-    x, _ = model.sample_raw(
-        images.shape[0],
-        sampler=sampler,
-        sigmas=sig,
-        seed=seed,
-        guidance=guidance,
-        x_init=state,
-        sampling_cond=_cond_for(model, images, label),
-    )
+    cond = _cond_for(model, images, label)
+    x = editing.sdedit(model, state, strength, cond=cond, sampler=sampler, steps=steps, seed=seed, guidance=guidance)
     return model.modality.to_pixels(x)

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 import polydiff
+from polydiff.editing import sdedit_sigmas
 from polydiff.errors import InputError
-from polydiff.plugins.image.edit import inpaint, sdedit, sdedit_sigmas
+from polydiff.plugins.image.edit import inpaint, sdedit
 from polydiff.plugins.image.io import ImageSample, ddim_interpolation, read_samples, write_samples
 from polydiff.training import TrainConfig, train
 
@@ -112,13 +113,13 @@ def test_inpainting_keeps_known_pixels_exactly(digits_model):
 def test_sdedit_strength_zero_returns_input_and_strength_grows_the_change(digits_model):
     model, data = digits_model
     images = data.images[:3]
-    assert sdedit_sigmas(model, 0.0, 20).tolist() == [0.0]
+    assert sdedit_sigmas(model.sigma_grid(20), 0.0).tolist() == [0.0]
     assert torch.equal(sdedit(model, images, 0.0, steps=20), images)
     small = sdedit(model, images, 0.3, steps=20, seed=0)
     large = sdedit(model, images, 1.0, steps=20, seed=0)
     assert (small - images).abs().mean() < (large - images).abs().mean()
     with pytest.raises(ValueError):
-        sdedit_sigmas(model, 1.5)
+        sdedit(model, images, 1.5)
 
 
 def test_ddim_interpolation_endpoints_equal_direct_sampling(digits_model):
