@@ -90,11 +90,12 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     import polydiff
+    from polydiff.plotting import training_curve
     from polydiff.plugins.audio.bench import generation_metrics, round_trip_table
     from polydiff.plugins.audio.clips import AudioClips
     from polydiff.plugins.audio.frontend import log_mel
     from polydiff.plugins.audio.modality import AudioModality
-    from polydiff.plugins.audio.plots import plot_curve, plot_log_mels
+    from polydiff.plugins.audio.plots import plot_log_mels
     from polydiff.training import TrainConfig, train
 
     out = Path(args.out)
@@ -122,7 +123,7 @@ def main(argv=None):
         ),
     )
     model.save(out / "checkpoint")
-    plot_curve(res.losses, out / "train_curve.png", title="audio latent diffusion loss")
+    training_curve(res.losses, out / "train_curve.png", title="audio latent diffusion loss")
     print(f"trained {res.steps} steps in {res.seconds:.0f} s ({res.steps_per_s:.2f} steps/s)")
 
     names = mod.label_names

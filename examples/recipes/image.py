@@ -81,7 +81,7 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     import polydiff
-    from polydiff.plugins.image.bench import _plot_curve
+    from polydiff.plotting import training_curve
     from polydiff.plugins.image.classifier import train_classifier
     from polydiff.plugins.image.io import ImageSample, ddim_interpolation, save_grid, save_strip
     from polydiff.plugins.image.metrics import all_scores, real_floor
@@ -165,7 +165,7 @@ def main(argv=None) -> dict:
     save_grid([samples[i] for i in order], out / "grid.png", nrow=10, scale=3)
     strip = ddim_interpolation(model, 10, seed_a=1, seed_b=2, cond={"label": 3}, steps=args.nfe, guidance=args.guidance)
     save_strip(strip, out / "interpolation.png")
-    _plot_curve(res.losses, out / "train_curve.png")
+    training_curve(res.losses, out / "train_curve.png")
 
     report = {
         "args": vars(args),

@@ -60,7 +60,7 @@ def main(argv=None) -> dict:
     import torch
 
     import polydiff
-    from polydiff.plugins.molecule.bench import _curve_png
+    from polydiff.plotting import training_curve
     from polydiff.plugins.molecule.io import png_grid, write_sdf
     from polydiff.plugins.molecule.metrics import evaluate_molecules
     from polydiff.plugins.molecule.qm9 import load_qm9
@@ -116,7 +116,9 @@ def main(argv=None) -> dict:
         print(f"time budget reached after {steps} steps (the cosine decay followed the clock)")
     train_s = time.perf_counter() - t0
     losses = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
-    _curve_png([(r["step"], r["loss"]) for r in losses], out / "training_curve.png")
+    training_curve(
+        [(r["step"], r["loss"]) for r in losses], out / "training_curve.png", title="molecule/qm9 training curve"
+    )
     model.training_info = {"steps": steps, "seconds": train_s}
     model.save(out / "checkpoint")
 

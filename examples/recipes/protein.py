@@ -64,6 +64,7 @@ def main(argv=None):
 
     import torch
 
+    from polydiff.plotting import training_curve
     from polydiff.plugins.protein import bench, plots
     from polydiff.plugins.protein.io import write_samples
 
@@ -142,7 +143,7 @@ def main(argv=None):
     plots.plot_traces(samples, out / "traces.png")
     plots.plot_contact_maps(samples, out / "contacts.png")
     if info["losses"]:
-        plots.plot_losses(info["losses"], out / "training_curve.png")
+        training_curve(info["losses"], out / "training_curve.png", ylabel="loss (EDM-weighted)")
     m = report["samples"]
     print(json.dumps({k: round(v, 4) for k, v in m.items()}, indent=1))
     checks = {

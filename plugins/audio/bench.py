@@ -10,11 +10,12 @@ denoiser in the same latent.
 
 from __future__ import annotations
 
-import resource
 import time
 from pathlib import Path
 
 import torch
+
+from polydiff.memory import peak_memory_mb
 
 from .metrics import (
     class_accuracy,
@@ -47,12 +48,6 @@ STANDARD = {
     "batch_size": 32,
     "n_per_label": 4,
 }
-
-
-def peak_mem_mb(device) -> float:
-    if torch.device(device).type == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
 def round_trip_table(modality, waves: torch.Tensor) -> dict[str, dict[str, float]]:
@@ -184,7 +179,7 @@ def run_notes(ctx, task) -> list[dict]:
             "train_audio_s_per_s": res.steps_per_s * b["batch_size"] * clip_s,
             "samples_per_s": len(labels) / sample_s,
             "sample_audio_s_per_s": len(labels) * clip_s / sample_s,
-            "peak_mem_mb": peak_mem_mb(ctx.device),
+            "peak_mem_mb": peak_memory_mb(ctx.device),
         }
         rows.append(
             make_row(

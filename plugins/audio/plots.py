@@ -1,4 +1,5 @@
-"""Log-mel PNGs: a grid of real vs generated clips (matplotlib, Agg backend)."""
+"""Log-mel PNGs: a grid of real vs generated clips (matplotlib figures written through
+:mod:`polydiff.plotting`; the training curve is :func:`polydiff.plotting.training_curve`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+
+from polydiff.plotting import figure, save_figure
 
 
 def plot_log_mels(
@@ -20,13 +23,8 @@ def plot_log_mels(
 
     Colour = natural-log mel power (shared scale), x = seconds, y = mel band.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     n_cols = min(max_cols, max(int(r[1].shape[0]) for r in rows))
-    fig, axes = plt.subplots(len(rows), n_cols, figsize=(1.8 * n_cols + 0.6, 1.8 * len(rows) + 0.4), squeeze=False)
+    fig, axes = figure(len(rows), n_cols, figsize=(1.8 * n_cols + 0.6, 1.8 * len(rows) + 0.4), squeeze=False)
     vmin = min(float(r[1].min()) for r in rows)
     vmax = max(float(r[1].max()) for r in rows)
     for i, (name, mels, titles) in enumerate(rows):
@@ -52,33 +50,4 @@ def plot_log_mels(
             if j == 0:
                 ax.set_ylabel(name, fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
-
-
-def plot_curve(
-    points: Sequence[tuple[int, float]], path: str | Path, *, title: str = "training loss", ylabel: str = "loss"
-) -> Path:
-    """A training curve PNG from ``(step, value)`` pairs (log y axis)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.5, 3))
-    if points:
-        xs, ys = zip(*points)
-        ax.plot(xs, ys)
-        ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=80)

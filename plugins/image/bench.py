@@ -12,38 +12,14 @@ precision/recall with the real-vs-real floor (``data``) and the untrained model
 
 from __future__ import annotations
 
-import resource
 import time
 from pathlib import Path
 
 import torch
 
 from polydiff.bench.task import BenchContext, BenchmarkTask, make_row
-
-
-def _peak_mem_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
-def _plot_curve(losses, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4, 3))
-    if losses:
-        s, l = zip(*losses)
-        ax.plot(s, l)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_yscale("log")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+from polydiff.memory import peak_memory_mb
+from polydiff.plotting import training_curve
 
 
 def run_image_task(
@@ -95,7 +71,7 @@ def run_image_task(
         progress=ctx.progress,
     )
     res = train(model, data, cfg)
-    curve = _plot_curve(res.losses, out / "train_curve.png")
+    curve = training_curve(res.losses, out / "train_curve.png")
     rows = []
     for sampler, nfe in ctx.sampler_grid(default_samplers, default_nfe):
         if ctx.device.type == "cuda":
@@ -124,7 +100,7 @@ def run_image_task(
                     "train_steps_per_s": res.steps_per_s,
                     "samples_per_s": n_samples / dt,
                     "sample_s": dt,
-                    "peak_mem_mb": _peak_mem_mb(ctx.device),
+                    "peak_mem_mb": peak_memory_mb(ctx.device),
                 },
                 files=[grid, curve, folder],
                 dataset=dataset,

@@ -14,21 +14,15 @@ network. EDM's own code trains at 7.0 molecules/s on the project's 2-core CPU.
 
 from __future__ import annotations
 
-import resource
 import time
 from pathlib import Path
+
+from polydiff.memory import peak_memory_mb
+from polydiff.plotting import training_curve
 
 #: EDM's QM9 denoiser size (Hoogeboom et al. 2022)
 EDM_SIZE = {"hidden": 256, "layers": 9, "attention": True}
 EDM_CPU_MOLECULES_PER_S = 7.0
-
-
-def _peak_mem_mb(device) -> float:
-    import torch
-
-    if getattr(device, "type", str(device)) == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def measure_throughput(
@@ -87,29 +81,9 @@ def measure_throughput(
         "batch_size": batch_size,
         "sample_batch": sample_batch,
         "device": str(dev),
-        "peak_mem_mb": _peak_mem_mb(dev),
+        "peak_mem_mb": peak_memory_mb(dev),
         **{k: v for k, v in net_kwargs.items()},
     }
-
-
-def _curve_png(losses, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    if losses:
-        steps, vals = zip(*losses)
-        ax.plot(steps, vals, marker=".")
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
-    ax.set_yscale("log")
-    ax.set_title("molecule/qm9 training curve")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
 
 
 def run(ctx) -> list:
@@ -169,7 +143,7 @@ def run(ctx) -> list:
             lr_schedule="cosine",
         ),
     )
-    curve = _curve_png(res.losses, out_dir / "training_curve.png")
+    curve = training_curve(res.losses, out_dir / "training_curve.png", title="molecule/qm9 training curve")
     rows = []
     for sampler, nfe in grid:
         t0 = time.perf_counter()
@@ -183,7 +157,7 @@ def run(ctx) -> list:
             "train_steps_per_s": res.steps_per_s,
             "train_molecules_per_s": res.steps_per_s * 64,
             "samples_per_s": n_samples / dt,
-            "peak_mem_mb": _peak_mem_mb(ctx.device),
+            "peak_mem_mb": peak_memory_mb(ctx.device),
         }
         rows.append(
             make_row(

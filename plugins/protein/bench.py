@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from polydiff.memory import peak_memory_mb, reset_peak_memory
+
 MODALITY = "protein"
 
 
@@ -34,17 +36,6 @@ def network_config(name: str, size: str = "small") -> dict:
         "tiny": {"scalars": 24, "vectors": 6, "layers": 2, "k_nn": 8},
         "small": {"scalars": 32, "vectors": 8, "layers": 3, "k_nn": 12},
     }[size]
-
-
-def _peak_mem_mb(device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    try:
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    except Exception:  # pragma: no cover - non-POSIX
-        return float("nan")
 
 
 #: training noise levels: ln σ̃ ~ N(P_MEAN, P_STD²) in nm. Lower than EDM's image default
@@ -238,8 +229,7 @@ def run_protein(ctx):
     n = 32
     out = Path(ctx.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if ctx.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(ctx.device)
+    reset_peak_memory(ctx.device)
     model, ds, info = train_model(
         net,
         size,
@@ -277,7 +267,7 @@ def run_protein(ctx):
             "train_residues_per_s": info["train_residues_per_s"],
             "samples_per_s": n / s_secs,
             "sample_residues_per_s": s_rate,
-            "peak_mem_mb": _peak_mem_mb(ctx.device),
+            "peak_mem_mb": peak_memory_mb(ctx.device),
         }
         rows.append(
             make_row(

@@ -1,4 +1,6 @@
-"""Pictures of backbones: Cα traces (two projections) and Cα contact maps, as PNG files."""
+"""Pictures of backbones: Cα traces (two projections) and Cα contact maps, as PNG files
+(written through :mod:`polydiff.plotting`; the training curve is
+:func:`polydiff.plotting.training_curve`)."""
 
 from __future__ import annotations
 
@@ -6,23 +8,15 @@ from pathlib import Path
 
 import numpy as np
 
+from polydiff.plotting import figure, save_figure
+
 from .metrics import as_ca
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def plot_traces(samples, path: str | Path, title: str = "", max_n: int = 8) -> Path:
     """Cα traces (x–y and x–z projections of the principal axes), coloured N→C; Å."""
-    plt = _plt()
     n = min(len(samples), max_n)
-    fig, axes = plt.subplots(2, n, figsize=(2.4 * n, 4.8), squeeze=False)
+    fig, axes = figure(2, n, figsize=(2.4 * n, 4.8), squeeze=False)
     for k in range(n):
         ca = as_ca(samples[k])
         c = ca - ca.mean(0)
@@ -38,18 +32,13 @@ def plot_traces(samples, path: str | Path, title: str = "", max_n: int = 8) -> P
         axes[0, k].set_title(f"L={len(ca)}", fontsize=8)
     fig.suptitle(title or "Cα traces (PCA projections, colour N→C)", fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)
 
 
 def plot_contact_maps(samples, path: str | Path, cutoff: float = 8.0, title: str = "", max_n: int = 8) -> Path:
     """Cα contact maps (d < ``cutoff`` Å) of up to ``max_n`` structures."""
-    plt = _plt()
     n = min(len(samples), max_n)
-    fig, axes = plt.subplots(1, n, figsize=(2.4 * n, 2.6), squeeze=False)
+    fig, axes = figure(1, n, figsize=(2.4 * n, 2.6), squeeze=False)
     for k in range(n):
         ca = as_ca(samples[k])
         d = np.linalg.norm(ca[:, None] - ca[None], axis=-1)
@@ -58,22 +47,4 @@ def plot_contact_maps(samples, path: str | Path, cutoff: float = 8.0, title: str
         axes[0, k].set_xticks([]), axes[0, k].set_yticks([])
     fig.suptitle(title or f"Cα contact maps (< {cutoff:g} Å)", fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
-
-
-def plot_losses(losses, path: str | Path) -> Path:
-    """Training curve from ``[(step, loss), …]``."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(4.5, 3))
-    if losses:
-        s, v = zip(*losses)
-        ax.plot(s, v)
-        ax.set_yscale("log")
-    ax.set_xlabel("step"), ax.set_ylabel("loss (EDM-weighted)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, dpi=90)

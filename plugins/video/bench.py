@@ -10,12 +10,12 @@ Timings: ``train_s``, ``train_steps_per_s``, ``samples_per_s`` (clips/s), ``peak
 
 from __future__ import annotations
 
-import resource
 import time
 
 import torch
 
 from polydiff.bench.task import BenchContext, BenchmarkTask, make_row
+from polydiff.memory import peak_memory_mb, reset_peak_memory
 
 CONFIGS = {
     "quick": dict(
@@ -56,12 +56,6 @@ CONFIGS = {
         eval_train={},
     ),
 }
-
-
-def _peak_mem_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _metrics(model, clips, reference, evaluator) -> dict:
@@ -113,8 +107,7 @@ def run(ctx: BenchContext) -> list:
     noise = torch.randint(0, 256, (n, cfg["frames"], cfg["canvas"], cfg["canvas"]), generator=g, dtype=torch.uint8)
     untrained = [Clip(noise[i].numpy(), labels[i]) for i in range(n)]
     reference["untrained"] = _metrics(model, untrained, ref, evaluator)
-    if ctx.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(ctx.device)
+    reset_peak_memory(ctx.device)
     res = train(
         model,
         data,
@@ -166,7 +159,7 @@ def run(ctx: BenchContext) -> list:
                     "train_s": res.seconds,
                     "train_steps_per_s": res.steps_per_s,
                     "samples_per_s": n / dt,
-                    "peak_mem_mb": _peak_mem_mb(ctx.device),
+                    "peak_mem_mb": peak_memory_mb(ctx.device),
                     "metric_classifier_train_s": eval_train_s,
                 },
                 files=[str(f) for f in files],
