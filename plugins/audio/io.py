@@ -9,12 +9,14 @@ file, the record (the clip index or the file itself) and the field (``samples``,
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 import torch
 
+from polydiff.checkpoint import atomic_write_bytes
 from polydiff.errors import InputError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif")
@@ -138,11 +140,12 @@ def write_wav(
 ) -> list[Path]:
     """Write waveforms as WAV files; returns the paths.
 
-    ``wav``: :class:`~polydiff.plugins.audio.clips.AudioClips` (carries its sample rate),
-    a tensor ``[B, N]`` or ``[N]``, or a list of ``[N]`` tensors. ``out``: a folder
-    (files ``{prefix}_{i:04d}.wav``, ``{i:04d}_{label}.wav`` for labelled clips, or
-    ``{names[i]}.wav``) or, for a single clip, a
-    path ending in ``.wav``. Samples are clipped to [-1, 1] and written as 16-bit PCM.
+        ``wav``: :class:`~polydiff.plugins.audio.clips.AudioClips` (carries its sample rate),
+        a tensor ``[B, N]`` or ``[N]``, or a list of ``[N]`` tensors. ``out``: a folder
+        (files ``{prefix}_{i:04d}.wav``, ``{i:04d}_{label}.wav`` for labelled clips, or
+        ``{names[i]}.wav``) or, for a single clip, a
+        path ending in ``.wav``. Samples are clipped to [-1, 1] and written as 16-bit PCM, each
+    file atomically (:func:`polydiff.checkpoint.atomic_write_bytes`).
     """
     import soundfile as sf
 
@@ -166,10 +169,11 @@ def write_wav(
         targets = [out / f"{(names[i] if names else f'{prefix}_{i:04d}')}.wav" for i in range(len(waves))]
     paths = []
     for w, p in zip(waves, targets):
-        p.parent.mkdir(parents=True, exist_ok=True)
         x = torch.as_tensor(w).detach().float().cpu().clamp(-1, 1)
         x = torch.nan_to_num(x, nan=0.0)
-        sf.write(str(p), x.numpy(), int(sr), subtype=subtype)
+        buf = io.BytesIO()
+        sf.write(buf, x.numpy(), int(sr), subtype=subtype, format="WAV")
+        atomic_write_bytes(p, buf.getvalue())
         paths.append(p)
     return paths
 

@@ -2,13 +2,14 @@
 
 Decoded samples are :class:`ImageSample` objects: ``pixels`` float32 ``[C, H, W]`` in
 [0, 1] and the requested ``label`` (None when unconditional). Files are 8-bit PNGs
-(grey ``L`` or ``RGB``), written atomically (temporary name, then rename).
+(grey ``L`` or ``RGB``), written atomically (:func:`polydiff.checkpoint.atomic_write_bytes`:
+temporary file, fsync, rename).
 """
 
 from __future__ import annotations
 
+import io
 import math
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from polydiff.checkpoint import atomic_write_bytes
 from polydiff.errors import InputError
 
 
@@ -33,10 +35,9 @@ class ImageSample:
 def _atomic_png(arr: np.ndarray, path: Path) -> Path:
     from PIL import Image
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(arr).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 

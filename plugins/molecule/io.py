@@ -2,14 +2,16 @@
 
 Writers take RDKit Mols (what :meth:`MoleculeModality.decode` returns), records or
 ``(elements, positions)`` pairs; coordinates are written in Å. Writes go to a temporary
-file that is renamed into place.
+file that is renamed into place (:func:`polydiff.checkpoint.atomic_write_bytes`: temporary
+file, fsync, rename).
 """
 
 from __future__ import annotations
 
-import os
+import io
 from pathlib import Path
 
+from polydiff.checkpoint import atomic_write_bytes
 from polydiff.errors import InputError
 
 from .chem import atoms_of, sanitized_copy, to_mol
@@ -24,13 +26,7 @@ def _as_mol(sample):
 
 def _atomic_write(path: Path, text: str) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
+    atomic_write_bytes(path, text.encode())
     return path
 
 
@@ -142,8 +138,8 @@ def png_grid(samples, path, *, per_row: int = 4, size: int = 250, max_mols: int 
         legends.append(legend[:40])
     if not mols:
         raise ValueError("png_grid needs at least one molecule")
-    img = _grid_image(mols, legends, per_row, size)
+    buf = io.BytesIO()
+    _grid_image(mols, legends, per_row, size).save(buf, format="PNG")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(str(path))
+    atomic_write_bytes(path, buf.getvalue())
     return path

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from polydiff.checkpoint import atomic_write_bytes
+
 from .bonds import atom_stability, bond_order_matrix
 from .chem import atoms_of, edm_smiles
 
@@ -129,10 +131,7 @@ def _qm9_train_smiles() -> set[str]:
         return set(json.loads(path.read_text()))
     data = load_qm9("train")
     out = {s for s, _ in smiles_of(data.records) if s is not None}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(sorted(out)))
-    tmp.replace(path)
+    atomic_write_bytes(path, json.dumps(sorted(out)).encode())
     return out
 
 

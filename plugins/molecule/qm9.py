@@ -30,6 +30,7 @@ from typing import Sequence
 
 import numpy as np
 
+from polydiff.checkpoint import atomic_write_bytes
 from polydiff.errors import InputError
 
 from .data import QM9_ELEMENTS, MoleculeDataset, MoleculeRecord, _Collector, parse_xyz_text
@@ -271,7 +272,6 @@ def download_qm9(dest: str | os.PathLike, *, url: str = QM9_URL, excluded_url: s
     archive = dest / "dsgdb9nsd.xyz.tar.bz2"
     for link, target in ((url, archive), (excluded_url, dest / "uncharacterized.txt")):
         if not target.exists():
-            tmp = target.with_suffix(target.suffix + ".part")
-            urllib.request.urlretrieve(link, tmp)
-            tmp.replace(target)
+            with urllib.request.urlopen(link, timeout=600) as r:
+                atomic_write_bytes(target, r.read())
     return archive

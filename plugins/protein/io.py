@@ -3,6 +3,7 @@
 A generated Cα trace is written either with N, C, O placed by ideal geometry
 (:func:`polydiff.plugins.protein.geometry.place_backbone`) or as a Cα-only model; both
 kinds are labelled with REMARK 250 lines so nobody mistakes them for experimental models.
+Files are written atomically (:func:`polydiff.checkpoint.atomic_write_bytes`).
 Residue names are unknown for generated backbones and written as GLY. Chain IDs and
 residue numbers come from the :class:`Backbone` record and survive a re-parse.
 """
@@ -13,6 +14,8 @@ import io as _io
 from pathlib import Path
 
 import numpy as np
+
+from polydiff.checkpoint import atomic_write_bytes
 
 from .structures import BACKBONE_ATOMS, Backbone, load_backbones, structure_files
 
@@ -69,8 +72,7 @@ def write_pdb(bbs: Backbone | list[Backbone], path: str | Path, *, ca_only: bool
     buf = _io.StringIO()
     pdbio.save(buf)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(remark + "\n" + buf.getvalue())
+    atomic_write_bytes(path, (remark + "\n" + buf.getvalue()).encode())
     return path
 
 

@@ -29,6 +29,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from polydiff.checkpoint import atomic_write_bytes
 from polydiff.errors import InputError
 
 BACKBONE_ATOMS = ("N", "CA", "C", "O")
@@ -305,15 +306,14 @@ def fetch_pdb(pdb_id: str, cache_dir: str | Path) -> Path:
     dest = cache / f"{pid}.cif.gz"
     if dest.exists() and dest.stat().st_size > 0:
         return dest
-    tmp = dest.with_suffix(".part")
     try:
-        with urllib.request.urlopen(RCSB_URL.format(id=pid), timeout=60) as r, open(tmp, "wb") as f:
-            f.write(r.read())
+        with urllib.request.urlopen(RCSB_URL.format(id=pid), timeout=60) as r:
+            data = r.read()
     except OSError as e:
         raise InputError(
             f"download of {pid} from RCSB failed ({e}); are you online?", record=pdb_id, field="pdb_id"
         ) from None
-    tmp.replace(dest)
+    atomic_write_bytes(dest, data)
     return dest
 
 

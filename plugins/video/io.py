@@ -2,16 +2,19 @@
 
 Frames are uint8 arrays ``[T, H, W]`` (grey, 0 = black). Reading converts any mode to
 grey ``L``; every failure is an :class:`polydiff.errors.InputError` naming the file,
-the record and the field (``frames`` for decoding problems).
+the record and the field (``frames`` for decoding problems). Files are written atomically
+(:func:`polydiff.checkpoint.atomic_write_bytes`).
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from polydiff.checkpoint import atomic_write_bytes
 from polydiff.errors import InputError
 
 #: largest frame count / pixel count accepted from a file (hostile-input guard)
@@ -36,7 +39,6 @@ def write_gif(frames: np.ndarray, path: str | Path, *, duration_ms: int = 120, s
     from PIL import Image
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     frames = np.asarray(frames, dtype=np.uint8)
     if scale > 1:
         frames = frames.repeat(scale, axis=1).repeat(scale, axis=2)
@@ -48,8 +50,10 @@ def write_gif(frames: np.ndarray, path: str | Path, *, duration_ms: int = 120, s
         imgs.append(im)
     # Pillow merges identical consecutive frames (summing durations); the comment records
     # the frame time so read_gif can expand them back to one frame per time step.
+    buf = io.BytesIO()
     imgs[0].save(
-        path,
+        buf,
+        format="GIF",
         save_all=True,
         append_images=imgs[1:],
         duration=int(duration_ms),
@@ -58,6 +62,7 @@ def write_gif(frames: np.ndarray, path: str | Path, *, duration_ms: int = 120, s
         disposal=1,
         comment=f"{FRAME_TAG}{int(duration_ms)}".encode(),
     )
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 
@@ -164,7 +169,6 @@ def write_strip_png(
     from PIL import Image, ImageDraw
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     clips = [np.asarray(c, dtype=np.uint8) for c in clips]
     T = max(c.shape[0] for c in clips)
     H, W = clips[0].shape[1:]
@@ -182,5 +186,7 @@ def write_strip_png(
         for r, lab in enumerate(labels):
             if lab is not None:
                 draw.text((1, (gap + r * (H + gap)) * scale), str(lab), fill=255)
-    img.save(path)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
     return path

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from polydiff.checkpoint import atomic_write_bytes
 from polydiff.errors import InputError
 from polydiff.modality import Modality
 
@@ -185,7 +186,7 @@ class VideoModality(Modality):
             )
         )
         if labels:
-            (path / "labels.json").write_text(json.dumps(labels, indent=1))
+            atomic_write_bytes(path / "labels.json", json.dumps(labels, indent=1).encode())
             written.append(path / "labels.json")
         return written
 
