@@ -82,16 +82,20 @@ def griffin_lim(power: torch.Tensor, cfg: FrontendConfig, n_iter: int = GL_ITERS
     """``[B, n_fft/2+1, T]`` linear power spectrogram → ``[B, clip_samples]`` waveform.
 
     Griffin-Lim starts from random phase; it is drawn from a fixed ``seed`` so decoding
-    is deterministic.
+    is deterministic. Only the generator of ``power``'s device is seeded, inside
+    :func:`torch.random.fork_rng`: the caller's CPU and CUDA random states are unchanged.
     """
     _, gl = _transforms(cfg, n_iter)
     gl = gl.to(power.device)
-    state = torch.get_rng_state()
-    torch.manual_seed(seed)
-    try:
+    dev = power.device
+    cuda = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        if cuda:
+            with torch.cuda.device(cuda[0]):
+                torch.cuda.manual_seed(seed)
+        else:
+            torch.random.default_generator.manual_seed(seed)
         return gl(power.float())
-    finally:
-        torch.set_rng_state(state)
 
 
 @torch.no_grad()

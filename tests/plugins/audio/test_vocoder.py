@@ -80,3 +80,30 @@ def test_griffin_lim_baselines_on_espeak_digits_match_published_scale():
     sc_n, sc_l = M.spectral_convergence(mel_nnls, reference=w), M.spectral_convergence(mel_lstsq, reference=w)
     assert 0.6 * 0.378 < sc_l < 1.4 * 0.378 and sc_n < sc_l
     assert M.log_spectral_distance(mel_nnls, reference=w) < 5.0 * 1.4
+
+
+def _power(notes):
+    return torchaudio.transforms.Spectrogram(n_fft=CFG.n_fft, hop_length=CFG.hop_length, power=2)(notes[:1])
+
+
+def test_griffin_lim_is_seeded_and_leaves_the_callers_cpu_rng_alone(notes):
+    power = _power(notes)
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    a = V.griffin_lim(power, CFG, n_iter=4)
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.manual_seed(7)  # another global seed: the same waveform
+    assert torch.equal(V.griffin_lim(power, CFG, n_iter=4), a)
+    assert not torch.equal(V.griffin_lim(power, CFG, n_iter=4, seed=1), a)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_griffin_lim_leaves_the_cuda_rng_alone(notes, device):
+    power = _power(notes).to(device)
+    torch.cuda.manual_seed_all(5)
+    cpu, cuda = torch.get_rng_state(), torch.cuda.get_rng_state()
+    a = V.griffin_lim(power, CFG, n_iter=4)
+    assert torch.equal(torch.get_rng_state(), cpu) and torch.equal(torch.cuda.get_rng_state(), cuda)
+    assert torch.equal(V.griffin_lim(power, CFG, n_iter=4), a)
