@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+from typing import overload
+
 import torch
 
 
@@ -45,6 +47,8 @@ def cat_cond(a: dict | None, b: dict | None) -> dict | None:
     """Concatenate two cond dicts along the batch axis (keys must match)."""
     if a is None and b is None:
         return None
+    if a is None or b is None:
+        raise ValueError("cannot concatenate a cond dict with None")
     if set(a) != set(b):
         raise ValueError(f"cond keys differ: {sorted(a)} vs {sorted(b)}")
     return {k: torch.cat([a[k], b[k]]) if torch.is_tensor(a[k]) else a[k] for k in a}
@@ -56,7 +60,12 @@ def index_cond(cond: dict | None, idx) -> dict | None:
     return {k: (v[idx] if torch.is_tensor(v) else v) for k, v in cond.items()}
 
 
+@overload
+def to_device(cond: dict, device) -> dict: ...
+@overload
+def to_device(cond: None, device) -> None: ...
 def to_device(cond: dict | None, device) -> dict | None:
+    """``cond`` with its tensors moved to ``device`` (``None`` stays ``None``)."""
     if cond is None:
         return None
     return {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in cond.items()}

@@ -43,6 +43,23 @@ def _divergence_hutchinson(v: torch.Tensor, x: torch.Tensor, probe: torch.Tensor
     return (g * probe).flatten(1).sum(1)
 
 
+def _hutchinson_probe(x: torch.Tensor, space, probe: str, rng: SampleRNG | None) -> torch.Tensor:
+    """The probe ε ``[B, ...]`` on ``space``: ``rademacher`` (±1, projected) or ``gaussian``,
+    drawn per sample from ``rng`` (default: seed 0)."""
+    rng = rng if rng is not None else SampleRNG(0, x.shape[0])
+    if probe == "rademacher":
+        return space.project(rng.rademacher_like(x))
+    if probe == "gaussian":
+        return space.randn_like(x, rng)
+    raise ValueError(f"probe must be 'rademacher' or 'gaussian', got {probe!r}")
+
+
+def _gaussian_logp(x: torch.Tensor, dof: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``[B]`` log N(x; 0, σ̃² I) over ``dof`` degrees of freedom (float64): the prior at σ̃_max."""
+    sq = (x.to(F64) ** 2).flatten(1).sum(1)
+    return -0.5 * sq / sigma**2 - 0.5 * dof.to(F64) * math.log(2 * math.pi * sigma**2)
+
+
 def pf_ode_nll(
     denoiser,
     x: torch.Tensor,
@@ -74,15 +91,7 @@ def pf_ode_nll(
     x = x.to(F64 if x.dtype == F64 else torch.float32)
     x = space.project(x)
     dof = space.dof(x).to(x.dtype)
-    eps = None
-    if divergence == "hutchinson":
-        rng = rng if rng is not None else SampleRNG(0, x.shape[0])
-        if probe == "rademacher":
-            eps = space.project(rng.rademacher_like(x))
-        elif probe == "gaussian":
-            eps = space.randn_like(x, rng)
-        else:
-            raise ValueError(f"probe must be 'rademacher' or 'gaussian', got {probe!r}")
+    eps = _hutchinson_probe(x, space, probe, rng) if divergence == "hutchinson" else None
     count = [0]
 
     def rhs(u, state):
@@ -97,9 +106,7 @@ def pf_ode_nll(
     u = torch.tensor([math.log(sigma_min), math.log(sigma_max)], dtype=x.dtype)
     xs, dlogp = odeint(rhs, (x, torch.zeros(x.shape[0], dtype=x.dtype)), u, rtol=rtol, atol=atol, method=method)
     x_T, delta = xs[-1], dlogp[-1]
-    prior = -0.5 * (x_T.to(F64) ** 2).flatten(1).sum(1) / sigma_max**2 - 0.5 * dof.to(F64) * math.log(
-        2 * math.pi * sigma_max**2
-    )
+    prior = _gaussian_logp(x_T, dof, sigma_max)
     nll = -(prior + delta.to(F64))
     if return_stats:
         return nll, {"prior_logp": prior, "delta_logp": delta.to(F64), "nfe": count[0]}

@@ -48,7 +48,7 @@ def x0_weight(weighting: str, sigma: torch.Tensor, denoiser: Denoiser, gamma: fl
 
 
 def sample_sigmas(
-    kind: str, n: int, denoiser: Denoiser, generator: torch.Generator, p_mean: float = -1.2, p_std: float = 1.2
+    kind: str, n: int, denoiser: Denoiser, generator: torch.Generator | None, p_mean: float = -1.2, p_std: float = 1.2
 ) -> torch.Tensor:
     """``[n]`` float64 training noise levels σ̃ (``p_mean``/``p_std`` for the (logit-)normal)."""
     sch = denoiser.schedule
@@ -74,7 +74,7 @@ def diffusion_loss(
     cond,
     space,
     rng,
-    generator: torch.Generator,
+    generator: torch.Generator | None,
     *,
     sigma_sampling: str = "lognormal",
     weighting: str = "default",
@@ -87,8 +87,8 @@ def diffusion_loss(
     """Per-sample loss ``[B]``: λ(σ̃)·mean_space(‖D(x₀ + σ̃n, σ̃) − x₀‖²) [+ auxiliary].
 
     x0: ``[B, ...]`` clean data; ``space`` supplies the noise (``space.randn_like(x0, rng)``),
-    the projection and the masked mean; ``rng`` draws the noise; ``generator`` draws σ̃
-    (or pass ``sigmas`` ``[B]``). ``auxiliary(x0_hat, x0, sigmas, cond, weight)`` — a
+    the projection and the masked mean; ``rng`` draws the noise; ``generator`` draws σ̃ (None:
+    torch's global generator), or pass ``sigmas`` ``[B]``. ``auxiliary(x0_hat, x0, sigmas, cond, weight)`` — a
     modality's extra per-sample term ``[B]`` on the denoised estimate (e.g. the protein
     plugin's local-distance loss, FrameDiff-style); ``weight`` is λ(σ̃) ``[B]``, so the
     term can be put on the same scale as the denoising error. ``None`` returns no term.
@@ -150,7 +150,7 @@ def flow_matching_loss(
     cond,
     space,
     rng,
-    generator: torch.Generator,
+    generator: torch.Generator | None,
     *,
     t_min: float = 1e-4,
     t_max: float = 0.999,

@@ -23,7 +23,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -382,7 +382,7 @@ def run_sampler_study(
     grids = tuple(grids) if grids else DEFAULT_GRIDS
     have_diffusers = _diffusers_available(include_diffusers)
     sch = DDPMLinear()
-    mixes = {"mixture2d": circle_mixture, "mixture16d": mixture_16d}
+    mixes: dict[str, Callable[[], GaussianMixture]] = {"mixture2d": circle_mixture, "mixture16d": mixture_16d}
     rows: list[dict] = []
     floors = {}
     bar = tqdm(total=len(problems) * len(specs) * len(grids) * len(nfe), desc="sampler study", disable=not progress)

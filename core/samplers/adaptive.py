@@ -38,28 +38,7 @@ def sample_ode_rk45(
     from torchdiffeq import odeint
 
     if per_sample and x.shape[0] > 1:
-        parts, total = [], 0
-        for i in range(x.shape[0]):
-            st: dict = {}
-            cb = None if callback is None else (lambda j, s, xx, x0, i=i: callback(j, s, xx, x0))
-            parts.append(
-                sample_ode_rk45(
-                    denoiser,
-                    x[i : i + 1],
-                    sigmas,
-                    space=_SliceSpace(space, i),
-                    callback=cb,
-                    rtol=rtol,
-                    atol=atol,
-                    method=method,
-                    stats=st,
-                )
-            )
-            total += st["nfe"]
-        if stats is not None:
-            stats["nfe"] = total
-        return torch.cat(parts)
-
+        return _rk45_per_sample(denoiser, x, sigmas, space, callback, stats, rtol=rtol, atol=atol, method=method)
     space, s = space_or_default(space), grid_floats(sigmas)
     x = working_state(x)
     pos = [v for v in s if v > 0]
@@ -77,6 +56,23 @@ def sample_ode_rk45(
     if stats is not None:
         stats["nfe"] = count[0] + (0 if s[-1] > 0 else 1)
     return out
+
+
+def _rk45_per_sample(denoiser, x, sigmas, space, callback, stats, **options):
+    """:func:`sample_ode_rk45` on each sample of ``x`` ``[B, ...]`` alone (its own step sizes);
+    ``stats["nfe"]`` sums the evaluations of all samples."""
+    parts, total = [], 0
+    for i in range(x.shape[0]):
+        st: dict = {}
+        parts.append(
+            sample_ode_rk45(
+                denoiser, x[i : i + 1], sigmas, space=_SliceSpace(space, i), callback=callback, stats=st, **options
+            )
+        )
+        total += st["nfe"]
+    if stats is not None:
+        stats["nfe"] = total
+    return torch.cat(parts)
 
 
 class _SliceSpace:

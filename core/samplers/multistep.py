@@ -24,7 +24,8 @@ def sample_dpmpp_2m(denoiser, x, sigmas, *, space=None, rng=None, callback=None)
     """
     space, s = space_or_default(space), grid_floats(sigmas)
     x = working_state(x)
-    x0_prev = h_prev = None
+    x0_prev: torch.Tensor | None = None
+    h_prev = 0.0  # log-step of the previous step (read once x0_prev is set)
     for i in range(len(s) - 1):
         x0 = denoise(denoiser, x, s[i], i, callback)
         if s[i + 1] == 0:
@@ -98,7 +99,8 @@ def sample_dpmpp_2m_sde(
     if eta > 0:
         need_rng(rng, "dpmpp_2m_sde")
     x = working_state(x)
-    x0_prev = h_prev = None
+    x0_prev: torch.Tensor | None = None
+    h_prev = 0.0  # log-step of the previous step (read once x0_prev is set)
     for i in range(len(s) - 1):
         x0 = denoise(denoiser, x, s[i], i, callback)
         if s[i + 1] == 0:
@@ -177,14 +179,7 @@ def sample_unipc(
     for i in range(n):
         x0 = denoise(denoiser, x, s[i], i, callback)
         if use_corrector and i > 0 and last_x is not None:
-            h = lam[i] - lam[i - 1]
-            rks = [(lam[i - 1 - k] - lam[i - 1]) / h for k in range(1, last_order)] + [1.0]
-            rho = _unipc_coefficients(h, rks, last_order, corrector=True)
-            m0 = outs[0]
-            corr = (x0 - m0) * rho[-1]
-            for k in range(1, last_order):
-                corr = corr + (outs[k] - m0) * (rho[k - 1] / rks[k - 1])
-            x = space.project(last_x * (s[i] / s[i - 1]) - m0 * math.expm1(-h) - corr * math.expm1(-h))
+            x = space.project(_unic(last_x, x0, outs, lam, s, i, last_order))
         outs = [x0] + outs[: order - 1]
         p = min(order, n - i) if lower_order_final else order
         p = min(p, i + 1)
@@ -192,14 +187,33 @@ def sample_unipc(
         if s[i + 1] == 0:
             x = x0
             break
-        h = lam[i + 1] - lam[i]
-        x_new = x * (s[i + 1] / s[i]) - x0 * math.expm1(-h)
-        if p > 1:
-            rks = [(lam[i - k] - lam[i]) / h for k in range(1, p)] + [1.0]
-            rho = _unipc_coefficients(h, rks, p, corrector=False)
-            pred = 0
-            for k in range(1, p):
-                pred = pred + (outs[k] - x0) * (rho[k - 1] / rks[k - 1])
-            x_new = x_new - pred * math.expm1(-h)
-        x = space.project(x_new)
+        x = space.project(_unip(x, outs, lam, s, i, p))
     return x
+
+
+def _unic(x_prev, x0, outs: list, lam: list[float], s: list[float], i: int, order: int):
+    """UniC of ``order``: the state at σ̃_i, predicted from ``x_prev`` at σ̃_{i−1}, corrected
+    with the new evaluation ``x0`` = D at σ̃_i and ``outs`` (D_{i−1}, D_{i−2}, …)."""
+    h = lam[i] - lam[i - 1]
+    rks = [(lam[i - 1 - k] - lam[i - 1]) / h for k in range(1, order)] + [1.0]
+    rho = _unipc_coefficients(h, rks, order, corrector=True)
+    m0 = outs[0]
+    corr = (x0 - m0) * rho[-1]
+    for k in range(1, order):
+        corr = corr + (outs[k] - m0) * (rho[k - 1] / rks[k - 1])
+    return x_prev * (s[i] / s[i - 1]) - m0 * math.expm1(-h) - corr * math.expm1(-h)
+
+
+def _unip(x, outs: list, lam: list[float], s: list[float], i: int, order: int):
+    """UniP of ``order``: the state at σ̃_{i+1} from ``x`` at σ̃_i and ``outs`` (D_i, D_{i−1}, …)."""
+    x0 = outs[0]
+    h = lam[i + 1] - lam[i]
+    x_new = x * (s[i + 1] / s[i]) - x0 * math.expm1(-h)
+    if order > 1:
+        rks = [(lam[i - k] - lam[i]) / h for k in range(1, order)] + [1.0]
+        rho = _unipc_coefficients(h, rks, order, corrector=False)
+        pred = 0
+        for k in range(1, order):
+            pred = pred + (outs[k] - x0) * (rho[k - 1] / rks[k - 1])
+        x_new = x_new - pred * math.expm1(-h)
+    return x_new

@@ -84,8 +84,8 @@ def langevin_correct(
         grad = (x0 - x) / sigma**2
         z = space.randn_like(x, rng)
         if step_rule == "norm":
-            eps = 2 * (snr * _per_sample_norm(z) / _per_sample_norm(grad).clamp(min=1e-30)) ** 2
-            x = space.project(x + eps * grad + torch.sqrt(2 * eps) * z)
+            eps_b = 2 * (snr * _per_sample_norm(z) / _per_sample_norm(grad).clamp(min=1e-30)) ** 2  # per sample
+            x = space.project(x + eps_b * grad + torch.sqrt(2 * eps_b) * z)
         elif step_rule == "sigma":
             eps = 2 * (snr * sigma) ** 2
             x = space.project(x + grad * eps + z * math.sqrt(2 * eps))

@@ -186,8 +186,34 @@ def read_training_checkpoint(path: Path) -> TrainingCheckpoint:
     path = Path(path)
     cfg = ckpt.read_config(path)
     files = cfg.get("files", {})
+    st = _checked_training_state(cfg, path)
+    for name in ("model.safetensors", "optimizer.safetensors", "rng.safetensors"):
+        if name not in files:
+            raise CheckpointError(f"{path / ckpt.CONFIG_NAME}: lists no {name}")
+    tensors = {name: ckpt.load_tensors(path, name, files[name]) for name in files}
+    _check_rng_ranks(tensors["rng.safetensors"], st.get("world_size", 1), path)
+    try:
+        opt_sd = unflatten_optimizer(tensors["optimizer.safetensors"], st["optimizer"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{path}: optimizer state is malformed ({e})") from None
+    return TrainingCheckpoint(
+        path,
+        st["step"],
+        cfg,
+        st,
+        tensors["model.safetensors"],
+        tensors.get("ema.safetensors"),
+        opt_sd,
+        tensors["rng.safetensors"],
+    )
+
+
+def _checked_training_state(cfg: dict, path: Path) -> dict:
+    """``cfg["training_state"]`` once its schema holds: step, data order, optimiser
+    metadata and the counters."""
     st = cfg.get("training_state")
-    _require(isinstance(st, dict), path, "is missing (not a training checkpoint)")
+    if not isinstance(st, dict):
+        raise CheckpointError(f"{path / ckpt.CONFIG_NAME}: training_state is missing (not a training checkpoint)")
     _require(_is_int(st.get("step")) and 0 <= st["step"] < 2**40, path, "has no valid 'step'")
     order = st.get("data_order")
     _require(
@@ -207,13 +233,13 @@ def read_training_checkpoint(path: Path) -> TrainingCheckpoint:
     )
     for k in ("skipped_nonfinite", "ema_updates", "world_size"):
         _require(_is_int(st.get(k, 0)) and 0 <= st.get(k, 0) < 2**40, path, f"field {k!r} is not a count")
-    for name in ("model.safetensors", "optimizer.safetensors", "rng.safetensors"):
-        if name not in files:
-            raise CheckpointError(f"{path / ckpt.CONFIG_NAME}: lists no {name}")
-    tensors = {name: ckpt.load_tensors(path, name, files[name]) for name in files}
-    world = st.get("world_size", 1)
+    return st
+
+
+def _check_rng_ranks(rng: dict[str, torch.Tensor], world: int, path: Path) -> None:
+    """The RNG file holds ``rank<r>.<name>`` entries for exactly the ranks 0 … world − 1."""
     ranks = set()
-    for key in tensors["rng.safetensors"]:
+    for key in rng:
         m = re.match(r"^rank(\d+)\.\w+$", key)
         if not m:
             raise CheckpointError(f"{path / 'rng.safetensors'}: unexpected entry {key!r}")
@@ -222,20 +248,6 @@ def read_training_checkpoint(path: Path) -> TrainingCheckpoint:
         raise CheckpointError(
             f"{path / 'rng.safetensors'}: RNG states for ranks {sorted(ranks)}, expected 0..{world - 1}"
         )
-    try:
-        opt_sd = unflatten_optimizer(tensors["optimizer.safetensors"], opt)
-    except (ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{path}: optimizer state is malformed ({e})") from None
-    return TrainingCheckpoint(
-        path,
-        st["step"],
-        cfg,
-        st,
-        tensors["model.safetensors"],
-        tensors.get("ema.safetensors"),
-        opt_sd,
-        tensors["rng.safetensors"],
-    )
 
 
 def find_resumable(root: Path, log=None) -> TrainingCheckpoint | None:

@@ -403,6 +403,7 @@ def _optimizer_step(run: _Run, step: int, lr: float) -> tuple[float, float, bool
         _skip_nonfinite(run, step, g_loss, g_norm)
         return g_loss, g_norm, False
     opt.step()
+    assert run.model.ema is not None  # made by _train
     ema_update(run.model.ema, run.net, ema_decay_at(run.ema_updates, cfg.ema_decay, cfg.ema_warmup))
     run.ema_updates += 1
     return g_loss, g_norm, True
@@ -424,7 +425,7 @@ def _accumulate_gradients(run: _Run, step: int) -> torch.Tensor:
         for a in range(A):
             pos = micro_batch_positions(cfg.batch_size, W, A, ctx.rank, a)
             batch = run.model.modality.collate([run.dataset[idx[p]] for p in pos])
-            sync = run.train_net.no_sync() if (ctx.active and a < A - 1) else nullcontext()
+            sync = _no_sync(run.train_net) if (ctx.active and a < A - 1) else nullcontext()
             with sync:
                 with _autocast(cfg, dev):
                     per_sample = _micro_loss(run.den, run.model, batch, pos, step_seed, run.sigma_kind, cfg, dev)
@@ -439,6 +440,14 @@ def _accumulate_gradients(run: _Run, step: int) -> torch.Tensor:
             e, step=step, micro_batch=m, batch_size=cfg.batch_size, world_size=W, accum=A, device=dev
         ) from e
     return loss_sum
+
+
+def _no_sync(train_net: torch.nn.Module):
+    """DDP's context that defers the gradient all-reduce (``train_net`` is DDP-wrapped)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    assert isinstance(train_net, DistributedDataParallel)
+    return train_net.no_sync()
 
 
 def _skip_nonfinite(run: _Run, step: int, g_loss: float, g_norm: float) -> None:
