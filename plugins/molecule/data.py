@@ -30,6 +30,9 @@ _PERIODIC = (
 ).split()
 ATOMIC_NUMBER = {s: z for z, s in enumerate(_PERIODIC) if z > 0}
 QM9_ELEMENTS = ("H", "C", "N", "O", "F")
+#: atom symbols a mol file may hold that are not elements but that RDKit reads (query and
+#: R-group atoms become ``*``/``R#``, D and T are hydrogen isotopes)
+_MOLFILE_PSEUDO_ATOMS = {"A", "Q", "L", "LP", "*", "R", "R#", "D", "T", "AH", "QH", "X", "XH", "M", "MH"}
 ON_ERROR = ("raise", "skip")
 
 
@@ -175,6 +178,8 @@ class _Collector:
                 f"{name or 'dataset'}: skipped {len(self.skipped)} bad record(s); first: {self.skipped[0][2]}",
                 stacklevel=3,
             )
+        elif not self.records:
+            warnings.warn(f"{name or 'dataset'}: holds no molecules", stacklevel=3)
         return MoleculeDataset(
             self.records, elements=elements, property_names=property_names, skipped=self.skipped, name=name
         )
@@ -198,6 +203,30 @@ def record_from_mol(mol, *, file, index, conf_id: int = -1) -> MoleculeRecord:
     return MoleculeRecord(elements, pos, charges, props, None, name)
 
 
+def unknown_element(molblock: str, *, file, index) -> None:
+    """Raise :class:`InputError` naming the atom symbol of a mol block (V2000 or V3000) that
+    is not an element — the commonest reason RDKit refuses a record; return otherwise."""
+    lines = molblock.splitlines()
+    if len(lines) < 4:
+        return
+    if "V3000" in lines[3]:
+        try:
+            start = lines.index("M  V30 BEGIN ATOM") + 1
+            atoms = lines[start : lines.index("M  V30 END ATOM", start)]
+        except ValueError:
+            return
+        symbols = [a.split()[3] for a in atoms if len(a.split()) > 3]
+    else:
+        try:
+            n = int(lines[3][:3])
+        except ValueError:
+            return
+        symbols = [a[31:34].strip() for a in lines[4 : 4 + n]]
+    for k, sym in enumerate(symbols):
+        if sym and sym not in ATOMIC_NUMBER and sym not in _MOLFILE_PSEUDO_ATOMS:
+            raise InputError(f"unknown element symbol {sym!r} (atom {k + 1})", file=file, record=index, field="element")
+
+
 def load_sdf(
     path,
     *,
@@ -214,6 +243,16 @@ def load_sdf(
     if not path.is_file():
         raise InputError("no such file", file=path)
     col = _Collector(on_error)
+    indexed = []  # a random-access supplier, opened only to explain a record RDKit refused
+
+    def record_text(i: int) -> str:
+        if not indexed:
+            indexed.append(Chem.SDMolSupplier(str(path), sanitize=False, removeHs=False))
+        try:
+            return indexed[0].GetItemText(i)
+        except Exception:  # the index could not be built: no explanation, the generic error stays
+            return ""
+
     RDLogger.DisableLog("rdApp.*")
     try:
         with open(path, "rb") as fh:
@@ -223,6 +262,8 @@ def load_sdf(
                     break
 
                 def make(m=mol, i=i):
+                    if m is None:
+                        unknown_element(record_text(i), file=path, index=i)
                     rec = record_from_mol(m, file=path, index=i)
                     return rec.without_hydrogens() if remove_h else rec
 
@@ -349,8 +390,10 @@ def load_smiles(
     on_error: str = "raise",
     limit: int | None = None,
 ) -> MoleculeDataset:
-    """A SMILES file (one per line, optional name after whitespace; ``#`` comments) or a
-    list of SMILES strings, embedded in 3-D with :func:`embed_smiles`."""
+    """A SMILES file (``.smi``: one SMILES per line, optionally followed by whitespace and a
+    name; blank lines and ``#`` comments skipped) or a list of SMILES strings, embedded in
+    3-D with :func:`embed_smiles` (molecule k seeded ``seed + k``). Errors name the file,
+    the record (``line N`` of a file, the index in a list) and the field (``smiles``)."""
     if isinstance(source, (list, tuple)):
         file, lines = "<smiles list>", [str(s) for s in source]
     else:
@@ -361,19 +404,20 @@ def load_smiles(
             raise InputError(f"cannot read: {e}", file=file) from None
     col = _Collector(on_error)
     index = 0
-    for line in lines:
+    for lineno, line in enumerate(lines, 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         if limit is not None and len(col.records) >= limit:
             break
-        parts = line.split()
+        parts = line.split(None, 1)
+        record = f"line {lineno}" if isinstance(file, Path) else index
 
-        def make(parts=parts, index=index):
-            rec = embed_smiles(parts[0], seed=seed + index, mmff=mmff, file=file, index=index)
-            rec.name = parts[1] if len(parts) > 1 else ""
+        def make(parts=parts, index=index, record=record):
+            rec = embed_smiles(parts[0], seed=seed + index, mmff=mmff, file=file, index=record)
+            rec.name = parts[1].strip() if len(parts) > 1 else ""
             return rec.without_hydrogens() if remove_h else rec
 
-        col.add(make, file=file, index=index, elements=elements)
+        col.add(make, file=file, index=record, elements=elements)
         index += 1
     return col.dataset(elements=elements, name=str(file))

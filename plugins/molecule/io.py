@@ -1,4 +1,4 @@
-"""Molecule files: SDF and XYZ writers and readers, SMILES, PNG grids of 2-D depictions.
+"""Molecule files: SDF and XYZ writers, SDF/XYZ/SMILES readers, PNG grids of 2-D depictions.
 
 Writers take RDKit Mols (what :meth:`MoleculeModality.decode` returns), records or
 ``(elements, positions)`` pairs; coordinates are written in Å. Writes go to a temporary
@@ -61,25 +61,30 @@ def write_xyz(samples, path) -> Path:
     return _atomic_write(Path(path), "\n".join(lines) + "\n")
 
 
+#: file suffixes :func:`read_molecules` reads, by format
+MOLECULE_SUFFIXES = {".sdf": "sdf", ".sd": "sdf", ".mol": "sdf", ".xyz": "xyz", ".smi": "smiles", ".smiles": "smiles"}
+
+
 def read_molecules(path, *, on_error: str = "raise") -> list:
-    """SDF or XYZ file (or a folder of them) → RDKit Mols with conformers (bonds as
-    written for SDF, none for XYZ; the metrics use atoms and coordinates only)."""
-    from .data import load_sdf, load_xyz
+    """SDF, XYZ or SMILES file (or a folder of them) → RDKit Mols with a conformer (bonds
+    as written for SDF, none for XYZ; SMILES embedded in 3-D with explicit hydrogens by
+    ETKDG + MMFF, see :func:`~polydiff.plugins.molecule.data.load_smiles`). The metrics use
+    atoms and coordinates only."""
+    from .data import load_sdf, load_smiles, load_xyz
 
     path = Path(path)
     if not path.exists():
         raise InputError("no such file or folder", file=path)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".sdf", ".xyz"))
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in MOLECULE_SUFFIXES)
         if not files:
-            raise InputError("folder holds no .sdf or .xyz files", file=path)
+            raise InputError(f"folder holds no molecule files ({', '.join(MOLECULE_SUFFIXES)})", file=path)
         return [m for f in files for m in read_molecules(f, on_error=on_error)]
-    if path.suffix.lower() == ".xyz":
-        data = load_xyz(path, on_error=on_error)
-    elif path.suffix.lower() in (".sdf", ".sd", ".mol"):
-        data = load_sdf(path, on_error=on_error)
-    else:
-        raise InputError("unknown molecule file type (expected .sdf or .xyz)", file=path)
+    kind = MOLECULE_SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise InputError(f"unknown molecule file type (expected {', '.join(MOLECULE_SUFFIXES)})", file=path)
+    load = {"sdf": load_sdf, "xyz": load_xyz, "smiles": load_smiles}[kind]
+    data = load(path, on_error=on_error)
     return [to_mol(r.elements, r.positions, bonds="edm", charges=r.charges) for r in data.records]
 
 

@@ -270,7 +270,7 @@ class MoleculeModality(Modality):
         return [write_sdf(samples, path)]
 
     def read(self, path) -> list:
-        """SDF or XYZ (file or folder) → list of RDKit Mols for the metrics."""
+        """SDF, XYZ or SMILES (file or folder) → list of RDKit Mols for the metrics."""
         from .io import read_molecules
 
         return read_molecules(path)

@@ -114,6 +114,47 @@ def test_bad_smiles_and_missing_file(tmp_path):
         D.load_sdf(tmp_path / "missing.sdf")
 
 
+def test_read_molecules_reads_smi_files_with_names_and_names_a_bad_line(tmp_path):
+    f = tmp_path / "in.smi"
+    f.write_text("# two molecules and a comment\nCCO ethanol\n\nC#N hydrogen cyanide\n")
+    mols = read_molecules(f)
+    assert len(mols) == 2 and all(m.GetNumConformers() == 1 for m in mols)
+    assert sorted(a.GetSymbol() for a in mols[0].GetAtoms()) == sorted("CCOHHHHHH")
+    ds = D.load_smiles(f)
+    assert [r.name for r in ds.records] == ["ethanol", "hydrogen cyanide"]
+    bad = tmp_path / "bad.smi"
+    bad.write_text("CC one\n# comment\nC1CC broken\nCO three\n")
+    with pytest.raises(InputError) as e:
+        read_molecules(bad)
+    assert (e.value.file, e.value.record, e.value.field) == (str(bad), "line 3", "smiles")
+    with pytest.warns(UserWarning, match="skipped 1"):
+        assert len(read_molecules(bad, on_error="skip")) == 2
+    with pytest.warns(UserWarning, match="skipped 1"):
+        assert len(read_molecules(tmp_path, on_error="skip")) == 2 + 2  # a folder of .smi files
+
+
+def test_empty_sdf_warns(tmp_path):
+    f = tmp_path / "empty.sdf"
+    f.write_text("")
+    with pytest.warns(UserWarning, match="empty.sdf.*no molecules"):
+        assert read_molecules(f) == []
+
+
+def test_unknown_element_in_an_sdf_is_named(tmp_path):
+    ds = _smiles_dataset()
+    text = write_sdf(ds.records, tmp_path / "ok.sdf").read_text()
+    blocks = text.split("$$$$\n")
+    lines = blocks[1].splitlines()
+    lines[4] = lines[4][:31] + "Xx " + lines[4][34:]  # the first atom of record 1
+    blocks[1] = "\n".join(lines) + "\n"
+    bad = tmp_path / "bad.sdf"
+    bad.write_text("$$$$\n".join(blocks))
+    with pytest.raises(InputError, match=r"record 1.*element.*'Xx' \(atom 1\)"):
+        D.load_sdf(bad)
+    with pytest.warns(UserWarning, match="skipped 1"):
+        assert len(D.load_sdf(bad, on_error="skip")) == 2
+
+
 def test_official_qm9_xyz_format_parser():
     # the first molecule of the official archive (methane), in its extended-XYZ format
     text = (
