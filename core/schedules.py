@@ -23,7 +23,9 @@ def _t64(x) -> Tensor:
 
 
 class Schedule:
-    """Base class. Subclasses define :meth:`log_alpha` and :meth:`log_sigma` (or α, σ).
+    """Base class. Subclasses define :meth:`alpha` and :meth:`sigma` (a :class:`VPSchedule`
+    only α; σ = √(1 − α²) follows), and :meth:`t_from_log_snr` where λ⁻¹ has a closed form
+    (the default bisects); :meth:`network_time` maps t to the network's time input.
 
     ``t_min``/``t_max`` bound the time domain used for training and sampling.
     """
@@ -63,6 +65,7 @@ class Schedule:
         return self.sigma(t) / self.alpha(t)
 
     def t_from_sigma_ve(self, sigma_ve) -> Tensor:
+        """σ̃⁻¹: the time whose σ̃ is ``sigma_ve`` (through λ = −2 log σ̃)."""
         return self.t_from_log_snr(-2.0 * torch.log(_t64(sigma_ve)))
 
     def alpha_sigma_from_sigma_ve(self, sigma_ve):
@@ -96,9 +99,6 @@ class VPSchedule(Schedule):
         la = torch.log(self.alpha(_t64(t)))
         # λ = 2 log α − log(1 − α²), computed stably
         return 2.0 * la - torch.log(-torch.expm1(2.0 * la))
-
-    def t_from_sigma_ve(self, sigma_ve):
-        return self.t_from_log_snr(-2.0 * torch.log(_t64(sigma_ve)))
 
 
 class DiscreteVPSchedule(VPSchedule):
