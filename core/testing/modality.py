@@ -50,8 +50,8 @@ NEEDS = {
     "loss": ("data", "network"),
     "sampling": ("data", "network"),
     "files": ("data", "network", "sampling"),
-    "batch_independence": ("data", "network", "sampling"),
-    "save_load": ("data", "network", "sampling"),
+    "batch_independence": ("data", "network", "sample_raw"),  # sample_raw: sampling short of decode
+    "save_load": ("data", "network", "sample_raw"),
     "equivariance": ("data", "network"),
     "metrics": ("data", "network", "sampling"),
 }
@@ -149,7 +149,8 @@ class ModalityRun:
             return None, False
 
     def wanted(self, check: str) -> bool:
-        return check in self.selected or any(check in NEEDS.get(c, ()) for c in self.selected)
+        needs = {"sampling" if n == "sample_raw" else n for c in self.selected for n in NEEDS.get(c, ())}
+        return check in self.selected or check in needs
 
     def run(self) -> None:
         if not any(c in self.selected for c in MODALITY_CHECKS):
@@ -198,8 +199,9 @@ class ModalityRun:
         ds, ok = self.attempt(
             "data",
             f"load_dataset({', '.join(map(repr, args))}**{o.dataset_options!r})",
-            f"the loader registered as dataset {ds_name!r} must accept these options and return a sized, "
-            "indexable data set; declare small options in `conformance = {'dataset_options': {...}}`",
+            f"load_dataset calls the loader registered as dataset {ds_name!r} (it must accept these options and "
+            "return a sized, indexable data set), then fit(dataset); declare small options in "
+            "`conformance = {'dataset_options': {...}}`",
             self.mod.load_dataset,
             *args,
             **o.dataset_options,
@@ -417,6 +419,7 @@ class ModalityRun:
         )
 
     def check_sampling(self):
+        self.broken.add("sample_raw")  # until sample_raw has run
         o, n = self.opts, self.opts.n_samples
         fix = (
             "sampling_request(n, cond, rng) must return (shape without the batch axis, cond dict of [n, ...] tensors "
@@ -457,6 +460,7 @@ class ModalityRun:
         if tuple(self.xs.shape) != (n, *shape) or not _finite(self.xs):
             self.fail("sampling", f"sample_raw gave {tuple(self.xs.shape)} (finite: {_finite(self.xs)})", fix)
             return False
+        self.broken.discard("sample_raw")
         fix = "decode(x [B, ...], cond) must return one domain object per sample (a list or sized container of B)"
         self.samples, ok = self.attempt(
             "sampling", f"decode(x [{n}, ...], cond)", fix, self.mod.decode, self.xs, self.cs

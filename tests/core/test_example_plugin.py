@@ -24,11 +24,11 @@ def test_example_plugin_is_discovered_through_its_entry_point():
 def test_example_plugin_trains_samples_evaluates(tmp_path):
     model = polydiff.create("pointcloud")
     data = model.modality.load_dataset("rings2d", size=1000, seed=1)
-    untrained = model.modality.evaluate(model.sample(128, steps=10, seed=0))["ring_error"]
+    untrained = model.modality.evaluate(model.sample(128, steps=10, seed=0))["pointcloud_ring_error"]
     train(model, data, TrainConfig(steps=600, batch_size=128, lr=2e-3, ema_decay=0.98, progress=False))
     samples = model.sample(128, sampler="dpmpp_2m", steps=20, seed=0)
-    trained = model.modality.evaluate(samples)["ring_error"]
-    floor = model.modality.evaluate([data[i] for i in range(128)])["ring_error"]
+    trained = model.modality.evaluate(samples)["pointcloud_ring_error"]
+    floor = model.modality.evaluate([data[i] for i in range(128)])["pointcloud_ring_error"]
     assert floor < trained < 0.5 * untrained, (floor, trained, untrained)
     # zero centre of mass is kept by the space
     assert torch.stack(samples).mean(1).abs().max() < 1e-5

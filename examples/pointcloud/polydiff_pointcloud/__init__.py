@@ -6,7 +6,7 @@ Registers, through polydiff's pluggy hooks only:
   (:class:`polydiff.spaces.ZeroCoMSpace` with ``n_pos=2``);
 - network ``pointcloud_deepsets``: a permutation-equivariant DeepSets denoiser;
 - dataset ``rings2d``: seeded noisy rings of random radius and rotation;
-- metric ``ring_error``: how far points lie from the cloud's own best-fit ring;
+- metric ``pointcloud_ring_error``: how far points lie from the cloud's own best-fit ring;
 - benchmark task ``pointcloud/rings``.
 """
 
@@ -37,7 +37,7 @@ def polydiff_register_datasets(register):
 
 @hookimpl
 def polydiff_register_metrics(register):
-    register("ring_error", ring_error, modality="pointcloud", higher_is_better=False)
+    register("pointcloud_ring_error", ring_error, modality="pointcloud", higher_is_better=False)
 
 
 @hookimpl

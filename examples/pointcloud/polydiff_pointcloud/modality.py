@@ -52,7 +52,12 @@ class PointCloudModality(Modality):
     default_network = "pointcloud_deepsets"
     default_dataset = "rings2d"
     sigma_data = 0.5
-    default_metrics = ("ring_error",)
+    default_metrics = ("pointcloud_ring_error",)
+    #: positions are x[..., :2]; the DeepSets denoiser treats the points as a set
+    position_dims = 2
+    equivariance = ("permutation",)
+    #: how polydiff.testing exercises the modality: a tiny data set and network
+    conformance = {"dataset_options": {"size": 8, "n_points": 6}, "network_kwargs": {"hidden": 16, "layers": 1}}
 
     def fit(self, dataset) -> None:
         self.config["n_points"] = int(dataset[0].shape[0])
