@@ -5,12 +5,13 @@ For x̃ = x₀ + σ̃ε the marginal is Σ_k w_k N(μ_k, (s_k² + σ̃²) I) and
 D(x̃, σ̃) = Σ_k r_k(x̃)·[μ_k + s_k²/(s_k² + σ̃²)·(x̃ − μ_k)], r_k the posterior
 responsibilities (REFERENCES.md, "Exact-score test problem").
 
-For every registered sampler × time grid × NFE on the DDPM-linear schedule (σ̃ from t = 999
-to t = 0) the study records the per-sample RMSE to the converged PF-ODE solution from the
-same noise (deterministic samplers; ``rmse_to_ode``: the ODE solved to t = 0, the common
-target; ``rmse_to_own_ode``: solved to the grid's own last σ̃ > 0, which for few-step
-``trailing`` grids stops early, e.g. t = 99 at 10 steps) and SW2 to fresh exact samples over the Monte-Carlo
-floor (all samplers), plus per-step sampler overhead (sampler maths with a free denoiser,
+For every sampler (the built-in ones, or those named, looked up in the plugin registry) ×
+time grid × NFE on the DDPM-linear schedule (σ̃ from t = 999 to t = 0) the study records the
+per-sample RMSE to the converged PF-ODE solution from the same noise (deterministic
+samplers; ``rmse_to_ode``: the ODE solved to t = 0, the common target; ``rmse_to_own_ode``:
+solved to the grid's own last σ̃ > 0, which for few-step ``trailing`` grids stops early,
+e.g. t = 99 at 10 steps) and SW2 to fresh exact samples over the Monte-Carlo floor (all
+samplers), plus per-step sampler overhead (sampler maths with a free denoiser,
 4,000 2-D points on CPU). diffusers' schedulers, when installed, run from the same noise on
 the same schedule with ``trailing`` spacing (t = 999 first), with the exact ε-model.
 Outputs ``sampler_study.json`` and ``sampler_study.png`` (quality vs NFE).
@@ -304,6 +305,18 @@ def _our_row(prob: _Problem, name: str, spec, grid: str, k: int, schedule, seed:
     return {**row, **prob.scores(out, x, sig, spec.deterministic)}
 
 
+def _our_rows(prob: _Problem, specs: dict, grids, nfe, schedule, seed: int, bar) -> list[dict]:
+    """Every sampler × grid × NFE budget (an adaptive sampler runs once, at its own NFE)."""
+    rows = []
+    for name, spec in specs.items():
+        for grid in grids:
+            for k in nfe:
+                bar.update(1)
+                if not (spec.adaptive and k != nfe[0]):
+                    rows.append(_our_row(prob, name, spec, grid, k, schedule, seed))
+    return rows
+
+
 def _diffusers_rows(prob: _Problem, schedule, nfe) -> list[dict]:
     """diffusers' schedulers with the exact ε-model, ``trailing`` spacing, from the same noise."""
     from .. import discretization as dz
@@ -390,12 +403,7 @@ def run_sampler_study(
     for name in problems:
         prob = _Problem(name, mixes[name](), sch, n, n_rmse, seed)
         floors[name] = prob.floor
-        for sampler, spec in specs.items():
-            for grid in grids:
-                for k in nfe:
-                    bar.update(1)
-                    if not (spec.adaptive and k != nfe[0]):  # adaptive: one run, its own NFE
-                        rows.append(_our_row(prob, sampler, spec, grid, k, sch, seed))
+        rows += _our_rows(prob, specs, grids, nfe, sch, seed, bar)
         if have_diffusers:
             rows += _diffusers_rows(prob, sch, nfe)
     bar.close()
