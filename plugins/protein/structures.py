@@ -8,8 +8,10 @@ set needs:
 - backbone atoms N, CA, C, O (``coords [L, 4, 3]`` in Å, NaN where an atom is missing);
 - alternate locations: Biopython keeps the highest-occupancy altloc of each atom;
 - hetero residues (ligands, waters, modified residues flagged HETATM) are skipped;
-- residues without CA: an :class:`~polydiff.errors.InputError` naming file, chain and
-  residue, or with ``on_error="skip"`` the residue is dropped and counted;
+- residues without CA, or with a non-finite (NaN/inf) backbone coordinate: an
+  :class:`~polydiff.errors.InputError` naming file, chain and residue, or with
+  ``on_error="skip"`` the residue is dropped and counted;
+- a PDB file that ends inside an atom record (truncated) is read with a warning;
 - chain breaks (consecutive CA–CA > 4.2 Å): ``breaks="split"`` cuts the chain into
   segments, ``breaks="mask"`` keeps it whole and records the break positions;
 - length filters (``min_len``/``max_len``), counted in the :class:`LoadReport`.
@@ -110,6 +112,26 @@ def _is_cif(path: Path) -> bool:
     return n.endswith(".cif") or n.endswith(".mmcif")
 
 
+def warn_if_truncated(text: str, path: Path) -> bool:
+    """Warn (and return True) when a PDB text ends inside an atom record: its last line is an
+    ATOM/HETATM record shorter than every other one — what a cut-off download or a full
+    disk leaves. A file cut exactly at a line end cannot be told from a complete one (an
+    END record is optional, and many files lack it)."""
+    lines = text.rstrip("\n").split("\n")
+    atoms = [ln.rstrip("\r") for ln in lines if ln.startswith(("ATOM  ", "HETATM"))]
+    last = lines[-1].rstrip("\r")
+    if len(atoms) < 2 or not last.startswith(("ATOM  ", "HETATM")):
+        return False
+    shortest = min(len(a) for a in atoms[:-1])
+    if len(last) >= shortest:
+        return False
+    warnings.warn(
+        f"{path}: the last atom record has {len(last)} of {shortest} columns; the file looks truncated",
+        stacklevel=3,
+    )
+    return True
+
+
 def parse_structure(path: str | Path, text: str | None = None):
     """Biopython structure of a PDB/mmCIF file (gz allowed). Errors → InputError."""
     from Bio.PDB import MMCIFParser, PDBParser
@@ -119,6 +141,8 @@ def parse_structure(path: str | Path, text: str | None = None):
     text = _open_text(path) if text is None else text
     if not text.strip():
         raise InputError("empty structure file", file=path, record="-", field="content")
+    if not _is_cif(path):
+        warn_if_truncated(text, path)
     parser = MMCIFParser(QUIET=True) if _is_cif(path) else PDBParser(QUIET=True, PERMISSIVE=True)
     try:
         with warnings.catch_warnings():
@@ -172,13 +196,19 @@ def chain_backbones(
             if het.strip():  # HETATM residue or water
                 continue
             bb = _residue_backbone(res)
-            if not np.isfinite(bb[1]).all():
+            where = f"chain {cid} residue {res.get_resname()} {num}{icode.strip()}"
+            bad = [a for k, a in enumerate(BACKBONE_ATOMS) if a in res and not np.isfinite(bb[k]).all()]
+            err = None
+            if bad:
                 err = InputError(
-                    "residue has no CA atom",
+                    f"non-finite (NaN/inf) coordinates of atom(s) {', '.join(bad)}",
                     file=path,
-                    record=f"chain {cid} residue {res.get_resname()} {num}{icode.strip()}",
-                    field="CA",
+                    record=where,
+                    field="coordinates",
                 )
+            elif not np.isfinite(bb[1]).all():
+                err = InputError("residue has no CA atom", file=path, record=where, field="CA")
+            if err is not None:
                 if on_error == "skip":
                     report.skip(err)
                     continue

@@ -150,3 +150,43 @@ def test_directory_and_file_list_sources():
     assert len(bbs) == 3 and rep.files == 3
     d = load_source(files[0].parent, breaks="mask", min_len=170)
     assert all(len(b) >= 170 for b in d) and len(d) >= 1
+
+
+def test_non_finite_coordinates_are_reported_as_such(tmp_path):
+    lines, _ = chain_lines(n=6)
+    lines[5] = lines[5][:30] + f"{'nan':>8}" + lines[5][38:]  # residue 2's CA x
+    lines[11] = lines[11][:38] + f"{'inf':>8}" + lines[11][46:]  # residue 3's O y
+    p = write(tmp_path, "nan.pdb", lines)
+    with pytest.raises(InputError) as e:
+        load_backbones(p)
+    assert (e.value.record, e.value.field) == ("chain A residue ALA 2", "coordinates")
+    assert "non-finite" in str(e.value) and "CA" in str(e.value) and "no CA" not in str(e.value)
+    rep = LoadReport()
+    out = load_backbones(p, on_error="skip", report=rep, breaks="mask")
+    assert len(out[0]) == 4 and [r for _, r, _ in rep.skipped] == ["chain A residue ALA 2", "chain A residue ALA 3"]
+    assert "atom(s) O" in rep.skipped[1][2]
+
+
+def test_truncated_pdb_warns(tmp_path):
+    lines, _ = chain_lines(n=6)
+    text = "\n".join(lines)
+    cut_tail = tmp_path / "cut_tail.pdb"
+    cut_tail.write_text(text[:-10])  # the last record loses its element/charge columns
+    with pytest.warns(UserWarning, match="cut_tail.pdb.*truncated"):
+        assert len(load_backbones(cut_tail)[0]) == 6
+    cut_coords = tmp_path / "cut_coords.pdb"
+    cut_coords.write_text(text[:-40])  # ... and its coordinates: unreadable
+    with pytest.warns(UserWarning, match="truncated"), pytest.raises(InputError, match="cut_coords.pdb"):
+        load_backbones(cut_coords)
+
+
+def test_complete_files_without_end_record_do_not_warn(tmp_path):
+    import warnings
+
+    lines, _ = chain_lines(n=6)
+    p = tmp_path / "noend.pdb"
+    p.write_text("\n".join(lines) + "\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(load_backbones(p)[0]) == 6
+        assert load_source(domain_files()[0][0])
