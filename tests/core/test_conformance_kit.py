@@ -444,3 +444,9 @@ def test_check_modality_uses_the_installed_plugins(tmp_path):
     assert rep.plugin == "pointcloud" and ("equivariance", "modality 'pointcloud'") in rep.passed
     with pytest.raises(TypeError, match="Modality subclass"):
         check_modality(PointCloudModality())
+
+
+def test_core_plugin_conforms():
+    rep = check_plugin("core")
+    assert ("components", "sampler 'dpmpp_2m'") in rep.passed
+    assert ("benchmark", "plugin 'core'", "the plugin registers no benchmark task") in rep.skipped
