@@ -120,16 +120,6 @@ def read_samples(path: str | Path, channels: int | None = None) -> list[ImageSam
     return out
 
 
-def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
-    """Spherical interpolation of two noise tensors (keeps the Gaussian norm; Shoemake 1985)."""
-    af, bf = a.flatten().double(), b.flatten().double()
-    cos = (af @ bf / (af.norm() * bf.norm())).clamp(-1, 1)
-    th = torch.arccos(cos)
-    if th.abs() < 1e-6:
-        return (1 - t) * a + t * b
-    return ((torch.sin((1 - t) * th) * af + torch.sin(t * th) * bf) / torch.sin(th)).reshape(a.shape).to(a.dtype)
-
-
 @torch.no_grad()
 def ddim_interpolation(
     model,
@@ -141,27 +131,20 @@ def ddim_interpolation(
     steps: int = 30,
     guidance: float = 1.0,
 ) -> list[ImageSample]:
-    """Decode a slerp path between two initial noises with the deterministic DDIM sampler
-    (Song et al. 2021 §5: the DDIM map noise → image is smooth, so the strip morphs)."""
+    """Decode a slerp path (:func:`polydiff.editing.slerp`) between the initial noises of
+    seeds ``seed_a`` and ``seed_b`` with the deterministic DDIM sampler (Song et al. 2021
+    §5: the DDIM map noise → image is smooth, so the strip morphs); the end frames are the
+    images those seeds sample directly."""
+    from polydiff.editing import slerp
     from polydiff.rng import SampleRNG
 
     shape, _ = model.modality.sampling_request(1, cond, SampleRNG(seed_a, 1))
-    za = SampleRNG(seed_a, 1).randn(shape)[0]
-    zb = SampleRNG(seed_b, 1).randn(shape)[0]
+    za, zb = SampleRNG(seed_a, 1).randn(shape), SampleRNG(seed_b, 1).randn(shape)  # [1, C, H, W]
     sigmas = model.sigma_grid(steps)
-    start = torch.stack([slerp(za, zb, i / max(1, n_frames - 1)) for i in range(n_frames)]) * float(sigmas[0])
-    # sample_raw adds its own noise·σ₀ to x_init: pass x_init = start − that noise so x = start exactly
-    rng = SampleRNG(0, n_frames)
-    own = rng.randn(shape) * float(sigmas[0])
+    t = torch.linspace(0, 1, n_frames, dtype=torch.float64) if n_frames > 1 else torch.zeros(1, dtype=torch.float64)
+    x_T = slerp(za, zb, t)[:, 0] * float(sigmas[0])  # [n_frames, C, H, W], the state at σ̃₀
     _, c = model.modality.sampling_request(n_frames, cond, SampleRNG(0, n_frames))
-    was = model.network.training
-    model.network.eval()
-    try:
-        x, c = model.sample_raw(
-            n_frames, sampler="ddim", sigmas=sigmas, seed=0, x_init=start - own, sampling_cond=c, guidance=guidance
-        )
-    finally:
-        model.network.train(was)
+    x, c = model.sample_raw(n_frames, sampler="ddim", sigmas=sigmas, x_T=x_T, sampling_cond=c, guidance=guidance)
     return model.modality.decode(x, c)
 
 

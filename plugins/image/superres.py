@@ -34,10 +34,5 @@ def super_resolve(
     cond = {"lowres": low}
     if label is not None:
         cond["label"] = label
-    was = model.network.training
-    model.network.eval()
-    try:
-        x, _ = model.sample_raw(low.shape[0], sampler=sampler, steps=steps, seed=seed, cond=cond)
-    finally:
-        model.network.train(was)
+    x, _ = model.sample_raw(low.shape[0], sampler=sampler, steps=steps, seed=seed, cond=cond)
     return model.modality.to_pixels(x)

@@ -69,14 +69,9 @@ def inpaint_fragment(
 
         return pinned
 
-    was = model.network.training
-    model.network.eval()
-    try:
-        x, c = model.sample_raw(
-            n, sampler=sampler, steps=steps, seed=seed, cond=request, guidance=guidance, wrap=wrap, **sample_options
-        )
-    finally:
-        model.network.train(was)
+    x, c = model.sample_raw(
+        n, sampler=sampler, steps=steps, seed=seed, cond=request, guidance=guidance, wrap=wrap, **sample_options
+    )
     mask = c["mask"].to(x.device, x.dtype)[..., None]
     x = x.clone()
     x[..., :3] = (x[..., :3] - x[:, :K, :3].mean(1, keepdim=True) + centroid.to(x.device, x.dtype)) * mask

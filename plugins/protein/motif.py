@@ -88,21 +88,16 @@ def scaffold(
     cond = {"length": length}
     if ss is not None:
         cond["ss"] = ss
-    was = model.network.training
-    model.network.eval()
-    try:
-        x, c = model.sample_raw(
-            n,
-            sampler=sampler,
-            sigmas=sigmas,
-            nfe=nfe,
-            sigma_min=SIGMA_MIN,
-            sigma_max=SIGMA_MAX,
-            seed=seed,
-            cond=cond,
-            wrap=motif_wrap(known, mask, align),
-            **sampler_options,
-        )
-    finally:
-        model.network.train(was)
+    x, c = model.sample_raw(
+        n,
+        sampler=sampler,
+        sigmas=sigmas,
+        nfe=nfe,
+        sigma_min=SIGMA_MIN,
+        sigma_max=SIGMA_MAX,
+        seed=seed,
+        cond=cond,
+        wrap=motif_wrap(known, mask, align),
+        **sampler_options,
+    )
     return model.modality.decode(x, c)

@@ -39,21 +39,16 @@ def predict(
     cond = {"context": context[:, :, :k], "context_frames": k}
     if label is not None:
         cond["label"] = label
-    was = model.network.training
-    model.network.eval()
-    try:
-        x, c = model.sample_raw(
-            n,
-            sampler=sampler,
-            steps=steps,
-            seed=seed,
-            cond=cond,
-            guidance=guidance,
-            wrap=known_region(known, mask),
-            **sample_options,
-        )
-    finally:
-        model.network.train(was)
+    x, c = model.sample_raw(
+        n,
+        sampler=sampler,
+        steps=steps,
+        seed=seed,
+        cond=cond,
+        guidance=guidance,
+        wrap=known_region(known, mask),
+        **sample_options,
+    )
     return model.modality.decode(x, c)
 
 
