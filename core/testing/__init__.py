@@ -82,6 +82,7 @@ def check_plugin(
     skip=(),
     modality_options: dict[str, dict] | None = None,
     benchmarks: str = "smoke",
+    with_plugins=(),
     raise_on_failure: bool = True,
     tmp_dir=None,
 ) -> ConformanceReport:
@@ -96,6 +97,8 @@ def check_plugin(
             ``conformance`` attribute (see :class:`ModalityOptions`).
         benchmarks: ``"smoke"`` runs the tasks registered for the smoke suite; ``"all"``
             every task of the plugin (quick budgets where a task has no smoke one).
+        with_plugins: other plugins to load next to the core (entry-point names, module
+            paths or modules), for a plugin that uses their components.
         raise_on_failure: raise :class:`polydiff.errors.PluginError` listing every finding
             (default); otherwise return the report.
         tmp_dir: where samples, files and checkpoints go (default: a temporary folder).
@@ -112,7 +115,7 @@ def check_plugin(
     rep = ConformanceReport(pname)
     comp = f"plugin {pname!r}"
     try:
-        pm, refusal = fresh_manager(obj, pname, version)
+        pm, refusal = fresh_manager(obj, pname, version, with_plugins)
     except Exception as e:
         rep.add(
             "registration",

@@ -57,17 +57,23 @@ def _version(ep) -> str:
     return ep.dist.version if getattr(ep, "dist", None) is not None else "unknown"
 
 
-def fresh_manager(plugin, name: str, version: str = "local"):
+def fresh_manager(plugin, name: str, version: str = "local", with_plugins=()):
     """``(manager, refusal)``: a manager holding the core plugin (``polydiff.builtin``, name
     ``core``) and ``plugin``. ``refusal`` is the error the manager raised registering
     ``plugin`` (a contract violation, a misspelt hook) or None; after a refusal the plugin
     is still registered with pluggy (not in the registries) so its hooks can be recorded.
-    Raises what registering the core or pluggy itself raises."""
+    ``with_plugins`` (entry-point names, module paths or modules) are registered too, before
+    ``plugin``: plugins it builds on. Raises what registering those, the core or pluggy
+    itself raises."""
     from polydiff import __version__, builtin
 
     pm = pmod.PolydiffPlugins(load_entrypoints=False)
     if pm.pm.get_plugin("core") is None and plugin is not builtin:
         pm.register(builtin, name="core", version=__version__)
+    for other in with_plugins:
+        obj, other_name, other_version = resolve_plugin(other)
+        if pm.pm.get_plugin(other_name) is None:
+            pm.register(obj, name=other_name, version=other_version)
     if pm.pm.get_plugin(name) is not None:
         return pm, None
     try:

@@ -80,15 +80,20 @@ class ModalityOptions:
     equivariance: tuple | None = None
     position_dims: object = None
     seed: int = 0
+    #: keys of the class's ``conformance`` that are not options (reported, then ignored)
+    unknown_declared: tuple = ()
 
     @classmethod
     def resolve(cls, modality_cls, overrides: dict) -> "ModalityOptions":
-        known = {f.name for f in fields(cls)}
-        declared = dict(getattr(modality_cls, "conformance", None) or {})
-        unknown = sorted((set(declared) | set(overrides)) - known)
+        known = {f.name for f in fields(cls)} - {"unknown_declared"}
+        unknown = sorted(set(overrides) - known)
         if unknown:
             raise TypeError(f"unknown conformance option(s) {unknown}; known: {sorted(known)}")
-        opts = cls(**copy.deepcopy({**declared, **overrides}))
+        declared = getattr(modality_cls, "conformance", None)
+        declared = dict(declared) if isinstance(declared, dict) else {}
+        bad = tuple(sorted(set(declared) - known))
+        declared = {k: v for k, v in declared.items() if k in known}
+        opts = cls(**copy.deepcopy({**declared, **overrides}), unknown_declared=bad)
         if opts.equivariance is None:
             opts.equivariance = tuple(getattr(modality_cls, "equivariance", ()) or ())
         if opts.position_dims is None:
@@ -155,6 +160,13 @@ class ModalityRun:
     def run(self) -> None:
         if not any(c in self.selected for c in MODALITY_CHECKS):
             return
+        if self.opts.unknown_declared:
+            known = sorted(f.name for f in fields(ModalityOptions) if f.name != "unknown_declared")
+            self.fail(
+                "components",
+                f"conformance names unknown option(s) {list(self.opts.unknown_declared)} (ignored)",
+                f"use the keys of polydiff.testing.ModalityOptions: {', '.join(known)}",
+            )
         steps = [
             ("data", self.check_data),
             ("network", self.check_network),

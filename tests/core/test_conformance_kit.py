@@ -450,3 +450,26 @@ def test_core_plugin_conforms():
     rep = check_plugin("core")
     assert ("components", "sampler 'dpmpp_2m'") in rep.passed
     assert ("benchmark", "plugin 'core'", "the plugin registers no benchmark task") in rep.skipped
+
+
+def test_unknown_conformance_keys_are_reported():
+    class Typo(Demo):
+        conformance = {"dataset_option": {"size": 6}}
+
+    rep = report_of(make_plugin(modality=Typo), checks=["data"])
+    assert_finding(rep, "components", "modality 'demo'", "ModalityOptions", "dataset_options")
+
+
+def test_with_plugins_loads_what_a_plugin_builds_on():
+    class Borrowing(Demo):
+        default_network = "pointcloud_deepsets"
+        conformance = {"dataset_options": {"size": 6}, "network_kwargs": {"hidden": 8, "layers": 1}}
+        equivariance = ("permutation",)
+
+    class Plugin(make_plugin(modality=Borrowing)):
+        polydiff_register_networks = None  # uses the example plugin's network
+
+    rep = report_of(Plugin, checks=["components", "equivariance"])
+    assert_finding(rep, "components", "modality 'demo'", "default_network")
+    rep = report_of(Plugin, checks=["components", "equivariance"], with_plugins=["pointcloud"])
+    assert rep.ok, str(rep)
