@@ -82,19 +82,6 @@ def polydiff_register_metrics(register):
 
 @hookimpl
 def polydiff_register_benchmarks(register):
-    from polydiff.bench import BenchmarkTask
+    from .bench import TASK
 
-    def run(ctx):
-        from .bench import run_notes
-
-        return run_notes(ctx, task)
-
-    task = BenchmarkTask(
-        name="audio/notes",
-        modality="audio",
-        model="audio_unet",
-        run=run,
-        description="class-conditional notes in a mel-VAE latent, Griffin-Lim decoding",
-        expected_s=35,
-    )
-    register("audio/notes", task, modality="audio", suites=["quick", "standard", "gpu"])
+    register(TASK.name, TASK, modality="audio", suites=list(TASK.suites))

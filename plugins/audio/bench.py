@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from polydiff.bench import BenchmarkTask
 from polydiff.memory import peak_memory_mb
 
 from .metrics import (
@@ -206,3 +207,18 @@ def _registered_names(metrics: dict) -> dict:
     registered as ``audio_class_accuracy``; the rest only lack the ``audio_`` prefix, which
     :func:`polydiff.bench.make_row` adds)."""
     return {("class_accuracy" if k == "class_accuracy_ours" else k): v for k, v in metrics.items()}
+
+
+def _run(ctx) -> list[dict]:
+    return run_notes(ctx, TASK)
+
+
+#: the benchmark task the plugin registers (suites quick, standard, gpu)
+TASK = BenchmarkTask(
+    name="audio/notes",
+    modality="audio",
+    model="audio_unet",
+    run=_run,
+    description="class-conditional notes in a mel-VAE latent, Griffin-Lim decoding",
+    expected_s=35,
+)

@@ -62,4 +62,5 @@ def polydiff_register_metrics(register):
 def polydiff_register_benchmarks(register):
     from .bench import protein_task
 
-    register("protein/domains50", protein_task(), modality="protein", suites=["quick", "standard", "gpu"])
+    task = protein_task()
+    register(task.name, task, modality="protein", suites=list(task.suites))
