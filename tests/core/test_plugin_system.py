@@ -267,7 +267,7 @@ def test_cli_plugins_table():
 
 
 def test_pyproject_lists_every_package():
-    import tomllib
+    from polydiff._toml import tomllib
 
     cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     listed = set(cfg["packages"])
