@@ -1,4 +1,5 @@
-"""``report.md``: a table per modality, the sampler × NFE table, timings, failures, plots."""
+"""``report.md``: a table per modality, the starter models, where the time went, the sampler × NFE
+table, timings, failures, plots."""
 
 from __future__ import annotations
 
@@ -62,75 +63,31 @@ def untrained_verdicts(rows: list, higher_is_better: dict | None = None) -> tupl
     return judged, behind
 
 
+def time_check(results: dict) -> str | None:
+    """``"the suite took 812 s, over its time limit of 600 s"`` when it did, else None."""
+    limit, wall = results.get("time_limit_s"), results.get("wall_s")
+    if limit is None or wall is None or wall <= limit:
+        return None
+    return f"the suite took {wall:.0f} s, over its time limit of {limit:.0f} s"
+
+
 def render(results: dict, higher_is_better: dict, out_dir: Path, images: list[Path]) -> str:
     """Markdown for ``results`` (see :mod:`polydiff.bench.schema`)."""
-    lines = [
-        f"# polydiff benchmark — suite `{results['suite']}`",
-        "",
-        f"polydiff {results['polydiff_version']} · device `{results['device']}` · started {results['started']}"
-        + (f" · wall time {results['wall_s']:.0f} s" if "wall_s" in results else "")
-        + (f" (suite limit {results['time_limit_s']:.0f} s)" if "time_limit_s" in results else "")
-        + (
-            f" · {results['jobs']} tasks at a time, {results.get('threads_per_task', '?')} torch thread(s) each "
-            "(timings are per task under that sharing)"
-            if results.get("jobs", 1) > 1
-            else ""
-        ),
-        "",
-    ]
     rows = [r for r in results["tasks"] if "error" not in r]
     failed = [r for r in results["tasks"] if "error" in r]
+    trained = [r for r in rows if not r.get("starter")]
+    starters = [r for r in rows if r.get("starter")]
+    lines = _header(results)
     by_mod = defaultdict(list)
-    for r in rows:
+    for r in trained:
         by_mod[r["modality"]].append(r)
-    lines += [
-        "Arrows give the better direction (↑ higher, ↓ lower). `data` is the real-vs-real row "
-        "(the floor), `untrained` the untrained-model/noise row (the ceiling); a ✓ marks a "
-        "metric that beats its untrained reference (for metrics without an arrow: lies nearer "
-        "the data row than the untrained one).",
-        "",
-    ]
     for mod, mrows in sorted(by_mod.items()):
-        metrics = sorted({m for r in mrows for m in r["metrics"]})
-        lines += [f"## {mod}", ""]
-        head = ["task", "model", "sampler", "NFE"] + [
-            f"{m} {dict(((True, '↑'), (False, '↓'))).get(higher_is_better.get(m), '')}" for m in metrics
-        ]
-        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for r in mrows:
-            cells = [r["task"], r["model"], r["sampler"], str(r["nfe"])]
-            for m in metrics:
-                v = r["metrics"].get(m)
-                ok = beats_untrained(
-                    v,
-                    r["reference"].get("untrained", {}).get(m),
-                    r["reference"].get("data", {}).get(m),
-                    higher_is_better.get(m),
-                )
-                mark = "" if ok is None else (" ✓" if ok else " ✗")
-                cells.append(_fmt(v) + mark)
-            lines.append("| " + " | ".join(cells) + " |")
-        for ref in ("data", "untrained"):
-            r0 = mrows[0]
-            if ref in r0["reference"]:
-                cells = [r0["task"], f"*{ref}*", "", ""] + [_fmt(r0["reference"][ref].get(m)) for m in metrics]
-                lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
+        lines += [f"## {mod}", ""] + _metric_table(mrows, higher_is_better) + [""]
+    if starters:
+        lines += _starter_section(starters, higher_is_better)
+    lines += _time_section(results)
     if rows:
-        lines += [
-            "## Timings",
-            "",
-            "| task | sampler | NFE | train s | train steps/s | samples/s | peak MB |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for r in rows:
-            t = r["timing"]
-            lines.append(
-                f"| {r['task']} | {r['sampler']} | {r['nfe']} | {_fmt(t.get('train_s'))} | "
-                f"{_fmt(t.get('train_steps_per_s'))} | {_fmt(t.get('samples_per_s'))} | "
-                f"{_fmt(t.get('peak_mem_mb'))} |"
-            )
-        lines.append("")
+        lines += _timing_table(rows)
     study = results.get("sampler_study")
     if study:
         lines += sampler_table(study)
@@ -146,6 +103,139 @@ def render(results: dict, higher_is_better: dict, out_dir: Path, images: list[Pa
             lines.append(f"![{rel}]({rel})")
         lines.append("")
     return "\n".join(lines)
+
+
+def _header(results: dict) -> list[str]:
+    load = ""
+    if results.get("load_avg_start") and results.get("load_avg_end"):
+        load = (
+            f" · load average (1/5/15 min) {'/'.join(f'{x:g}' for x in results['load_avg_start'])} at the start, "
+            f"{'/'.join(f'{x:g}' for x in results['load_avg_end'])} at the end"
+            + (f" on {results['cores']} cores" if results.get("cores") else "")
+        )
+    lines = [
+        f"# polydiff benchmark — suite `{results['suite']}`",
+        "",
+        f"polydiff {results['polydiff_version']} · device `{results['device']}` · started {results['started']}"
+        + (f" · wall time {results['wall_s']:.0f} s" if "wall_s" in results else "")
+        + (f" (suite limit {results['time_limit_s']:.0f} s)" if "time_limit_s" in results else "")
+        + (
+            f" · {results['jobs']} tasks at a time, {results.get('threads_per_task', '?')} torch thread(s) each "
+            "(timings are per task under that sharing)"
+            if results.get("jobs", 1) > 1
+            else ""
+        )
+        + load,
+        "",
+    ]
+    over = time_check(results)
+    if over:
+        lines += [f"**Over time: {over}** (see *Suite time* below for the longest tasks).", ""]
+    lines += [
+        "Arrows give the better direction (↑ higher, ↓ lower). `data` is the real-vs-real row "
+        "(the floor), `untrained` the untrained-model/noise row (the ceiling); a ✓ marks a "
+        "metric that beats its untrained reference (for metrics without an arrow: lies nearer "
+        "the data row than the untrained one).",
+        "",
+    ]
+    return lines
+
+
+def _metric_table(rows: list, higher_is_better: dict) -> list[str]:
+    """One table: each task's rows followed by its ``data`` and ``untrained`` reference rows."""
+    metrics = sorted({m for r in rows for m in r["metrics"]})
+    arrows = {True: "↑", False: "↓"}
+    head = ["task", "model", "sampler", "NFE"] + [f"{m} {arrows.get(higher_is_better.get(m), '')}" for m in metrics]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    by_task = defaultdict(list)
+    for r in rows:
+        by_task[r["task"]].append(r)
+    for task, trows in by_task.items():
+        for r in trows:
+            cells = [r["task"], r["model"], r["sampler"], str(r["nfe"])]
+            for m in metrics:
+                v = r["metrics"].get(m)
+                ref = r["reference"]
+                ok = beats_untrained(
+                    v, ref.get("untrained", {}).get(m), ref.get("data", {}).get(m), higher_is_better.get(m)
+                )
+                cells.append(_fmt(v) + ("" if ok is None else (" ✓" if ok else " ✗")))
+            lines.append("| " + " | ".join(cells) + " |")
+        for ref in ("data", "untrained"):
+            if ref in trows[0]["reference"]:
+                vals = trows[0]["reference"][ref]
+                lines.append(
+                    "| " + " | ".join([task, f"*{ref}*", "", ""] + [_fmt(vals.get(m)) for m in metrics]) + " |"
+                )
+    return lines
+
+
+def _starter_section(rows: list, higher_is_better: dict) -> list[str]:
+    lines = [
+        "## Starter models (shipped, not trained here)",
+        "",
+        'The checkpoints in `polydiff/starter_models/` (`polydiff.load("starter:<name>")`), each '
+        "sampled with its model card's defaults and scored with its modality's metrics beside "
+        "its own `data` and `untrained` rows (the untrained row: the same network, freshly "
+        "initialised). What the package does out of the box, next to the minutes-old models above.",
+        "",
+    ]
+    by_mod = defaultdict(list)
+    for r in rows:
+        by_mod[r["modality"]].append(r)
+    for mod, mrows in sorted(by_mod.items()):
+        lines += [f"### {mod}", ""] + _metric_table(mrows, higher_is_better) + [""]
+        for r in mrows:
+            if r.get("note"):
+                lines += [f"*{r['task']}*: {r['note']}", ""]
+    return lines
+
+
+def _time_section(results: dict) -> list[str]:
+    """Where the suite's time went: wall vs limit, the load, each task's wall, CPU and phases."""
+    times = sorted(results.get("task_times") or [], key=lambda t: -t.get("wall_s", 0.0))
+    if "wall_s" not in results or not times:
+        return []
+    limit = results.get("time_limit_s")
+    verdict = time_check(results)
+    lines = [
+        "## Suite time",
+        "",
+        f"{results['wall_s']:.0f} s"
+        + (f" against a limit of {limit:.0f} s: " + ("**over**" if verdict else "within") if limit else "")
+        + ". Tasks, longest first (wall seconds while sharing the machine; CPU seconds are the "
+        "task process's own work; phases as the task reported them; *reused*: finished in an "
+        "earlier run of this folder, not re-run):",
+        "",
+        "| task | wall s | CPU s | phases (wall s) |",
+        "|---|---|---|---|",
+    ]
+    for t in times:
+        phases = " · ".join(f"{k} {v:.0f}" for k, v in sorted(t.get("phases", {}).items(), key=lambda kv: -kv[1]))
+        lines.append(
+            f"| {t['task']}{' (reused)' if t.get('reused') else ''} | {_fmt(t.get('wall_s'))} | "
+            f"{_fmt(t.get('cpu_s'))} | {phases} |"
+        )
+    lines.append("")
+    return lines
+
+
+def _timing_table(rows: list) -> list[str]:
+    lines = [
+        "## Timings",
+        "",
+        "| task | sampler | NFE | train s | train steps/s | samples/s | peak MB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        t = r["timing"]
+        lines.append(
+            f"| {r['task']} | {r['sampler']} | {r['nfe']} | {_fmt(t.get('train_s'))} | "
+            f"{_fmt(t.get('train_steps_per_s'))} | {_fmt(t.get('samples_per_s'))} | "
+            f"{_fmt(t.get('peak_mem_mb'))} |"
+        )
+    lines.append("")
+    return lines
 
 
 def sampler_table(study: dict) -> list[str]:

@@ -22,6 +22,10 @@ ROW_FIELDS = {
     "timing": dict,
 }
 FAILED_FIELDS = {"task": str, "modality": str, "error": str}
+#: optional top-level fields: checked when present
+OPTIONAL_NUMBERS = ("wall_s", "time_limit_s", "jobs", "threads_per_task", "cores")
+LOAD_FIELDS = ("load_avg_start", "load_avg_end")  # [1-min, 5-min, 15-min] load averages
+TIME_FIELDS = {"task": str, "wall_s": Real, "phases": dict}  # task_times[] entries (cpu_s optional)
 
 
 class SchemaError(ValueError):
@@ -44,9 +48,27 @@ def _check_numbers(d, where):
             raise SchemaError(f"{where}.{k}: expected a number, got {v!r}")
 
 
+def _check_optional(obj: dict) -> None:
+    for k in OPTIONAL_NUMBERS:
+        if k in obj and (isinstance(obj[k], bool) or not isinstance(obj[k], Real)):
+            raise SchemaError(f"$.{k}: expected a number, got {obj[k]!r}")
+    for k in LOAD_FIELDS:
+        if k in obj and not (
+            isinstance(obj[k], list) and len(obj[k]) == 3 and all(isinstance(x, Real) for x in obj[k])
+        ):
+            raise SchemaError(f"$.{k}: expected three numbers (1, 5, 15-minute load averages), got {obj[k]!r}")
+    for i, t in enumerate(obj.get("task_times", [])):
+        _check_fields(t, TIME_FIELDS, f"$.task_times[{i}]")
+        _check_numbers(t["phases"], f"$.task_times[{i}].phases")
+        _check_numbers(t.get("phases_cpu", {}), f"$.task_times[{i}].phases_cpu")
+        if "cpu_s" in t:
+            _check_numbers({"cpu_s": t["cpu_s"]}, f"$.task_times[{i}]")
+
+
 def validate_results(obj: dict) -> None:
     """Raise :class:`SchemaError` unless ``obj`` follows the results schema."""
     _check_fields(obj, TOP_FIELDS, "$")
+    _check_optional(obj)
     for i, row in enumerate(obj["tasks"]):
         where = f"$.tasks[{i}]"
         if isinstance(row, dict) and "error" in row:

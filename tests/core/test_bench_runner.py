@@ -55,11 +55,20 @@ def test_suite_writes_valid_results_report_and_plots(tmp_path):
     report = (out / "report.md").read_text()
     assert "## pointcloud" in report and "ring_error ↓" in report and "## Timings" in report
     assert list((out / "tasks").glob("*/*.png")) and (out / "training_loss.png").exists()
+    # where the time went: every task's wall and CPU seconds and its phases, the load average
+    times = {t["task"]: t for t in res["task_times"]}
+    assert set(times) == tasks and not any(t["reused"] for t in times.values())
+    for t in times.values():
+        assert {"data", "reference", "train", "sample"} <= set(t["phases"]), t
+        assert 0 < sum(t["phases"].values()) <= t["wall_s"] and t["cpu_s"] > 0
+    assert len(res["load_avg_start"]) == 3 and len(res["load_avg_end"]) == 3 and res["cores"] >= 1
+    assert "## Suite time" in report and "load average" in report
     # re-running skips finished tasks (their result files are not rewritten)
     stamps = {p: p.stat().st_mtime_ns for p in (out / "tasks").glob("*/result.json")}
     proc = _bench(tmp_path)
     assert proc.returncode == 0
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert all(t["reused"] for t in json.loads((out / "results.json").read_text())["task_times"])
     # --force re-runs them
     proc = _bench(tmp_path, "--force")
     assert proc.returncode == 0
@@ -169,6 +178,72 @@ def test_unknown_suite_lists_suites(tmp_path):
         timeout=300,
     )
     assert proc.returncode != 0 and "quick" in proc.stderr and "samplers" in proc.stderr
+
+
+def test_context_reports_phases_and_steps_to_its_progress_file(tmp_path):
+    from polydiff.bench.runner import _status
+    from polydiff.bench.task import BenchContext, progress_text, read_progress
+
+    task_dir = tmp_path / "tasks" / "m_q"
+    task_dir.mkdir(parents=True)
+    ctx = BenchContext(suite="quick", device=None, seed=0, out_dir=task_dir, progress_path=task_dir / "progress.json")
+    assert read_progress(task_dir) is None and progress_text(None) == ""
+    ctx.phase("reference")
+    assert progress_text(read_progress(task_dir)) == "reference"
+    ctx.phase("train", total=2400)
+    cb = ctx.train_callback(2400)
+    ctx._written = 0.0  # the next report is due
+    cb(1199, 0.5)  # 0-based step 1199 = 1,200 done
+    assert progress_text(read_progress(task_dir)) == "train 1200/2400"
+    cb(1200, 0.5)  # within PROGRESS_EVERY_S of the last write: not written yet
+    assert read_progress(task_dir)["step"] == 1200
+    ctx.phase("sample")
+    sample_cb = ctx.sample_callback("ddpm", 100)
+    ctx._written = 0.0
+    sample_cb(9, 1.0, None, None)
+    assert progress_text(read_progress(task_dir)) == "sample 10/100"
+    line = _status({"m/q": time.perf_counter() - 5}, tmp_path)
+    assert line.startswith("m/q sample 10/100 · ") and line.endswith(" s")
+    ctx.end_phase()
+    assert set(ctx.phases) == {"reference", "train", "sample"} and all(v >= 0 for v in ctx.phases.values())
+    # a phase entered twice adds up
+    before = ctx.phases["train"]
+    ctx.phase("train", total=1)
+    ctx.end_phase()
+    assert ctx.phases["train"] >= before
+
+
+def test_report_names_the_overrun_and_the_longest_tasks(tmp_path):
+    from polydiff.bench.report import render, time_check
+
+    res = {
+        "polydiff_version": "0",
+        "suite": "q",
+        "device": "cpu",
+        "started": "2026-01-01T00:00:00+00:00",
+        "wall_s": 812.0,
+        "time_limit_s": 600.0,
+        "load_avg_start": [2.5, 2.0, 1.0],
+        "load_avg_end": [3.0, 2.5, 1.5],
+        "cores": 2,
+        "tasks": [],
+        "task_times": [
+            {"task": "p/d", "wall_s": 594.0, "cpu_s": 300.0, "phases": {"train": 500.0, "sample": 80.0}},
+            {"task": "m/q", "wall_s": 706.0, "cpu_s": 400.0, "phases": {"train": 600.0}, "reused": False},
+        ],
+    }
+    validate_results(res)
+    assert time_check(res) == "the suite took 812 s, over its time limit of 600 s"
+    md = render(res, {}, tmp_path, [])
+    assert "**Over time: the suite took 812 s" in md and "load average (1/5/15 min) 2.5/2/1 at the start" in md
+    section = md[md.index("## Suite time") :]
+    assert section.index("| m/q |") < section.index("| p/d |")  # longest first
+    assert "train 500 · sample 80" in section
+    res["wall_s"] = 500.0
+    assert time_check(res) is None and "Over time" not in render(res, {}, tmp_path, [])
+    res["load_avg_end"] = [1.0]
+    with pytest.raises(SchemaError, match="load_avg_end"):
+        validate_results(res)
 
 
 def test_untrained_verdicts_directional_and_target_metrics():

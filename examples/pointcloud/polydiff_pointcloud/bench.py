@@ -15,11 +15,14 @@ from .modality import ring_error
 
 def run(ctx, n_points: int = 16):
     steps = ctx.budget(quick=600, standard=3000, smoke=20)
+    ctx.phase("data")
     model = polydiff.create("pointcloud")
     data = model.modality.load_dataset("rings2d", size=2000, n_points=n_points, seed=ctx.seed)
     real = torch.stack([data[i] for i in range(len(data))])
     floor = ring_error(real[:256])
+    ctx.phase("reference")
     untrained = ring_error(torch.stack(model.sample(256, steps=20, seed=ctx.seed)))
+    ctx.phase("train", total=steps)
     res = train(
         model,
         data,
@@ -32,11 +35,13 @@ def run(ctx, n_points: int = 16):
             progress=ctx.progress,
             ema_decay=0.99,
         ),
+        callback=ctx.train_callback(steps),
     )
     rows = []
     for sampler, nfe in ctx.sampler_grid(["dpmpp_2m"], [20]):
+        ctx.phase("sample")
         t0 = time.perf_counter()
-        samples = model.sample(256, sampler=sampler, nfe=nfe, seed=ctx.seed)
+        samples = model.sample(256, sampler=sampler, nfe=nfe, seed=ctx.seed, callback=ctx.sample_callback(sampler, nfe))
         dt = time.perf_counter() - t0
         path = model.modality.write(samples, ctx.out_dir / f"samples_{sampler}_{nfe}.json")[0]
         png = _plot(samples[:16], ctx.out_dir / f"samples_{sampler}_{nfe}.png")
