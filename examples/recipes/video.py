@@ -8,7 +8,7 @@ class-conditional clips with classifier-free guidance and measures them with the
 own classifiers:
 
 - per-frame digit accuracy (target ≥ 70 %) and identity consistency (target ≥ 80 %);
-- ``fvd_ours`` next to its real-vs-real floor and the noise ceiling;
+- ``video_fvd_ours`` next to its real-vs-real floor and the noise ceiling;
 - frame-conditioned prediction (first ``--context`` frames given) against the true
   continuation, next to the copy-the-last-frame baseline.
 
@@ -20,7 +20,7 @@ idle CPU cores with the defaults (``--minutes`` bounds the training time)::
     .venv/bin/python examples/recipes/video.py --minutes 2 --n-eval 20   # a smoke run
 
 Measured (one thread, seed 0, 906 steps in 12 min): frame accuracy 0.988, identity
-consistency 0.957, ``fvd_ours`` 1.14 (real floor 0.73, noise 30.5).
+consistency 0.957, ``video_fvd_ours`` 1.14 (real floor 0.73, noise 30.5).
 """
 
 from __future__ import annotations
