@@ -48,6 +48,15 @@ class Modality:
     sigma_data: float = 0.5
     #: metric names that :meth:`evaluate` computes by default
     default_metrics: Sequence[str] = ()
+    #: symmetries the denoiser has (checked by :mod:`polydiff.testing`): any of
+    #: ``"rotation"``, ``"reflection"``, ``"permutation"`` (of the set axis 1)
+    equivariance: tuple[str, ...] = ()
+    #: which channels of the state's last axis hold coordinates: ``k`` (the first k) or
+    #: ``(start, stop)``; None when the state holds no coordinates
+    position_dims: int | tuple[int, int] | None = None
+    #: options for the conformance kit (keys of :class:`polydiff.testing.ModalityOptions`:
+    #: tiny dataset options, tiny network kwargs, a sampling request, metrics to skip)
+    conformance: dict = {}
 
     def __init__(self, config: dict | None = None):
         self.config: dict = dict(config or {})

@@ -94,16 +94,14 @@ class DiffusionModel:
         from .plugin_manager import get_plugins
 
         pm = get_plugins()
+        plugin: str | None = None
         if isinstance(modality, str):
             entry = pm.registry("modality").entry(modality)
             modality = entry.obj(modality_config)
             plugin = entry.plugin
-        else:
-            plugin = (
-                pm.registry("modality").entry(modality.name).plugin
-                if modality.name in pm.registry("modality")
-                else None
-            )
+        elif modality.name in pm.registry("modality"):
+            plugin = pm.registry("modality").entry(modality.name).plugin
+        assert isinstance(modality, Modality)
         net_name = network or modality.default_network
         kwargs = {**modality.network_kwargs(), **network_kwargs}
         net = modality.build_network(net_name, **kwargs)
@@ -264,7 +262,7 @@ class DiffusionModel:
         }
 
     def state_tensors(self, ema: bool = False) -> dict[str, torch.Tensor]:
-        net = self.ema if ema else self.network
+        net = self.ema if ema and self.ema is not None else self.network
         out = {f"network.{k}": v for k, v in net.state_dict().items()}
         if not ema:
             for name, mod in self.modality.modules().items():
@@ -325,9 +323,8 @@ class DiffusionModel:
         for name, mod in modality.modules().items():
             _load_prefixed(mod, tensors, f"modules.{name}.", path)
         if "ema.safetensors" in files:
-            model.init_ema()
             _load_prefixed(
-                model.ema, ckpt.load_tensors(path, "ema.safetensors", files["ema.safetensors"]), "network.", path
+                model.init_ema(), ckpt.load_tensors(path, "ema.safetensors", files["ema.safetensors"]), "network.", path
             )
             if not ema:
                 model.ema = None

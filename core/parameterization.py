@@ -128,8 +128,10 @@ class Parameterization:
         s = torch.as_tensor(s, dtype=F64).reshape(-1)
         t = schedule.t_from_sigma_ve(s)
         a, sg = schedule.alpha(t).reshape(-1, 1), schedule.sigma(t).reshape(-1, 1)
-        da, ds = _derivatives(schedule, t) if self.needs_derivatives else (None, None)
-        da, ds = (None, None) if da is None else (da.reshape(-1, 1), ds.reshape(-1, 1))
+        da = ds = None
+        if self.needs_derivatives:
+            d_a, d_s = _derivatives(schedule, t)
+            da, ds = d_a.reshape(-1, 1), d_s.reshape(-1, 1)
         one, zero = torch.ones_like(a), torch.zeros_like(a)
         c = self.from_x0(one, zero, a, sg, da, ds) - self.from_x0(zero, zero, a, sg, da, ds)
         return (c**2).reshape(-1)

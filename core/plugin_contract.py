@@ -20,9 +20,9 @@ sampler            ``fn(denoiser, x, sigmas, *, space, rng, callback, **options)
 guidance           ``factory(denoiser, *, model=None, **options) -> denoiser``
                    (see :mod:`polydiff.guidance`)
 dataset            ``loader(**options) -> sequence of items``; info: ``modality``
-metric             ``fn(samples, reference=None, **options) -> float``; info: ``modality``,
-                   ``higher_is_better`` (True, False, or None for a target metric: nearer
-                   the data row is better)
+metric             ``fn(samples, reference=None, **options) -> float`` named
+                   ``<modality>_<metric>``; info: ``modality``, ``higher_is_better`` (True,
+                   False, or None for a target metric: nearer the data row is better)
 benchmark          a :class:`~polydiff.bench.task.BenchmarkTask`, or a factory ``f() -> task``
                    (called once, at registration); ``task.name`` equals the registered
                    name; info: ``modality``, ``suites`` (list of suite names)
@@ -64,7 +64,7 @@ _ALLOWED_INFO: dict[str, set[str]] = {
 _REQUIRED_INFO: dict[str, tuple[str, ...]] = {
     "sampler": ("deterministic", "order"),
     "dataset": ("modality",),
-    "metric": ("modality",),
+    "metric": ("modality", "higher_is_better"),
     "network": ("modality",),
 }
 _FORMS = {
@@ -186,6 +186,10 @@ def _metric(where, name, obj, info):
     if not callable(obj):
         raise _fail(where, f"expected a metric function, got {obj!r}", "metric")
     _modality_info(where, info, "metric")
+    if not name.startswith(info["modality"] + "_"):
+        raise _fail(
+            where, f"metric names are global: start it with its modality, e.g. {info['modality']}_{name}", "metric"
+        )
     hib = info.get("higher_is_better")
     if hib not in (True, False, None):
         raise _fail(where, f"higher_is_better must be True, False or None, got {hib!r}", "metric")

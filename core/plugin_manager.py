@@ -19,13 +19,14 @@ into a :class:`~polydiff.errors.PluginError` (for CI). A plugin registered by ha
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib.metadata as md
 import inspect
 import os
 import threading
 import warnings
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import pluggy
 
@@ -132,13 +133,15 @@ class PolydiffPlugins:
                 return f"{attr} is not decorated with @polydiff.hookimpl, so pluggy ignores it; add the decorator"
         return None
 
-    def register(self, plugin: Any, name: str, version: str = "local") -> None:
-        """Register a plugin object by hand (tests, notebooks). Checked strictly: a broken
-        plugin raises :class:`PluginError` and is unregistered again."""
+    def register(self, plugin: Any, name: str, version: str = "local", *, strict: bool = True) -> None:
+        """Register a plugin object by hand (tests, notebooks). Checked strictly by default: a
+        broken plugin raises :class:`PluginError` and is unregistered again; ``strict=False``
+        treats it like an entry-point plugin (reported in :attr:`failed`/:attr:`problems`, skipped)."""
         self.pm.register(plugin, name=name)
         self.plugins[name] = version
         self.failed.pop(name, None)
-        self._by_hand.add(name)
+        if strict:
+            self._by_hand.add(name)
         try:
             self._finish_loading()
             self._registries = self._collect()
@@ -291,6 +294,20 @@ def reset_plugins() -> None:
     global _manager
     with _lock:
         _manager = None
+
+
+@contextlib.contextmanager
+def use_plugins(manager: PolydiffPlugins) -> Iterator[PolydiffPlugins]:
+    """Make ``manager`` the process-wide manager (what :func:`get_plugins` returns) inside the
+    block, then restore the previous one (the conformance kit runs a plugin alone with core)."""
+    global _manager
+    with _lock:
+        old, _manager = _manager, manager
+    try:
+        yield manager
+    finally:
+        with _lock:
+            _manager = old
 
 
 def registry(kind: str) -> Registry:

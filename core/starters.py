@@ -109,7 +109,7 @@ def write_starter(
         # as the Rg ratio): a band around the measured value
         bound = v - tol if hib is True else v + tol if hib is False else [v - tol, v + tol]
         bounds[m] = {"measured": v, "higher_is_better": hib, "bound": bound}
-        if hib is True and bound <= 0:
+        if hib is True and isinstance(bound, float) and bound <= 0:
             # the starters' check metrics are shares and scores ≥ 0: a bound ≤ 0 cannot fail
             raise ValueError(
                 f"{name}: bound {bounds[m]['bound']:.4g} for {m} (measured {measured[m]:.4g}, "

@@ -381,6 +381,26 @@ def test_metric_with_a_wrong_direction_and_dataset_without_modality_are_refused(
     with pytest.raises(PluginError, match="metric 'waves_rms': higher_is_better must be True, False or None"):
         _register_strict(BadMetric)
 
+    class Unprefixed:
+        @staticmethod
+        @hookimpl
+        def polydiff_register_metrics(register):
+            register("rms", lambda s, reference=None: 0.0, modality="waves", higher_is_better=False)
+
+    with pytest.raises(
+        PluginError, match="metric 'rms': metric names are global: start it with its modality, e.g. waves_rms"
+    ):
+        _register_strict(Unprefixed)
+
+    class NoDirection:
+        @staticmethod
+        @hookimpl
+        def polydiff_register_metrics(register):
+            register("waves_rms", lambda s, reference=None: 0.0, modality="waves")
+
+    with pytest.raises(PluginError, match=r"metric 'waves_rms': missing keyword\(s\) higher_is_better"):
+        _register_strict(NoDirection)
+
     class NoModality:
         @staticmethod
         @hookimpl
