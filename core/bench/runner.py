@@ -306,13 +306,21 @@ def _summary(results: dict, out: Path) -> int:
     from . import report
 
     n_fail = sum(1 for r in results["tasks"] if "error" in r)
-    judged, behind = report.untrained_verdicts(results["tasks"])
+    trained = [r for r in results["tasks"] if not r.get("starter")]
+    starters = [r for r in results["tasks"] if r.get("starter")]
+    judged, behind = report.untrained_verdicts(trained)
     print(
         f"report: {out / 'report.md'}\nresults: {out / 'results.json'}\n"
         f"{len(results['tasks']) - n_fail} rows, {n_fail} failed tasks, {results['wall_s']:.0f} s\n"
         f"{judged - len(behind)}/{judged} metrics beat their untrained reference"
         + (f"; not: {', '.join(behind)}" if behind else "")
     )
+    if starters:  # shipped models, not trained here: their own line
+        judged, behind = report.untrained_verdicts(starters)
+        print(
+            f"starters: {judged - len(behind)}/{judged} metrics beat their untrained reference"
+            + (f"; not: {', '.join(behind)}" if behind else "")
+        )
     over = report.time_check(results)
     if over:
         print(f"warning: {over}", file=sys.stderr)

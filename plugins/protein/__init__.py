@@ -60,7 +60,7 @@ def polydiff_register_metrics(register):
 
 @hookimpl
 def polydiff_register_benchmarks(register):
-    from .bench import protein_task
+    from .bench import STARTER, protein_task
 
-    task = protein_task()
-    register(task.name, task, modality="protein", suites=list(task.suites))
+    for task in (protein_task(), STARTER):  # protein/domains50 and the starter's task
+        register(task.name, task, modality="protein", suites=list(task.suites))

@@ -78,9 +78,11 @@ def run(ctx: BenchContext) -> list:
 
     cfg = CONFIGS[ctx.budget(quick="quick", standard="standard", gpu="gpu")]
     torch.manual_seed(ctx.seed)
+    ctx.phase("metric classifier")
     t_eval = time.perf_counter()
     evaluator = get_evaluator(cfg["canvas"], cfg["frames"], cfg["source"], progress=ctx.progress, **cfg["eval_train"])
     eval_train_s = time.perf_counter() - t_eval
+    ctx.phase("data")
     model = polydiff.create(
         "video",
         modality_config={"canvas": cfg["canvas"], "frames": cfg["frames"], "source": cfg["source"]},
@@ -97,9 +99,16 @@ def run(ctx: BenchContext) -> list:
 
     def draw(sampler, nfe):
         return model.sample(
-            n, sampler=sampler, nfe=nfe, seed=ctx.seed, cond={"label": labels}, guidance=cfg["guidance"]
+            n,
+            sampler=sampler,
+            nfe=nfe,
+            seed=ctx.seed,
+            cond={"label": labels},
+            guidance=cfg["guidance"],
+            callback=ctx.sample_callback(sampler, nfe),
         )
 
+    ctx.phase("reference")
     reference = {"data": _metrics(model, ref2, ref, evaluator)}
     # the ceiling: uniform-noise clips carrying the requested labels (an untrained
     # network's output is a fixed blur of noise, no better and as costly to sample)
@@ -108,6 +117,7 @@ def run(ctx: BenchContext) -> list:
     untrained = [Clip(noise[i].numpy(), labels[i]) for i in range(n)]
     reference["untrained"] = _metrics(model, untrained, ref, evaluator)
     reset_peak_memory(ctx.device)
+    ctx.phase("train", total=cfg["steps"])
     res = train(
         model,
         data,
@@ -124,10 +134,12 @@ def run(ctx: BenchContext) -> list:
             progress=ctx.progress,
             out_dir=str(ctx.out_dir),
         ),
+        callback=ctx.train_callback(cfg["steps"]),
     )
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for sampler, nfe in grid:
+        ctx.phase("sample")
         if ctx.device.type == "cuda":
             torch.cuda.synchronize(ctx.device)
         t0 = time.perf_counter()
@@ -135,6 +147,7 @@ def run(ctx: BenchContext) -> list:
         if ctx.device.type == "cuda":
             torch.cuda.synchronize(ctx.device)
         dt = time.perf_counter() - t0
+        ctx.phase("evaluate")
         metrics = _metrics(model, clips, ref, evaluator)
         folder = ctx.out_dir / f"{sampler}_nfe{nfe}"
         files = model.modality.write(clips, folder)
