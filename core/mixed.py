@@ -228,8 +228,10 @@ def mixed_cfg(denoiser, parts: dict[str, Part], cond: dict | None, scale: float,
     def guided(state, t):
         n = next(iter(state.values())).shape[0]
         dev = next(iter(state.values())).device
-        c = to_device(null_cond(None, n), dev) if cond is None else cond
-        c = c if "cond_mask" in c else to_device(with_cond_mask(c, 1.0, n), dev)
+        if cond is None:  # no request: the null condition, shaped like the negative one if given
+            c = to_device(null_cond(uncond, n) if uncond is not None else null_cond(None, n), dev)
+        else:
+            c = cond if "cond_mask" in cond else to_device(with_cond_mask(cond, 1.0, n), dev)
         u = null_cond(c, n) if uncond is None else uncond
         u = u if "cond_mask" in u else to_device(with_cond_mask(u, 1.0, n), dev)
         both = {k: torch.cat([v, v]) for k, v in state.items()}
