@@ -7,6 +7,11 @@ knows nothing else about it.
 
 Batches are dicts ``{"x": Tensor [B, ...], "cond": dict | None}`` (see
 :mod:`polydiff.conditioning` for the cond conventions).
+
+A modality whose state has several named parts, real-valued and categorical (atom positions
+and atom types, point positions and point labels), returns them from :meth:`Modality.parts`;
+its ``x`` is then a dict ``{part: Tensor [B, ...]}`` and the model trains and samples it
+with :mod:`polydiff.mixed` (see :meth:`Modality.parts` for the contract).
 """
 
 from __future__ import annotations
@@ -101,6 +106,33 @@ class Modality:
     def space(self, cond: dict | None):
         return EuclideanSpace()
 
+    def parts(self) -> dict | None:
+        """The named parts of a mixed continuous–categorical state, or ``None`` (the default:
+        the state is one real tensor and everything below holds as written).
+
+        A mixed modality returns ``{name: polydiff.mixed.ContinuousPart |
+        polydiff.mixed.CategoricalPart}`` built from ``self.config`` alone (it is called again
+        after :meth:`fit` and after loading, and checkpoints store
+        :func:`polydiff.mixed.parts_config` of it; loading refuses a checkpoint whose saved parts
+        differ from the rebuilt ones). A continuous part brings its schedule, ``sigma_data`` and
+        ``space(cond)`` (where its noise lives); a categorical part its process (masked, uniform
+        or data-marginal, :mod:`polydiff.categorical`). The other methods then take dicts:
+
+        - ``collate(items)`` → ``{"x": {part: Tensor [B, ...]}, "cond": ...}`` (continuous parts
+          float, categorical parts ``long`` clean classes in ``0 … K − 1``);
+        - ``sampling_request(n, cond, rng)`` → ``({part: per-sample shape}, cond)``;
+        - ``decode(state, cond)`` with ``state = {part: Tensor [n, ...]}``;
+        - the network is ``net(state_in, time, cond) → {part: output}``
+          (:class:`polydiff.mixed_denoiser.MixedDenoiser`: continuous parts EDM-preconditioned,
+          categorical parts as ``long`` indices, ``time`` = t ∈ [0, 1]; outputs F shaped like the
+          part, clean-class logits ``[..., K]``).
+
+        ``cond["mask"]`` ``[B, N]`` (padding) also masks categorical parts ``[B, N, ...]`` in the
+        loss (pairs ``[B, N, N]`` of a symmetric part by both ends); :meth:`space` and
+        :meth:`auxiliary_loss` are not used for a mixed modality.
+        """
+        return None
+
     def sampling_request(self, n: int, cond: dict | None, rng) -> tuple[tuple, dict | None]:
         """Per-sample shape (without the batch axis) and the cond tensors for ``n`` samples.
 
@@ -110,8 +142,8 @@ class Modality:
         """
         raise NotImplementedError(f"modality {self.name!r} does not implement sampling_request")
 
-    def decode(self, x: torch.Tensor, cond: dict | None) -> list:
-        """Sampled states ``[B, ...]`` → domain objects (one per sample)."""
+    def decode(self, x: torch.Tensor | dict[str, torch.Tensor], cond: dict | None) -> list:
+        """Sampled states ``[B, ...]`` (``{part: [B, ...]}`` with :meth:`parts`) → domain objects (one per sample)."""
         return list(x)
 
     def write(self, samples: list, path: str | Path) -> list[Path]:

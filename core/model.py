@@ -1,7 +1,9 @@
 """A trained (or trainable) diffusion model: modality + network + schedule + parameterisation.
 
 ``DiffusionModel.sample`` is the one entry point for generation in every modality;
-``save``/``load`` use the checkpoint format of :mod:`polydiff.checkpoint`.
+``save``/``load`` use the checkpoint format of :mod:`polydiff.checkpoint`. A modality with
+parts (:meth:`polydiff.modality.Modality.parts`: a mixed continuous–categorical state) is routed
+to :mod:`polydiff.mixed_model` for sampling, training and checkpoints.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from . import guidance as guidance_mod
 from .conditioning import to_device
 from .errors import CheckpointError, PolydiffError
 from .guidance import bind
+from .mixed import parts_config
+from .mixed_model import check_saved_parts
 from .modality import Modality
 from .parameterization import Denoiser
 from .rng import SampleRNG
@@ -119,8 +123,20 @@ class DiffusionModel:
         )
 
     # -- denoisers ------------------------------------------------------------------------
-    def denoiser(self, ema: bool = True) -> Denoiser:
+    @property
+    def parts(self) -> dict | None:
+        """The modality's parts (:meth:`Modality.parts`), ``None`` for a single continuous tensor."""
+        return self.modality.parts()
+
+    def denoiser(self, ema: bool = True):
+        """``D(x̃, σ̃, cond) → x̂₀`` (a :class:`Denoiser`); for a modality with parts the mixed
+        denoiser ``D(state, t, cond)`` (a :class:`polydiff.mixed_denoiser.MixedDenoiser`)."""
         net = self.ema if (ema and self.ema is not None) else self.network
+        parts = self.parts
+        if parts is not None:
+            from .mixed_denoiser import MixedDenoiser
+
+            return MixedDenoiser(net, parts)
         return Denoiser(net, self.schedule, self.parameterization, self.sigma_data)
 
     @property
@@ -153,7 +169,7 @@ class DiffusionModel:
         self,
         n: int,
         *,
-        sampler: str = "dpmpp_2m",
+        sampler: str | None = None,
         steps: int | None = None,
         nfe: int | None = None,
         grid: str = "karras",
@@ -173,8 +189,15 @@ class DiffusionModel:
         sigma_min: float | None = None,
         sigma_max: float | None = None,
         **sampler_options,
-    ) -> tuple[torch.Tensor, dict | None]:
+    ) -> tuple[torch.Tensor | dict[str, torch.Tensor], dict | None]:
         """Sample ``n`` states; returns ``(x [n, ...], cond)`` before decoding.
+
+        ``sampler``: a registered sampler (default ``dpmpp_2m``). For a modality with parts
+        (:meth:`polydiff.modality.Modality.parts`) ``x`` is ``{part: [n, ...]}``, the sampler is
+        ``"ancestral"`` (default) or ``"euler"`` over ``steps`` (or ``nfe``) uniform time steps,
+        ``guidance`` a CFG scale, ``wrap(denoiser, cond)`` wraps the bound ``D(state, t)`` (e.g.
+        :func:`polydiff.mixed.mixed_known_region`), and the σ̃-grid and initial-state keywords do not
+        apply (:mod:`polydiff.mixed_model`).
 
         ``guidance``: a CFG scale, a registered guidance name, ``(name, scale)``,
         ``(name, {options})`` or a list of those, composed in list order (see
@@ -193,6 +216,37 @@ class DiffusionModel:
         """
         from .samplers import get_sampler
 
+        if self.parts is not None:
+            from . import mixed_model
+
+            unsupported = {
+                "grid": grid != "karras",
+                "guidance_rescale": guidance_rescale,
+                "sigmas": sigmas is not None,
+                "x_init": x_init is not None,
+                "x_T": x_T is not None,
+                "sampling_cond": sampling_cond is not None,
+                "sigma_min": sigma_min is not None,
+                "sigma_max": sigma_max is not None,
+                **{k: True for k in sampler_options},
+            }
+            return mixed_model.sample_raw(
+                self,
+                n,
+                sampler=sampler,
+                steps=steps,
+                nfe=nfe,
+                seed=seed,
+                cond=cond,
+                guidance=guidance,
+                negative=negative,
+                ema=ema,
+                sample_offset=sample_offset,
+                callback=callback,
+                wrap=wrap,
+                unsupported=unsupported,
+            )
+        sampler = sampler or "dpmpp_2m"
         spec = get_sampler(sampler)
         _check_sampler_options(sampler, spec, sampler_options)
         if x_init is not None and x_T is not None:
@@ -250,6 +304,8 @@ class DiffusionModel:
 
         pm = get_plugins()
         plugin = self.plugin or "local"
+        parts = self.parts
+        extra_keys = {} if parts is None else {"parts": parts_config(parts)}
         return {
             "polydiff_version": _version(),
             "plugin": {"name": plugin, "version": pm.plugins.get(plugin, "local")},
@@ -259,6 +315,7 @@ class DiffusionModel:
             "parameterization": {"kind": self.parameterization, "sigma_data": self.sigma_data},
             "training": self.training_info,
             "extra": self.extra,
+            **extra_keys,
         }
 
     def state_tensors(self, ema: bool = False) -> dict[str, torch.Tensor]:
@@ -296,6 +353,7 @@ class DiffusionModel:
             sch_cfg = dict(cfg["schedule"]["config"])
             sch_cfg.pop("name", None)
             schedule = pm.get("schedule", cfg["schedule"]["name"])(**sch_cfg)
+            check_saved_parts(modality.parts(), cfg.get("parts"), path)
         except PolydiffError:
             raise
         except (TypeError, ValueError, KeyError, AttributeError) as e:

@@ -16,6 +16,7 @@ import torch
 
 from polydiff.rng import SampleRNG
 
+from . import mixed
 from .components import accepts_positional
 from .modality import batch_axis_problems, describe, finite
 
@@ -47,6 +48,14 @@ def check_data(run):
     )
     if not ok:
         return False
+    run.parts, ok = run.attempt(
+        "data",
+        "parts()",
+        "parts() returns None or {name: polydiff.mixed.ContinuousPart | CategoricalPart} built from config",
+        run.mod.parts,
+    )
+    if not ok:
+        return False
     try:
         k = min(len(ds), max(2, o.n_samples))
         items = [ds[i] for i in range(k)]
@@ -64,6 +73,10 @@ def check_data(run):
     batch, ok = run.attempt("data", f"collate({k} items of type {kind})", fix, run.mod.collate, items)
     if not ok:
         return False
+    if run.parts is not None:
+        if not mixed.check_batch(run, batch, k, fix.replace("Tensor [B, ...]", "{part: Tensor [B, ...]}")):
+            return False
+        return None if _config_is_json(run, "after load_dataset/fit") else False
     x = batch.get("x") if isinstance(batch, dict) else None
     if not (torch.is_tensor(x) and x.is_floating_point() and x.ndim >= 2 and x.shape[0] == k):
         got = tuple(x.shape) if torch.is_tensor(x) else type(batch).__name__
@@ -152,6 +165,8 @@ def check_network(run):
         )
         return False
     run.model.network.eval()
+    if run.parts is not None:
+        return None if mixed.check_network(run, comp) else False
     run.denoiser = run.model.denoiser(ema=False)
     sig = float(run.model.sigma_data)
     run.x_noisy = run.space.project(run.x + sig * run.noise)
@@ -187,6 +202,9 @@ def _safe(fn):
 
 def check_loss(run):
     from polydiff.losses import diffusion_loss
+
+    if run.parts is not None:
+        return None if mixed.check_loss(run) else False
 
     k = run.x.shape[0]
     sd = float(run.model.sigma_data)

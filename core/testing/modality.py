@@ -127,6 +127,7 @@ class ModalityRun:
         self.name = getattr(cls, "name", "") or cls.__name__
         self.comp = f"modality {self.name!r}"
         self.broken: set[str] = set()
+        self.parts = None  # the modality's parts (Modality.parts) once ``data`` has run
 
     # -- bookkeeping -------------------------------------------------------------------
     def fail(self, check: str, message: str, fix: str, component: str | None = None) -> None:

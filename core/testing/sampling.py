@@ -14,6 +14,7 @@ import torch
 
 from polydiff.rng import SampleRNG
 
+from . import mixed
 from .modality import batch_axis_problems, finite
 
 
@@ -36,12 +37,16 @@ def check_sampling(run):
     if not ok:
         return False
     shape = req[0] if isinstance(req, tuple) and len(req) == 2 else None
-    if not (isinstance(shape, (tuple, list, torch.Size)) and all(isinstance(s, int) for s in shape)):
+    if run.parts is not None:
+        fix = fix.replace("(shape without the batch axis", "({part: shape without the batch axis}")
+        bad = mixed.request_problems(run, shape) + batch_axis_problems(req[1] if shape is not None else None, n)
+    elif not (isinstance(shape, (tuple, list, torch.Size)) and all(isinstance(s, int) for s in shape)):
         run.fail("sampling", f"sampling_request returned {req!r:.200}", fix)
         return False
-    bad = batch_axis_problems(req[1], n)
-    if len(shape) != run.x.ndim - 1:
-        bad.append(f"shape {tuple(shape)} has {len(shape)} axes, collate()'s items {run.x.ndim - 1}")
+    else:
+        bad = batch_axis_problems(req[1], n)
+        if len(shape) != run.x.ndim - 1:
+            bad.append(f"shape {tuple(shape)} has {len(shape)} axes, collate()'s items {run.x.ndim - 1}")
     if bad:
         run.fail("sampling", "sampling_request: " + "; ".join(bad), fix)
         return False
@@ -56,7 +61,12 @@ def check_sampling(run):
     if not ok:
         return False
     run.xs, run.cs = res
-    if tuple(run.xs.shape) != (n, *shape) or not finite(run.xs):
+    if run.parts is not None:
+        bad = mixed.state_problems(run, run.xs, shape, n)
+        if bad:
+            run.fail("sampling", "sample_raw: " + "; ".join(bad), fix)
+            return False
+    elif tuple(run.xs.shape) != (n, *shape) or not finite(run.xs):
         run.fail("sampling", f"sample_raw gave {tuple(run.xs.shape)} (finite: {finite(run.xs)})", fix)
         return False
     run.broken.discard("sample_raw")
@@ -116,7 +126,10 @@ def check_batch_independence(run):
         )
         if not ok:
             return False
-        diff = _sample_difference(run.xs, run.cs, i, res[0], res[1])
+        if run.parts is not None:
+            diff = mixed.state_difference(run, run.xs, run.cs, i, res[0], res[1])
+        else:
+            diff = _sample_difference(run.xs, run.cs, i, res[0], res[1])
         if diff is not None:
             run.fail(
                 "batch_independence",
@@ -150,6 +163,14 @@ def check_save_load(run):
     res, ok = run.attempt("save_load", "sampling the loaded model", fix, run._sample, loaded, run.opts.n_samples)
     if not ok:
         return False
+    if run.parts is not None:
+        n = run.opts.n_samples
+        diffs = [mixed.state_difference(run, res[0], res[1], i, run.xs, run.cs, i, tol=1e-5) for i in range(n)]
+        diff = next((d for d in diffs if d is not None), None)
+        if diff is not None:
+            run.fail("save_load", f"the loaded model samples differently ({diff}, same seed)", fix)
+            return False
+        return None
     d = (res[0] - run.xs).abs().max().item() if res[0].shape == run.xs.shape else float("inf")
     if d > 1e-5 * max(1.0, run.xs.abs().max().item()):
         run.fail("save_load", f"the loaded model samples differently (max |Δx| = {d:.3g}, same seed)", fix)

@@ -58,6 +58,10 @@ def check_equivariance(run):
     if not decl:
         run.rep.skipped.append(("equivariance", run.comp, "the modality declares no equivariance"))
         return SKIPPED
+    if run.parts is not None:
+        from .mixed import check_permutation
+
+        return check_permutation(run, decl)
     net = f"network {run.model.network_name!r}"
     x, cond, out = run.x_noisy, run.cond, run.d_out
     g = torch.Generator().manual_seed(run.opts.seed + 7)

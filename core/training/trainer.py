@@ -9,7 +9,9 @@ checkpoints and ``resume="auto"`` continues the newest valid one bit for bit.
 
 Randomness of a step does not depend on the number of processes: sample j of the global
 batch at step k draws its σ̃, its CFG-dropout coin and its noise from its own generator
-seeded with hash(hash(seed, k), j). So a global batch of B split over W processes × A
+seeded with hash(hash(seed, k), j) (a modality with parts, :meth:`polydiff.modality.Modality.parts`:
+its time t ~ U(mixed_t_min, 1], then the coin and the noise of
+:func:`polydiff.mixed.mixed_loss`, see :mod:`polydiff.mixed_model`). So a global batch of B split over W processes × A
 accumulation steps gives the same gradient (up to float summation order) as one process.
 """
 
@@ -26,9 +28,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .. import checkpoint as ckpt
+from .. import mixed_model
 from ..conditioning import to_device, with_cond_mask
 from ..errors import CheckpointError
 from ..losses import diffusion_loss, sample_sigmas
+from ..mixed_denoiser import MixedDenoiser
 from ..parameterization import Denoiser
 from ..rng import SampleRNG, sample_seed
 from . import checkpointing, distributed, rng_state
@@ -62,6 +66,7 @@ class TrainConfig:
     p_mean: float = -1.2
     p_std: float = 1.2
     cond_dropout: float = 0.0  # probability of dropping the conditioning (CFG training)
+    mixed_t_min: float = 1e-3  # modalities with parts: training times t ~ U(mixed_t_min, 1]
     seed: int = 0
     log_every: int = 50
     out_dir: str | None = None
@@ -89,6 +94,8 @@ class TrainConfig:
             raise ValueError(f"unknown amp mode {self.amp!r}; one of {AMP_MODES}")
         if not 0.0 <= self.cond_dropout <= 1.0:
             raise ValueError("cond_dropout must lie in [0, 1]")
+        if not 0.0 <= self.mixed_t_min < 1.0:
+            raise ValueError("mixed_t_min must lie in [0, 1)")
         if self.checkpoint_every < 0 or self.keep_checkpoints < 1:
             raise ValueError("checkpoint_every must be ≥ 0 and keep_checkpoints ≥ 1")
         if (self.checkpoint_every or self.resume == "auto") and not self.out_dir:
@@ -144,6 +151,9 @@ def _autocast(cfg: TrainConfig, device: torch.device):
 def _micro_loss(den, model, batch, positions, step_seed: int, sigma_kind: str, cfg: TrainConfig, dev):
     """Per-sample losses ``[m]`` of one micro-batch whose items sit at ``positions`` of the
     global batch (their random numbers depend on the position only)."""
+    if model.parts is not None:
+        rng = SampleRNG(seeds=[sample_seed(step_seed, p) for p in positions])
+        return mixed_model.training_loss(den, model, batch, rng, cfg.cond_dropout, cfg.mixed_t_min, dev)
     x0 = batch["x"].to(dev)
     cond = to_device(batch.get("cond"), dev)
     rng = SampleRNG(seeds=[sample_seed(step_seed, p) for p in positions])
@@ -204,7 +214,7 @@ class _Run:
     result: TrainResult
     root: Path | None  # out_dir/checkpoints (None without out_dir)
     train_net: torch.nn.Module | None = None  # the network, DDP-wrapped under torchrun
-    den: Denoiser | None = None  # the denoiser over train_net
+    den: Denoiser | MixedDenoiser | None = None  # the denoiser over train_net
     start: int = 0  # optimiser step the loop starts at (> 0 when resumed)
     skipped_nonfinite: int = 0
     ema_updates: int = 0
@@ -235,7 +245,7 @@ def _train(model, dataset, cfg: TrainConfig, ctx: distributed.DistContext, callb
     try:
         run.start = _maybe_resume(run)
         run.train_net = distributed.wrap_ddp(net, ctx, cfg.find_unused_parameters)
-        run.den = Denoiser(run.train_net, model.schedule, model.parameterization, model.sigma_data)
+        run.den = _denoiser(model, run.train_net)
         run.result.start_step = run.result.steps = run.start
         run.result.skipped_nonfinite = run.skipped_nonfinite
         _loop(run, callback)
@@ -250,6 +260,15 @@ def _train(model, dataset, cfg: TrainConfig, ctx: distributed.DistContext, callb
         "world_size": ctx.world_size,
     }
     return result
+
+
+def _denoiser(model, train_net: torch.nn.Module):
+    """The training denoiser over ``train_net`` (DDP-wrapped under torchrun): the model's
+    parameterisation, or the mixed denoiser for a modality with parts."""
+    parts = model.parts
+    if parts is not None:
+        return MixedDenoiser(train_net, parts)
+    return Denoiser(train_net, model.schedule, model.parameterization, model.sigma_data)
 
 
 def _maybe_resume(run: _Run) -> int:

@@ -1,0 +1,193 @@
+"""A :class:`~polydiff.model.DiffusionModel` whose modality has parts: how it samples, trains and
+checkpoints (the routing behind ``sample_raw``, the trainer's loss and ``load``).
+
+A modality declares a mixed continuous–categorical state through
+:meth:`polydiff.modality.Modality.parts`; the model then
+
+- samples with :func:`polydiff.mixed.sample_mixed` from :func:`polydiff.mixed.prior_state` on the
+  uniform grid :func:`polydiff.categorical.time_grid` (``steps`` network calls; sampler
+  ``"ancestral"``, the default, or ``"euler"``), with per-sample random numbers
+  (:class:`polydiff.rng.SampleRNG`: sample i does not depend on the batch);
+- guides with a CFG scale w (:func:`polydiff.mixed.mixed_cfg`, ``negative=`` the other branch)
+  and ``wrap(denoiser, cond) → denoiser`` on the bound ``D(state, t)`` — known-region
+  inpainting is ``wrap=lambda d, c: polydiff.mixed.mixed_known_region(parts, known,
+  known_mask)(d)``;
+- trains on :func:`polydiff.mixed.mixed_loss` with t ~ U(t_min, 1] per sample;
+- saves :func:`polydiff.mixed.parts_config` in ``config.json`` (``"parts"``) and refuses, on load,
+  a modality whose rebuilt parts differ from the saved ones.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+
+from .categorical import time_grid
+from .conditioning import to_device, with_cond_mask
+from .errors import CheckpointError, PolydiffError
+from .mixed import CategoricalPart, Part, mixed_cfg, mixed_loss, parts_config, prior_state, sample_mixed
+from .rng import SampleRNG
+
+F64 = torch.float64
+#: sampler names of mixed models (``sample(sampler=...)``)
+METHODS = ("ancestral", "euler")
+
+
+# -- sampling -------------------------------------------------------------------------------------
+def sample_raw(
+    model,
+    n: int,
+    *,
+    sampler: str | None,
+    steps: int | None,
+    nfe: int | None,
+    seed: int,
+    cond: dict | None,
+    guidance,
+    negative: dict | None,
+    ema: bool,
+    sample_offset: int,
+    callback,
+    wrap,
+    unsupported: dict,
+) -> tuple[dict, dict | None]:
+    """``DiffusionModel.sample_raw`` for a modality with parts: ``(state {part: [n, ...]}, cond)``.
+
+    ``steps`` (default 50; ``nfe`` is the same number: one network call per step) uniform
+    time steps from t = 1 to 0; ``unsupported``: ``sample_raw``'s keywords that only
+    continuous models take, with the values given (any that is set is an error)."""
+    from .model import _eval_mode
+
+    name = model.modality.name
+    method = sampler or "ancestral"
+    if method not in METHODS:
+        raise PolydiffError(
+            f"sampler {sampler!r} does not sample modality {name!r} (a state with parts "
+            f"{list(model.parts)}): mixed models sample with {' or '.join(map(repr, METHODS))}"
+        )
+    given = sorted(k for k, v in unsupported.items() if v)
+    if given:
+        raise PolydiffError(
+            f"sample() keyword(s) {', '.join(map(repr, given))} apply to continuous models only; modality "
+            f"{name!r} has parts (sample it with sampler, steps/nfe, seed, cond, guidance, negative, wrap, "
+            "callback, sample_offset)"
+        )
+    if steps is None:
+        steps = int(nfe) if nfe is not None else 50
+    parts = model.parts
+    dev = model.device
+    rng = SampleRNG(seed, n, offset=sample_offset)
+    shapes, c = model.modality.sampling_request(n, cond, rng)
+    if not isinstance(shapes, dict) or set(shapes) != set(parts):
+        raise PolydiffError(
+            f"modality {name!r}: sampling_request must return ({{part: per-sample shape}}, cond) for the parts "
+            f"{sorted(parts)}; got {shapes!r:.200}"
+        )
+    c = to_device(c, dev)
+    state = prior_state(parts, shapes, rng, cond=c, device=dev)
+    den = model.denoiser(ema)
+    d = _guided(den, parts, c, guidance, negative, n, dev)
+    if wrap is not None:
+        d = wrap(d, c)
+    with _eval_mode(den.net, *model.modality.modules().values()):
+        state = sample_mixed(d, state, time_grid(steps), parts=parts, rng=rng, method=method, cond=c, callback=callback)
+    return state, c
+
+
+def _guided(den, parts, cond, guidance, negative, n: int, dev):
+    """The bound ``D(state, t)``: plain at w = 1, else classifier-free guidance at scale w."""
+    if isinstance(guidance, bool) or not isinstance(guidance, (int, float)):
+        raise PolydiffError(
+            f"guidance={guidance!r}: a model with parts takes a classifier-free guidance scale (a number) only"
+        )
+    w = float(guidance)
+    if w == 1.0:
+        if negative is not None:
+            raise PolydiffError("negative= has no effect without classifier-free guidance: pass guidance=w (w ≠ 1)")
+        return lambda state, t: den(state, t, cond)
+    c = cond if cond is None or "cond_mask" in cond else with_cond_mask(cond, 1.0, n)
+    neg = None if negative is None else to_device(negative, dev)
+    return mixed_cfg(den, parts, c, w, uncond=neg)
+
+
+# -- training -----------------------------------------------------------------------------------------
+def sample_times(rng: SampleRNG, t_min: float) -> torch.Tensor:
+    """``[B]`` float64 training times t ~ U(t_min, 1], one uniform from each sample's generator."""
+    u = torch.cat([torch.rand(1, generator=g, dtype=F64) for g in rng.generators])
+    return 1.0 - (1.0 - float(t_min)) * u
+
+
+def part_masks(parts: dict[str, Part], x0: dict, cond: dict | None) -> dict | None:
+    """``{categorical part: bool mask}`` from the node mask ``cond["mask"]`` ``[B, N]``: a part
+    ``[B, N, ...]`` is valid where its node is; a symmetric part ``[B, N, N]`` where both ends are.
+    ``None`` without a node mask."""
+    m = None if cond is None else cond.get("mask")
+    if not torch.is_tensor(m) or m.ndim != 2:
+        return None
+    out = {}
+    for name, part in parts.items():
+        if not isinstance(part, CategoricalPart):
+            continue
+        x = x0[name]
+        if x.ndim < 2 or tuple(x.shape[:2]) != tuple(m.shape):
+            continue
+        valid = (m > 0.5).to(x.device)
+        if part.symmetric and x.ndim >= 3 and x.shape[2] == m.shape[1]:
+            valid = valid[:, :, None] & valid[:, None, :]
+        out[name] = valid.reshape(valid.shape + (1,) * (x.ndim - valid.ndim)).expand(x.shape)
+    return out or None
+
+
+def training_loss(den, model, batch: dict, rng: SampleRNG, cond_dropout: float, t_min: float, dev) -> torch.Tensor:
+    """Per-sample loss ``[m]`` of a micro-batch of a mixed modality (the trainer's mixed branch):
+    t ~ U(t_min, 1], then the CFG-dropout coin, then the noise, all from sample j's generator."""
+    x0 = {k: v.to(dev) for k, v in batch["x"].items()}
+    cond = to_device(batch.get("cond"), dev)
+    t = sample_times(rng, t_min)
+    if cond_dropout > 0:
+        keep = torch.cat([(torch.rand(1, generator=g) >= cond_dropout) for g in rng.generators])
+        cond = with_cond_mask(cond, keep.float().to(dev), len(rng))
+    parts = model.parts
+    return mixed_loss(
+        lambda state, tt: den(state, tt, cond), parts, x0, t, rng, cond=cond, masks=part_masks(parts, x0, cond)
+    )
+
+
+# -- checkpoints --------------------------------------------------------------------------------------
+def check_saved_parts(parts: dict[str, Part] | None, saved: dict | None, path: Path) -> None:
+    """Refuse a checkpoint whose saved ``parts`` (``config.json``) differ from the modality's
+    rebuilt ones (:class:`~polydiff.errors.CheckpointError` naming the parts that differ)."""
+    if parts is None and saved is None:
+        return
+    where = path / "config.json"
+    if parts is None:
+        raise CheckpointError(f"{where}: the checkpoint has parts {sorted(saved or {})} but the modality has none")
+    if saved is None:
+        raise CheckpointError(
+            f"{where}: the modality has parts {sorted(parts)} but the checkpoint saved none (written by a "
+            "version of the modality without parts?)"
+        )
+    now = json.loads(json.dumps(parts_config(parts)))
+    differ = sorted(k for k in set(now) | set(saved) if not _same(now.get(k), saved.get(k)))
+    if differ:
+        detail = "; ".join(f"{k}: saved {saved.get(k)!r:.160}, rebuilt {now.get(k)!r:.160}" for k in differ)
+        raise CheckpointError(
+            f"{where}: the modality's parts differ from the saved ones ({detail}); the weights were trained for "
+            "the saved processes"
+        )
+
+
+def _same(a, b) -> bool:
+    """JSON values equal, floats to 1e-9 relative."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return set(a) == set(b) and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) or isinstance(b, float):
+        if isinstance(a, bool) or isinstance(b, bool) or not isinstance(a, (int, float)):
+            return a == b
+        return isinstance(b, (int, float)) and math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+    return a == b
