@@ -163,6 +163,8 @@ def check_saved_parts(parts: dict[str, Part] | None, saved: dict | None, path: P
     if parts is None and saved is None:
         return
     where = path / "config.json"
+    if saved is not None and not isinstance(saved, dict):
+        raise CheckpointError(f"{where}: field 'parts' must be an object (part name -> process config)")
     if parts is None:
         raise CheckpointError(f"{where}: the checkpoint has parts {sorted(saved or {})} but the modality has none")
     if saved is None:
