@@ -485,6 +485,13 @@ def test_plugin_that_fails_to_import_is_reported_and_skipped(tmp_path, monkeypat
     assert proc.returncode == 0 and "failed plugin broken: plugin 'broken' cannot be loaded" in proc.stdout
     rows = json.loads(_run_cli("plugins", "--json").stdout)
     assert {"kind": "failed-plugin", "name": "broken"}.items() <= next(r for r in rows if r["name"] == "broken").items()
+    # a benchmark task of another plugin still runs in the suite (a child process rediscovers the plugins)
+    suite = tmp_path / "suite.toml"
+    suite.write_text('name = "isolation"\nbudget = "smoke"\ntasks = ["pointcloud/rings8"]\n')
+    out = tmp_path / "out"
+    proc = _run_cli("bench", "--suite", str(suite), "--out", str(out), "--device", "cpu", "--no-progress", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [r["task"] for r in json.loads((out / "results.json").read_text())["tasks"]] == ["pointcloud/rings8"]
     # strict mode (CI) turns it into an error
     monkeypatch.setenv("POLYDIFF_STRICT_PLUGINS", "1")
     with pytest.raises(PluginError, match="plugin 'broken' cannot be loaded"):
