@@ -87,9 +87,8 @@ def _independent_positions(n: int, seed: int) -> torch.Tensor:
 def test_learned_masked_model_reaches_the_chain_bigrams():
     """n = 5,000 sequences sampled with ancestral_step at 32 steps: bigram TV (mean over
     positions) to a fresh true set within 3× the Monte-Carlo floor (mean TV between independent
-    true sets of the same size). Measured: 1,000 training steps give 1.7× the floor (2.4× at 8 steps,
-    1.5× at 64); a model
-    with the right marginals but no bigrams is far outside (10×)."""
+    true sets of the same size). Measured: 1,000 training steps give 1.7× the floor (2.4× at
+    8 steps, 1.5× at 64); a model with the right marginals but no bigrams is far outside (10×)."""
     process = MaskedProcess(K)
     net = _train(process)
     n = 5000
