@@ -202,3 +202,28 @@ def test_resume_continues_bit_for_bit(tmp_path):
     res = train(model, data, TrainConfig(steps=4, resume="auto", **cfg))
     assert res.start_step == 2
     assert all(torch.equal(a, b) for a, b in zip(straight, model.network.parameters()))
+
+
+def test_torchrun_two_cpu_processes_equal_one_process(tmp_path):
+    """The mixed branch under DDP (gloo, 2 processes): the same global batch gives the same
+    losses and weights as one process (each sample's t, coin and noise come from its position)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    worker = Path(__file__).parent / "mixed_trainer_worker.py"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    ddp, one = str(tmp_path / "ddp.safetensors"), str(tmp_path / "one.safetensors")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", str(worker), ddp]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    proc = subprocess.run([sys.executable, str(worker), one], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    info = {k: json.loads(Path(k + ".json").read_text()) for k in (ddp, one)}
+    assert info[ddp]["world_size"] == 2 and info[one]["world_size"] == 1
+    assert [v for _, v in info[ddp]["losses"]] == pytest.approx([v for _, v in info[one]["losses"]], rel=1e-5)
+    a, b = load_file(ddp), load_file(one)
+    assert a.keys() == b.keys() and max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
