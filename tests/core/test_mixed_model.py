@@ -227,3 +227,24 @@ def test_torchrun_two_cpu_processes_equal_one_process(tmp_path):
     assert [v for _, v in info[ddp]["losses"]] == pytest.approx([v for _, v in info[one]["losses"]], rel=1e-5)
     a, b = load_file(ddp), load_file(one)
     assert a.keys() == b.keys() and max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
+
+
+def test_marginal_process_from_the_data_and_no_parts_for_a_continuous_modality(tmp_path):
+    """config {"process": "marginal"}: fit records the label frequencies, the label part's prior
+    is them (no mask token: 2 network states), and the model samples, saves and loads; a
+    modality without parts keeps its config free of them."""
+    torch.manual_seed(0)
+    model = polydiff.create("pointcloud_labelled", modality_config={"process": "marginal"}, hidden=16, layers=1)
+    data = model.modality.load_dataset(size=200, n_points=N_POINTS, p_outer=0.8, seed=2)
+    freq = torch.stack([data[i].label for i in range(len(data))]).double().mean()
+    marg = model.modality.config["label_marginals"]
+    assert marg == pytest.approx([1 - float(freq), float(freq)]) and marg[1] > 0.7
+    proc = model.parts["label"].process
+    assert proc.name == "marginal" and torch.allclose(proc.prior(), torch.tensor(marg, dtype=torch.float64))
+    model = polydiff.create("pointcloud_labelled", modality_config=model.modality.config, hidden=16, layers=1)
+    assert model.network.label_emb.num_embeddings == 2  # network_kwargs from the parts
+    x, _ = model.sample_raw(3, steps=4, seed=0)
+    assert set(x["label"].unique().tolist()) <= {0, 1}
+    model.save(tmp_path / "m")
+    assert polydiff.load(tmp_path / "m").config()["parts"]["label"]["process"]["marginals"] == pytest.approx(marg)
+    assert polydiff.create("pointcloud").parts is None and "parts" not in polydiff.create("pointcloud").config()
