@@ -14,7 +14,9 @@ hook                                  ``register(name, obj, **info)``
 ====================================  ==============================================================
 polydiff_register_modalities          ``register(name, ModalityClass)``: a
                                       :class:`polydiff.modality.Modality` subclass, ``name``
-                                      attribute equal to the registered name
+                                      attribute equal to the registered name; a modality
+                                      with categorical or several parts declares them in
+                                      ``Modality.parts()`` (:mod:`polydiff.mixed`)
 polydiff_register_schedules           ``register(name, ScheduleClass)``: a
                                       :class:`polydiff.schedules.Schedule` subclass
 polydiff_register_samplers            ``register(name, fn, deterministic=bool, order=int,
