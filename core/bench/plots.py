@@ -17,7 +17,7 @@ def _plt():
 
 def quality_vs_nfe(rows: list[dict], path: Path, higher_is_better: dict) -> Path | None:
     """One panel per (task, metric) with ≥ 2 NFE values; a line per sampler."""
-    series = defaultdict(lambda: defaultdict(list))
+    series: defaultdict = defaultdict(lambda: defaultdict(list))
     for r in rows:
         if "error" in r:
             continue
@@ -34,7 +34,8 @@ def quality_vs_nfe(rows: list[dict], path: Path, higher_is_better: dict) -> Path
         for sampler, pts in sorted(by_sampler.items()):
             pts.sort()
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=sampler)
-        arrow = {True: "↑", False: "↓"}.get(higher_is_better.get(metric), "")
+        arrows: dict[bool | None, str] = {True: "↑", False: "↓"}
+        arrow = arrows.get(higher_is_better.get(metric), "")
         ax.set_title(f"{task}: {metric} {arrow}", fontsize=9)
         ax.set_xscale("log")
         ax.set_xlabel("NFE")
@@ -49,7 +50,7 @@ def quality_vs_nfe(rows: list[dict], path: Path, higher_is_better: dict) -> Path
 
 def loss_curves(rows: list[dict], path: Path) -> Path | None:
     """Training loss vs step for every task that recorded ``losses`` ([[step, loss], …])."""
-    curves = {}
+    curves: dict = {}
     for r in rows:
         if "error" not in r and r.get("losses"):
             curves.setdefault(r["task"], r["losses"])

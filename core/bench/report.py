@@ -144,7 +144,7 @@ def _header(results: dict) -> list[str]:
 def _metric_table(rows: list, higher_is_better: dict) -> list[str]:
     """One table: each task's rows followed by its ``data`` and ``untrained`` reference rows."""
     metrics = sorted({m for r in rows for m in r["metrics"]})
-    arrows = {True: "↑", False: "↓"}
+    arrows: dict[bool | None, str] = {True: "↑", False: "↓"}
     head = ["task", "model", "sampler", "NFE"] + [f"{m} {arrows.get(higher_is_better.get(m), '')}" for m in metrics]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     by_task = defaultdict(list)
