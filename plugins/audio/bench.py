@@ -29,13 +29,16 @@ from .metrics import (
     spectral_convergence,
 )
 
+#: the quick suite's budget (fixed steps). Measured (one thread, seed 0): VAE 100 and latent
+#: U-Net 150 steps beat the untrained reference on all five metrics (class accuracy 0.88 and
+#: pitch accuracy 0.62 against 0.12 and 0) in 55 % of the time of 150 and 300 steps (1.0, 1.0)
 QUICK = {
     "timbres": ("piano", "flute"),
     "pitches": ("C4", "G4"),
     "n_per_class": 8,
-    "vae_steps": 150,
+    "vae_steps": 100,
     "classifier_steps": 60,
-    "steps": 300,
+    "steps": 150,
     "batch_size": 32,
     "n_per_label": 2,
 }

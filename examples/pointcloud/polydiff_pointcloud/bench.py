@@ -14,8 +14,11 @@ from .modality import ring_error
 
 
 def run(ctx, n_points: int = 16):
-    steps = ctx.budget(quick=600, standard=3000, smoke=20)
+    # quick (seed 0): 600 steps gave ring error 0.066 (untrained 0.25, real 0.015), 500 steps
+    # 0.12 in 80 % of the time, 300 steps 0.28
+    steps = ctx.budget(quick=500, standard=3000, smoke=20)
     ctx.phase("data")
+    torch.manual_seed(ctx.seed)  # the initial weights: same seed, same run
     model = polydiff.create("pointcloud")
     data = model.modality.load_dataset("rings2d", size=2000, n_points=n_points, seed=ctx.seed)
     real = torch.stack([data[i] for i in range(len(data))])

@@ -12,7 +12,7 @@ from polydiff.bench.report import untrained_verdicts
 @pytest.mark.slow
 def test_quick_protein_task_beats_untrained(tmp_path):
     from polydiff.bench import BenchContext
-    from polydiff.plugins.protein.bench import protein_task
+    from polydiff.plugins.protein.bench import QUICK, protein_task
 
     task = protein_task()
     ctx = BenchContext(suite="quick", device=torch.device("cpu"), seed=0, out_dir=tmp_path, progress=False)
@@ -30,7 +30,7 @@ def test_quick_protein_task_beats_untrained(tmp_path):
     # (distribution metrics against real crops of the sampled lengths)
     judged, behind = untrained_verdicts(rows)
     assert judged == 11 and not behind, behind
-    assert rows[0]["train_steps"] == 1300  # a step budget, not a wall-clock one: same training on any machine
+    assert rows[0]["train_steps"] == QUICK["steps"]  # a step budget, not a wall-clock one: same training on any machine
 
 
 def test_protein_training_is_deterministic_for_a_seed():

@@ -11,13 +11,13 @@ from polydiff.bench.task import BenchContext
 
 @pytest.mark.slow
 def test_quick_task_beats_its_untrained_reference(tmp_path):
-    from polydiff.plugins.video.bench import TASK
+    from polydiff.plugins.video.bench import CONFIGS, TASK
 
     ctx = BenchContext(suite="quick", device=torch.device("cpu"), seed=0, out_dir=tmp_path, progress=False)
     rows = TASK.run(ctx)
     assert len(rows) == 1
     row = rows[0]
-    assert row["task"] == "video/moving_digits" and row["nfe"] == 50
+    assert row["task"] == "video/moving_digits" and row["nfe"] == CONFIGS["quick"]["nfe"]
     for k in ("train_s", "train_steps_per_s", "samples_per_s", "peak_mem_mb"):
         assert row["timing"][k] > 0
     m, un, data = row["metrics"], row["reference"]["untrained"], row["reference"]["data"]
