@@ -221,6 +221,20 @@ def untrained_copy(model, seed: int = 12345):
     return u
 
 
+def sample_in_chunks(model, n: int, *, chunk: int | None = None, progress: Callable | None = None, **kwargs) -> list:
+    """``model.sample(n, **kwargs)`` drawn ``chunk`` items at a time (the same samples: item i
+    uses generator ``(seed, i)`` whatever the batch). On a CPU a graph network's cost per item
+    grows with the batch once its edge activations outgrow the caches (the molecule EGNN:
+    1.7× per molecule at 256 than at 64). ``progress(done, n)`` after each chunk."""
+    chunk = chunk or n
+    out: list = []
+    for a in range(0, n, chunk):
+        out += model.sample(min(chunk, n - a), sample_offset=a, **kwargs)
+        if progress is not None:
+            progress(len(out), n)
+    return out
+
+
 def score_starter(
     ctx: BenchContext,
     task: BenchmarkTask,
@@ -231,6 +245,7 @@ def score_starter(
     n_untrained: int | None = None,
     pictures: Callable[[list, Path], list] | None = None,
     note: str = "",
+    chunk: int | None = None,
 ) -> list:
     """The row of a task that scores shipped starter ``task.starter`` instead of training.
 
@@ -241,6 +256,7 @@ def score_starter(
     vs real, computed by the caller) and ``untrained`` (the same network freshly
     initialised, ``n_untrained`` samples, same sampler and seed). ``note`` says what the
     sample count leaves uncertain; the row carries ``starter`` (its name) and ``n_samples``.
+    ``chunk``: sample that many at a time (:func:`sample_in_chunks`).
     """
     from .. import load
 
@@ -251,12 +267,17 @@ def score_starter(
     seed = int(check.get("seed", ctx.seed))
     defaults = model.extra.get("sample_defaults") or {}
     sampler, nfe = defaults.get("sampler", "dpmpp_2m"), int(defaults.get("nfe", 50))
+
+    def draw(m, count: int) -> list:  # progress: chunks done, or the sampler's steps
+        if chunk and chunk < count:
+            return sample_in_chunks(m, count, chunk=chunk, progress=ctx.step, seed=seed)
+        return m.sample(count, seed=seed, callback=ctx.sample_callback(sampler, nfe))
+
     ctx.phase("reference")
-    base = untrained_copy(model).sample(n_untrained or n, seed=seed, callback=ctx.sample_callback(sampler, nfe))
-    untrained = evaluate(base)
+    untrained = evaluate(draw(untrained_copy(model), n_untrained or n))
     ctx.phase("sample")
     t0 = time.perf_counter()
-    samples = model.sample(n, seed=seed, callback=ctx.sample_callback(sampler, nfe))
+    samples = draw(model, n)
     sample_s = time.perf_counter() - t0
     ctx.phase("evaluate")
     metrics = evaluate(samples)

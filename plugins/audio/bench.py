@@ -38,7 +38,7 @@ QUICK = {
     "n_per_class": 8,
     "vae_steps": 100,
     "classifier_steps": 60,
-    "steps": 150,
+    "steps": 120,
     "batch_size": 32,
     "n_per_label": 2,
 }
@@ -276,7 +276,7 @@ STARTER = BenchmarkTask(
     model="audio_unet",
     run=run_starter,
     description="the shipped audio-notes starter (16 labels), scored like audio/notes",
-    expected_s=15,
+    expected_s=6,
     starter="audio-notes",
 )
 #: every task of this plugin (the plugin registers each)
