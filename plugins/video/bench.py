@@ -22,7 +22,7 @@ from polydiff.memory import peak_memory_mb, reset_peak_memory
 #: frame accuracy 0.32 (untrained 0, real 0.93); 250 steps, 20 NFE (DPM-Solver++(2M)) and a
 #: 400 + 200-step classifier 0.23 (real 0.91; 200 steps: 0.12). Space-to-depth 2 (the U-Net
 #: runs at 8 × 8 on 2 × 2 pixel blocks) costs a third per step: channels (32, 48) for 350 steps
-#: gave 0.23 in 40 % of the first budget's time ((16, 32), 400 steps: 0.10).
+#: gave 0.23 in 40 % of the first budget's time (300 steps: 0.13; (16, 32), 400 steps: 0.10).
 CONFIGS = {
     "quick": dict(
         nfe=20,
@@ -30,7 +30,7 @@ CONFIGS = {
         frames=4,
         source="sklearn",
         n_clips=600,
-        steps=300,
+        steps=350,
         batch=16,
         channels=(32, 48),
         space_to_depth=2,
