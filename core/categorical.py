@@ -131,13 +131,7 @@ class CategoricalProcess:
     def restrict(self, p0: torch.Tensor, x_t: torch.Tensor, t) -> torch.Tensor:
         """p̂(x₀ | x_t) ``[B, ..., K]`` with zero weight on clean values that cannot have
         produced x_t (carry-over), renormalised; float64."""
-        lik = self.likelihood(x_t, t)
-        p = p0.to(F64) * (lik > 0)
-        z = p.sum(-1, keepdim=True)
-        # a network that puts all mass on impossible values: fall back to the allowed ones
-        fallback = (lik > 0).to(F64)
-        p = torch.where(z > 0, p / z.clamp(min=1e-300), fallback / fallback.sum(-1, keepdim=True))
-        return p
+        return _restrict(p0, self.likelihood(x_t, t))
 
     def posterior(self, x_t: torch.Tensor, p0: torch.Tensor, t, s) -> torch.Tensor:
         """p(x_s | x_t) = Σ_{x₀} q(x_s | x_t, x₀)·p̂(x₀ | x_t): ``[B, ..., S]`` float64.
@@ -145,13 +139,13 @@ class CategoricalProcess:
         ``x_t`` ``[B, ...]`` long; ``p0`` ``[B, ..., K]`` clean-class probabilities (the
         network's softmax, or a one-hot x₀ for the exact q(x_s | x_t, x₀)); ``s < t``
         (``[B]`` or scalars)."""
-        p = self.restrict(p0, x_t, t)
+        lik = self.likelihood(x_t, t)  # q(x_t | x₀)
+        p = _restrict(p0, lik)
         a_t = _per_sample(self.schedule.alpha(t), x_t).unsqueeze(-1)
         a_s = _per_sample(self.schedule.alpha(s), x_t).unsqueeze(-1)
         a_ts = torch.where(a_s > 0, a_t / a_s.clamp(min=1e-300), torch.zeros_like(a_t))
         pi = self.prior().to(x_t.device)
         left = a_ts * self._one_hot_states(x_t) + (1 - a_ts) * pi[x_t].unsqueeze(-1)  # q(x_t | x_s)
-        lik = self.likelihood(x_t, t)  # q(x_t | x₀)
         w = torch.where(lik > 0, p / lik.clamp(min=1e-300), torch.zeros_like(p))
         w_states = self._pad_states(w)
         right = a_s * w_states + (1 - a_s) * pi * w.sum(-1, keepdim=True)
@@ -249,13 +243,23 @@ def sample_categorical(probs: torch.Tensor, rng) -> torch.Tensor:
     """Draw from ``probs`` ``[B, ..., S]`` by inverse CDF with one uniform per variable from
     ``rng`` (per-sample for a :class:`polydiff.rng.SampleRNG`: a sample never depends on its
     batch); returns ``long`` ``[B, ...]``."""
-    u = rng.rand(probs.shape[1:-1], device=probs.device, dtype=F64) if _per_sample_rng(rng) else None
-    if u is None:
-        u = rng.rand(probs.shape[:-1], device=probs.device, dtype=F64)
+    # a SampleRNG draws [n, *shape] (one generator per sample); a batch-level rng draws the full shape
+    shape = probs.shape[1:-1] if _per_sample_rng(rng) else probs.shape[:-1]
+    u = rng.rand(shape, device=probs.device, dtype=F64)
     cdf = probs.to(F64).cumsum(-1)
     u = u * cdf[..., -1]
     idx = (cdf <= u.unsqueeze(-1)).sum(-1)
     return idx.clamp(max=probs.shape[-1] - 1)
+
+
+def _restrict(p0: torch.Tensor, lik: torch.Tensor) -> torch.Tensor:
+    """``p0`` restricted to the clean values with q(x_t | x₀) = ``lik`` > 0, renormalised (float64)."""
+    allowed = lik > 0
+    p = p0.to(F64) * allowed
+    z = p.sum(-1, keepdim=True)
+    # a network that puts all mass on impossible values: fall back to the allowed ones
+    fallback = allowed.to(F64)
+    return torch.where(z > 0, p / z.clamp(min=1e-300), fallback / fallback.sum(-1, keepdim=True))
 
 
 def _per_sample_rng(rng) -> bool:

@@ -43,6 +43,15 @@ def null_cond(cond: dict | None, n: int | None = None) -> dict:
     return with_cond_mask(cond, 0.0, n)
 
 
+def requested_cond(cond: dict | None, n: int, device, like: dict | None = None) -> dict:
+    """The conditional branch of classifier-free guidance: ``cond`` with ``cond_mask`` = 1
+    where it has none; no request (None) is the null condition, shaped like ``like`` (a
+    negative condition) when given so both branches have the same keys."""
+    if cond is None:
+        return to_device(null_cond(like, n), device)
+    return cond if "cond_mask" in cond else to_device(with_cond_mask(cond, 1.0, n), device)
+
+
 def cat_cond(a: dict | None, b: dict | None) -> dict | None:
     """Concatenate two cond dicts along the batch axis (keys must match)."""
     if a is None and b is None:

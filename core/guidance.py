@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import torch
 
-from .conditioning import cat_cond, null_cond, to_device, with_cond_mask
+from .conditioning import cat_cond, null_cond, requested_cond, to_device
 from .errors import PolydiffError
 
 
@@ -101,21 +101,15 @@ def compose(denoiser, *wrappers):
 
 
 # -- registered factories (one signature: factory(denoiser, *, model=None, **options)) ----------------
-def _with_mask(cond: dict | None, n: int, device) -> dict:
-    """``cond`` with ``cond_mask`` = 1 where it has none (an empty request: the null condition)."""
-    if cond is None:
-        return to_device(null_cond(None, n), device)
-    return cond if "cond_mask" in cond else to_device(with_cond_mask(cond, 1.0, n), device)
-
-
 def classifier_free(denoiser, *, model=None, scale: float, negative: dict | None = None, rescale: float = 0.0):
     """Registered as ``cfg``: :func:`cfg` with the null condition (or ``negative``, a cond dict
     of the same keys — a negative prompt) as the unconditional branch; ``rescale`` φ as in :func:`cfg`."""
 
     def guided(x, sigma, cond):
         n = x.shape[0]
-        c = _with_mask(cond, n, x.device)
-        unc = null_cond(c, n) if negative is None else _with_mask(to_device(negative, x.device), n, x.device)
+        neg = None if negative is None else requested_cond(to_device(negative, x.device), n, x.device)
+        c = requested_cond(cond, n, x.device, like=neg)
+        unc = null_cond(c, n) if neg is None else neg
         return cfg(denoiser, c, float(scale), uncond=unc, rescale=float(rescale))(x, sigma)
 
     return guided

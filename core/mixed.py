@@ -34,7 +34,7 @@ from .categorical import (
     prior_kl,
     process_from_config,
 )
-from .conditioning import cat_cond, null_cond, to_device, with_cond_mask
+from .conditioning import cat_cond, null_cond, requested_cond
 from .schedules import Schedule
 from .spaces import EuclideanSpace
 
@@ -228,12 +228,9 @@ def mixed_cfg(denoiser, parts: dict[str, Part], cond: dict | None, scale: float,
     def guided(state, t):
         n = next(iter(state.values())).shape[0]
         dev = next(iter(state.values())).device
-        if cond is None:  # no request: the null condition, shaped like the negative one if given
-            c = to_device(null_cond(uncond, n) if uncond is not None else null_cond(None, n), dev)
-        else:
-            c = cond if "cond_mask" in cond else to_device(with_cond_mask(cond, 1.0, n), dev)
-        u = null_cond(c, n) if uncond is None else uncond
-        u = u if "cond_mask" in u else to_device(with_cond_mask(u, 1.0, n), dev)
+        neg = None if uncond is None else requested_cond(uncond, n, dev)
+        c = requested_cond(cond, n, dev, like=neg)
+        u = null_cond(c, n) if neg is None else neg
         both = {k: torch.cat([v, v]) for k, v in state.items()}
         out = denoiser(both, torch.as_tensor(t, dtype=F64).reshape(-1).expand(n).repeat(2), cat_cond(c, u))
         res = {}
