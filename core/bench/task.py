@@ -235,6 +235,10 @@ def sample_in_chunks(model, n: int, *, chunk: int | None = None, progress: Calla
     return out
 
 
+#: NFE of a starter row's untrained reference (see :func:`score_starter`)
+UNTRAINED_NFE = 10
+
+
 def score_starter(
     ctx: BenchContext,
     task: BenchmarkTask,
@@ -243,6 +247,7 @@ def score_starter(
     data_row: dict,
     n: int | None = None,
     n_untrained: int | None = None,
+    untrained_nfe: int | None = UNTRAINED_NFE,
     pictures: Callable[[list, Path], list] | None = None,
     note: str = "",
     chunk: int | None = None,
@@ -254,7 +259,9 @@ def score_starter(
     (the modality's task metrics), writes them with the modality's ``write`` (and
     ``pictures(samples, out_dir) → files``), and records ``reference``: ``data_row`` (real
     vs real, computed by the caller) and ``untrained`` (the same network freshly
-    initialised, ``n_untrained`` samples, same sampler and seed). ``note`` says what the
+    initialised, ``n_untrained`` samples, same sampler and seed, ``untrained_nfe`` NFE —
+    an untrained network's output is noise at any step count, so a short run shows it at a
+    fraction of the card's cost; None: the card's NFE). ``note`` says what the
     sample count leaves uncertain; the row carries ``starter`` (its name) and ``n_samples``.
     ``chunk``: sample that many at a time (:func:`sample_in_chunks`).
     """
@@ -268,13 +275,14 @@ def score_starter(
     defaults = model.extra.get("sample_defaults") or {}
     sampler, nfe = defaults.get("sampler", "dpmpp_2m"), int(defaults.get("nfe", 50))
 
-    def draw(m, count: int) -> list:  # progress: chunks done, or the sampler's steps
+    def draw(m, count: int, steps: int = nfe) -> list:  # progress: chunks done, or the sampler's steps
+        opts = {} if steps == nfe else {"nfe": steps}
         if chunk and chunk < count:
-            return sample_in_chunks(m, count, chunk=chunk, progress=ctx.step, seed=seed)
-        return m.sample(count, seed=seed, callback=ctx.sample_callback(sampler, nfe))
+            return sample_in_chunks(m, count, chunk=chunk, progress=ctx.step, seed=seed, **opts)
+        return m.sample(count, seed=seed, callback=ctx.sample_callback(sampler, steps), **opts)
 
     ctx.phase("reference")
-    untrained = evaluate(draw(untrained_copy(model), n_untrained or n))
+    untrained = evaluate(draw(untrained_copy(model), n_untrained or n, untrained_nfe or nfe))
     ctx.phase("sample")
     t0 = time.perf_counter()
     samples = draw(model, n)
@@ -299,6 +307,7 @@ def score_starter(
         starter=task.starter,
         n_samples=n,
         n_untrained=n_untrained or n,
+        untrained_nfe=untrained_nfe or nfe,
         sample_defaults=defaults,
     )
     if note:

@@ -10,7 +10,7 @@ import torch
 import polydiff
 from polydiff import starters
 from polydiff.bench.report import render, untrained_verdicts
-from polydiff.bench.task import BenchContext, untrained_copy
+from polydiff.bench.task import UNTRAINED_NFE, BenchContext, untrained_copy
 
 
 def test_every_shipped_starter_has_a_quick_suite_task():
@@ -41,6 +41,7 @@ def test_audio_starter_task_scores_the_card_sample_count_beside_its_references(t
     assert row["starter"] == "audio-notes" and row["n_samples"] == card["starter"]["check"]["n"]
     assert (row["sampler"], row["nfe"]) == (card["sample_defaults"]["sampler"], card["sample_defaults"]["nfe"])
     assert set(row["reference"]) == {"data", "untrained"} and row["note"]
+    assert row["untrained_nfe"] == UNTRAINED_NFE < row["nfe"]  # noise at any NFE: the cheap run
     assert set(row["metrics"]) == set(row["reference"]["data"]) == set(row["reference"]["untrained"])
     files = [Path(f) for f in row["files"]]
     assert all(f.exists() for f in files)

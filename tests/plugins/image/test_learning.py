@@ -20,7 +20,7 @@ def test_quick_bench_task_beats_untrained(tmp_path):
     m, unt, data = r["metrics"], r["reference"]["untrained"], r["reference"]["data"]
     # rows carry registered metric names (polydiff.bench.make_row)
     assert m["image_fd_ours"] < unt["image_fd_ours"] and m["image_kid_ours"] < unt["image_kid_ours"]
-    assert m["image_class_accuracy"] > unt["image_class_accuracy"] + 0.2
+    assert m["image_class_accuracy"] > unt["image_class_accuracy"] + 0.4  # measured 0.82 vs 0.12
     assert data["image_fd_ours"] < m["image_fd_ours"]  # the floor is the floor
     for key in ("train_s", "train_steps_per_s", "samples_per_s", "peak_mem_mb"):
         assert r["timing"][key] > 0
