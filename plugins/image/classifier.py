@@ -9,6 +9,8 @@ the penultimate layer, ``[B, feature_dim]``.
 from __future__ import annotations
 
 import hashlib
+import json
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -102,13 +104,63 @@ def train_classifier(
 _CACHE: dict[str, DigitClassifier] = {}
 
 
+#: bump when DigitClassifier or train_classifier changes (stored weights are keyed by it)
+RECIPE_VERSION = 1
+#: trained classifiers the plugin ships (see :mod:`polydiff.metric_nets`)
+SHIPPED = Path(__file__).with_name("metric_nets")
+
+
+def classifier_recipe(images: torch.Tensor, labels: torch.Tensor, *, steps: int = 600) -> dict:
+    """What determines :func:`classifier_for`'s network: the data (SHA-1 of the float32
+    images and int64 labels), their shape and the training settings."""
+    h = hashlib.sha1(images.float().contiguous().numpy().tobytes())
+    h.update(labels.long().contiguous().numpy().tobytes())
+    keep = labels >= 0
+    return {
+        "net": "DigitClassifier",
+        "version": RECIPE_VERSION,
+        "data_sha1": h.hexdigest(),
+        "shape": list(images.shape),
+        "num_classes": int(labels[keep].max()) + 1 if bool(keep.any()) else 0,
+        "steps": int(steps),
+        "batch_size": 128,
+        "lr": 2e-3,
+        "seed": 0,
+        "augment": True,
+    }
+
+
 def classifier_for(
     images: torch.Tensor, labels: torch.Tensor, *, steps: int = 600, progress: bool = False
 ) -> DigitClassifier:
-    """A classifier trained on (images, labels), cached in memory by a hash of the data."""
-    h = hashlib.sha1(images.float().numpy().tobytes())
-    h.update(labels.long().numpy().tobytes())
-    key = f"{h.hexdigest()}:{steps}"
+    """A classifier trained on (images, labels): cached in memory, else stored (shipped with
+    the plugin or in the user cache, :func:`polydiff.metric_nets.load_or_train`), else
+    trained now."""
+    from polydiff.metric_nets import load_or_train
+
+    recipe = classifier_recipe(images, labels, steps=steps)
+    key = json.dumps(recipe, sort_keys=True)
     if key not in _CACHE:
-        _CACHE[key] = train_classifier(images, labels, steps=steps, progress=progress)
+        clf, _ = load_or_train(
+            "image_digit_classifier",
+            recipe,
+            build=lambda: DigitClassifier(images.shape[1], recipe["num_classes"]),
+            train=lambda: (
+                train_classifier(
+                    images,
+                    labels,
+                    steps=steps,
+                    batch_size=recipe["batch_size"],
+                    lr=recipe["lr"],
+                    seed=recipe["seed"],
+                    num_classes=recipe["num_classes"],
+                    augment=recipe["augment"],
+                    progress=progress,
+                ),
+                {},
+            ),
+            shipped=[SHIPPED],
+        )
+        assert isinstance(clf, DigitClassifier)
+        _CACHE[key] = clf
     return _CACHE[key]

@@ -18,7 +18,10 @@ caches them in the process; ``report`` holds their held-out accuracies.
 
 from __future__ import annotations
 
+import inspect
+import json
 import threading
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -220,22 +223,58 @@ def train_evaluator(
 
 _CACHE: dict = {}
 _LOCK = threading.Lock()
+#: bump when the classifiers or train_evaluator change (stored weights are keyed by it)
+RECIPE_VERSION = 1
+#: trained evaluators the plugin ships (see :mod:`polydiff.metric_nets`)
+SHIPPED = Path(__file__).with_name("metric_nets")
+
+
+def evaluator_recipe(canvas: int, frames: int, source: str, digit_size: int, **train_options) -> dict:
+    """What determines :func:`train_evaluator`'s networks (its defaults filled in)."""
+    params = inspect.signature(train_evaluator).parameters
+    unknown = set(train_options) - set(params) - {"progress"}
+    if unknown:
+        raise TypeError(f"unknown evaluator training options: {sorted(unknown)}")
+    settings = {k: train_options.get(k, params[k].default) for k in ("n_clips", "frame_steps", "clip_steps", "seed")}
+    return {
+        "net": "VideoEvaluator",
+        "version": RECIPE_VERSION,
+        "canvas": int(canvas),
+        "frames": int(frames),
+        "source": source,
+        "digit_size": int(digit_size),
+        **{k: int(v) for k, v in settings.items()},
+    }
 
 
 def get_evaluator(
     canvas: int = 32, frames: int = 8, source: str = "mnist5k", digit_size: int | None = None, **train_options
 ) -> VideoEvaluator:
-    """The cached evaluator for this clip size (trained on first use)."""
+    """The evaluator for this clip size: cached in memory, else stored (shipped with the
+    plugin or in the user cache, :func:`polydiff.metric_nets.load_or_train`), else trained
+    now. Its ``report`` (held-out accuracies) is stored with the weights."""
+    from polydiff.metric_nets import load_or_train
+
     from .data import default_digit_size
 
-    key = (
-        int(canvas),
-        int(frames),
-        source,
-        int(digit_size or default_digit_size(canvas)),
-        tuple(sorted(train_options.items())),
-    )
+    size = int(digit_size or default_digit_size(canvas))
+    recipe = evaluator_recipe(canvas, frames, source, size, **train_options)
+    key = json.dumps(recipe, sort_keys=True)
+
+    def train() -> tuple[nn.Module, dict]:
+        ev = train_evaluator(canvas, frames, source, size, **train_options)
+        return nn.ModuleDict({"frame": ev.frame, "clip": ev.clip}), ev.report
+
     with _LOCK:
         if key not in _CACHE:
-            _CACHE[key] = train_evaluator(canvas, frames, source, key[3], **train_options)
+            nets, report = load_or_train(
+                "video_evaluator",
+                recipe,
+                build=lambda: nn.ModuleDict({"frame": FrameClassifier(), "clip": ClipClassifier()}),
+                train=train,
+                shipped=[SHIPPED],
+            )
+            frame, clip = nets["frame"], nets["clip"]
+            assert isinstance(frame, FrameClassifier) and isinstance(clip, ClipClassifier)
+            _CACHE[key] = VideoEvaluator(frame, clip, canvas, frames, report)
         return _CACHE[key]
