@@ -10,6 +10,7 @@ from . import guidance, parameterization
 from .editing import sample_repaint
 from .hookspecs import hookimpl
 from .samplers import SAMPLERS, SamplerSpec
+from .samplers.consistency import sample_consistency
 from .schedules import SCHEDULES
 
 #: Samplers that need extra inputs (not part of the generic sampler study).
@@ -24,6 +25,20 @@ EDITING_SAMPLERS = {
     ),
 }
 
+#: Samplers for distilled students (:mod:`polydiff.distill`); not PF-ODE solvers, so not part
+#: of the generic sampler study either.
+DISTILLED_SAMPLERS = {
+    "consistency": SamplerSpec(
+        sample_consistency,
+        False,
+        1,
+        1,
+        {},
+        "Multistep consistency sampling (Song et al. 2023, Alg. 1) for consistency-distilled students",
+        documented_nfe=2,
+    ),
+}
+
 
 @hookimpl
 def polydiff_register_schedules(register):
@@ -33,7 +48,7 @@ def polydiff_register_schedules(register):
 
 @hookimpl
 def polydiff_register_samplers(register):
-    for name, spec in {**SAMPLERS, **EDITING_SAMPLERS}.items():
+    for name, spec in {**SAMPLERS, **EDITING_SAMPLERS, **DISTILLED_SAMPLERS}.items():
         register(
             name,
             spec.fn,
@@ -55,5 +70,5 @@ def polydiff_register_guidance(register):
 
 @hookimpl
 def polydiff_register_parameterizations(register):
-    for name, cls in parameterization.BUILTIN.items():
+    for name, cls in {**parameterization.BUILTIN, **parameterization.CONSISTENCY}.items():
         register(name, cls)

@@ -142,6 +142,72 @@ def cmd_bench(args) -> int:
     return bench_main(args)
 
 
+def cmd_distill(args) -> int:
+    from .distill import DistillConfig, distill
+
+    cfg = DistillConfig(
+        method=args.method,
+        steps=args.steps,
+        train_steps=args.train_steps,
+        max_seconds=60 * args.minutes if args.minutes else None,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        guidance=args.guidance,
+        seed=args.seed,
+        device="cuda" if args.device == "cuda" else "cpu",
+        progress=not args.no_progress,
+        out_dir=str(Path(args.out) / "work"),
+        checkpoint_every=args.checkpoint_every,
+        resume=args.resume,
+        dataset=args.data,
+        dataset_options=_kv(args.data_opt),
+        teacher_steps=args.teacher_steps,
+        n_grid=args.n_grid,
+        sigmas=[float(v) for v in args.sigmas.split(",")] if args.sigmas else None,
+    )
+    res = distill(args.checkpoint, cfg)
+    res.student.save(args.out)
+    print(
+        json.dumps(
+            {
+                "out": str(args.out),
+                "method": args.method,
+                "steps": args.steps,
+                "train_steps": res.steps,
+                "seconds": round(res.seconds, 1),
+                "final_loss": res.losses[-1][1] if res.losses else None,
+                "sample_defaults": res.student.extra["sample_defaults"],
+                "sigmas": res.sigmas,
+            }
+        )
+    )
+    return 0
+
+
+def cmd_tune_steps(args) -> int:
+    from .samplers import tuning
+
+    model = _load_model(args)
+    nfes = [int(v) for v in str(args.nfe).split(",") if v.strip()]
+    if not nfes or min(nfes) < 1:
+        raise SystemExit(f"--nfe must list positive integers, got {args.nfe!r}")
+    if args.seed < tuning.CALIBRATION_SEED:
+        raise SystemExit(f"--seed must be >= {tuning.CALIBRATION_SEED}: evaluation seeds start at 0")
+    log = None if args.quiet else (lambda m: print(m, file=sys.stderr))
+    res = tuning.tune_model(model, args.sampler, nfes, n=args.n, seed=args.seed, max_evals=args.max_evals, log=log)
+    src = Path(args.checkpoint) if args.checkpoint and not args.checkpoint.startswith("starter:") else None
+    if src is None and not args.out:
+        raise SystemExit("tune-steps on a starter needs --out (the starter's folder is not written in place)")
+    out = Path(args.out) if args.out else src
+    assert out is not None
+    if src is None or out.resolve() != src.resolve():
+        model.save(out)  # a new checkpoint: weights copied, config with the tuned grids
+    else:
+        tuning.write_tuned_grids(src, tuning.stored_grids(model))  # config only, atomically
+    print(json.dumps({"out": str(out), "sampler": args.sampler, "tuned": res}))
+    return 0
+
+
 def cmd_info(args) -> int:
     from .checkpoint import read_config
 
@@ -229,6 +295,43 @@ def _add_bench(sub) -> None:
     sp.set_defaults(fn=cmd_bench)
 
 
+def _add_distill(sub) -> None:
+    sp = sub.add_parser("distill", help="distil a checkpoint into a few-step student (a new checkpoint)")
+    sp.add_argument("checkpoint", help="checkpoint folder or starter:NAME")
+    sp.add_argument("--method", default="consistency", choices=["consistency", "progressive", "reflow"])
+    sp.add_argument("--steps", type=int, default=2, help="the student's network evaluations per sample")
+    sp.add_argument("--out", required=True, help="student checkpoint folder (training logs in OUT/work)")
+    sp.add_argument("--train-steps", type=int, default=2000, help="optimiser steps (all rounds together)")
+    sp.add_argument("--minutes", type=float, default=None, help="training time budget")
+    sp.add_argument("--batch-size", type=int, default=64)
+    sp.add_argument("--lr", type=float, default=5e-5)
+    sp.add_argument("--guidance", type=float, default=None, help="CFG scale distilled in (default: the teacher's)")
+    sp.add_argument("--data", default=None, help="dataset name (the modality's default if omitted)")
+    sp.add_argument("--data-opt", action="append", metavar="KEY=VALUE", help="dataset option (repeatable)")
+    sp.add_argument("--teacher-steps", type=int, default=None, help="progressive: first teacher's steps")
+    sp.add_argument("--n-grid", type=int, default=18, help="consistency: points of the distillation grid")
+    sp.add_argument("--sigmas", default=None, help="the student's σ̃ grid, comma-separated, ending in 0")
+    sp.add_argument("--checkpoint-every", type=int, default=0, help="steps between training checkpoints")
+    sp.add_argument("--resume", action="store_true", help="continue the training checkpoints in OUT/work")
+    sp.add_argument("--no-progress", action="store_true")
+    _common(sp)
+    sp.set_defaults(fn=cmd_distill)
+
+
+def _add_tune_steps(sub) -> None:
+    sp = sub.add_parser("tune-steps", help="tune σ̃ grids for a sampler at given NFEs (saved in the checkpoint)")
+    sp.add_argument("checkpoint", help="checkpoint folder (updated in place unless --out) or starter:NAME")
+    sp.add_argument("--sampler", default="unipc", help="a deterministic sampler (default unipc)")
+    sp.add_argument("--nfe", default="5,10,20", help="comma-separated NFE budgets")
+    sp.add_argument("--out", default=None, help="write a new checkpoint folder instead of updating CHECKPOINT")
+    sp.add_argument("-n", type=int, default=64, help="calibration batch size")
+    sp.add_argument("--max-evals", type=int, default=400, help="sampler runs per NFE the search may spend")
+    sp.add_argument("--quiet", action="store_true")
+    sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    sp.add_argument("--seed", type=int, default=10_000, help="first calibration seed (>= 10000; evaluation uses 0..)")
+    sp.set_defaults(fn=cmd_tune_steps, modality=None)
+
+
 def _add_info(sub) -> None:
     sp = sub.add_parser("info", help="print a checkpoint's config")
     sp.add_argument("checkpoint")
@@ -242,6 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command")
     for add in (_add_plugins, _add_train, _add_sample, _add_eval, _add_bench, _add_info):
         add(sub)
+    _add_distill(sub)
+    _add_tune_steps(sub)
     return p
 
 

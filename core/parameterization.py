@@ -226,6 +226,39 @@ BUILTIN: dict[str, type[Parameterization]] = {
 }
 
 
+class ConsistencyParameterization(Parameterization):
+    """A consistency model's output f(x̃, σ̃) = g·x̃ + (1 − g)·D_base(x̃, σ̃), g = σ̃_min/σ̃ (Song
+    et al. 2023, §3 "parameterisation": skip and output scalings with c_skip(σ̃_min) = 1,
+    c_out(σ̃_min) = 0), so the student is exactly the identity at the schedule's smallest σ̃
+    (σ̃_min = ``schedule.sigma_ve_min``, EDM: 0.002). ``D_base`` is the teacher's own
+    parameterisation (:attr:`base`), so a teacher's weights initialise the student and
+    g → 0 away from σ̃_min leaves it the teacher's denoiser. Registered as
+    ``consistency_<base>`` for every built-in base (``consistency_edm``, …); the loss weight
+    is the base's."""
+
+    base_kind: str = "edm"
+
+    def __init__(self, sigma_data: float = 0.5):
+        super().__init__(sigma_data)
+        self.base = BUILTIN[self.base_kind](sigma_data=sigma_data)
+        self.needs_derivatives = self.base.needs_derivatives
+
+    def denoise(self, net, x, s, cond, schedule, net_dtype):
+        d = self.base.denoise(net, x, s, cond, schedule, net_dtype)
+        g = (schedule.sigma_ve_min / torch.as_tensor(s, dtype=F64)).clamp(max=1.0)
+        return _bc(g, x) * x.to(F64) + _bc(1 - g, x) * d
+
+    def x0_weight(self, s, schedule):
+        return self.base.x0_weight(s, schedule)
+
+
+#: consistency-model parameterisations over each built-in one (registered by the core plugin)
+CONSISTENCY: dict[str, type[Parameterization]] = {
+    f"consistency_{k}": type(f"Consistency{cls.__name__}", (ConsistencyParameterization,), {"base_kind": k})
+    for k, cls in BUILTIN.items()
+}
+
+
 def get_parameterization(name: str, sigma_data: float = 0.5) -> Parameterization:
     """The registered parameterisation ``name`` (through the plugin registry), built for ``sigma_data``."""
     from .plugin_manager import registry
