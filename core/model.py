@@ -164,6 +164,26 @@ class DiffusionModel:
             kw.setdefault("sigma_max", 80.0)
         return discretization.make_grid(grid, self.schedule, steps, **kw)
 
+    def _request_grid(self, sampler: str, spec, grid, steps, nfe, sigma_min, sigma_max) -> torch.Tensor:
+        """The σ̃ grid of a sampling call (see :meth:`sample_raw`'s ``grid``)."""
+        from .samplers import tuning
+
+        bounds = {k: v for k, v in (("sigma_min", sigma_min), ("sigma_max", sigma_max)) if v is not None}
+        if grid == "tuned" or (grid is None and not bounds):
+            want_steps = None if nfe is not None else (50 if steps is None else steps)
+            tuned = tuning.lookup(self, sampler, nfe if steps is None else None, want_steps)
+            if tuned is not None:
+                return tuned
+            if grid == "tuned":
+                asked = f"NFE {nfe}" if nfe is not None and steps is None else f"{want_steps} steps"
+                raise PolydiffError(
+                    f"grid='tuned': no tuned grid is stored for sampler {sampler!r} at {asked}; stored: "
+                    f"{tuning.describe(self)} (run `polydiff tune-steps CHECKPOINT --sampler {sampler} --nfe N`)"
+                )
+        if steps is None:
+            steps = spec.steps_for_nfe(nfe) if nfe is not None else 50
+        return self.sigma_grid(steps, grid or "karras", **bounds)
+
     @torch.no_grad()
     def sample_raw(
         self,
@@ -172,7 +192,7 @@ class DiffusionModel:
         sampler: str | None = None,
         steps: int | None = None,
         nfe: int | None = None,
-        grid: str = "karras",
+        grid: str | None = None,
         seed: int = 0,
         cond: dict | None = None,
         guidance=1.0,
@@ -211,8 +231,13 @@ class DiffusionModel:
         ``sampling_cond`` (or None) replaces the modality's :meth:`sampling_request`.
         Sample i uses generator ``(seed, sample_offset + i)``: results do not depend on ``n``.
         ``sigma_min``/``sigma_max`` bound the σ̃ grid (in the data's units) when ``sigmas``
-        is not given. The sampling network (EMA by default) and the modality's modules run
-        in eval mode for the call and get their previous modes back.
+        is not given. ``grid``: a :func:`polydiff.discretization.make_grid` name, or
+        ``"tuned"``: the grid stored for this sampler and NFE by ``polydiff tune-steps``
+        (``extra["tuned_grids"]``, :mod:`polydiff.samplers.tuning`; an error names the stored
+        pairs when there is none). Left out (None): the tuned grid when one is stored for the
+        sampler and NFE (or steps) in use and no σ̃ bounds are given, else ``karras``. The
+        sampling network (EMA by default) and the modality's modules run in eval mode for the
+        call and get their previous modes back.
         """
         from .samplers import get_sampler
 
@@ -220,7 +245,7 @@ class DiffusionModel:
             from . import mixed_model
 
             unsupported = {
-                "grid": grid != "karras",
+                "grid": grid not in (None, "karras"),
                 "guidance_rescale": guidance_rescale,
                 "sigmas": sigmas is not None,
                 "x_init": x_init is not None,
@@ -252,10 +277,7 @@ class DiffusionModel:
         if x_init is not None and x_T is not None:
             raise PolydiffError("pass x_init (clean data, noise added) or x_T (the initial state), not both")
         if sigmas is None:
-            if steps is None:
-                steps = spec.steps_for_nfe(nfe) if nfe is not None else 50
-            bounds = {k: v for k, v in (("sigma_min", sigma_min), ("sigma_max", sigma_max)) if v is not None}
-            sigmas = self.sigma_grid(steps, grid, **bounds)
+            sigmas = self._request_grid(sampler, spec, grid, steps, nfe, sigma_min, sigma_max)
         dev = self.device
         rng = SampleRNG(seed, n, offset=sample_offset)
         given = x_init if x_init is not None else x_T
@@ -294,6 +316,16 @@ class DiffusionModel:
         defaults = dict(self.extra.get("sample_defaults") or {})
         if "steps" in kwargs or "sigmas" in kwargs:
             defaults.pop("nfe", None)
+        if kwargs.get("grid", defaults.get("grid")) in (None, "tuned") and not {"sigma_min", "sigma_max"} & set(kwargs):
+            # a tuned grid was tuned over the saved σ̃ range: the saved bounds must not switch it off
+            req = {**defaults, **kwargs}
+            from .samplers import tuning
+
+            steps = req.get("steps")
+            nfe = req.get("nfe") if steps is None else None
+            if tuning.lookup(self, req.get("sampler") or "dpmpp_2m", nfe, steps) is not None:
+                defaults.pop("sigma_min", None)
+                defaults.pop("sigma_max", None)
         kwargs = {**defaults, **kwargs}
         x, c = self.sample_raw(n, **kwargs)
         return self.modality.decode(x, c)

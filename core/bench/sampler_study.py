@@ -129,15 +129,30 @@ def mc_floor(gmm: GaussianMixture, n: int, pairs: int = 5, seed: int = 1000) -> 
 # the study
 # ----------------------------------------------------------------------------------------------
 DIFFUSERS_SCHEDULERS: dict[str, tuple[str, dict[str, Any], bool]] = {
-    # name: (class, extra config, start in the VE view (σ̃₀·z) rather than VP (z))
+    # name: (class, extra config, supports use_karras_sigmas): every deterministic diffusers
+    # scheduler for a discrete ε-model (the stochastic ones, DDPM / Euler-ancestral / SDE
+    # variants, have no per-sample ODE target; LCM/TCD need consistency models)
     "DDIM": ("DDIMScheduler", {"clip_sample": False, "set_alpha_to_one": True}, False),
+    "PNDM": ("PNDMScheduler", {"skip_prk_steps": True, "set_alpha_to_one": True}, False),
     "Euler": ("EulerDiscreteScheduler", {}, True),
     "Heun": ("HeunDiscreteScheduler", {}, True),
-    "DPM-Solver++2M": ("DPMSolverMultistepScheduler", {"solver_order": 2}, False),
-    "DPM-Solver++3M": ("DPMSolverMultistepScheduler", {"solver_order": 3}, False),
-    "UniPC": ("UniPCMultistepScheduler", {}, False),
-    "DEIS": ("DEISMultistepScheduler", {}, False),
+    "LMS": ("LMSDiscreteScheduler", {}, True),
+    "KDPM2": ("KDPM2DiscreteScheduler", {}, True),
+    "DPM-Solver++2M": ("DPMSolverMultistepScheduler", {"solver_order": 2}, True),
+    "DPM-Solver++3M": ("DPMSolverMultistepScheduler", {"solver_order": 3}, True),
+    "DPM-Solver++2S": ("DPMSolverSinglestepScheduler", {"solver_order": 2}, True),
+    "DPM-Solver++3S": ("DPMSolverSinglestepScheduler", {"solver_order": 3}, True),
+    "UniPC": ("UniPCMultistepScheduler", {}, True),
+    "UniPC-3": ("UniPCMultistepScheduler", {"solver_order": 3}, True),
+    "DEIS": ("DEISMultistepScheduler", {}, True),
+    "DEIS-3": ("DEISMultistepScheduler", {"solver_order": 3}, True),
 }
+#: diffusers' spacings; each also with ``use_karras_sigmas=True`` where the scheduler has it
+DIFFUSERS_SPACINGS = ("leading", "trailing", "linspace")
+#: samplers whose grids the study tunes (on calibration seeds, evaluated on the study's noise)
+TUNED_SAMPLERS = ("unipc", "unipc_gauss", "dpmpp_3m")
+#: RMSE targets for the NFE-for-target table (per problem)
+RMSE_TARGETS = (0.2, 0.1, 0.05)
 #: grid names for :func:`polydiff.discretization.make_grid`; "kind:σ_min" overrides the lower
 #: σ̃ end (the schedule's σ̃(t=0) = 0.01 otherwise): a log-SNR grid stopping at σ̃ = 0.2 is
 #: the best 10-NFE grid we found for these mixtures (a user-supplied grid, not a default).
@@ -163,24 +178,41 @@ def _rmse(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(((a.to(F64) - b.to(F64)) ** 2).sum(1).mean().sqrt())
 
 
-def _run_diffusers(cls_name: str, extra: dict, eps_model, z: torch.Tensor, steps: int):
+def _run_diffusers(cls_name: str, extra: dict, eps_model, z: torch.Tensor, steps: int, spacing: str = "trailing"):
+    """Run a diffusers scheduler from noise ``z`` ``[n, d]``; returns ``(x, nfe, sched, x̃₀, σ̃₀)``
+    with the start state in the VE view (x̃₀ at σ̃₀) for the reference from the same start."""
     import diffusers
 
-    sched = getattr(diffusers, cls_name)(
-        num_train_timesteps=1000,
-        beta_start=1e-4,
-        beta_end=0.02,
-        beta_schedule="linear",
-        timestep_spacing="trailing",
-        **extra,
-    )
+    cls = getattr(diffusers, cls_name)
+    space = {"timestep_spacing": spacing} if spacing in _spacings(cls_name) and spacing != "default" else {}
+    sched = cls(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear", **space, **extra)
     sched.set_timesteps(steps)
     x = z.float() * sched.init_noise_sigma
+    if float(sched.init_noise_sigma) > 1.0:  # k-diffusion-style schedulers: x is already x̃
+        s0 = float(sched.sigmas[0])
+        x_start = x.to(F64)
+    else:  # VP state x_t = α·x̃ at the first timestep
+        ac = sched.alphas_cumprod.to(F64)
+        sig = getattr(sched, "sigmas", None)
+        t0 = int(sched.timesteps[0])
+        s0 = float(sig[0]) if sig is not None and len(sig) else float(((1 - ac[t0]) / ac[t0]).sqrt())
+        x_start = x.to(F64) * math.sqrt(1 + s0**2)
     nfe = 0
     for t in sched.timesteps:
         x = sched.step(eps_model(sched.scale_model_input(x, t), t), t, x).prev_sample
         nfe += 1
-    return x, nfe, sched
+    return x, nfe, sched, x_start, s0
+
+
+def _spacings(cls_name: str) -> tuple[str, ...]:
+    """The spacings a diffusers scheduler takes (``("default",)`` when it has no
+    ``timestep_spacing``, e.g. DPMSolverSinglestepScheduler)."""
+    import inspect
+
+    import diffusers
+
+    params = inspect.signature(getattr(diffusers, cls_name).__init__).parameters
+    return DIFFUSERS_SPACINGS if "timestep_spacing" in params else ("default",)
 
 
 def _overhead_ours(spec, n_points: int, steps: int = 50, repeats: int = 3) -> float:
@@ -213,9 +245,8 @@ def _overhead_diffusers(cls_name: str, extra: dict, n_points: int, steps: int = 
     const = torch.randn(n_points, 2)
     best = math.inf
     for _ in range(repeats):
-        sched = getattr(diffusers, cls_name)(
-            num_train_timesteps=1000, beta_schedule="linear", timestep_spacing="trailing", **extra
-        )
+        space = {"timestep_spacing": "trailing"} if "trailing" in _spacings(cls_name) else {}
+        sched = getattr(diffusers, cls_name)(num_train_timesteps=1000, beta_schedule="linear", **space, **extra)
         sched.set_timesteps(steps)
         x = torch.randn(n_points, 2)
         t0 = time.perf_counter()
@@ -317,32 +348,100 @@ def _our_rows(prob: _Problem, specs: dict, grids, nfe, schedule, seed: int, bar)
     return rows
 
 
-def _diffusers_rows(prob: _Problem, schedule, nfe) -> list[dict]:
-    """diffusers' schedulers with the exact ε-model, ``trailing`` spacing, from the same noise."""
-    from .. import discretization as dz
+def _diffusers_rows(prob: _Problem, schedule, nfe, only=None) -> list[dict]:
+    """Every diffusers scheduler × spacing (× Karras σ where supported) with the exact
+    ε-model from the same noise ``z``; RMSE to the converged ODE from the run's own start
+    (x̃₀ at the first timestep's σ̃₀: ``leading`` starts below t = 999)."""
+    import warnings
 
     rows = []
     eps_model = prob.mix.eps_table_model(schedule.alphas_cumprod)
-    for label, (cls_name, extra, ve_start) in DIFFUSERS_SCHEDULERS.items():
-        for k in nfe:
-            steps = max(1, (k + 1) // 2) if cls_name == "HeunDiscreteScheduler" else k
-            out, used, _ = _run_diffusers(cls_name, extra, eps_model, prob.z, steps)
-            sig = dz.make_grid("trailing", schedule, steps)
-            start = float(sig[0]) if ve_start else math.sqrt(1 + float(sig[0]) ** 2)
-            row = {
-                "problem": prob.name,
-                "source": "diffusers",
-                "sampler": label,
-                "grid": "trailing",
-                "nfe": int(k),
-                "nfe_actual": used,
-                "deterministic": True,
-            }
-            rows.append({**row, **prob.scores(out, prob.z * start, sig, True)})
+    for label, (cls_name, extra, has_karras) in DIFFUSERS_SCHEDULERS.items():
+        if only is not None and label not in only:
+            continue
+        for spacing in _spacings(cls_name):
+            for karras in (False, True) if has_karras else (False,):
+                for k in nfe:
+                    two = cls_name in ("HeunDiscreteScheduler", "KDPM2DiscreteScheduler")
+                    steps = max(1, (k + 1) // 2) if two else k
+                    opts = {**extra, **({"use_karras_sigmas": True} if karras else {})}
+                    try:
+                        with warnings.catch_warnings():
+                            warnings.simplefilter("ignore")
+                            out, used, _, x_start, s0 = _run_diffusers(
+                                cls_name, opts, eps_model, prob.z, steps, spacing
+                            )
+                    except Exception as e:  # a spacing/option a scheduler refuses: recorded, not fatal
+                        rows.append({"problem": prob.name, "source": "diffusers", "sampler": label,
+                                     "grid": spacing + ("+karras" if karras else ""), "nfe": int(k),
+                                     "error": f"{type(e).__name__}: {e}"[:200]})  # fmt: skip
+                        continue
+                    row = {
+                        "problem": prob.name,
+                        "source": "diffusers",
+                        "sampler": label,
+                        "grid": spacing + ("+karras" if karras else ""),
+                        "nfe": int(k),
+                        "nfe_actual": used,
+                        "deterministic": True,
+                        "sigma_start": s0,
+                    }
+                    sig = torch.tensor([s0, prob.s_end, 0.0], dtype=F64)  # own start, common end
+                    rows.append({**row, **prob.scores(out, x_start, sig, True)})
     return rows
 
 
-def _overheads(specs: dict, with_diffusers: bool, n_points: int = 4000) -> list[dict]:
+def _counting(mix, stats: dict):
+    """``mix``'s denoiser counting its calls into ``stats["nfe"]``."""
+    stats["nfe"] = 0
+
+    def den(x, s):
+        stats["nfe"] += 1
+        return mix.denoise(x, s)
+
+    return den
+
+
+def _tuned_rows(prob: _Problem, specs: dict, nfe, schedule, seed: int, n_calib: int, max_evals: int) -> list[dict]:
+    """Grids tuned by :func:`polydiff.samplers.tune_sigmas` on calibration noise (seeds
+    10,000 + ``seed``, disjoint from the evaluated noise ``z``), evaluated on ``z``."""
+    from ..samplers.tuning import CALIBRATION_SEED, reference_solution, tune_sigmas
+
+    s_max, s_min = schedule.sigma_ve_max, schedule.sigma_ve_min
+    zc = torch.randn(n_calib, prob.mix.d, generator=torch.Generator().manual_seed(CALIBRATION_SEED + seed), dtype=F64)
+    xc = zc * s_max
+    ref = reference_solution(prob.mix, xc, s_max, s_min, tol=1e-8)
+    rows = []
+    for name, spec in specs.items():
+        for k in nfe:
+            info: dict = {}
+            t0 = time.perf_counter()
+            sig = tune_sigmas(
+                prob.mix, xc, sampler=spec, nfe=k, sigma_max=s_max, sigma_min=s_min, reference=ref,
+                max_evals=max_evals, info=info,
+            )  # fmt: skip
+            secs = time.perf_counter() - t0
+            x = prob.z * s_max
+            stats: dict = {}
+            out = spec.fn(_counting(prob.mix, stats), x, sig, **spec.defaults)
+            row = {
+                "problem": prob.name,
+                "source": "polydiff",
+                "sampler": name,
+                "grid": "tuned",
+                "nfe": int(k),
+                "nfe_actual": stats["nfe"],
+                "deterministic": True,
+                "tuned_sigmas": [float(v) for v in sig],
+                "tune_calib_rmse": info["rmse"],
+                "tune_seconds": secs,
+                "tune_evals": info["evals"],
+            }
+            rows.append({**row, **prob.scores(out, x, sig, True)})
+    return rows
+
+
+def _overheads(specs: dict, with_diffusers: bool, n_points: int = 4000, only=None) -> list[dict]:
     """Milliseconds per step spent in the sampler itself, ours and (optionally) diffusers'."""
     rows = [
         {
@@ -362,6 +461,7 @@ def _overheads(specs: dict, with_diffusers: bool, n_points: int = 4000) -> list[
                 "ms_per_step": 1e3 * _overhead_diffusers(cls_name, extra, n_points),
             }
             for label, (cls_name, extra, _) in DIFFUSERS_SCHEDULERS.items()
+            if only is None or label in only
         ]
     return rows
 
@@ -378,12 +478,22 @@ def run_sampler_study(
     progress: bool = True,
     problems=("mixture2d", "mixture16d"),
     seed: int = 0,
+    tuned_samplers=TUNED_SAMPLERS,
+    tune_nfe=(5, 10, 20),
+    n_calib: int = 500,
+    tune_evals: int = 400,
+    diffusers_schedulers=None,
 ) -> dict:
     """Run the study; write ``sampler_study.json`` and ``sampler_study.png`` into ``out_dir``.
 
     ``samplers``: names looked up in the plugin registry (default: the built-in ones).
     ``n`` points for SW2 (≥ 10,000 recommended), the first ``n_rmse`` of them for RMSE to the
-    converged ODE. Returns the JSON dict (``rows``, ``overhead``, ``floors``, ``summary``).
+    converged ODE. ``tuned_samplers`` get grids tuned (``tune_sigmas``, ``n_calib`` calibration
+    points from seeds 10,000 + ``seed``, ``tune_evals`` sampler runs) at each NFE of
+    ``nfe`` that is in ``tune_nfe``; rows with ``grid="tuned"``. Returns the JSON dict
+    (``rows``, ``overhead``, ``floors``, ``summary`` with the best ours vs best diffusers at
+    each NFE and the NFE each method needs for the ``RMSE_TARGETS``). ``diffusers_schedulers``:
+    labels of :data:`DIFFUSERS_SCHEDULERS` to run (default: all).
     """
     from tqdm.auto import tqdm
 
@@ -404,16 +514,23 @@ def run_sampler_study(
         prob = _Problem(name, mixes[name](), sch, n, n_rmse, seed)
         floors[name] = prob.floor
         rows += _our_rows(prob, specs, grids, nfe, sch, seed, bar)
+        tuned = {k: v for k, v in _resolve_samplers(list(tuned_samplers or ())).items() if v.deterministic}
+        tnfe = [k for k in nfe if k in tuple(tune_nfe)]
+        if tuned and tnfe:
+            rows += _tuned_rows(prob, tuned, tnfe, sch, seed, n_calib, tune_evals)
         if have_diffusers:
-            rows += _diffusers_rows(prob, sch, nfe)
+            rows += _diffusers_rows(prob, sch, nfe, diffusers_schedulers)
     bar.close()
-    overhead = _overheads(specs, have_diffusers)
+    overhead = _overheads(specs, have_diffusers, only=diffusers_schedulers)
     study = {
         "schedule": "ddpm_linear (t = 999 → 0)",
         "n": n,
         "n_rmse": n_rmse,
         "floors": floors,
         "grids": list(grids),
+        "tuned_samplers": list(tuned_samplers or ()),
+        "calibration_seed": 10_000 + seed,
+        "rmse_targets": list(RMSE_TARGETS),
         "nfe": list(nfe),
         "rows": rows,
         "overhead": overhead,
@@ -425,28 +542,44 @@ def run_sampler_study(
     return study
 
 
+def _best(rows: list[dict]) -> dict | None:
+    ok = [r for r in rows if math.isfinite(r.get("rmse_to_ode", math.inf))]
+    if not ok:
+        return None
+    b = min(ok, key=lambda r: r["rmse_to_ode"])
+    return {k: b[k] for k in ("sampler", "grid", "rmse_to_ode", "nfe_actual")}
+
+
+def nfe_for_target(rows: list[dict], target: float) -> dict:
+    """``{"source/sampler": least NFE actually spent at which some grid reaches RMSE ≤ target}``
+    (methods that never reach it are left out)."""
+    out: dict = {}
+    for r in rows:
+        if r.get("rmse_to_ode", math.inf) <= target:
+            key = f"{r['source']}/{r['sampler']}"
+            out[key] = min(out.get(key, 10**9), int(r["nfe_actual"]))
+    return dict(sorted(out.items(), key=lambda kv: kv[1]))
+
+
 def _summary(rows, overhead) -> dict:
-    """Best 10-NFE RMSE (2-D mixture), ours vs diffusers' DPM-Solver++/UniPC/DEIS, and the
-    overhead ratio on the samplers both implement (targets: ≤ 0.5× each)."""
+    """Per problem and NFE: the best RMSE to the converged ODE of ours (any sampler, grid,
+    tuned grids included) and of diffusers (any scheduler and spacing), both within the NFE
+    budget, and their ratio (target ≤ 0.5); per RMSE target the NFE each method needs; and
+    the overhead ratio on the samplers both implement (target ≤ 0.5×)."""
     out: dict = {}
     for prob in sorted({r["problem"] for r in rows}):
-        ten = [r for r in rows if r["problem"] == prob and r["nfe"] == 10 and "rmse_to_ode" in r]
-        ours = [r for r in ten if r["source"] == "polydiff" and r["nfe_actual"] <= 10]
-        theirs = [
-            r
-            for r in ten
-            if r["source"] == "diffusers" and r["sampler"] in ("DPM-Solver++2M", "DPM-Solver++3M", "UniPC", "DEIS")
-        ]
         entry: dict[str, Any] = {}
-        if ours:
-            b = min(ours, key=lambda r: r["rmse_to_ode"])
-            entry["best_ours_10nfe"] = {k: b[k] for k in ("sampler", "grid", "rmse_to_ode", "nfe_actual")}
-        if theirs:
-            b = min(theirs, key=lambda r: r["rmse_to_ode"])
-            entry["best_diffusers_10nfe"] = {k: b[k] for k in ("sampler", "grid", "rmse_to_ode", "nfe_actual")}
-        if ours and theirs:
-            entry["rmse_ratio"] = entry["best_ours_10nfe"]["rmse_to_ode"] / entry["best_diffusers_10nfe"]["rmse_to_ode"]
-            entry["rmse_target_met"] = entry["rmse_ratio"] <= 0.5
+        pr = [r for r in rows if r["problem"] == prob and "rmse_to_ode" in r]
+        for k in sorted({r["nfe"] for r in pr}):
+            at = [r for r in pr if r["nfe"] == k and r["nfe_actual"] <= k]
+            ours = _best([r for r in at if r["source"] == "polydiff"])
+            theirs = _best([r for r in at if r["source"] == "diffusers"])
+            e: dict[str, Any] = {"best_ours": ours, "best_diffusers": theirs}
+            if ours and theirs:
+                e["rmse_ratio"] = ours["rmse_to_ode"] / theirs["rmse_to_ode"]
+                e["rmse_target_met"] = e["rmse_ratio"] <= 0.5
+            entry[f"nfe{k}"] = e
+        entry["nfe_for_target"] = {str(t): nfe_for_target(pr, t) for t in RMSE_TARGETS}
         out[prob] = entry
     pairs = {
         "ddim": "DDIM",
@@ -491,7 +624,7 @@ def _plot(study: dict, path: Path) -> None:
                 ("--" if src == "diffusers" else "-") + ("s" if src == "diffusers" else "o"),
                 ms=3,
                 color=cmap(j % cmap.N),
-                label=f"{name} ({'diffusers, trailing' if src == 'diffusers' else 'best grid'})",
+                label=f"{name} ({'diffusers, best spacing' if src == 'diffusers' else 'best grid'})",
             )
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -514,6 +647,8 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=10_000)
     p.add_argument("--no-diffusers", action="store_true")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--tuned", default=",".join(TUNED_SAMPLERS), help="samplers to tune grids for ('' for none)")
+    p.add_argument("--n-calib", type=int, default=500)
     a = p.parse_args(argv)
     study = run_sampler_study(
         a.out,
@@ -523,6 +658,8 @@ def main(argv=None) -> int:
         n=a.n,
         include_diffusers=not a.no_diffusers,
         progress=not a.no_progress,
+        tuned_samplers=[v for v in a.tuned.split(",") if v],
+        n_calib=a.n_calib,
     )
     print(json.dumps(study["summary"], indent=1))
     return 0

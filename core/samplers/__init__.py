@@ -11,7 +11,8 @@ a :mod:`polydiff.spaces` object (projection and noise), ``rng`` a
 an optional observer. There is no hidden step state: the loop is inside the function.
 One implementation serves every schedule (the schedule only shapes the grid and the
 denoiser). :class:`polydiff.samplers.stepwise.StepSampler` turns any of them into a
-step-by-step loop.
+step-by-step loop. :func:`tune_sigmas` (:mod:`.tuning`) tunes a σ̃ grid for one model and
+sampler against the converged PF-ODE on calibration noise.
 
 :data:`SAMPLERS` maps names to :class:`SamplerSpec` (the function plus facts the suite and
 users need: determinism, order, network evaluations per step, and ``documented_nfe``:
@@ -29,9 +30,11 @@ from typing import Callable
 from .adaptive import sample_ode_rk45
 from .ancestral import sample_ddim, sample_ddpm, sample_euler_ancestral
 from .deterministic import sample_euler, sample_heun
+from .gaussian import sample_unipc_gauss
 from .multistep import sample_dpmpp_2m, sample_dpmpp_2m_sde, sample_dpmpp_3m, sample_unipc
 from .stepwise import StepSampler
 from .stochastic import sample_euler_maruyama, sample_pc_langevin
+from .tuning import tune_sigmas
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,15 @@ SAMPLERS: dict[str, SamplerSpec] = {
         sample_dpmpp_2m_sde, False, 2, 1, {"eta": 1.0}, "DPM-Solver++(2M) SDE, Lu et al. 2022", documented_nfe=100
     ),
     "unipc": SamplerSpec(sample_unipc, True, 2, 1, {"order": 2}, "UniPC-bh2, Zhao et al. 2023", documented_nfe=20),
+    "unipc_gauss": SamplerSpec(
+        sample_unipc_gauss,
+        True,
+        3,
+        1,
+        {"order": 3, "local_var": 0.1},
+        "UniPC-bh3 in Gaussian-rescaled time r = sqrt(σ̃² + c), full-order step into σ̃ = 0",
+        documented_nfe=20,
+    ),
     "euler_maruyama": SamplerSpec(
         sample_euler_maruyama,
         False,
@@ -114,4 +126,6 @@ def get_sampler(name: str) -> SamplerSpec:
     return registry("sampler").get(name)
 
 
-__all__ = ["SAMPLERS", "SamplerSpec", "StepSampler", "get_sampler"] + [n for n in dir() if n.startswith("sample_")]
+__all__ = ["SAMPLERS", "SamplerSpec", "StepSampler", "get_sampler", "tune_sigmas"] + [
+    n for n in dir() if n.startswith("sample_")
+]

@@ -30,11 +30,16 @@ def test_study_writes_json_and_png(tmp_path):
         n_rmse=300,
         progress=False,
         problems=("mixture2d",),
+        tuned_samplers=("unipc",),
+        tune_nfe=(5,),
+        n_calib=64,
+        tune_evals=30,
+        diffusers_schedulers=("DDIM", "UniPC"),
     )
     assert (tmp_path / "sampler_study.png").stat().st_size > 0
     saved = json.loads((tmp_path / "sampler_study.json").read_text())
     assert saved["summary"] == json.loads(json.dumps(study["summary"]))
-    rows = {(r["source"], r["sampler"], r["nfe"]): r for r in study["rows"]}
+    rows = {(r["source"], r["sampler"], r["nfe"]): r for r in study["rows"] if r.get("grid") == "trailing"}
     for ours, theirs in (("ddim", "DDIM"), ("unipc", "UniPC")):
         for k in (5, 10):
             a, b = rows[("polydiff", ours, k)], rows[("diffusers", theirs, k)]
@@ -42,4 +47,25 @@ def test_study_writes_json_and_png(tmp_path):
     assert rows[("polydiff", "unipc", 10)]["rmse_to_ode"] < rows[("polydiff", "unipc", 5)]["rmse_to_ode"]
     assert "rmse_to_ode" not in rows[("polydiff", "ddpm", 5)]  # stochastic: SW2 only
     assert {o["source"] for o in study["overhead"]} == {"polydiff", "diffusers"}
+    # every deterministic diffusers scheduler at every spacing it takes (Karras where it has it)
+    spacings = {r["grid"] for r in study["rows"] if r["source"] == "diffusers" and r["sampler"] == "UniPC"}
+    assert spacings == {"leading", "trailing", "linspace", "leading+karras", "trailing+karras", "linspace+karras"}
+    assert not [r for r in study["rows"] if "error" in r]
+    tuned = [r for r in study["rows"] if r["grid"] == "tuned"]
+    assert [(r["sampler"], r["nfe"], r["nfe_actual"]) for r in tuned] == [("unipc", 5, 5)]
+    s5 = study["summary"]["mixture2d"]["nfe5"]
+    assert s5["rmse_ratio"] == s5["best_ours"]["rmse_to_ode"] / s5["best_diffusers"]["rmse_to_ode"]
+    best_theirs = min(r["rmse_to_ode"] for r in study["rows"] if r["source"] == "diffusers" and r["nfe"] == 5)
+    assert s5["best_diffusers"]["rmse_to_ode"] == best_theirs
+    for target, need in study["summary"]["mixture2d"]["nfe_for_target"].items():
+        for key, k in need.items():  # each entry is a run that reached the target at that NFE
+            src, name = key.split("/")
+            assert any(
+                r["source"] == src
+                and r["sampler"] == name
+                and r["nfe_actual"] == k
+                and r["rmse_to_ode"] <= float(target)
+                for r in study["rows"]
+                if "rmse_to_ode" in r
+            )
     assert study["summary"]["overhead_ratio"]["ddim"] > 0
