@@ -142,6 +142,48 @@ def cmd_bench(args) -> int:
     return bench_main(args)
 
 
+def cmd_distill(args) -> int:
+    from .distill import DistillConfig, distill
+
+    cfg = DistillConfig(
+        method=args.method,
+        steps=args.steps,
+        train_steps=args.train_steps,
+        max_seconds=60 * args.minutes if args.minutes else None,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        guidance=args.guidance,
+        seed=args.seed,
+        device="cuda" if args.device == "cuda" else "cpu",
+        progress=not args.no_progress,
+        out_dir=str(Path(args.out) / "work"),
+        checkpoint_every=args.checkpoint_every,
+        resume=args.resume,
+        dataset=args.data,
+        dataset_options=_kv(args.data_opt),
+        teacher_steps=args.teacher_steps,
+        n_grid=args.n_grid,
+        sigmas=[float(v) for v in args.sigmas.split(",")] if args.sigmas else None,
+    )
+    res = distill(args.checkpoint, cfg)
+    res.student.save(args.out)
+    print(
+        json.dumps(
+            {
+                "out": str(args.out),
+                "method": args.method,
+                "steps": args.steps,
+                "train_steps": res.steps,
+                "seconds": round(res.seconds, 1),
+                "final_loss": res.losses[-1][1] if res.losses else None,
+                "sample_defaults": res.student.extra["sample_defaults"],
+                "sigmas": res.sigmas,
+            }
+        )
+    )
+    return 0
+
+
 def cmd_tune_steps(args) -> int:
     from .samplers import tuning
 
@@ -253,6 +295,29 @@ def _add_bench(sub) -> None:
     sp.set_defaults(fn=cmd_bench)
 
 
+def _add_distill(sub) -> None:
+    sp = sub.add_parser("distill", help="distil a checkpoint into a few-step student (a new checkpoint)")
+    sp.add_argument("checkpoint", help="checkpoint folder or starter:NAME")
+    sp.add_argument("--method", default="consistency", choices=["consistency", "progressive", "reflow"])
+    sp.add_argument("--steps", type=int, default=2, help="the student's network evaluations per sample")
+    sp.add_argument("--out", required=True, help="student checkpoint folder (training logs in OUT/work)")
+    sp.add_argument("--train-steps", type=int, default=2000, help="optimiser steps (all rounds together)")
+    sp.add_argument("--minutes", type=float, default=None, help="training time budget")
+    sp.add_argument("--batch-size", type=int, default=64)
+    sp.add_argument("--lr", type=float, default=5e-5)
+    sp.add_argument("--guidance", type=float, default=None, help="CFG scale distilled in (default: the teacher's)")
+    sp.add_argument("--data", default=None, help="dataset name (the modality's default if omitted)")
+    sp.add_argument("--data-opt", action="append", metavar="KEY=VALUE", help="dataset option (repeatable)")
+    sp.add_argument("--teacher-steps", type=int, default=None, help="progressive: first teacher's steps")
+    sp.add_argument("--n-grid", type=int, default=18, help="consistency: points of the distillation grid")
+    sp.add_argument("--sigmas", default=None, help="the student's σ̃ grid, comma-separated, ending in 0")
+    sp.add_argument("--checkpoint-every", type=int, default=0, help="steps between training checkpoints")
+    sp.add_argument("--resume", action="store_true", help="continue the training checkpoints in OUT/work")
+    sp.add_argument("--no-progress", action="store_true")
+    _common(sp)
+    sp.set_defaults(fn=cmd_distill)
+
+
 def _add_tune_steps(sub) -> None:
     sp = sub.add_parser("tune-steps", help="tune σ̃ grids for a sampler at given NFEs (saved in the checkpoint)")
     sp.add_argument("checkpoint", help="checkpoint folder (updated in place unless --out) or starter:NAME")
@@ -280,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command")
     for add in (_add_plugins, _add_train, _add_sample, _add_eval, _add_bench, _add_info):
         add(sub)
+    _add_distill(sub)
     _add_tune_steps(sub)
     return p
 
