@@ -144,6 +144,13 @@ DIFFUSERS_SCHEDULERS: dict[str, tuple[str, dict[str, Any], bool]] = {
     "DPM-Solver++3S": ("DPMSolverSinglestepScheduler", {"solver_order": 3}, True),
     "UniPC": ("UniPCMultistepScheduler", {}, True),
     "UniPC-3": ("UniPCMultistepScheduler", {"solver_order": 3}, True),
+    # bh1 gives NaN on the step into σ = 0 (B(h) = h = ∞) in 0.42.1: it ends at σ_min instead
+    "UniPC-bh1": ("UniPCMultistepScheduler", {"solver_type": "bh1", "final_sigmas_type": "sigma_min"}, True),
+    "UniPC-bh1-3": (
+        "UniPCMultistepScheduler",
+        {"solver_type": "bh1", "solver_order": 3, "final_sigmas_type": "sigma_min"},
+        True,
+    ),
     "DEIS": ("DEISMultistepScheduler", {}, True),
     "DEIS-3": ("DEISMultistepScheduler", {"solver_order": 3}, True),
 }
@@ -480,8 +487,8 @@ def run_sampler_study(
     seed: int = 0,
     tuned_samplers=TUNED_SAMPLERS,
     tune_nfe=(5, 10, 20),
-    n_calib: int = 500,
-    tune_evals: int = 400,
+    n_calib: int = 1000,
+    tune_evals: int = 600,
     diffusers_schedulers=None,
 ) -> dict:
     """Run the study; write ``sampler_study.json`` and ``sampler_study.png`` into ``out_dir``.
@@ -648,7 +655,7 @@ def main(argv=None) -> int:
     p.add_argument("--no-diffusers", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--tuned", default=",".join(TUNED_SAMPLERS), help="samplers to tune grids for ('' for none)")
-    p.add_argument("--n-calib", type=int, default=500)
+    p.add_argument("--n-calib", type=int, default=1000)
     a = p.parse_args(argv)
     study = run_sampler_study(
         a.out,

@@ -79,14 +79,16 @@ SAMPLERS: dict[str, SamplerSpec] = {
     "dpmpp_2m_sde": SamplerSpec(
         sample_dpmpp_2m_sde, False, 2, 1, {"eta": 1.0}, "DPM-Solver++(2M) SDE, Lu et al. 2022", documented_nfe=100
     ),
-    "unipc": SamplerSpec(sample_unipc, True, 2, 1, {"order": 2}, "UniPC-bh2, Zhao et al. 2023", documented_nfe=20),
+    "unipc": SamplerSpec(
+        sample_unipc, True, 2, 1, {"order": 2}, "UniPC-bh2 (variant='bh1' too), Zhao et al. 2023", documented_nfe=20
+    ),
     "unipc_gauss": SamplerSpec(
         sample_unipc_gauss,
         True,
         3,
         1,
-        {"order": 3, "local_var": 0.1},
-        "UniPC-bh3 in Gaussian-rescaled time r = sqrt(σ̃² + c), full-order step into σ̃ = 0",
+        {"order": 3, "local_var": 0.1, "lower_order_final": False, "variant": "bh1"},
+        "UniPC-3 (bh1) in Gaussian-rescaled time r = sqrt(σ̃² + c), full-order step into σ̃ = 0",
         documented_nfe=20,
     ),
     "euler_maruyama": SamplerSpec(

@@ -120,15 +120,24 @@ def sample_dpmpp_2m_sde(
     return x
 
 
-def _unipc_coefficients(h: float, rks: list[float], order: int, corrector: bool) -> list[float]:
-    """ρ coefficients of UniP/UniC-bh2 (Zhao et al. 2023, Alg. 2/3).
+def _b_h(h: float, variant: str) -> float:
+    """UniPC's B(h) in data prediction (argument −h): ``bh1`` B = −h, ``bh2`` B = e^{−h} − 1."""
+    if variant == "bh1":
+        return -h
+    if variant == "bh2":
+        return math.expm1(-h)
+    raise ValueError(f"unipc variant must be 'bh1' or 'bh2', got {variant!r}")
+
+
+def _unipc_coefficients(h: float, rks: list[float], order: int, corrector: bool, variant: str = "bh2") -> list[float]:
+    """ρ coefficients of UniP/UniC (Zhao et al. 2023, Alg. 2/3).
 
     Solves R·ρ = b with R[k][j] = r_j^k, b_k = k!·h·φ_{k+1}(−h)/B(h), B(h) = e^{−h} − 1
-    in data prediction (−h); the 2-point predictor uses ρ = ½ and the 1-point corrector
-    ρ = ½ as the paper does.
+    (``bh2``) or −h (``bh1``) in data prediction (−h); the 2-point predictor uses ρ = ½ and
+    the 1-point corrector ρ = ½ as the paper does.
     """
     hh = -h
-    b_h = math.expm1(hh)
+    b_h = _b_h(h, variant)
     h_phi_k = math.expm1(hh) / hh - 1
     fact = 1
     b = []
@@ -158,8 +167,10 @@ def sample_unipc(
     order: int = 2,
     lower_order_final: bool = True,
     use_corrector: bool = True,
+    variant: str = "bh2",
 ):
-    """UniPC-p with B(h) = e^h − 1 (Zhao et al. 2023), data prediction, in the σ̃ view.
+    """UniPC-p with B(h) = e^h − 1 (``bh2``; ``variant="bh1"``: B(h) = h, the paper's choice
+    for unconditional sampling at few steps) (Zhao et al. 2023), data prediction, in the σ̃ view.
 
     Each step: evaluate D at the predicted state, correct that state with UniC (which
     reuses this evaluation, so no extra NFE), then predict the next with UniP of order
@@ -179,7 +190,7 @@ def sample_unipc(
     for i in range(n):
         x0 = denoise(denoiser, x, s[i], i, callback)
         if use_corrector and i > 0 and last_x is not None:
-            x = space.project(_unic(last_x, x0, outs, lam, s, i, last_order))
+            x = space.project(_unic(last_x, x0, outs, lam, s, i, last_order, variant))
         outs = [x0] + outs[: order - 1]
         p = min(order, n - i) if lower_order_final else order
         p = min(p, i + 1)
@@ -187,33 +198,33 @@ def sample_unipc(
         if s[i + 1] == 0:
             x = x0
             break
-        x = space.project(_unip(x, outs, lam, s, i, p))
+        x = space.project(_unip(x, outs, lam, s, i, p, variant))
     return x
 
 
-def _unic(x_prev, x0, outs: list, lam: list[float], s: list[float], i: int, order: int):
+def _unic(x_prev, x0, outs: list, lam: list[float], s: list[float], i: int, order: int, variant: str = "bh2"):
     """UniC of ``order``: the state at σ̃_i, predicted from ``x_prev`` at σ̃_{i−1}, corrected
     with the new evaluation ``x0`` = D at σ̃_i and ``outs`` (D_{i−1}, D_{i−2}, …)."""
     h = lam[i] - lam[i - 1]
     rks = [(lam[i - 1 - k] - lam[i - 1]) / h for k in range(1, order)] + [1.0]
-    rho = _unipc_coefficients(h, rks, order, corrector=True)
+    rho = _unipc_coefficients(h, rks, order, corrector=True, variant=variant)
     m0 = outs[0]
     corr = (x0 - m0) * rho[-1]
     for k in range(1, order):
         corr = corr + (outs[k] - m0) * (rho[k - 1] / rks[k - 1])
-    return x_prev * (s[i] / s[i - 1]) - m0 * math.expm1(-h) - corr * math.expm1(-h)
+    return x_prev * (s[i] / s[i - 1]) - m0 * math.expm1(-h) - corr * _b_h(h, variant)
 
 
-def _unip(x, outs: list, lam: list[float], s: list[float], i: int, order: int):
+def _unip(x, outs: list, lam: list[float], s: list[float], i: int, order: int, variant: str = "bh2"):
     """UniP of ``order``: the state at σ̃_{i+1} from ``x`` at σ̃_i and ``outs`` (D_i, D_{i−1}, …)."""
     x0 = outs[0]
     h = lam[i + 1] - lam[i]
     x_new = x * (s[i + 1] / s[i]) - x0 * math.expm1(-h)
     if order > 1:
         rks = [(lam[i - k] - lam[i]) / h for k in range(1, order)] + [1.0]
-        rho = _unipc_coefficients(h, rks, order, corrector=False)
+        rho = _unipc_coefficients(h, rks, order, corrector=False, variant=variant)
         pred = 0
         for k in range(1, order):
             pred = pred + (outs[k] - x0) * (rho[k - 1] / rks[k - 1])
-        x_new = x_new - pred * math.expm1(-h)
+        x_new = x_new - pred * _b_h(h, variant)
     return x_new

@@ -13,10 +13,11 @@ from the same start:
 The first knot stays at σ̃_max (where ``x_init`` lives) and the grid ends in 0. The search is
 derivative-free, so it works with every registered deterministic sampler as the black box it
 is and with any denoiser (a network in any dtype, an exact-score model): the best of a few
-standard grids (Karras ρ = 7 and ρ = 3, log-SNR uniform with several lower ends) starts a
-compass (coordinate pattern) search in log σ̃ with one step size per knot — grown 1.5× after
-a successful move, halved after a failed pair — until every step is below ``tol`` or
-``max_evals`` sampler runs are spent. Each run costs NFE network evaluations on the
+standard grids (Karras ρ = 7 and ρ = 3, log-SNR uniform with several lower ends) each start
+a compass (coordinate pattern) search in log σ̃ with one step size per knot — grown 1.5×
+after a successful move, halved after a failed pair — until every step is below ``tol`` or
+its share of ``max_evals`` sampler runs is spent; the best end point wins (the objective has
+local minima: several starts find lower ones). Each run costs NFE network evaluations on the
 calibration batch. Everything is deterministic given ``x_init``.
 
 Tuning must use calibration noise that is not used for evaluation (``polydiff tune-steps``
@@ -94,8 +95,9 @@ def tune_sigmas(
     sigma_min: float = 0.002,
     reference: torch.Tensor | None = None,
     space=None,
-    max_evals: int = 400,
+    max_evals: int = 600,
     tol: float = 2e-3,
+    restarts: int = 3,
     info: dict | None = None,
     **sampler_options,
 ) -> torch.Tensor:
@@ -112,8 +114,11 @@ def tune_sigmas(
         sigma_max / sigma_min: the σ̃ range (data units); knots stay inside it.
         reference: ``[B, ...]`` the converged PF-ODE samples from ``x_init`` (computed with
             :func:`reference_solution` when not given).
-        max_evals: sampler runs the search may spend (each costs ``nfe`` evaluations of D).
-        tol: the search stops when every knot's step in ln σ̃ is below this.
+        max_evals: sampler runs the search may spend in all (each costs ``nfe`` evaluations
+            of D).
+        tol: a local search stops when every knot's step in ln σ̃ is below this.
+        restarts: local searches, one from each of the best ``restarts`` standard grids
+            (the remaining budget shared equally); the best result wins.
         info: a dict that receives ``rmse`` (tuned, calibration batch), ``rmse_start`` (best
             standard grid), ``start_grid``, ``evals``.
         sampler_options: passed to the sampler (e.g. ``order=3`` for ``unipc``).
@@ -146,20 +151,38 @@ def tune_sigmas(
     for g in _start_grids(steps, sigma_min, sigma_max):
         y = [math.log(float(v)) for v in g[1:-1]]
         starts.append((loss(y), len(starts), y))
-    best, _, y = min(starts)
-    first = best
+    starts.sort()
+    first = starts[0][0]
     lo, hi = math.log(sigma_min), math.log(sigma_max)
-    step = [0.3] * len(y)
     evals = len(starts)
+    best, y = starts[0][0], starts[0][2]
+    chosen = starts[: max(1, int(restarts))]
+    for j, (e0, _, y0) in enumerate(chosen):  # a local search from each of the best starts
+        share = (max_evals - evals) // (len(chosen) - j)
+        e1, y1, used = _compass(loss, e0, list(y0), lo, hi, share, tol)
+        evals += used
+        if e1 < best:
+            best, y = e1, y1
+    if info is not None:
+        info.update({"rmse": best, "rmse_start": first, "start_grid": starts[0][1], "evals": evals})
+    return grid(y)
+
+
+def _compass(loss, best: float, y: list[float], lo: float, hi: float, budget: int, tol: float):
+    """Coordinate pattern search on ln σ̃ knots ``y`` (decreasing, inside (lo, hi)): per knot
+    try ±step, keep an improvement; a knot's step grows 1.5× after a success and halves after
+    a failed pair. Returns (loss, knots, evaluations spent)."""
+    step = [0.3] * len(y)
     gap = 1e-4  # the least ln σ̃ gap between neighbouring knots
-    while evals < max_evals and y and max(step) > tol:
+    evals = 0
+    while evals < budget and y and max(step) > tol:
         for k in range(len(y)):
             upper = (hi if k == 0 else y[k - 1]) - gap
             lower = lo if k == len(y) - 1 else y[k + 1] + gap
             moved = False
             for sign in (1.0, -1.0):
                 v = min(max(y[k] + sign * step[k], lower), upper)
-                if v == y[k] or evals >= max_evals:
+                if v == y[k] or evals >= budget:
                     continue
                 trial = y[:k] + [v] + y[k + 1 :]
                 e = loss(trial)
@@ -168,9 +191,7 @@ def tune_sigmas(
                     best, y, moved = e, trial, True
                     break
             step[k] = step[k] * 1.5 if moved else step[k] * 0.5
-    if info is not None:
-        info.update({"rmse": best, "rmse_start": first, "start_grid": min(starts)[1], "evals": evals})
-    return grid(y)
+    return best, y, evals
 
 
 # ---------------------------------------------------------------------------------------------

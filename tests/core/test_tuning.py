@@ -145,3 +145,26 @@ def test_unipc_gauss_is_exact_for_a_gaussian_and_plain_unipc_at_zero():
     assert torch.allclose(out, exact, atol=1e-9)
     g = dz.karras(6, S_MIN, S_MAX)
     assert torch.equal(run(den, x, g, local_var=0.0, order=2), SAMPLERS["unipc"].fn(den, x, g, order=2))
+
+
+@pytest.mark.parametrize("order", [2, 3])
+def test_unipc_bh1_matches_diffusers(order):
+    """variant='bh1' against diffusers' UniPCMultistepScheduler(solver_type='bh1'), which ends
+    at σ_min (its step into σ = 0 with B(h) = h is NaN in 0.42.1), same grid, same start."""
+    diffusers = pytest.importorskip("diffusers")
+    mix = circle_mixture()
+    eps = mix.eps_table_model(SCH.alphas_cumprod)
+    sc = diffusers.UniPCMultistepScheduler(
+        num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
+        timestep_spacing="trailing", solver_type="bh1", solver_order=order, final_sigmas_type="sigma_min",
+    )  # fmt: skip
+    sc.set_timesteps(8)
+    z = torch.randn(64, 2, generator=torch.Generator().manual_seed(3), dtype=F64)
+    x = z.float()
+    for t in sc.timesteps:
+        x = sc.step(eps(sc.scale_model_input(x, t), t), t, x).prev_sample
+    sig = sc.sigmas.double()  # σ̃ at the timesteps, then σ̃_min
+    ours = SAMPLERS["unipc"].fn(mix, z * math.sqrt(1 + float(sig[0]) ** 2), sig, variant="bh1", order=order)
+    assert torch.allclose(ours / math.sqrt(1 + float(sig[-1]) ** 2), x.double(), atol=5e-5)
+    bh2 = SAMPLERS["unipc"].fn(mix, z * math.sqrt(1 + float(sig[0]) ** 2), sig, order=order)
+    assert not torch.allclose(ours, bh2, atol=1e-3)
