@@ -13,7 +13,8 @@ is a dict:
   state of those shapes, categorical parts inside their classes;
 - ``batch_independence`` / ``save_load``: continuous parts agree to the kit's tolerance,
   categorical parts exactly;
-- ``equivariance``: permutation of axis 1 of every part (rotations and reflections of mixed
+- ``equivariance``: permutation of axis 1 of every part, and of axis 2 too for a symmetric
+  (edge) part ``[B, N, N]`` (rotations and reflections of mixed
   states are not checked yet: recorded in ``report.skipped``).
 """
 
@@ -230,13 +231,23 @@ def check_permutation(run, decl) -> object:
     B, N = first.shape[:2]
     perm = torch.randperm(N, generator=torch.Generator().manual_seed(run.opts.seed + 7))
 
-    def p(v):
-        return v[:, perm.to(v.device)] if torch.is_tensor(v) and v.ndim >= 2 and tuple(v.shape[:2]) == (B, N) else v
+    def p(v, pairs: bool = False):
+        if not (torch.is_tensor(v) and v.ndim >= 2 and tuple(v.shape[:2]) == (B, N)):
+            return v
+        v = v[:, perm.to(v.device)]
+        # a symmetric (edge) part [B, N, N, ...]: its columns index the same atoms
+        return v[:, :, perm.to(v.device)] if pairs and v.ndim >= 3 and v.shape[2] == N else v
+
+    def edges(name) -> bool:
+        from polydiff.mixed import CategoricalPart
+
+        part = run.parts[name]
+        return isinstance(part, CategoricalPart) and part.symmetric
 
     cond = None if run.cond is None else {k: p(v) for k, v in run.cond.items()}
-    got = run._denoise({k: p(v) for k, v in run.x_noisy.items()}, cond)
+    got = run._denoise({k: p(v, edges(k)) for k, v in run.x_noisy.items()}, cond)
     for name, out in run.d_out.items():
-        err = (got[name] - p(out)).abs().max().item() / max(1.0, out.abs().max().item())
+        err = (got[name] - p(out, edges(name))).abs().max().item() / max(1.0, out.abs().max().item())
         if err > TOLERANCE:
             run.fail(
                 "equivariance",

@@ -6,6 +6,12 @@ Registers (through the ``polydiff`` pluggy hooks): modality ``molecule``; networ
 ``molecule_*`` (EDM's stability/validity/uniqueness/novelty, connected validity, bond-length and
 bond-angle W1); benchmark task ``molecule/qm9``.
 
+The bond-aware joint model (issue 18): modality ``molecule_joint`` (positions, atom types,
+formal charges and bond orders as one mixed state, :mod:`.joint`), its network
+``egnn_joint`` (EGNN with edge updates, :mod:`.joint_network`), dataset ``qm9_bonds`` (QM9
+with RDKit-perceived bonds and charges, :mod:`.bonds_qm9`) and the bond-aware metrics
+``molecule_joint_*`` and chemistry checks (:mod:`.chem_checks`).
+
 >>> import polydiff
 >>> model = polydiff.load("runs/qm9")
 >>> mols = model.sample(100, sampler="dpmpp_2m", steps=50, seed=0)   # RDKit Mols, 3-D
@@ -35,15 +41,22 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "fragments": ["inpaint_fragment"],
         "egnn": ["EGNNDenoiser"],
         "e3nn_net": ["E3nnDenoiser"],
+        "joint": ["JointMoleculeModality"],
+        "joint_network": ["JointEGNN"],
+        "bonds_qm9": ["perceive_bonds", "qm9_bond_table", "attach_bonds", "load_qm9_bonds"],
+        "decode": ["bonded_mol", "read_bonded_sdf"],
+        "chem_checks": ["chemistry_report"],
     },
 )
 
 
 @hookimpl
 def polydiff_register_modalities(register):
+    from .joint import JointMoleculeModality
     from .modality import MoleculeModality
 
     register("molecule", MoleculeModality)
+    register("molecule_joint", JointMoleculeModality)
 
 
 @hookimpl
@@ -53,6 +66,9 @@ def polydiff_register_networks(register):
 
     register("egnn", EGNNDenoiser, modality="molecule")
     register("e3nn_molecule", E3nnDenoiser, modality="molecule")
+    from .joint_network import JointEGNN
+
+    register("egnn_joint", JointEGNN, modality="molecule_joint")
 
 
 @hookimpl
@@ -63,6 +79,9 @@ def polydiff_register_datasets(register):
     register("sdf", data.load_sdf, modality="molecule")
     register("xyz", data.load_xyz, modality="molecule")
     register("smiles", data.load_smiles, modality="molecule")
+    from .bonds_qm9 import load_qm9_bonds
+
+    register("qm9_bonds", load_qm9_bonds, modality="molecule_joint")
 
 
 @hookimpl
@@ -71,6 +90,10 @@ def polydiff_register_metrics(register):
 
     for name, (fn, higher) in METRICS.items():
         register(name, fn, modality="molecule", higher_is_better=higher)
+    from .chem_checks import METRICS as BONDED
+
+    for name, (fn, higher) in BONDED.items():
+        register(name, fn, modality="molecule_joint", higher_is_better=higher)
 
 
 @hookimpl

@@ -1,0 +1,291 @@
+"""The bond-aware joint molecule modality ``molecule_joint``: positions, atom types, formal
+charges and bond orders diffused together (issue 18; MiDi, Vignac et al. 2023, in design).
+
+The state has four parts (:meth:`polydiff.modality.Modality.parts`), padded to N atoms:
+
+- ``pos`` ``[B, N, 3]`` float: positions in Å, zero centre of mass over the real atoms
+  (Gaussian noise in :class:`polydiff.spaces.ZeroCoMSpace`, schedule ``config["schedule"]``,
+  default ``cosine``);
+- ``atom`` ``[B, N]`` long: element index into ``config["elements"]`` (QM9: H C N O F);
+- ``charge`` ``[B, N]`` long: formal charge + 1 (classes −1, 0, +1 → 0, 1, 2);
+- ``bond`` ``[B, N, N]`` long, symmetric: kekulé bond order, 0 none, 1 single, 2 double,
+  3 triple (:data:`~.bonds_qm9.BOND_CLASSES`); the diagonal is 0.
+
+The categorical parts use the data-marginal process by default (MiDi: the prior is the
+training data's class frequencies, recorded by :meth:`fit`), or the masked process
+(``config["process"] = "masked"``); their keep-probability schedule is
+``config["keep_schedule"]`` (``cosine``, Shi et al. 2024). ``cond``: ``mask`` ``[B, N]``.
+Padding atoms hold atom 0, charge class 1 (neutral) and no bonds; the loss ignores them.
+
+Items are :class:`~.data.MoleculeRecord` with ``bonds`` ``[n, n]`` and ``charges`` ``[n]``
+(dataset ``qm9_bonds``, :func:`~.bonds_qm9.attach_bonds`) or RDKit Mols with bonds (an SDF
+read with its bonds). Decoding builds RDKit Mols from the *predicted* bonds and charges
+(:mod:`.decode`); property conditioning is not implemented for this modality yet.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from polydiff.categorical import MarginalProcess, MaskedProcess
+from polydiff.errors import InputError
+from polydiff.mixed import CategoricalPart, ContinuousPart
+from polydiff.spaces import ZeroCoMSpace
+
+from .bonds_qm9 import BOND_CLASSES
+from .modality import MoleculeModality
+
+#: formal charges of the charge classes 0, 1, 2
+CHARGES = (-1, 0, 1)
+PROCESSES = ("marginal", "masked")
+#: parts of the state, in order
+PART_NAMES = ("pos", "atom", "charge", "bond")
+
+
+def bonded_record(item, index: int = -1):
+    """(elements, positions ``[n, 3]`` Å, charges ``[n]`` int, bonds ``[n, n]`` int) of a
+    record with ``bonds`` or an RDKit Mol with a conformer (kekulised bond orders)."""
+    if hasattr(item, "GetAtoms"):
+        from rdkit import Chem
+
+        if item.GetNumConformers() == 0:
+            raise InputError("molecule has no 3-D coordinates", record=index, field="coordinates")
+        m = Chem.Mol(item)
+        try:
+            Chem.Kekulize(m, clearAromaticFlags=True)
+        except Exception:  # KekulizeException: aromatic flags that admit no kekulé form
+            raise InputError("aromatic bonds that cannot be kekulised", record=index, field="bonds") from None
+        n = m.GetNumAtoms()
+        bonds = np.zeros((n, n), dtype=np.int64)
+        for b in m.GetBonds():
+            o = {1.0: 1, 2.0: 2, 3.0: 3}.get(b.GetBondTypeAsDouble())
+            if o is None:
+                raise InputError(
+                    f"bond type {b.GetBondType()} is not single/double/triple", record=index, field="bonds"
+                )
+            bonds[b.GetBeginAtomIdx(), b.GetEndAtomIdx()] = bonds[b.GetEndAtomIdx(), b.GetBeginAtomIdx()] = o
+        return (
+            [a.GetSymbol() for a in m.GetAtoms()],
+            np.asarray(m.GetConformer().GetPositions(), dtype=np.float64),
+            np.array([a.GetFormalCharge() for a in m.GetAtoms()], dtype=np.int64),
+            bonds,
+        )
+    bonds = getattr(item, "bonds", None)
+    if bonds is None:
+        raise InputError(
+            "record has no bonds: load QM9 with the dataset 'qm9_bonds' (or attach_bonds), or give Mols with bonds",
+            record=getattr(item, "index", index),
+            field="bonds",
+        )
+    n = item.n_atoms
+    charges = np.zeros(n, dtype=np.int64) if item.charges is None else np.asarray(item.charges, dtype=np.int64)
+    return list(item.elements), np.asarray(item.positions, dtype=np.float64), charges, np.asarray(bonds, np.int64)
+
+
+class JointMoleculeModality(MoleculeModality):
+    """3-D molecules with bonds (see the module docstring). Config keys, beyond the molecule
+    modality's ``elements``, ``n_atoms_hist``, ``max_atoms``: ``process`` (``marginal`` |
+    ``masked``), ``schedule`` (positions), ``keep_schedule`` (categorical parts),
+    ``marginals`` ({"atom", "charge", "bond": class frequencies}, set by :meth:`fit`)."""
+
+    name = "molecule_joint"
+    default_network = "egnn_joint"
+    default_dataset = "qm9_bonds"
+    default_schedule = "cosine"
+    sigma_data = 1.0
+    default_metrics = (
+        "molecule_atom_stability",
+        "molecule_stability",
+        "molecule_joint_atom_stability",
+        "molecule_joint_stability",
+        "molecule_joint_validity",
+        "molecule_joint_connected_validity",
+        "molecule_joint_uniqueness",
+    )
+    #: E(3) on ``pos``, invariant categorical parts, permutation of atoms (and bond rows/columns)
+    equivariance = ("permutation",)
+    conformance = {
+        "dataset_options": {"limit": 8},
+        "network_kwargs": {"hidden": 16, "edge_dim": 8, "layers": 1},
+        "skip_metrics": (
+            "molecule_joint_novelty",
+            "molecule_joint_ring_size_tv",
+            "molecule_joint_ring3_share_diff",
+            "molecule_joint_oo_single_share_diff",
+            "molecule_joint_nn_single_share_diff",
+        ),
+    }
+
+    def __init__(self, config: dict | None = None):
+        super().__init__(config)
+        c = self.config
+        c.setdefault("process", "marginal")
+        c.setdefault("schedule", self.default_schedule)
+        c.setdefault("keep_schedule", "cosine")
+        c.setdefault("marginals", {})
+        c["bonds"] = "predicted"
+        if c["process"] not in PROCESSES:
+            raise ValueError(f"process must be one of {PROCESSES}, got {c['process']!r}")
+        if c.get("properties"):
+            raise ValueError("property conditioning is not implemented for molecule_joint yet (properties=[])")
+        if c.get("include_charges"):
+            raise ValueError("molecule_joint always carries formal charges as a part; leave include_charges unset")
+
+    # -- the mixed state --------------------------------------------------------------------
+    def _process(self, part: str, k: int):
+        if self.config["process"] == "masked":
+            return MaskedProcess(k, self.config["keep_schedule"])
+        m = self.config["marginals"].get(part)
+        if m is None or len(m) != k:
+            m = [1.0 / k] * k  # before fit: uniform (a checkpoint always saves the fitted ones)
+        return MarginalProcess(k, self.config["keep_schedule"], m)
+
+    def parts(self):
+        from polydiff.plugin_manager import registry
+
+        sched_name = self.config["schedule"]
+        schedule = registry("schedule").get(sched_name)()
+        return {
+            "pos": ContinuousPart(schedule, space=self._space, sigma_data=self.sigma_data, schedule_name=sched_name),
+            "atom": CategoricalPart(self._process("atom", self.n_types)),
+            "charge": CategoricalPart(self._process("charge", len(CHARGES))),
+            "bond": CategoricalPart(self._process("bond", len(BOND_CLASSES)), symmetric=True),
+        }
+
+    @staticmethod
+    def _space(cond):
+        return ZeroCoMSpace(cond["mask"], n_pos=3)
+
+    def network_kwargs(self) -> dict:
+        p = self.parts()
+        out = {}
+        for name in ("atom", "charge", "bond"):
+            proc = p[name].process
+            out[f"n_{name}_states"], out[f"n_{name}_classes"] = proc.num_states, proc.num_classes
+        return out
+
+    # -- data -------------------------------------------------------------------------------
+    def fit(self, dataset) -> None:
+        """Atom-count histogram (as the molecule modality) and the class frequencies of atom
+        types, charges and bond orders (pairs i < j) for the marginal process."""
+        items = list(dataset.records) if hasattr(dataset, "records") else list(dataset)
+        if items and not hasattr(items[0], "GetAtoms"):
+            super().fit(dataset)
+        else:
+            hist: dict[int, int] = {}
+            for m in items:
+                hist[m.GetNumAtoms()] = hist.get(m.GetNumAtoms(), 0) + 1
+            self.config["n_atoms_hist"] = {str(k): v for k, v in sorted(hist.items())}
+            self.config["max_atoms"] = max(hist) if hist else int(self.config["max_atoms"])
+        atom = np.zeros(self.n_types)
+        charge = np.zeros(len(CHARGES))
+        bond = np.zeros(len(BOND_CLASSES))
+        for k, it in enumerate(items):
+            el, _, ch, bo = bonded_record(it, k)
+            a, c = self._indices(el, ch, getattr(it, "index", k))
+            atom += np.bincount(a, minlength=self.n_types)
+            charge += np.bincount(c, minlength=len(CHARGES))
+            iu = np.triu_indices(len(el), 1)
+            bond += np.bincount(bo[iu], minlength=len(BOND_CLASSES))[: len(BOND_CLASSES)]
+        # a class never seen keeps a tiny prior mass, so every state stays reachable
+        self.config["marginals"] = {
+            name: [float(v) for v in (cnt + 1e-3) / (cnt + 1e-3).sum()]
+            for name, cnt in (("atom", atom), ("charge", charge), ("bond", bond))
+        }
+
+    def _indices(self, elements, charges, record) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            a = np.array([self._index[e] for e in elements], dtype=np.int64)
+        except KeyError as e:
+            raise InputError(
+                f"element {e.args[0]!r} not in the vocabulary {self.elements}", record=record, field="element"
+            ) from None
+        bad = [int(q) for q in charges if int(q) not in CHARGES]
+        if bad:
+            raise InputError(f"formal charge {bad[0]} outside {CHARGES}", record=record, field="charge")
+        return a, np.asarray(charges, dtype=np.int64) + 1
+
+    def collate(self, items: list) -> dict:
+        recs = [bonded_record(it, k) for k, it in enumerate(items)]
+        n = max(len(r[0]) for r in recs)
+        B = len(recs)
+        pos = torch.zeros(B, n, 3)
+        atom = torch.zeros(B, n, dtype=torch.long)
+        charge = torch.ones(B, n, dtype=torch.long)
+        bond = torch.zeros(B, n, n, dtype=torch.long)
+        mask = torch.zeros(B, n)
+        for b, (el, p, ch, bo) in enumerate(recs):
+            k = len(el)
+            rec_id = getattr(items[b], "index", b)
+            if bo.shape != (k, k) or not (bo == bo.T).all() or (bo < 0).any() or (bo >= len(BOND_CLASSES)).any():
+                raise InputError(
+                    f"bonds must be a symmetric {k}x{k} matrix of orders 0-{len(BOND_CLASSES) - 1}",
+                    record=rec_id,
+                    field="bonds",
+                )
+            a, c = self._indices(el, ch, rec_id)
+            pt = torch.as_tensor(p, dtype=torch.float32)
+            pos[b, :k] = pt - pt.mean(0, keepdim=True)
+            atom[b, :k] = torch.as_tensor(a)
+            charge[b, :k] = torch.as_tensor(c)
+            bo = torch.as_tensor(bo)
+            bond[b, :k, :k] = bo * (1 - torch.eye(k, dtype=torch.long))
+            mask[b, :k] = 1
+        return {"x": {"pos": pos, "atom": atom, "charge": charge, "bond": bond}, "cond": {"mask": mask}}
+
+    def auxiliary_loss(self, *args, **kwargs):
+        return None
+
+    # -- sampling -----------------------------------------------------------------------------
+    def sampling_request(self, n: int, cond: dict | None, rng):
+        """Shapes ``{"pos": (M, 3), "atom": (M,), "charge": (M,), "bond": (M, M)}`` with M the
+        largest atom count, and ``mask`` from ``cond["n_atoms"]`` or the training histogram."""
+        cond = dict(cond or {})
+        counts = cond.pop("n_atoms", None)
+        if cond:
+            raise ValueError(f"unknown molecule_joint conditions {sorted(cond)}; known: n_atoms")
+        if counts is None:
+            counts = self.sample_atom_counts(n, rng)
+        else:
+            counts = [int(counts)] * n if np.ndim(counts) == 0 else [int(c) for c in counts]
+            if len(counts) != n:
+                raise ValueError(f"n_atoms has {len(counts)} entries for {n} samples")
+        if min(counts) < 1:
+            raise ValueError(f"n_atoms must be >= 1, got {min(counts)}")
+        m = max(int(self.config["max_atoms"]), max(counts))
+        mask = torch.zeros(n, m)
+        for b, k in enumerate(counts):
+            mask[b, :k] = 1
+        return {"pos": (m, 3), "atom": (m,), "charge": (m,), "bond": (m, m)}, {"mask": mask}
+
+    def decode(self, x, cond):
+        """Sampled state → RDKit Mols from the predicted atoms, charges and bonds (see
+        :func:`~.decode.state_to_mols`; sanitisation failures are counted in
+        ``self.last_decode``)."""
+        from .decode import state_to_mols
+
+        mask = cond["mask"] if cond and "mask" in cond else torch.ones(x["atom"].shape[:2])
+        mols, report = state_to_mols(x, mask, self.elements, CHARGES)
+        self.last_decode = report
+        return mols
+
+    # -- files --------------------------------------------------------------------------------
+    def write(self, samples: list, path) -> list[Path]:
+        """SDF with the predicted bonds and charges (a folder gets ``samples.sdf``); ``.xyz``
+        writes atoms only."""
+        return super().write(samples, path)
+
+    def read(self, path) -> list:
+        """SDF (bonds as written) → RDKit Mols, unsanitised; other formats as the molecule
+        modality (bonds then come from EDM's distance rules)."""
+        from .decode import read_bonded_sdf
+
+        p = Path(path)
+        if p.is_file() and p.suffix.lower() in (".sdf", ".sd", ".mol"):
+            return read_bonded_sdf(p)
+        if p.is_dir() and (p / "samples.sdf").is_file():
+            return read_bonded_sdf(p / "samples.sdf")
+        return super().read(path)

@@ -1,0 +1,135 @@
+"""``egnn_joint``: an E(3)-equivariant network over atoms *and* bonds for the joint molecule
+modality (:mod:`.joint`).
+
+EGNN (Satorras et al. 2021) in EDM's form (:mod:`.egnn`) with an edge state updated in every
+block, as MiDi (Vignac et al. 2023) and EQGAT-diff (Le et al. 2024) carry bond features
+through their layers. Dense over the N×N atom pairs of each molecule (QM9: N ≤ 29); per
+block, with P_ij = 1 for pairs of distinct real atoms:
+
+    m_ij = φ_m(h_i, h_j, ‖x_i−x_j‖², ‖x⁰_i−x⁰_j‖², e_ij) · σ(φ_att(·)) · P_ij
+    h_i ← h_i + φ_h(h_i, Σ_j m_ij / Z)
+    x_i ← x_i + Σ_j (x_i−x_j)/(‖x_i−x_j‖+1) · tanh(φ_x(m_ij)) · r / Z
+    e_ij ← e_ij + φ_e(m_ij + m_ji) · P_ij           (symmetric in i, j)
+
+Outputs: ``pos`` the displacement x_final − x⁰ with zero centre of mass (equivariant);
+``atom`` and ``charge`` logits from h (invariant); ``bond`` logits from
+φ_b(e_ij, h_i + h_j, ‖x_i−x_j‖²), symmetrised as ½(L_ij + L_ji) (exactly symmetric) and
+pinned to "none" on the diagonal and for padding (a −30 margin on the other classes).
+Positions enter only through distances and move only along relative vectors with
+invariant weights: E(3)-equivariant; atoms are a set and bonds are indexed by atom pairs:
+permutation-equivariant with the matching permutation of bond rows and columns.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .egnn import remove_com, time_features
+
+#: logit margin that pins the diagonal and padding pairs to "no bond"
+PIN = 30.0
+
+
+def _mlp(i: int, h: int, o: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(i, h), nn.SiLU(), nn.Linear(h, o))
+
+
+class JointBlock(nn.Module):
+    """One message-passing block over nodes ``h`` ``[B, N, H]``, positions ``x`` ``[B, N, 3]``
+    and edges ``e`` ``[B, N, N, E]`` (see the module docstring)."""
+
+    def __init__(self, hidden: int, edge_dim: int, coords_range: float, aggregation_norm: float):
+        super().__init__()
+        self.a = nn.Linear(hidden, hidden)
+        self.b = nn.Linear(hidden, hidden, bias=False)
+        self.c = nn.Linear(2 + edge_dim, hidden, bias=False)
+        self.m2 = nn.Linear(hidden, hidden)
+        self.att = nn.Linear(hidden, 1)
+        self.node = _mlp(2 * hidden, hidden, hidden)
+        self.coord = _mlp(hidden, hidden, 1)
+        nn.init.xavier_uniform_(self.coord[2].weight, gain=0.001)
+        self.edge = _mlp(hidden, hidden, edge_dim)
+        self.r, self.z = coords_range, aggregation_norm
+
+    def forward(self, h, x, e, d0, pair, node):
+        diff = x[:, :, None] - x[:, None, :]
+        d2 = (diff * diff).sum(-1, keepdim=True)
+        z = self.a(h)[:, :, None] + self.b(h)[:, None, :] + self.c(torch.cat([d2, d0, e], -1))
+        m = torch.nn.functional.silu(self.m2(torch.nn.functional.silu(z)))
+        m = m * torch.sigmoid(self.att(m)) * pair
+        h = (h + self.node(torch.cat([h, m.sum(2) / self.z], -1))) * node
+        unit = diff / (torch.sqrt(d2 + 1e-8) + 1.0)
+        x = (x + (unit * torch.tanh(self.coord(m)) * pair).sum(2) * self.r / self.z) * node
+        e = (e + self.edge(m + m.transpose(1, 2))) * pair
+        return h, x, e
+
+
+class JointEGNN(nn.Module):
+    """``forward(state, time [B], cond) → {"pos": [B, N, 3], "atom": [B, N, Ka],
+    "charge": [B, N, Kc], "bond": [B, N, N, Kb]}``.
+
+    ``state``: ``pos`` ``[B, N, 3]`` (preconditioned positions), ``atom``/``charge``
+    ``[B, N]`` and ``bond`` ``[B, N, N]`` long state indices (``n_*_states`` each, the mask
+    token included for the masked process); ``cond["mask"]`` ``[B, N]``. Args: the state and
+    class counts of the three categorical parts (:meth:`.joint.JointMoleculeModality.network_kwargs`),
+    ``hidden`` (node width), ``edge_dim`` (edge width), ``layers``, ``coords_range`` r,
+    ``aggregation_norm`` Z, ``time_dim``.
+    """
+
+    def __init__(
+        self,
+        n_atom_states: int = 5,
+        n_atom_classes: int = 5,
+        n_charge_states: int = 3,
+        n_charge_classes: int = 3,
+        n_bond_states: int = 4,
+        n_bond_classes: int = 4,
+        hidden: int = 128,
+        edge_dim: int = 32,
+        layers: int = 4,
+        coords_range: float = 15.0,
+        aggregation_norm: float = 10.0,
+        time_dim: int = 16,
+    ):
+        super().__init__()
+        self.time_dim = time_dim
+        self.atom_emb = nn.Embedding(n_atom_states, hidden)
+        self.charge_emb = nn.Embedding(n_charge_states, hidden)
+        self.time_emb = _mlp(1 + time_dim, hidden, hidden)
+        self.bond_emb = nn.Embedding(n_bond_states, edge_dim)
+        self.blocks = nn.ModuleList(JointBlock(hidden, edge_dim, coords_range, aggregation_norm) for _ in range(layers))
+        self.atom_out = _mlp(hidden, hidden, n_atom_classes)
+        self.charge_out = _mlp(hidden, hidden, n_charge_classes)
+        self.bond_out = _mlp(edge_dim + hidden + 1, hidden, n_bond_classes)
+
+    def forward(self, state: dict, time: torch.Tensor, cond: dict | None = None) -> dict:
+        pos0 = state["pos"]
+        B, N, _ = pos0.shape
+        dt = pos0.dtype
+        mask = cond["mask"].to(pos0) if cond is not None and "mask" in cond else torch.ones(B, N, dtype=dt)
+        node = mask[..., None]
+        eye = torch.eye(N, dtype=dt, device=pos0.device)
+        pair = (mask[:, :, None] * mask[:, None, :] * (1 - eye))[..., None]
+        t = self.time_emb(time_features(time.to(dt), self.time_dim))
+        h = (self.atom_emb(state["atom"]) + self.charge_emb(state["charge"]) + t[:, None]) * node
+        e = self.bond_emb(state["bond"]) * pair
+        x = pos0 * node
+        diff0 = x[:, :, None] - x[:, None, :]
+        d0 = (diff0 * diff0).sum(-1, keepdim=True)
+        for block in self.blocks:
+            h, x, e = block(h, x, e, d0, pair, node)
+        diff = x[:, :, None] - x[:, None, :]
+        d2 = (diff * diff).sum(-1, keepdim=True)
+        hs = h[:, :, None] + h[:, None, :]
+        bond = self.bond_out(torch.cat([e, hs, d2], -1))
+        bond = 0.5 * (bond + bond.transpose(1, 2))
+        pin = torch.full_like(bond[..., :1], 0.0).expand_as(bond).clone()
+        pin[..., 1:] = -PIN
+        bond = torch.where(pair > 0, bond, pin)
+        return {
+            "pos": remove_com(x - pos0 * node, mask),
+            "atom": self.atom_out(h),
+            "charge": self.charge_out(h),
+            "bond": bond,
+        }
