@@ -1,7 +1,8 @@
 """Molecule files: SDF and XYZ writers, SDF/XYZ/SMILES readers, PNG grids of 2-D depictions.
 
-Writers take RDKit Mols (what :meth:`MoleculeModality.decode` returns), records or
-``(elements, positions)`` pairs; coordinates are written in Å. Writes go to a temporary
+Writers take RDKit Mols (what :meth:`MoleculeModality.decode` returns; the joint model's
+carry its predicted bonds and charges, which the SDF keeps), records (with their ``bonds``
+when they carry them) or ``(elements, positions)`` pairs; coordinates are written in Å. Writes go to a temporary
 file that is renamed into place (:func:`polydiff.checkpoint.atomic_write_bytes`: temporary
 file, fsync, rename).
 """
@@ -18,8 +19,14 @@ from .chem import atoms_of, sanitized_copy, to_mol
 
 
 def _as_mol(sample):
+    """A Mol as is; a record carrying ``bonds`` (QM9 with perceived bonds, see
+    :mod:`.bonds_qm9`) with those bonds and its charges; anything else with EDM-rule bonds."""
     if hasattr(sample, "GetAtoms"):
         return sample
+    if getattr(sample, "bonds", None) is not None:
+        from .decode import record_mol
+
+        return record_mol(sample)
     elements, pos = atoms_of(sample)
     return to_mol(elements, pos, bonds="edm")
 

@@ -273,11 +273,6 @@ class JointMoleculeModality(MoleculeModality):
         return mols
 
     # -- files --------------------------------------------------------------------------------
-    def write(self, samples: list, path) -> list[Path]:
-        """SDF with the predicted bonds and charges (a folder gets ``samples.sdf``); ``.xyz``
-        writes atoms only."""
-        return super().write(samples, path)
-
     def read(self, path) -> list:
         """SDF (bonds as written) → RDKit Mols, unsanitised; other formats as the molecule
         modality (bonds then come from EDM's distance rules)."""

@@ -42,6 +42,23 @@ def test_real_qm9_with_perceived_bonds_scores_as_chemistry(bonded):
     assert stats["rings"] > 0 and stats["strain_n"] == 60 and stats["strain_median"] > 0
 
 
+def test_records_with_perceived_bonds_write_those_bonds(bonded, tmp_path):
+    from polydiff.plugins.molecule.decode import read_bonded_sdf
+    from polydiff.plugins.molecule.io import write_sdf
+
+    recs = bonded.records[:5]
+    back = read_bonded_sdf(write_sdf(recs, tmp_path / "q.sdf"))
+    for r, m in zip(recs, back):
+        got = {
+            (min(b.GetBeginAtomIdx(), b.GetEndAtomIdx()), max(b.GetBeginAtomIdx(), b.GetEndAtomIdx())): int(
+                b.GetBondTypeAsDouble()
+            )
+            for b in m.GetBonds()
+        }
+        want = {(int(i), int(j)): int(r.bonds[i, j]) for i, j in zip(*r.bonds.nonzero()) if i < j}
+        assert got == want
+
+
 def test_train_sample_decode_write_and_score(bonded, tmp_path):
     import torch
 
@@ -58,6 +75,9 @@ def test_train_sample_decode_write_and_score(bonded, tmp_path):
     mols = model.sample(4, steps=6, seed=0)
     assert len(mols) == 4 and model.modality.last_decode["samples"] == 4
     assert all(m.GetNumConformers() == 1 and m.HasProp("sanitized") for m in mols)
+    from polydiff.plugins.molecule.io import png_grid
+
+    assert png_grid(mols, tmp_path / "grid.png").stat().st_size > 0  # drawn from the predicted bonds
     paths = model.modality.write(mols, tmp_path / "out")
     back = model.modality.read(paths[0])
     assert [m.GetNumBonds() for m in back] == [m.GetNumBonds() for m in mols]
