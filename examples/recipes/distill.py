@@ -9,10 +9,11 @@
 The teacher is the one recorded in the student (``extra["distill"]["teacher"]``) and is
 sampled with its own defaults (card sampler, NFE, guidance) and, for comparison, at the
 student's NFE with its card sampler and guidance. ``--select METRIC`` picks the student's
-intermediate σ̃ (consistency students) among ``--candidates`` on calibration seed
-``--select-seed`` (disjoint from the evaluation seed) and stores the winner in the student's
-grid. ``--starter NAME`` writes the student as a shipped starter (:func:`polydiff.starters.write_starter`)
-with the measured values as its check. Samples/s are wall-clock on this machine (not a test).
+grid (consistency students: [σ̃_max, …, σ̃_low, 0], Karras ρ = 7 spacing) over the lowest
+intermediate σ̃_low in ``--candidates`` on calibration seed ``--select-seed`` (disjoint from
+the evaluation seed) and stores the winner in the student. ``--starter NAME`` writes the
+student as a shipped starter (:func:`polydiff.starters.write_starter`) with the measured
+values as its check. Samples/s are wall-clock on this machine (not a test).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ def main(argv=None) -> dict:
     p.add_argument("--check-n", type=int, default=100, help="samples of the starter's re-measured check")
     p.add_argument("--out", default=None, help="JSON report path (default: STUDENT/distill_report.json)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--reuse-report", action="store_true", help="with --starter: take the numbers of the last run")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     import polydiff
@@ -63,33 +65,41 @@ def main(argv=None) -> dict:
     metrics = args.metrics.split(",")
     report: dict = {"student": args.student, "method": info["method"], "teacher": info["teacher"], "n": args.n}
     d = student.extra["sample_defaults"]
-    if args.select:
+    out = Path(args.out or Path(args.student) / "distill_report.json")
+    if args.reuse_report:
+        report = json.loads(out.read_text())
+    elif args.select:
+        from polydiff.discretization import karras
+
         sig = student_sigmas(student).tolist()
-        if len(sig) != 3:
-            raise SystemExit("--select picks the one intermediate σ̃ of a 2-step grid")
-        tried = {}
-        for tau in [float(v) for v in args.candidates.split(",")]:
+        k = len(sig) - 1
+        if k < 2:
+            raise SystemExit("--select picks the intermediate σ̃ of a grid with ≥ 2 steps")
+        tried, grids = {}, {}
+        for low in [float(v) for v in args.candidates.split(",")]:
+            grids[low] = karras(k, low, sig[0]).tolist()  # [σ̃_max, …, low, 0]
             res, _ = score(
                 student,
                 [args.select],
                 args.select_n,
                 args.select_seed,
                 sampler=d["sampler"],
-                sigmas=torch.tensor([sig[0], tau, 0.0], dtype=torch.float64),
+                sigmas=torch.tensor(grids[low], dtype=torch.float64),
             )
-            tried[tau] = res[args.select]
-            print(f"tau {tau}: {args.select} {res[args.select]:.4g}", flush=True)
+            tried[low] = res[args.select]
+            print(f"lowest σ̃ {low}: {args.select} {res[args.select]:.4g}", flush=True)
         best = (max if args.select_higher else min)(tried, key=tried.get)
-        set_student_defaults(student, info["method"], [sig[0], best, 0.0], cond=d.get("cond"))
+        set_student_defaults(student, info["method"], grids[best], cond=d.get("cond"))
         student.save(args.student)
         report["selection"] = {"metric": args.select, "seed": args.select_seed, "n": args.select_n, "tried": tried}
-        report["selected_sigma"] = best
+        report["selected_grid"] = grids[best]
     sig = student_sigmas(student)
-    kw = {"sampler": d["sampler"], "sigmas": sig, **({"cond": d["cond"]} if "cond" in d else {})}
-    res, rate = score(student, metrics, args.n, args.seed, **kw)
-    report["student_metrics"] = {"nfe": len(sig) - 1, "sigmas": sig.tolist(), **res, "samples_per_s": rate}
-    print("student", json.dumps(report["student_metrics"]), flush=True)
-    if not args.no_teacher:
+    if not args.reuse_report:
+        kw = {"sampler": d["sampler"], "sigmas": sig, **({"cond": d["cond"]} if "cond" in d else {})}
+        res, rate = score(student, metrics, args.n, args.seed, **kw)
+        report["student_metrics"] = {"nfe": len(sig) - 1, "sigmas": sig.tolist(), **res, "samples_per_s": rate}
+        print("student", json.dumps(report["student_metrics"]), flush=True)
+    if not args.no_teacher and not args.reuse_report:
         teacher = polydiff.load(info["teacher"])
         td = teacher.extra.get("sample_defaults") or {}
         res, rate = score(teacher, metrics, args.n, args.seed)
@@ -104,13 +114,24 @@ def main(argv=None) -> dict:
         from polydiff.starters import write_starter
 
         tol = json.loads(args.tolerance)
+        c = info["config"]
         card = {
             "title": f"{args.starter} — {info['method']} distillation of {info['teacher']} to {len(sig) - 1} NFE",
             "data": f"The teacher's training data (see {info['teacher']}'s card); no new data.",
-            "recipe": f"`polydiff distill {info['teacher']} --method {info['method']} --steps {len(sig) - 1}` "
-            f"({info['train_steps']} optimiser steps, {info['seconds']:.0f} s on one CPU thread; "
-            f"CFG {info['guidance_distilled']} distilled in), then `examples/recipes/distill.py` "
-            "(intermediate σ̃ picked on calibration seeds, scored on held-out seeds).",
+            "recipe": f"`OMP_NUM_THREADS=1 polydiff distill {info['teacher']} --method {info['method']} "
+            f"--steps {len(sig) - 1} --lr {c['lr']} --batch-size {c['batch_size']} --n-grid {c['n_grid']} "
+            f"--minutes {(c['max_seconds'] or 0) / 60:.0f} --train-steps 100000 --out DIR` "
+            f"({info['train_steps']} optimiser steps, {info['seconds']:.0f} s on one CPU thread of a shared "
+            f"2-core machine; CFG {info['guidance_distilled']} distilled in), then "
+            f"`examples/recipes/distill.py DIR --metrics {args.metrics} --n {report['n']}"
+            + (
+                f" --select {report['selection']['metric']} --candidates {args.candidates}`"
+                if "selection" in report
+                else "`"
+            )
+            + " (grid picked on calibration seed "
+            f"{args.select_seed}, scored on seed {args.seed}). Bounds re-checked by the slow test "
+            "`tests/core/test_distill.py::test_shipped_student_still_meets_its_bounds`.",
             "metrics_note": "Teacher vs student on this machine:\n\n```json\n" + json.dumps(report, indent=1) + "\n```",
             "limits": "A few-step student of a CPU starter: inherits the teacher's limits; quality is "
             "below the teacher's at its card NFE.",
@@ -119,7 +140,6 @@ def main(argv=None) -> dict:
             student, args.starter, metrics=list(tol), n=args.check_n, tolerance=tol, card=card, seed=args.seed
         )
         report["starter_check"] = check
-    out = Path(args.out or Path(args.student) / "distill_report.json")
     out.write_text(json.dumps(report, indent=1))
     return report
 

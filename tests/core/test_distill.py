@@ -222,3 +222,23 @@ def test_guided_image_teacher_is_distilled_with_its_guidance(tmp_path):
     st.save(tmp_path / "s")
     samples = polydiff.load(tmp_path / "s").sample(10, sampler="consistency", sigmas=student_sigmas(st), seed=0)
     assert [s.label for s in samples] == list(range(10))
+
+
+SHIPPED = ["image-mnist-2step", "molecule-qm9-4step"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_student_still_meets_its_bounds(name):
+    """A distilled starter (if shipped) re-measured with its stored grid and checked against
+    the bounds its card records (examples/recipes/distill.py --starter wrote them)."""
+    from polydiff import starters
+
+    if name not in starters.available():
+        pytest.skip(f"{name} is not shipped in this installation")
+    model = polydiff.load(f"starter:{name}")
+    check = model.extra["starter"]["check"]
+    assert model.extra["sample_defaults"]["nfe"] <= 4
+    samples = model.sample(int(check["n"]), seed=int(check["seed"]), sigmas=student_sigmas(model))
+    measured = model.modality.evaluate(samples, metrics=list(check["metrics"]), **(check.get("options") or {}))
+    assert not starters.check_bounds(model, measured), measured
