@@ -89,7 +89,9 @@ class JointMoleculeModality(MoleculeModality):
     """3-D molecules with bonds (see the module docstring). Config keys, beyond the molecule
     modality's ``elements``, ``n_atoms_hist``, ``max_atoms``: ``process`` (``marginal`` |
     ``masked``), ``schedule`` (positions), ``keep_schedule`` (categorical parts),
-    ``marginals`` ({"atom", "charge", "bond": class frequencies}, set by :meth:`fit`)."""
+    ``marginals`` ({"atom", "charge", "bond": class frequencies}, set by :meth:`fit`),
+    ``categorical_loss`` (``elbo``, the default, or ``ce``: plain cross-entropy on the clean
+    classes as DiGress/MiDi train, :func:`polydiff.categorical.categorical_loss`)."""
 
     name = "molecule_joint"
     default_network = "egnn_joint"
@@ -126,7 +128,10 @@ class JointMoleculeModality(MoleculeModality):
         c.setdefault("schedule", self.default_schedule)
         c.setdefault("keep_schedule", "cosine")
         c.setdefault("marginals", {})
+        c.setdefault("categorical_loss", "elbo")
         c["bonds"] = "predicted"
+        if c["categorical_loss"] not in ("elbo", "ce"):
+            raise ValueError(f"categorical_loss must be 'elbo' or 'ce', got {c['categorical_loss']!r}")
         if c["process"] not in PROCESSES:
             raise ValueError(f"process must be one of {PROCESSES}, got {c['process']!r}")
         if c.get("properties"):
@@ -148,11 +153,12 @@ class JointMoleculeModality(MoleculeModality):
 
         sched_name = self.config["schedule"]
         schedule = registry("schedule").get(sched_name)()
+        loss = self.config["categorical_loss"]
         return {
             "pos": ContinuousPart(schedule, space=self._space, sigma_data=self.sigma_data, schedule_name=sched_name),
-            "atom": CategoricalPart(self._process("atom", self.n_types)),
-            "charge": CategoricalPart(self._process("charge", len(CHARGES))),
-            "bond": CategoricalPart(self._process("bond", len(BOND_CLASSES)), symmetric=True),
+            "atom": CategoricalPart(self._process("atom", self.n_types), loss=loss),
+            "charge": CategoricalPart(self._process("charge", len(CHARGES)), loss=loss),
+            "bond": CategoricalPart(self._process("bond", len(BOND_CLASSES)), symmetric=True, loss=loss),
         }
 
     @staticmethod

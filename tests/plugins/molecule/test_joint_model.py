@@ -108,3 +108,24 @@ def test_conformance_kit(bonded, tmp_path, monkeypatch):
     monkeypatch.setenv("POLYDIFF_CACHE", str(tmp_path / "cache"))
     rep = check_modality(JointMoleculeModality, tmp_dir=tmp_path)
     assert ("equivariance", "modality 'molecule_joint'") in rep.passed
+
+
+def test_options_masked_process_and_cross_entropy(bonded):
+    from polydiff.training import TrainConfig, train
+
+    model = polydiff.create(
+        "molecule_joint",
+        modality_config={"process": "masked", "categorical_loss": "ce"},
+        hidden=16,
+        edge_dim=8,
+        layers=1,
+    )
+    assert model.network_kwargs["n_bond_states"] == 5  # four classes and the mask token
+    data = bonded.subset(range(12))
+    model.modality.fit(data)
+    res = train(model, data, TrainConfig(steps=2, batch_size=6, progress=False, seed=0))
+    assert res.steps == 2
+    mols = model.sample(2, steps=3, seed=0)
+    assert len(mols) == 2
+    with pytest.raises(ValueError, match="categorical_loss"):
+        JointMoleculeModality({"categorical_loss": "mse"})
