@@ -88,6 +88,8 @@ def test_student_checkpoint_round_trip_and_sample_defaults(teacher, tmp_path):
     a = st.sample(4, seed=1, sampler="consistency", sigmas=sig)
     b = again.sample(4, seed=1, sampler="consistency", sigmas=sig)
     assert torch.allclose(torch.stack(a), torch.stack(b))
+    # the saved defaults alone (sampler, NFE, grid="tuned") reproduce it
+    assert torch.allclose(torch.stack(again.sample(4, seed=1)), torch.stack(b))
     cfg = json.loads((tmp_path / "s" / "config.json").read_text())
     grid = cfg["extra"]["tuned_grids"]["consistency"]["2"]
     assert grid[-1] == 0.0 and all(x > y for x, y in zip(grid, grid[1:]))
