@@ -235,7 +235,7 @@ STARTER_UNTRAINED = 32
 
 
 def run_starter(ctx) -> list:
-    """``starter/molecule-qm9``: the shipped starter, its card's 100 molecules (DDPM, 100 NFE),
+    """``starter/molecule-qm9``: the shipped starter, its card's 100 molecules (DPM-Solver++(2M) SDE, 50 NFE),
     scored like ``molecule/qm9`` against the same real QM9 test molecules."""
     from polydiff.bench.task import score_starter
 
