@@ -12,9 +12,15 @@ samplers; ``rmse_to_ode``: the ODE solved to t = 0, the common target; ``rmse_to
 solved to the grid's own last σ̃ > 0, which for few-step ``trailing`` grids stops early,
 e.g. t = 99 at 10 steps) and SW2 to fresh exact samples over the Monte-Carlo floor (all
 samplers), plus per-step sampler overhead (sampler maths with a free denoiser,
-4,000 2-D points on CPU). diffusers' schedulers, when installed, run from the same noise on
-the same schedule with ``trailing`` spacing (t = 999 first), with the exact ε-model.
-Outputs ``sampler_study.json`` and ``sampler_study.png`` (quality vs NFE).
+4,000 2-D points on CPU). Grids tuned by :func:`polydiff.samplers.tune_sigmas` (for
+``TUNED_SAMPLERS``, on calibration noise from seeds 10,000+, disjoint from the evaluated
+noise) join as ``grid="tuned"`` rows. Every deterministic diffusers scheduler, when installed,
+runs from the same noise on the same schedule at every spacing it takes (``leading``,
+``trailing``, ``linspace``, each also with Karras σ where it has them), with the exact ε-model;
+its RMSE is to the converged ODE from its own first state (``leading`` starts below t = 999).
+The summary has, per problem and NFE, the best of ours against the best of diffusers and
+their ratio, and the NFE each method needs to reach each of ``RMSE_TARGETS``.
+Outputs ``sampler_study.json`` and ``sampler_study.png`` (quality vs NFE, diffusers dashed).
 """
 
 from __future__ import annotations
@@ -614,15 +620,16 @@ def _plot(study: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     probs = sorted(study["floors"])
-    fig, axes = plt.subplots(1, len(probs), figsize=(6.5 * len(probs), 4.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(probs), figsize=(8.5 * len(probs), 5.2), squeeze=False)
     for ax, prob in zip(axes[0], probs):
         rows = [r for r in study["rows"] if r["problem"] == prob and "rmse_to_ode" in r]
         series: dict = {}
         for r in rows:
             key = (r["source"], r["sampler"])
             series.setdefault(key, {}).setdefault(r["nfe_actual"], []).append(r["rmse_to_ode"])
-        cmap = plt.get_cmap("tab20")  # 20 listed colours
+        ours_c, theirs_c = plt.get_cmap("tab10"), plt.get_cmap("tab20b")  # solid ours, dashed diffusers
         for j, ((src, name), pts) in enumerate(sorted(series.items())):
+            cmap = theirs_c if src == "diffusers" else ours_c
             xs = sorted(pts)
             ys = [min(pts[k]) for k in xs]  # best grid per NFE
             ax.plot(
@@ -631,7 +638,7 @@ def _plot(study: dict, path: Path) -> None:
                 ("--" if src == "diffusers" else "-") + ("s" if src == "diffusers" else "o"),
                 ms=3,
                 color=cmap(j % cmap.N),
-                label=f"{name} ({'diffusers, best spacing' if src == 'diffusers' else 'best grid'})",
+                label=f"{name} ({'diffusers, best spacing' if src == 'diffusers' else 'best grid, tuned included'})",
             )
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -639,7 +646,7 @@ def _plot(study: dict, path: Path) -> None:
         ax.set_ylabel("RMSE to converged PF-ODE")
         ax.set_title(f"{prob}: exact-score mixture (DDPM linear)")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=6, ncol=2)
+        ax.legend(fontsize=6, ncol=1, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -42,6 +42,7 @@ def test_half_the_best_diffusers_error_at_5_and_10_nfe(tmp_path):
                 r["rmse_to_ode"]
                 for r in study["rows"]
                 if r["problem"] == prob and r["source"] == "diffusers" and r["nfe"] == k and "rmse_to_ode" in r
+                if r["nfe_actual"] <= k  # PNDM spends one more than its steps
             ]
             assert len(theirs) >= 60  # every scheduler × spacing ran
             assert e["best_diffusers"]["rmse_to_ode"] == min(v for v in theirs if v == v)

@@ -230,9 +230,11 @@ def test_sample_does_not_depend_on_batch_size(name):
         assert not torch.allclose(other, full)
 
 
-@pytest.mark.parametrize("name", list(SAMPLERS))
+@pytest.mark.parametrize("name", [n for n in SAMPLERS if n != "unipc_gauss"])
 def test_last_step_returns_the_denoised_mean(name):
-    """No residual noise: the output is exactly D(x, σ̃_last) of the final evaluation."""
+    """No residual noise: the output is exactly D(x, σ̃_last) of the final evaluation.
+    (``unipc_gauss`` integrates into σ̃ = 0 with a full-order step instead, exact for Gaussian
+    data of variance ``local_var``, and returns D at ``local_var=0``: tests/core/test_tuning.py.)"""
     gmm, spec = circle_mixture(), SAMPLERS[name]
     sig = dz.make_grid("karras", DDPMLinear(), 5)
     seen = []
