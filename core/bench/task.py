@@ -261,7 +261,7 @@ def score_starter(
     vs real, computed by the caller) and ``untrained`` (the same network freshly
     initialised, ``n_untrained`` samples, same sampler and seed, ``untrained_nfe`` NFE —
     an untrained network's output is noise at any step count, so a short run shows it at a
-    fraction of the card's cost; None: the card's NFE). ``note`` says what the
+    fraction of the card's cost; None, or more than the card's: the card's NFE). ``note`` says what the
     sample count leaves uncertain; the row carries ``starter`` (its name) and ``n_samples``.
     ``chunk``: sample that many at a time (:func:`sample_in_chunks`).
     """
@@ -282,7 +282,8 @@ def score_starter(
         return m.sample(count, seed=seed, callback=ctx.sample_callback(sampler, steps), **opts)
 
     ctx.phase("reference")
-    untrained = evaluate(draw(untrained_copy(model), n_untrained or n, untrained_nfe or nfe))
+    unt_nfe = min(untrained_nfe or nfe, nfe)
+    untrained = evaluate(draw(untrained_copy(model), n_untrained or n, unt_nfe))
     ctx.phase("sample")
     t0 = time.perf_counter()
     samples = draw(model, n)
@@ -307,7 +308,7 @@ def score_starter(
         starter=task.starter,
         n_samples=n,
         n_untrained=n_untrained or n,
-        untrained_nfe=untrained_nfe or nfe,
+        untrained_nfe=unt_nfe,
         sample_defaults=defaults,
     )
     if note:

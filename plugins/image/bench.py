@@ -190,9 +190,11 @@ MNIST = BenchmarkTask(
     suites=("standard", "gpu"),
     description="class-conditional U-Net on MNIST-5k 28×28, CFG w=2",
 )
-def run_starter(ctx: BenchContext) -> list[dict]:
-    """``starter/image-mnist``: the shipped starter, its card's 100 class-balanced digits
-    (DPM-Solver++(2M), 30 NFE, CFG 4), scored like the image tasks against MNIST-5k."""
+
+
+def score_mnist_starter(ctx: BenchContext, task: BenchmarkTask) -> list[dict]:
+    """``task``'s shipped MNIST starter: its card's 100 class-balanced digits with its
+    sampling defaults, scored like the image tasks against MNIST-5k."""
     from polydiff.bench.task import score_starter
 
     from .classifier import classifier_for
@@ -209,7 +211,7 @@ def run_starter(ctx: BenchContext) -> list[dict]:
     clf = classifier_for(data.images, data.labels)
     return score_starter(
         ctx,
-        STARTER,
+        task,
         evaluate=lambda samples: all_scores(samples, data, clf, kid_subset_size=n),
         data_row=real_floor(data, clf, n=n, kid_subset_size=n),
         n=n,
@@ -220,13 +222,32 @@ def run_starter(ctx: BenchContext) -> list[dict]:
     )
 
 
+def run_starter(ctx: BenchContext) -> list[dict]:
+    """``starter/image-mnist`` (DPM-Solver++(2M), 30 NFE, CFG 4)."""
+    return score_mnist_starter(ctx, STARTER)
+
+
+def run_starter_2step(ctx: BenchContext) -> list[dict]:
+    """``starter/image-mnist-2step``: its consistency-distilled student (2 NFE, CFG distilled in)."""
+    return score_mnist_starter(ctx, STARTER_2STEP)
+
+
 STARTER = BenchmarkTask(
     name="starter/image-mnist",
     modality="image",
     model="image_unet",
     run=run_starter,
     description="the shipped image-mnist starter (latent U-Net, MNIST 28×28), scored like the image tasks",
-    expected_s=33,
+    expected_s=20,
     starter="image-mnist",
 )
-TASKS = (DIGITS8, MNIST, STARTER)
+STARTER_2STEP = BenchmarkTask(
+    name="starter/image-mnist-2step",
+    modality="image",
+    model="image_unet",
+    run=run_starter_2step,
+    description="the image-mnist starter distilled to 2 steps (consistency distillation), scored like the image tasks",
+    expected_s=12,
+    starter="image-mnist-2step",
+)
+TASKS = (DIGITS8, MNIST, STARTER, STARTER_2STEP)
