@@ -269,8 +269,10 @@ class JointMoleculeModality(MoleculeModality):
 
     def decode(self, x, cond):
         """Sampled state → RDKit Mols from the predicted atoms, charges and bonds (see
-        :func:`~.decode.state_to_mols`; sanitisation failures are counted in
-        ``self.last_decode``)."""
+        :func:`~.decode.state_to_mols`): one Mol per sample, each with the property
+        ``sanitized`` (1/0); the latest call's failures are counted, with their sample
+        indices, in ``self.last_decode`` (a chunked sampler's earlier chunks: count the
+        property, or use ``molecule_joint_validity``)."""
         from .decode import state_to_mols
 
         mask = cond["mask"] if cond and "mask" in cond else torch.ones(x["atom"].shape[:2])
