@@ -238,13 +238,50 @@ def _timing_table(rows: list) -> list[str]:
     return lines
 
 
+def _study_headline(summary: dict) -> list[str]:
+    """Best of polydiff (tuned grids included) vs best of diffusers (any scheduler and
+    spacing) per problem and NFE, and the NFE each needs for the study's RMSE targets."""
+    best = [
+        (prob, key, e)
+        for prob, entry in sorted(summary.items())
+        if isinstance(entry, dict)
+        for key, e in entry.items()
+        if key.startswith("nfe") and key[3:].isdigit() and e.get("rmse_ratio") is not None
+    ]
+    if not best:
+        return []
+    lines = [
+        "| problem | NFE | polydiff best | RMSE | diffusers best | RMSE | ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for prob, key, e in sorted(best, key=lambda t: (t[0], int(t[1][3:]))):
+        o, t = e["best_ours"], e["best_diffusers"]
+        lines.append(
+            f"| {prob} | {key[3:]} | {o['sampler']} ({o['grid']}) | {_fmt(o['rmse_to_ode'])} | "
+            f"{t['sampler']} ({t['grid']}) | {_fmt(t['rmse_to_ode'])} | {e['rmse_ratio']:.2f}× |"
+        )
+    lines += ["", "NFE needed to reach an RMSE (least NFE of the study's budgets; – never):", ""]
+    lines += ["| problem | RMSE ≤ | polydiff | diffusers |", "|---|---|---|---|"]
+    for prob, entry in sorted(summary.items()):
+        for target, need in (entry.get("nfe_for_target") or {}).items() if isinstance(entry, dict) else ():
+            cells = []
+            for src in ("polydiff", "diffusers"):
+                hits = {k.split("/", 1)[1]: v for k, v in need.items() if k.startswith(src + "/")}
+                k_min = min(hits.values(), default=None)
+                cells.append(
+                    "–" if k_min is None else f"{k_min} ({', '.join(n for n, v in hits.items() if v == k_min)})"
+                )
+            lines.append(f"| {prob} | {target} | {cells[0]} | {cells[1]} |")
+    return lines + [""]
+
+
 def sampler_table(study: dict) -> list[str]:
     """The sampler × NFE table from a sampler study (``rows``: sampler, grid, nfe, rmse, sw2…)."""
     rows = study.get("rows", [])
     if not rows:
         return []
     nfes = sorted({r["nfe"] for r in rows})
-    lines = ["## Sampler × NFE (exact-score mixture)", ""]
+    lines = ["## Sampler × NFE (exact-score mixture)", ""] + _study_headline(study.get("summary") or {})
     for metric in ("rmse_to_ode", "sw2"):
         if not any(metric in r for r in rows):
             continue

@@ -57,6 +57,11 @@ def test_study_writes_json_and_png(tmp_path):
     assert s5["rmse_ratio"] == s5["best_ours"]["rmse_to_ode"] / s5["best_diffusers"]["rmse_to_ode"]
     best_theirs = min(r["rmse_to_ode"] for r in study["rows"] if r["source"] == "diffusers" and r["nfe"] == 5)
     assert s5["best_diffusers"]["rmse_to_ode"] == best_theirs
+    from polydiff.bench.report import sampler_table
+
+    text = "\n".join(sampler_table(study))
+    assert f"| mixture2d | 5 | {s5['best_ours']['sampler']} ({s5['best_ours']['grid']}) |" in text
+    assert f"{s5['rmse_ratio']:.2f}×" in text and "| problem | RMSE ≤ | polydiff | diffusers |" in text
     for target, need in study["summary"]["mixture2d"]["nfe_for_target"].items():
         for key, k in need.items():  # each entry is a run that reached the target at that NFE
             src, name = key.split("/")
