@@ -12,7 +12,9 @@ first in the folders a plugin ships (``shipped``), then in the user cache
 (``$POLYDIFF_CACHE`` or ``~/.cache/polydiff``, sub-folder ``metric_nets``). A miss trains
 and stores the result in the cache (atomic write; weights and JSON metadata only, never a
 pickle). ``POLYDIFF_METRIC_NETS=train`` always trains and stores nothing (for checking that
-a stored network is what its recipe produces).
+a stored network is what its recipe produces). Neither loading nor training moves the
+caller's (CPU) random state, so what runs next does not depend on whether the network was
+stored.
 """
 
 from __future__ import annotations
@@ -76,7 +78,8 @@ def _try_load(path: Path, recipe: dict, build: Callable[[], nn.Module]) -> tuple
     if stored_recipe != recipe:
         warnings.warn(f"{path}: stored recipe differs from the requested one; training instead", stacklevel=3)
         return None
-    module = build()
+    with torch.random.fork_rng(devices=[]):  # loading must not move the caller's RNG
+        module = build()
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as e:
@@ -111,7 +114,8 @@ def load_or_train(
                 got = _try_load(path, recipe, build)
                 if got is not None:
                     return got
-    module, info = train()
+    with torch.random.fork_rng(devices=[]):  # nor may training: both paths leave it as it was
+        module, info = train()
     if os.environ.get(ENV_MODE, "") != "train":
         try:
             save(module, cache_dir() / fname, recipe, info)

@@ -9,6 +9,9 @@ Shapes: ``[B, 1, n_mels, T]`` → logits ``[B, n_classes]``, embedding ``[B, emb
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -92,3 +95,65 @@ def classify(clf: MelClassifier, mels: torch.Tensor, batch_size: int = 256) -> t
         probs.append(F.softmax(clf.head(e), dim=-1).cpu())
         embs.append(e.cpu())
     return torch.cat(probs), torch.cat(embs)
+
+
+#: bump when MelClassifier or train_classifier changes (stored weights are keyed by it)
+RECIPE_VERSION = 1
+#: trained classifiers the plugin ships (see :mod:`polydiff.metric_nets`)
+SHIPPED = Path(__file__).with_name("metric_nets")
+
+
+def classifier_recipe(
+    mels: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    n_classes: int,
+    steps: int,
+    seed: int,
+    provenance: dict | None = None,
+    frontend: dict | None = None,
+) -> dict:
+    """What determines :func:`stored_or_trained_classifier`'s network: the data, the class
+    count and the training settings. The data are named by ``provenance`` and the front end
+    (``frontend``) when they were generated (synthesised clips differ in their last bits
+    from one CPU to another, so their bytes would not name them across machines), else by
+    the SHA-1 of the normalised log-mels (float32) and labels (int64)."""
+    if provenance is not None:
+        data: dict = {"data": provenance, "frontend": frontend}
+    else:
+        h = hashlib.sha1(mels.detach().float().cpu().contiguous().numpy().tobytes())
+        h.update(labels.long().cpu().contiguous().numpy().tobytes())
+        data = {"data_sha1": h.hexdigest()}
+    return {
+        "net": "MelClassifier",
+        "version": RECIPE_VERSION,
+        **data,
+        "shape": list(mels.shape),
+        "n_classes": int(n_classes),
+        "steps": int(steps),
+        "seed": int(seed),
+    }
+
+
+def stored_or_trained_classifier(
+    mels: torch.Tensor, labels: torch.Tensor, recipe: dict, *, progress: bool = False
+) -> MelClassifier:
+    """A :class:`MelClassifier` for (``mels`` ``[n, 1, F, T]``, ``labels`` ``[n]``) and their
+    :func:`classifier_recipe`: stored (shipped with the plugin or in the user cache,
+    :func:`polydiff.metric_nets.load_or_train`) or trained now from an initialisation seeded
+    by the recipe's ``seed``."""
+    from polydiff.metric_nets import load_or_train
+
+    n_classes, steps, seed = recipe["n_classes"], recipe["steps"], recipe["seed"]
+
+    def train() -> tuple[nn.Module, dict]:
+        torch.manual_seed(seed)  # (load_or_train restores the caller's random state)
+        clf = MelClassifier(n_classes)
+        train_classifier(clf, mels, labels, steps=steps, seed=seed, progress=progress)
+        return clf, {}
+
+    clf, _ = load_or_train(
+        "audio_mel_classifier", recipe, build=lambda: MelClassifier(n_classes), train=train, shipped=[SHIPPED]
+    )
+    assert isinstance(clf, MelClassifier)
+    return clf

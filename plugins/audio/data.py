@@ -45,7 +45,9 @@ def note_hz(name: str) -> float:
 class AudioDataset:
     """Clips ``waves [n, N]`` (float32, Hz = ``sample_rate``), ``labels [n]`` (long),
     ``label_names`` (class index → name). ``skipped``: InputErrors of files left out with
-    ``on_error="skip"`` (counted and reported, never silent)."""
+    ``on_error="skip"`` (counted and reported, never silent). ``provenance``: how generated
+    clips were made (generator and its arguments), their machine-independent identity for
+    stored metric networks (:mod:`polydiff.metric_nets`); None for clips read from files."""
 
     def __init__(
         self,
@@ -57,6 +59,7 @@ class AudioDataset:
         sources: Sequence[str] | None = None,
         skipped: list | None = None,
         name: str = "",
+        provenance: dict | None = None,
     ):
         if waves.ndim != 2 or waves.shape[0] != labels.shape[0]:
             raise ValueError(f"waves [n, N] and labels [n] disagree: {tuple(waves.shape)} vs {tuple(labels.shape)}")
@@ -66,6 +69,7 @@ class AudioDataset:
         self.sources = list(sources) if sources is not None else None
         self.skipped = list(skipped or [])
         self.name = name
+        self.provenance = provenance
         self._cache: dict[str, torch.Tensor] = {}
 
     def __len__(self) -> int:
@@ -176,7 +180,15 @@ def synthetic_notes(
                 waves.append(torch.from_numpy(synth_note(tb, note_hz(p), cfg.sample_rate, cfg.clip_samples, rng)))
                 labels.append(c)
     w = normalize_loudness(torch.stack(waves))
-    return AudioDataset(w, torch.tensor(labels), names, cfg.sample_rate, name="notes")
+    made = {
+        "generator": "synthetic_notes",
+        "n_per_class": int(n_per_class),
+        "timbres": list(timbres),
+        "pitches": list(pitches),
+        "seed": int(seed),
+        "frontend": cfg.to_dict(),
+    }
+    return AudioDataset(w, torch.tensor(labels), names, cfg.sample_rate, name="notes", provenance=made)
 
 
 # -- spoken digits (espeak-ng) -----------------------------------------------------------------

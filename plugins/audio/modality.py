@@ -26,7 +26,7 @@ import torch
 
 from polydiff.modality import Modality
 
-from .classifier import MelClassifier, train_classifier
+from .classifier import MelClassifier, classifier_recipe, stored_or_trained_classifier
 from .clips import AudioClips, AudioScorer
 from .frontend import FrontendConfig, log_mel, pad_frames
 from .vae import MelVAE, train_vae
@@ -162,16 +162,19 @@ class AudioModality(Modality):
         if self.classifier is None and c.get("label_names"):
             self._build_classifier()
         if self.classifier is not None and not c.get("classifier_trained"):
-            self.classifier.requires_grad_(True)
-            train_classifier(
-                self.classifier,
-                self.normalised_mels(dataset.waves)[..., : self.frontend.n_frames],
+            mels = self.normalised_mels(dataset.waves)[..., : self.frontend.n_frames]
+            recipe = classifier_recipe(
+                mels,
                 dataset.labels,
+                n_classes=len(c["label_names"]),
                 steps=int(c["classifier_steps"]),
                 seed=int(c["seed"]),
-                progress=bool(c["progress"]),
+                provenance=getattr(dataset, "provenance", None),
+                frontend=self.frontend.to_dict(),
             )
-            self.classifier.requires_grad_(False)
+            trained = stored_or_trained_classifier(mels, dataset.labels, recipe, progress=bool(c["progress"]))
+            self.classifier.load_state_dict(trained.state_dict())
+            self.classifier.eval().requires_grad_(False)
             c["classifier_trained"] = True
         if hasattr(dataset, "set_cache"):
             dataset.set_cache("latent", self.encode(dataset.waves))

@@ -180,7 +180,7 @@ DIGITS8 = BenchmarkTask(
     run=_digits8,
     suites=("quick", "standard", "gpu"),
     description="class-conditional U-Net on 8×8 scikit-learn digits, CFG w=2",
-    expected_s=42,
+    expected_s=30,
 )
 MNIST = BenchmarkTask(
     name="image/mnist",

@@ -113,8 +113,8 @@ SHIPPED = Path(__file__).with_name("metric_nets")
 def classifier_recipe(images: torch.Tensor, labels: torch.Tensor, *, steps: int = 600) -> dict:
     """What determines :func:`classifier_for`'s network: the data (SHA-1 of the float32
     images and int64 labels), their shape and the training settings."""
-    h = hashlib.sha1(images.float().contiguous().numpy().tobytes())
-    h.update(labels.long().contiguous().numpy().tobytes())
+    h = hashlib.sha1(images.detach().float().cpu().contiguous().numpy().tobytes())
+    h.update(labels.long().cpu().contiguous().numpy().tobytes())
     keep = labels >= 0
     return {
         "net": "DigitClassifier",

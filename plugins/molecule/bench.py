@@ -282,7 +282,7 @@ def _starter_task():
         model="egnn",
         run=run_starter,
         description="the shipped molecule-qm9 starter, scored like molecule/qm9",
-        expected_s=25,
+        expected_s=15,
         starter="molecule-qm9",
     )
 

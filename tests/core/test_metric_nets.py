@@ -89,3 +89,18 @@ def test_an_unwritable_cache_warns_and_still_returns_the_network(tmp_path, monke
         warnings.simplefilter("always")
         net, _ = metric_nets.load_or_train("toy", {"v": 1}, lambda: nn.Linear(3, 2), _trainer([]))
     assert isinstance(net, nn.Linear) and any("could not store" in str(w.message) for w in got)
+
+
+def test_neither_path_moves_the_callers_random_state(cache):
+    recipe = {"net": "toy", "version": 1}
+
+    def train():
+        torch.manual_seed(123)  # a recipe that seeds globally
+        return nn.Linear(3, 2), {}
+
+    for _ in range(2):  # trains, then loads
+        torch.manual_seed(0)
+        metric_nets.load_or_train("toy", recipe, lambda: nn.Linear(3, 2), train)
+        after = torch.rand(3)
+        torch.manual_seed(0)
+        assert torch.equal(after, torch.rand(3))
