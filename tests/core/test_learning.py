@@ -25,12 +25,7 @@ from polydiff.spaces import EuclideanSpace  # noqa: E402
 N = 10_000
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors on a shared 2-core machine
 
 
 def mixture() -> GaussianMixture:

@@ -25,12 +25,7 @@ from polydiff.spaces import ZeroCoMSpace  # noqa: E402
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # small tensors on a shared 2-core machine
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors on a shared 2-core machine
 
 
 def converged_ode(denoiser, x, sigmas):

@@ -26,12 +26,7 @@ N = 10_000
 FAST = ["heun", "dpmpp_2m", "dpmpp_3m", "unipc", "ode_rk45"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors on a shared 2-core machine
 
 
 _CACHE: dict = {}

@@ -6,17 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from polydiff.bench.sampler_study import run_sampler_study
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors on a shared 2-core machine
 
 
 def test_study_writes_json_and_png(tmp_path):

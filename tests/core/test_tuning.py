@@ -26,12 +26,7 @@ SCH = DDPMLinear()
 S_MAX, S_MIN = SCH.sigma_ve_max, SCH.sigma_ve_min
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors on a shared 2-core machine
 
 
 def _noise(n: int, d: int, seed: int) -> torch.Tensor:
