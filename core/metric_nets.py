@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .cache import cache_root
 from .checkpoint import atomic_write_bytes
 from .errors import PolydiffError
 
@@ -37,7 +38,7 @@ ENV_MODE = "POLYDIFF_METRIC_NETS"
 
 def cache_dir() -> Path:
     """``$POLYDIFF_CACHE/metric_nets`` (default ``~/.cache/polydiff/metric_nets``)."""
-    return Path(os.environ.get("POLYDIFF_CACHE", Path.home() / ".cache" / "polydiff")) / "metric_nets"
+    return cache_root() / "metric_nets"
 
 
 def recipe_key(recipe: dict) -> str:

@@ -270,9 +270,9 @@ class BondTable:
 
 
 def cache_path():
-    from .metrics import _cache_dir
+    from polydiff.cache import cache_root
 
-    return _cache_dir() / f"qm9_bonds_v{CACHE_VERSION}.npz"
+    return cache_root() / f"qm9_bonds_v{CACHE_VERSION}.npz"
 
 
 def qm9_bond_table(records) -> BondTable:

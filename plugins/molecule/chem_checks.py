@@ -181,11 +181,12 @@ def bonded_novelty(samples, reference=None, **_) -> float:
 
 @functools.lru_cache(maxsize=1)
 def _qm9_train_bonded_smiles() -> set[str]:
+    from polydiff.cache import cache_root
+
     from .bonds_qm9 import attach_bonds
-    from .metrics import _cache_dir
     from .qm9 import load_qm9
 
-    path = _cache_dir() / "qm9_train_bonded_smiles_v2.json"
+    path = cache_root() / "qm9_train_bonded_smiles_v2.json"
     if path.is_file():
         return set(json.loads(path.read_text()))
     data = attach_bonds(load_qm9("train"))

@@ -23,11 +23,10 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 
+from polydiff.cache import cache_root
 from polydiff.checkpoint import atomic_write_bytes
 
 from .bonds import atom_stability, bond_order_matrix
@@ -118,15 +117,11 @@ def reference_smiles(reference) -> set[str]:
     return {s for s, _ in smiles_of(reference) if s is not None}
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("POLYDIFF_CACHE", Path.home() / ".cache" / "polydiff"))
-
-
 @functools.lru_cache(maxsize=1)
 def _qm9_train_smiles() -> set[str]:
     from .qm9 import load_qm9
 
-    path = _cache_dir() / "qm9_train_edm_smiles_v1.json"
+    path = cache_root() / "qm9_train_edm_smiles_v1.json"
     if path.is_file():
         return set(json.loads(path.read_text()))
     data = load_qm9("train")
