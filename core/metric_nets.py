@@ -50,6 +50,15 @@ def recipe_key(recipe: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def tensors_sha1(*tensors: torch.Tensor) -> str:
+    """SHA-1 of the tensors' bytes in order (as stored, C order, on the CPU): data
+    identity for a recipe; cast first to fix the dtype the hash sees."""
+    h = hashlib.sha1()
+    for t in tensors:
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def file_name(name: str, recipe: dict) -> str:
     return f"{name}-{recipe_key(recipe)}.safetensors"
 

@@ -9,12 +9,13 @@ Shapes: ``[B, 1, n_mels, T]`` → logits ``[B, n_classes]``, embedding ``[B, emb
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from polydiff.metric_nets import tensors_sha1
 
 
 class MelClassifier(nn.Module):
@@ -121,9 +122,7 @@ def classifier_recipe(
     if provenance is not None:
         data: dict = {"data": provenance, "frontend": frontend}
     else:
-        h = hashlib.sha1(mels.detach().float().cpu().contiguous().numpy().tobytes())
-        h.update(labels.long().cpu().contiguous().numpy().tobytes())
-        data = {"data_sha1": h.hexdigest()}
+        data = {"data_sha1": tensors_sha1(mels.float(), labels.long())}
     return {
         "net": "MelClassifier",
         "version": RECIPE_VERSION,

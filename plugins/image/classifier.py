@@ -8,7 +8,6 @@ the penultimate layer, ``[B, feature_dim]``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -16,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
+
+from polydiff.metric_nets import tensors_sha1
 
 
 class DigitClassifier(nn.Module):
@@ -113,13 +114,11 @@ SHIPPED = Path(__file__).with_name("metric_nets")
 def classifier_recipe(images: torch.Tensor, labels: torch.Tensor, *, steps: int = 600) -> dict:
     """What determines :func:`classifier_for`'s network: the data (SHA-1 of the float32
     images and int64 labels), their shape and the training settings."""
-    h = hashlib.sha1(images.detach().float().cpu().contiguous().numpy().tobytes())
-    h.update(labels.long().cpu().contiguous().numpy().tobytes())
     keep = labels >= 0
     return {
         "net": "DigitClassifier",
         "version": RECIPE_VERSION,
-        "data_sha1": h.hexdigest(),
+        "data_sha1": tensors_sha1(images.float(), labels.long()),
         "shape": list(images.shape),
         "num_classes": int(labels[keep].max()) + 1 if bool(keep.any()) else 0,
         "steps": int(steps),
