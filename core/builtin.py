@@ -72,3 +72,12 @@ def polydiff_register_guidance(register):
 def polydiff_register_parameterizations(register):
     for name, cls in {**parameterization.BUILTIN, **parameterization.CONSISTENCY}.items():
         register(name, cls)
+
+
+@hookimpl(trylast=True)
+def polydiff_text_encoder(name, options):
+    if name != "tiny":
+        return None
+    from .text import TinyTextEncoder
+
+    return TinyTextEncoder(**options)

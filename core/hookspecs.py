@@ -97,6 +97,15 @@ def polydiff_register_parameterizations(register):
     """Register parameterisations: ``register(name, ParameterizationClass)``."""
 
 
+@hookspec(firstresult=True)
+def polydiff_text_encoder(name, options):
+    """Provide a text encoder: return an ``nn.Module`` with ``dim`` (output width), ``tokenizer``
+    (``tok(list[str]) -> (ids [B, L] long, mask [B, L] bool)``, BOS at position 0) and
+    ``forward(ids, mask) -> [B, L, dim]`` when ``name`` is yours, else ``None``. ``options`` is a
+    dict of keyword options from the model config. The core answers ``"tiny"``
+    (:mod:`polydiff.text`); the first non-None answer is used."""
+
+
 @hookspec
 def polydiff_add_hookspecs(pm):
     """Let a plugin add hookspecs of its own: call ``pm.add_hookspecs(module_or_class)``.

@@ -142,6 +142,18 @@ class Modality:
         """
         raise NotImplementedError(f"modality {self.name!r} does not implement sampling_request")
 
+    @property
+    def accepts_prompts(self) -> bool:
+        """True when :meth:`sampling_request` takes ``cond={"prompt": ...}`` (a text-conditioned
+        model, :mod:`polydiff.text`); ``model.sample(prompt=...)`` refuses a prompt otherwise."""
+        return False
+
+    def prepare_negative(self, negative: dict, n: int) -> dict:
+        """A negative condition for CFG (``model.sample(..., negative=...)``) as cond tensors
+        of ``n`` samples with the keys of :meth:`sampling_request`'s cond. The default returns
+        ``negative`` unchanged (already tensors); a text modality tokenizes ``{"prompt": str}``."""
+        return negative
+
     def decode(self, x: torch.Tensor | dict[str, torch.Tensor], cond: dict | None) -> list:
         """Sampled states ``[B, ...]`` (``{part: [B, ...]}`` with :meth:`parts`) → domain objects (one per sample)."""
         return list(x)

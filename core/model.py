@@ -196,7 +196,7 @@ class DiffusionModel:
         seed: int = 0,
         cond: dict | None = None,
         guidance=1.0,
-        negative: dict | None = None,
+        negative: dict | str | None = None,
         guidance_rescale: float = 0.0,
         ema: bool = True,
         sigmas: torch.Tensor | None = None,
@@ -222,7 +222,9 @@ class DiffusionModel:
         ``guidance``: a CFG scale, a registered guidance name, ``(name, scale)``,
         ``(name, {options})`` or a list of those, composed in list order (see
         :mod:`polydiff.guidance`); ``negative`` (a cond dict) and ``guidance_rescale`` are
-        CFG's options. ``wrap(denoiser, cond) -> denoiser`` (bound ``D(x, σ̃)``) is applied
+        CFG's options (a string ``negative`` is a negative prompt, ``{"prompt": negative}``;
+        the modality's :meth:`~polydiff.modality.Modality.prepare_negative` turns a request into
+        cond tensors). ``wrap(denoiser, cond) -> denoiser`` (bound ``D(x, σ̃)``) is applied
         last: editing tools (known-region inpainting) pin parts of x̂₀ with it.
         Initial state: pure noise σ₀·z by default; ``x_init`` (``[n, ...]``, clean data)
         starts from ``x_init + σ₀·z`` (SDEdit: pass a truncated ``sigmas``); ``x_T``
@@ -241,6 +243,10 @@ class DiffusionModel:
         """
         from .samplers import get_sampler
 
+        if negative is not None:
+            negative = self.modality.prepare_negative(
+                {"prompt": negative} if isinstance(negative, str) else negative, n
+            )
         if self.parts is not None:
             from . import mixed_model
 
@@ -307,13 +313,22 @@ class DiffusionModel:
         # centre of mass) even where the network itself is not exactly equivariant.
         return space.project(x), c
 
-    def sample(self, n: int, **kwargs) -> list:
+    def sample(self, n: int, *, prompt: str | list[str] | None = None, **kwargs) -> list:
         """Sample ``n`` items and decode them to domain objects (keywords: :meth:`sample_raw`).
 
         Options the caller leaves out are taken from ``extra["sample_defaults"]`` (saved with
         the model; e.g. a starter model's tested sampler, NFE, guidance and σ̃ range).
+        ``prompt`` (one string, or ``n``) is ``cond["prompt"]`` of a text-conditioned model
+        (:mod:`polydiff.text`); a string ``negative`` is a negative prompt (CFG's other branch).
         """
         defaults = dict(self.extra.get("sample_defaults") or {})
+        if prompt is not None:
+            if not self.modality.accepts_prompts:
+                raise PolydiffError(
+                    f"this {self.modality.name!r} model is not conditioned on text prompts (its modality config "
+                    "has no text encoder: Modality.accepts_prompts is False); use a text-prompted model, e.g. polydiff.generate(modality, prompt=...)"
+                )
+            kwargs["cond"] = {**(defaults.pop("cond", None) or {}), **(kwargs.get("cond") or {}), "prompt": prompt}
         if "steps" in kwargs or "sigmas" in kwargs:
             defaults.pop("nfe", None)
         if kwargs.get("grid", defaults.get("grid")) in (None, "tuned") and not {"sigma_min", "sigma_max"} & set(kwargs):

@@ -30,6 +30,10 @@ DEFAULT_STARTER = {
 }
 
 
+#: modality → its text-prompted starter (:func:`generate` with ``prompt=``)
+DEFAULT_TEXT_STARTER = {"image": "image-mnist-text", "audio": "audio-notes-text"}
+
+
 def available() -> list[str]:
     """Names of the starters present in this installation."""
     if not ROOT.exists():
@@ -182,12 +186,20 @@ def bound_text(b: dict) -> str:
 def generate(
     modality: str, n: int = 16, *, seed: int = 0, device: str | None = "cpu", out=None, **sample_kwargs
 ) -> list:
-    """Sample ``n`` items from the modality's starter model (no training, no network);
+    """Sample ``n`` items from the modality's starter model (no training, no network); with
+    ``prompt=`` (image, audio) from its text-prompted starter (:data:`DEFAULT_TEXT_STARTER`);
     with ``out`` (a file or folder) also write them as the modality's files (SDF, WAV,
     PNG, PDB)."""
     from . import load
 
-    model = load(f"starter:{modality}", device=device)
+    name = modality
+    if sample_kwargs.get("prompt") is not None:
+        if modality not in DEFAULT_TEXT_STARTER and modality in DEFAULT_STARTER:
+            raise CheckpointError(
+                f"no text-prompted starter for modality {modality!r}; prompts: {', '.join(DEFAULT_TEXT_STARTER)}"
+            )
+        name = DEFAULT_TEXT_STARTER.get(modality, modality)
+    model = load(f"starter:{name}", device=device)
     samples = model.sample(n, seed=seed, **sample_kwargs)
     if out is not None:
         model.modality.write(samples, out)

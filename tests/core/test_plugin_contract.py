@@ -414,8 +414,12 @@ def test_metric_with_a_wrong_direction_and_dataset_without_modality_are_refused(
 def test_unknown_sample_keyword_names_it_and_what_sample_accepts():
     get_plugins().register(tw.TinyPlugin(), name="tiny_train_test_plugin")
     model = tw.make_model()
-    with pytest.raises(PolydiffError, match="unexpected keyword.*'prompt'.*sample accepts sampler, steps.*guidance"):
-        model.sample(2, prompt="a soft flute")
+    with pytest.raises(
+        PolydiffError, match="unexpected keyword.*'temperature'.*sample accepts sampler, steps.*guidance"
+    ):
+        model.sample(2, temperature=0.7)
+    with pytest.raises(PolydiffError, match="not conditioned on text prompts"):
+        model.sample(2, prompt="a soft flute")  # never silently ignored
 
 
 def test_allow_list_without_core_hints_at_the_allow_list(tmp_path, monkeypatch):

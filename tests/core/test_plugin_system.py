@@ -133,6 +133,25 @@ for _hook, _kind in hookspecs.REGISTRATION_HOOKS.items():
     globals()[_t.__name__] = _hook_test(_hook)(_t)
 
 
+@_hook_test("polydiff_text_encoder")
+def test_hook_polydiff_text_encoder(pm):
+    from polydiff.text import TinyTextEncoder
+
+    class Provider:
+        @staticmethod
+        @hookimpl
+        def polydiff_text_encoder(name, options):
+            return TinyTextEncoder(dim=8, layers=1, heads=2) if name == "demo_text" else None
+
+    assert pm.pm.hook.polydiff_text_encoder(name="demo_text", options={}) is None
+    pm.register(Provider, name="provider")
+    try:
+        assert pm.pm.hook.polydiff_text_encoder(name="demo_text", options={}).dim == 8
+        assert pm.pm.hook.polydiff_text_encoder(name="tiny", options={"dim": 12}).dim == 12  # the core's answer
+    finally:
+        pm.unregister("provider")
+
+
 @_hook_test("polydiff_add_hookspecs")
 def test_hook_polydiff_add_hookspecs(pm):
     class ExtraSpecs:
