@@ -98,7 +98,12 @@ def cmd_train(args) -> int:
 def _load_model(args):
     import polydiff
 
-    src = args.checkpoint or f"starter:{args.modality}"
+    from .starters import DEFAULT_TEXT_STARTER
+
+    default = args.modality
+    if getattr(args, "prompt", None) is not None and args.modality in DEFAULT_TEXT_STARTER:
+        default = DEFAULT_TEXT_STARTER[args.modality]  # a prompt: the modality's text starter
+    src = args.checkpoint or f"starter:{default}"
     model = polydiff.load(src, device=args.device if args.device != "auto" else None)
     if args.device == "auto":
         from .model import resolve_device
@@ -116,6 +121,10 @@ def cmd_sample(args) -> int:
         for k, v in (("sampler", args.sampler), ("steps", args.steps), ("guidance", args.guidance))
         if v is not None
     }  # the rest: the model's saved sample defaults, then the library's
+    if args.prompt is not None:
+        given["prompt"] = args.prompt
+    if args.negative is not None:
+        given["negative"] = args.negative
     samples = model.sample(args.n, seed=args.seed, cond=_kv(args.cond) or None, **given)
     paths = model.modality.write(samples, args.out)
     print(json.dumps({"written": [str(p) for p in paths][:20], "count": len(paths)}))
@@ -260,6 +269,10 @@ def _add_sample(sub) -> None:
     sp.add_argument("--steps", type=int, default=None, help="default: the model's saved NFE, else 50 steps")
     sp.add_argument("--guidance", type=float, default=None, help="CFG scale (default: the model's, else 1)")
     sp.add_argument("--cond", action="append", metavar="KEY=VALUE")
+    sp.add_argument("--prompt", default=None, help="a text prompt (text-conditioned models; image, audio starters)")
+    sp.add_argument(
+        "--negative", default=None, help="a negative prompt (needs CFG: the model's guidance or --guidance)"
+    )
     sp.add_argument("--out", required=True)
     _common(sp)
     sp.set_defaults(fn=cmd_sample)

@@ -35,13 +35,19 @@ def main(argv=None) -> int:
     p.add_argument("--max-evals", type=int, default=100)
     p.add_argument("--out", required=True, help="JSON file for the table")
     p.add_argument("--write", action="store_true", help="store the grids in the shipped starter")
+    p.add_argument(
+        "--sampler",
+        default=None,
+        help="a deterministic sampler to tune (default: the card's; needed where the card's sampler is stochastic)",
+    )
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     model = polydiff.load(f"starter:{a.starter}")
     check, card = model.extra["starter"]["check"], model.extra["sample_defaults"]
     nfes = [int(v) for v in a.nfe.split(",")]
     t0 = time.perf_counter()
-    info = tuning.tune_model(model, card["sampler"], nfes, n=a.n_calib, max_evals=a.max_evals, log=print)
+    sampler = a.sampler or card["sampler"]
+    info = tuning.tune_model(model, sampler, nfes, n=a.n_calib, max_evals=a.max_evals, log=print)
     tune_s = time.perf_counter() - t0
 
     def score(**kw) -> dict:
@@ -53,13 +59,20 @@ def main(argv=None) -> int:
         )
         return {**metrics, "samples_per_s": int(check["n"]) / dt}
 
-    rows = [{"nfe": k, "grid": g, **score(nfe=k, grid=g)} for k in nfes for g in ("karras", "tuned")]
-    rows.append({"nfe": card["nfe"], "grid": "card", **score(grid=card.get("grid", "karras"))})
+    rows = [
+        {"nfe": k, "sampler": sampler, "grid": g, **score(sampler=sampler, nfe=k, grid=g)}
+        for k in nfes
+        for g in ("karras", "tuned")
+    ]
+    rows.append(
+        {"nfe": card["nfe"], "sampler": card["sampler"], "grid": "card", **score(grid=card.get("grid", "karras"))}
+    )
     for r in rows:
         print(r)
     out = {
         "starter": a.starter,
-        "sampler": card["sampler"],
+        "sampler": sampler,
+        "card_sampler": card["sampler"],
         "n": check["n"],
         "seed": check["seed"],
         "calibration": {"n": a.n_calib, "seed": tuning.CALIBRATION_SEED, "max_evals": a.max_evals, "seconds": tune_s},

@@ -61,3 +61,26 @@ def test_starter_still_meets_its_model_card(name):
     model = polydiff.load(f"starter:{name}")
     measured = starters.measure(model)
     assert not starters.check_bounds(model, measured), measured
+
+
+#: starters whose card sampler is deterministic and whose tuned grids are stored (issue 16); the
+#: stochastic-sampler starters (molecule-qm9, protein-domains) miss the bound: benchmarks/README.md
+TUNED_AT_10 = ("image-mnist", "audio-notes")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", TUNED_AT_10)
+def test_tuned_grid_at_10_nfe_is_within_5_percent_of_the_card(name):
+    """Issue 16: with the stored tuned grid at 10 NFE each card metric stays within 5 % of its
+    value at the card's NFE (both re-measured here on the card's samples and seed)."""
+    from polydiff.samplers import tuning
+
+    model = polydiff.load(f"starter:{name}")
+    sampler = model.extra["sample_defaults"]["sampler"]
+    assert tuning.lookup(model, sampler, 10) is not None
+    card = starters.measure(model)
+    check = model.extra["starter"]["check"]
+    samples = model.sample(int(check["n"]), seed=int(check["seed"]), nfe=10, grid="tuned")
+    at10 = model.modality.evaluate(samples, reference=check.get("reference"), metrics=list(check["metrics"]))
+    for metric, value in card.items():
+        assert at10[metric] >= 0.95 * value, (metric, at10[metric], value)
