@@ -12,7 +12,8 @@ A modality declares a mixed continuous–categorical state through
   and ``wrap(denoiser, cond) → denoiser`` on the bound ``D(state, t)`` — known-region
   inpainting is ``wrap=lambda d, c: polydiff.mixed.mixed_known_region(parts, known,
   known_mask)(d)``;
-- trains on :func:`polydiff.mixed.mixed_loss` with t ~ U(t_min, 1] per sample;
+- trains on :func:`polydiff.mixed.mixed_loss` with t ~ U(t_min, 1] per sample, parts weighted by
+  :meth:`~polydiff.modality.Modality.part_loss_weights`;
 - saves :func:`polydiff.mixed.parts_config` in ``config.json`` (``"parts"``) and refuses, on load,
   a modality whose rebuilt parts differ from the saved ones.
 """
@@ -151,8 +152,19 @@ def training_loss(den, model, batch: dict, rng: SampleRNG, cond_dropout: float, 
         keep = torch.cat([(torch.rand(1, generator=g) >= cond_dropout) for g in rng.generators])
         cond = with_cond_mask(cond, keep.float().to(dev), len(rng))
     parts = model.parts
+    weights = model.modality.part_loss_weights()
+    unknown = sorted(set(weights or ()) - set(parts))
+    if unknown:
+        raise PolydiffError(f"part_loss_weights name unknown part(s) {unknown}; parts: {sorted(parts)}")
     return mixed_loss(
-        lambda state, tt: den(state, tt, cond), parts, x0, t, rng, cond=cond, masks=part_masks(parts, x0, cond)
+        lambda state, tt: den(state, tt, cond),
+        parts,
+        x0,
+        t,
+        rng,
+        cond=cond,
+        weights=weights,
+        masks=part_masks(parts, x0, cond),
     )
 
 

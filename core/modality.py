@@ -142,6 +142,13 @@ class Modality:
         """
         raise NotImplementedError(f"modality {self.name!r} does not implement sampling_request")
 
+    def part_loss_weights(self) -> dict[str, float] | None:
+        """Per-part weights of the training loss of a mixed state (:meth:`parts`), e.g.
+        ``{"pos": 3.0, "bond": 2.0}`` (MiDi weighs its parts so); parts left out weigh 1. The
+        default reads ``config["part_loss_weights"]`` (None: every part weighs 1)."""
+        w = self.config.get("part_loss_weights")
+        return None if not w else {str(k): float(v) for k, v in w.items()}
+
     @property
     def accepts_prompts(self) -> bool:
         """True when :meth:`sampling_request` takes ``cond={"prompt": ...}`` (a text-conditioned

@@ -326,7 +326,8 @@ class DiffusionModel:
             if not self.modality.accepts_prompts:
                 raise PolydiffError(
                     f"this {self.modality.name!r} model is not conditioned on text prompts (its modality config "
-                    "has no text encoder: Modality.accepts_prompts is False); use a text-prompted model, e.g. polydiff.generate(modality, prompt=...)"
+                    "has no text encoder: Modality.accepts_prompts is False); use a text-prompted model, "
+                    "e.g. polydiff.generate(modality, prompt=...)"
                 )
             kwargs["cond"] = {**(defaults.pop("cond", None) or {}), **(kwargs.get("cond") or {}), "prompt": prompt}
         if "steps" in kwargs or "sigmas" in kwargs:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import re
 import zlib
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -171,9 +171,10 @@ class TextConditioning(nn.Module):
 
     def __init__(self, encoder: str = "tiny", encoder_options: dict | None = None, out_dim: int | None = None):
         super().__init__()
-        self.encoder = build_text_encoder(encoder, **(encoder_options or {}))
-        width = int(getattr(self.encoder, "dim"))
-        self.tokenizer = getattr(self.encoder, "tokenizer")
+        enc: Any = build_text_encoder(encoder, **(encoder_options or {}))  # dim, tokenizer: the hook's contract
+        self.encoder = enc
+        width = int(enc.dim)
+        self.tokenizer = enc.tokenizer
         self.proj = nn.Linear(width, out_dim) if out_dim else nn.Identity()
         self.dim = int(out_dim or width)
 

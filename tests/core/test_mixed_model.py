@@ -248,3 +248,30 @@ def test_marginal_process_from_the_data_and_no_parts_for_a_continuous_modality(t
     model.save(tmp_path / "m")
     assert polydiff.load(tmp_path / "m").config()["parts"]["label"]["process"]["marginals"] == pytest.approx(marg)
     assert polydiff.create("pointcloud").parts is None and "parts" not in polydiff.create("pointcloud").config()
+
+
+def test_part_loss_weights_scale_each_part_of_the_training_loss():
+    """config["part_loss_weights"] reaches mixed_loss: the loss with weights (a, b) equals a·(pos
+    loss) + b·(label loss), each measured alone with the other part's weight 0; an unknown part
+    name is an error."""
+    from polydiff.mixed_model import training_loss
+
+    torch.manual_seed(0)
+    model = polydiff.create("pointcloud_labelled")
+    data = model.modality.load_dataset(size=8, n_points=N_POINTS, seed=1)
+    model.modality.fit(data)
+    batch = model.modality.collate([data[i] for i in range(8)])
+    den = model.denoiser(ema=False)
+    pos_name, label_name = list(model.parts)
+
+    def loss(weights):
+        model.modality.config["part_loss_weights"] = weights
+        return training_loss(den, model, batch, SampleRNG(5, 8), 0.0, 1e-3, "cpu")
+
+    only_pos = loss({label_name: 0.0})
+    only_label = loss({pos_name: 0.0})
+    both = loss({pos_name: 3.0, label_name: 0.5})
+    assert torch.allclose(both, 3.0 * only_pos + 0.5 * only_label, rtol=1e-6)
+    assert torch.allclose(loss(None), only_pos + only_label, rtol=1e-6)
+    with pytest.raises(PolydiffError, match="unknown part"):
+        loss({"bonds": 2.0})
