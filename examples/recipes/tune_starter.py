@@ -50,9 +50,19 @@ def main(argv=None) -> int:
     info = tuning.tune_model(model, sampler, nfes, n=a.n_calib, max_evals=a.max_evals, log=print)
     tune_s = time.perf_counter() - t0
 
+    from polydiff.model import _SAMPLE_KEYWORDS
+
+    general = {k: v for k, v in card.items() if k in _SAMPLE_KEYWORDS}  # without the card sampler's options
+
     def score(**kw) -> dict:
         t = time.perf_counter()
-        samples = model.sample(int(check["n"]), seed=int(check["seed"]), **kw)
+        other = kw.get("sampler", card["sampler"]) != card["sampler"]
+        saved = model.extra["sample_defaults"]
+        model.extra["sample_defaults"] = general if other else saved
+        try:
+            samples = model.sample(int(check["n"]), seed=int(check["seed"]), **kw)
+        finally:
+            model.extra["sample_defaults"] = saved
         dt = time.perf_counter() - t
         metrics = model.modality.evaluate(
             samples, reference=check.get("reference"), metrics=list(check["metrics"]), **(check.get("options") or {})
