@@ -1,7 +1,7 @@
 """The audio modality plugin (registered through the polydiff entry-point group).
 
-Class-conditional latent diffusion on log-mel spectrograms: a KL-VAE trained by the
-plugin, a U-Net denoiser in its latent, Griffin-Lim decoding behind the
+Class-conditional (or text-prompted, ``config["text"]``) latent diffusion on log-mel
+spectrograms: a KL-VAE trained by the plugin, a U-Net denoiser in its latent, Griffin-Lim decoding behind the
 ``polydiff_audio_vocoder`` hook (a neural vocoder plugin may replace it).
 
 >>> import polydiff
@@ -27,6 +27,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "clips": ["AudioClips"],
         "io": ["write_wav", "read_audio"],
         "editing": ["inpaint", "variation"],
+        "captions": ["parse_prompt"],
     },
 )
 
@@ -65,10 +66,12 @@ def polydiff_register_networks(register):
 
 @hookimpl
 def polydiff_register_datasets(register):
-    from .data import audio_folder, spoken_digits, synthetic_notes
+    from .data import audio_folder, captioned_notes, captioned_spoken_digits, spoken_digits, synthetic_notes
 
     register("audio_notes", synthetic_notes, modality="audio")
     register("audio_digits", spoken_digits, modality="audio")
+    register("audio_notes_text", captioned_notes, modality="audio")  # captioned (text prompts)
+    register("audio_digits_text", captioned_spoken_digits, modality="audio")
     register("audio_folder", audio_folder, modality="audio")
 
 

@@ -135,9 +135,13 @@ def _partials(kind: str) -> list[tuple[int, float]]:
     raise ValueError(f"unknown timbre {kind!r}; one of {DEFAULT_TIMBRES}")
 
 
-def synth_note(timbre: str, f0: float, sample_rate: int, n: int, rng: np.random.Generator) -> np.ndarray:
+def synth_note(
+    timbre: str, f0: float, sample_rate: int, n: int, rng: np.random.Generator, release_at: float | None = None
+) -> np.ndarray:
     """One note [n] float32: harmonic recipe × envelope, random detune (±8 cents), onset
-    (0–40 ms), release time (0.6–0.9 s), vibrato (flute) and piano inharmonicity."""
+    (0–40 ms), release time (0.6–0.9 s, or ``release_at`` seconds after the onset: the
+    random draw is made either way, so the other random choices do not change), vibrato
+    (flute) and piano inharmonicity."""
     onset = rng.uniform(0.0, 0.04)
     t = np.arange(n) / sample_rate - onset
     tt = np.clip(t, 0, None)
@@ -152,9 +156,11 @@ def synth_note(timbre: str, f0: float, sample_rate: int, n: int, rng: np.random.
             break
         decay = np.exp(-tt * 1.5 * (k - 1)) if timbre == "piano" else 1.0
         x += a * decay * np.sin(2 * np.pi * fk * tt * (1 + vib) + rng.uniform(0, 2 * np.pi))
-    x *= _envelope(timbre, tt, rng.uniform(0.6, 0.9), rng) * (t >= 0)
+    rel = rng.uniform(0.6, 0.9)
+    x *= _envelope(timbre, tt, rel if release_at is None else float(release_at), rng) * (t >= 0)
     if timbre == "flute":  # breath noise
-        x += 0.02 * rng.standard_normal(n) * _envelope(timbre, tt, 0.9, rng) * (t >= 0)
+        breath_end = 0.9 if release_at is None else min(0.9, float(release_at))
+        x += 0.02 * rng.standard_normal(n) * _envelope(timbre, tt, breath_end, rng) * (t >= 0)
     return x.astype(np.float32)
 
 
@@ -191,6 +197,130 @@ def synthetic_notes(
     return AudioDataset(w, torch.tensor(labels), names, cfg.sample_rate, name="notes", provenance=made)
 
 
+# -- captioned notes (text prompts, issue 20) ------------------------------------------------------
+class CaptionedAudioDataset(AudioDataset):
+    """An :class:`AudioDataset` whose clips have generating ``attributes`` (one dict per
+    clip) and a caption drawn anew at every visit: item i's k-th fetch adds
+    ``"caption"`` = ``captioner(attributes[i], caption_rng(caption_seed, i, k))`` and
+    ``"attributes"`` (see :mod:`polydiff.plugins.audio.captions`). ``labels`` stay the
+    timbre × pitch (or digit) classes the scoring classifier is trained on."""
+
+    def __init__(self, *args, attributes: Sequence[dict], captioner, caption_seed: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        if len(attributes) != len(self):
+            raise ValueError(f"{len(attributes)} attribute records for {len(self)} clips")
+        self.attributes = [dict(a) for a in attributes]
+        self.captioner = captioner
+        self.caption_seed = int(caption_seed)
+        self._visits = [0] * len(self)
+
+    def caption(self, i: int, visit: int) -> str:
+        from .captions import caption_rng
+
+        return self.captioner(self.attributes[i], caption_rng(self.caption_seed, i, visit))
+
+    def __getitem__(self, i: int) -> dict:
+        item = super().__getitem__(i)
+        i = int(i)
+        item["caption"] = self.caption(i, self._visits[i])
+        item["attributes"] = dict(self.attributes[i])
+        self._visits[i] += 1
+        return item
+
+    def subset(self, idx) -> "CaptionedAudioDataset":
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        base = AudioDataset.subset(self, idx)
+        out = CaptionedAudioDataset(
+            base.waves,
+            base.labels,
+            base.label_names,
+            base.sample_rate,
+            sources=base.sources,
+            name=base.name,
+            provenance=self.provenance,
+            attributes=[self.attributes[i] for i in idx.tolist()],
+            captioner=self.captioner,
+            caption_seed=self.caption_seed,
+        )
+        out._cache = base._cache
+        return out
+
+    def report(self) -> str:
+        return super().report() + f", captioned ({len(self.attributes[0]) if self.attributes else 0} attributes)"
+
+
+def captioned_notes(
+    n_per_combo: int = 4,
+    *,
+    timbres: Sequence[str] | None = None,
+    pitches: Sequence[str] | None = None,
+    held_out_pairs: Sequence[Sequence[str]] | None = None,
+    soft_gain_db: float | None = None,
+    seed: int = 0,
+    caption_seed: int | None = None,
+    frontend: dict | None = None,
+) -> CaptionedAudioDataset:
+    """Synthetic notes whose timbre, pitch, loudness and duration vary, with captions (the
+    text modality's default data set). For every timbre × pitch × loudness (soft, loud) ×
+    duration (short, long) ``n_per_combo`` deterministic clips (``np.random.default_rng([seed,
+    ti, pi, li, di, j])``); release at 0.20–0.30 s (short) or 0.70–0.90 s (long) after the onset;
+    every clip normalised to −20 dBFS RMS, then soft clips scaled by ``soft_gain_db``
+    (default −12 dB: soft = −32 dBFS RMS). Labels: ``{timbre}_{pitch}`` (the scoring
+    classifier's classes). Captions: :mod:`polydiff.plugins.audio.captions` (held-out pairs
+    default :data:`~polydiff.plugins.audio.captions.HELD_OUT_PAIRS`, named one at a time)."""
+    from functools import partial
+
+    from . import captions as cap
+
+    timbres = tuple(timbres or cap.TIMBRES)
+    pitches = tuple(pitches or cap.TEXT_PITCHES)
+    held = [list(p) for p in (cap.HELD_OUT_PAIRS if held_out_pairs is None else held_out_pairs)]
+    gain_db = cap.SOFT_GAIN_DB if soft_gain_db is None else float(soft_gain_db)
+    cfg = FrontendConfig.from_dict(frontend)
+    names, waves, labels, attrs = [], [], [], []
+    for ti, tb in enumerate(timbres):
+        for pi, p in enumerate(pitches):
+            c = len(names)
+            names.append(f"{tb}_{p}")
+            for li, loud in enumerate(cap.LOUDNESS):
+                for di, dur in enumerate(cap.DURATIONS):
+                    for j in range(n_per_combo):
+                        rng = np.random.default_rng([seed, ti, pi, li, di, j])
+                        lo, hi = cap.RELEASE_S[dur]
+                        release = rng.uniform(lo, hi)
+                        w = synth_note(tb, note_hz(p), cfg.sample_rate, cfg.clip_samples, rng, release_at=release)
+                        waves.append(torch.from_numpy(w))
+                        labels.append(c)
+                        attrs.append({"timbre": tb, "pitch": p, "loudness": loud, "duration": dur})
+    w = normalize_loudness(torch.stack(waves))
+    soft = torch.tensor([a["loudness"] == "soft" for a in attrs])
+    w = torch.where(soft[:, None], w * 10 ** (gain_db / 20), w)
+    made = {
+        "generator": "captioned_notes",
+        "n_per_combo": int(n_per_combo),
+        "timbres": list(timbres),
+        "pitches": list(pitches),
+        "loudness": list(cap.LOUDNESS),
+        "durations": list(cap.DURATIONS),
+        "release_s": {k: list(v) for k, v in cap.RELEASE_S.items()},
+        "soft_gain_db": gain_db,
+        "held_out_pairs": held,
+        "seed": int(seed),
+        "frontend": cfg.to_dict(),
+    }
+    return CaptionedAudioDataset(
+        w,
+        torch.tensor(labels),
+        names,
+        cfg.sample_rate,
+        name="notes_text",
+        provenance=made,
+        attributes=attrs,
+        captioner=partial(cap.training_note_caption, held_out_pairs=held),
+        caption_seed=seed if caption_seed is None else caption_seed,
+    )
+
+
 # -- spoken digits (espeak-ng) -----------------------------------------------------------------
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
@@ -210,13 +340,19 @@ def spoken_digits(
     """Digits spoken by Debian's espeak-ng: voices × speeds (words/min) × pitches (0–99);
     labels = digit words. Resampled from espeak's 22.05 kHz, cropped/padded, RMS-normalised.
     Raises :class:`polydiff.errors.NotImplementedFeature` when espeak-ng is not installed."""
+    cfg = FrontendConfig.from_dict(frontend)
+    waves, labels, _ = _espeak_clips(voices, speeds, pitches, digits, cfg)
+    return AudioDataset(torch.stack(waves), torch.tensor(labels), list(digits), cfg.sample_rate, name="digits")
+
+
+def _espeak_clips(voices, speeds, pitches, digits, cfg: FrontendConfig):
+    """(waves, labels, attributes) of every digit × voice × speed × pitch, spoken by espeak-ng."""
     from polydiff.errors import NotImplementedFeature
 
     exe = shutil.which("espeak-ng")
     if exe is None:
         raise NotImplementedFeature("the spoken-digits set needs the espeak-ng binary (apt-get install espeak-ng)")
-    cfg = FrontendConfig.from_dict(frontend)
-    waves, labels = [], []
+    waves, labels, attrs = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for li, word in enumerate(digits):
             for v in voices:
@@ -233,7 +369,35 @@ def spoken_digits(
                         w = crop_or_pad(resample(to_mono(wave), sr, cfg.sample_rate), cfg.clip_samples)
                         waves.append(normalize_loudness(w, file=path, record=word))
                         labels.append(li)
-    return AudioDataset(torch.stack(waves), torch.tensor(labels), list(digits), cfg.sample_rate, name="digits")
+                        attrs.append({"word": word, "voice": v, "speed": int(s), "voice_pitch": int(p)})
+    return waves, labels, attrs
+
+
+def captioned_spoken_digits(
+    *,
+    voices: Sequence[str] = ("en", "en-us", "en+f3", "en+m3"),
+    speeds: Sequence[int] = (140, 175),
+    pitches: Sequence[int] = (35, 65),
+    digits: Sequence[str] = DIGITS,
+    caption_seed: int = 0,
+    frontend: dict | None = None,
+) -> CaptionedAudioDataset:
+    """:func:`spoken_digits` with captions naming the word and (70 % of the time) the voice
+    (:func:`polydiff.plugins.audio.captions.training_digit_caption`); needs espeak-ng."""
+    from .captions import training_digit_caption
+
+    cfg = FrontendConfig.from_dict(frontend)
+    waves, labels, attrs = _espeak_clips(voices, speeds, pitches, digits, cfg)
+    return CaptionedAudioDataset(
+        torch.stack(waves),
+        torch.tensor(labels),
+        list(digits),
+        cfg.sample_rate,
+        name="digits_text",
+        attributes=attrs,
+        captioner=training_digit_caption,
+        caption_seed=caption_seed,
+    )
 
 
 # -- any folder ------------------------------------------------------------------------------

@@ -17,6 +17,23 @@ Generation (by the plugin's classifier, see :mod:`polydiff.plugins.audio.classif
 KL(p̄_real(y|c) ‖ p(y|x)) against the real clips of the requested class c) and
 ``pitch_accuracy`` (f0 within 50 cents of the label's pitch).
 
+Text prompts (issue 20; clips from a text-conditioned model carry ``prompts`` and the
+attributes they ``requested``, :func:`polydiff.plugins.audio.captions.parse_prompt`): each
+attribute is judged only on the clips whose prompt names it —
+
+- ``audio_prompt_pitch_accuracy``: f0 (:func:`estimate_f0`) within 50 cents of the named pitch;
+- ``audio_prompt_timbre_accuracy``: the classifier's probabilities summed over the pitches of
+  each timbre (its classes are ``{timbre}_{pitch}``), arg-max = the named timbre;
+- ``audio_prompt_loudness_accuracy``: RMS level ≥ :data:`LOUDNESS_THRESHOLD_DBFS` (−26 dBFS,
+  midway between the data's soft −32 and loud −20 dBFS) is ``loud``, below it ``soft``;
+- ``audio_prompt_duration_accuracy``: :func:`envelope_duration` ≥ :data:`DURATION_THRESHOLD_S`
+  (0.48 s; the data's short notes measure 0.26–0.36 s, long ones 0.61–0.96 s) is ``long``;
+- ``audio_prompt_alignment``: per clip the share of its named attributes (of those four) that
+  hold, averaged over the clips that name at least one.
+
+Each is NaN when no clip names its attribute; ``prompts=`` or ``requested=`` override what
+the clips carry.
+
 :data:`METRICS` holds them under their registered names (``audio_lsd``, ``audio_fd_ours``, …),
 each with the registry signature ``f(samples, reference=None, **options) -> float``;
 samples/reference may be :class:`AudioClips`, an :class:`AudioDataset`, a tensor
@@ -260,6 +277,122 @@ def pitch_accuracy(
     return float(np.mean(ok))
 
 
+# -- text prompts ---------------------------------------------------------------------------------
+#: RMS level (dBFS) above which a clip is "loud" (data: soft −32, loud −20 dBFS)
+LOUDNESS_THRESHOLD_DBFS = -26.0
+#: envelope duration (s) above which a clip is "long" (data: short 0.26–0.36 s, long ≥ 0.61 s)
+DURATION_THRESHOLD_S = 0.48
+#: the attributes the prompt metrics judge
+PROMPT_ATTRIBUTES = ("pitch", "timbre", "loudness", "duration")
+
+
+def rms_dbfs(waves) -> torch.Tensor:
+    """RMS level of each clip ``[B]`` in dB relative to full scale (1.0)."""
+    w = as_waves(waves).double()
+    return 20 * torch.log10(w.pow(2).mean(-1).sqrt().clamp(min=1e-10))
+
+
+def envelope_duration(wave: torch.Tensor, sample_rate: int, frame_s: float = 0.02, rel_db: float = -24.0) -> float:
+    """Sounding time (s) of a clip ``[N]``: frames of ``frame_s`` (hop half a frame) whose RMS
+    is within ``rel_db`` of the loudest frame, from the first to the last such frame."""
+    frame = max(2, int(round(frame_s * sample_rate)))
+    hop = frame // 2
+    w = wave.double().reshape(-1)
+    if w.shape[0] < frame:
+        w = torch.nn.functional.pad(w, (0, frame - w.shape[0]))
+    r = w.unfold(0, frame, hop).pow(2).mean(1).sqrt()
+    if float(r.max()) <= 1e-8:
+        return 0.0
+    idx = torch.nonzero(r >= r.max() * 10 ** (rel_db / 20)).flatten()
+    return float((idx[-1] - idx[0] + 1) * hop / sample_rate)
+
+
+def requested_attributes(samples, prompts=None, requested=None) -> list[dict]:
+    """Per clip, the attributes its prompt names (``requested=``, else parsed ``prompts=``,
+    else what the clips carry)."""
+    from .captions import parse_prompt
+
+    if requested is None and prompts is not None:
+        requested = [parse_prompt(p) for p in prompts]
+    if requested is None:
+        requested = getattr(samples, "requested", None)
+    if requested is None:
+        raise ValueError("prompt metrics need clips from a text-conditioned model, or prompts= / requested=")
+    return list(requested)
+
+
+def timbre_predictions(waves: torch.Tensor, scorer, label_names=None) -> list[str]:
+    """The classifier's timbre per clip: class probabilities summed over each timbre's pitches."""
+    names = list(label_names or getattr(scorer, "label_names", None) or [])
+    if not names:
+        raise ValueError("timbre accuracy needs the classifier's label names ({timbre}_{pitch}): label_names=")
+    probs, _ = scorer.score(waves)
+    timbres = list(dict.fromkeys(n.rsplit("_", 1)[0] for n in names))
+    member = torch.tensor([[n.rsplit("_", 1)[0] == t for n in names] for t in timbres], dtype=probs.dtype)
+    return [timbres[int(i)] for i in (probs @ member.T).argmax(1)]
+
+
+def prompt_hits(samples, attributes=PROMPT_ATTRIBUTES, **options) -> list[dict]:
+    """Per clip ``{attribute: bool}`` for each of ``attributes`` its prompt names."""
+    from .data import note_hz
+
+    req = requested_attributes(samples, options.get("prompts"), options.get("requested"))
+    w = as_waves(samples)
+    if len(req) != w.shape[0]:
+        raise ValueError(f"{len(req)} prompts for {w.shape[0]} clips")
+    sr = options.get("sample_rate") or getattr(samples, "sample_rate", None) or 16000
+    need = {a for r in req for a in r if a in attributes}
+    timbre = None
+    if "timbre" in need:
+        timbre = timbre_predictions(w, _scorer(samples, options), options.get("label_names"))
+    level = rms_dbfs(w) if "loudness" in need else None
+    out = []
+    for i, r in enumerate(req):
+        hit = {}
+        if "pitch" in r and "pitch" in attributes:
+            hit["pitch"] = abs(cents(estimate_f0(w[i], sr), note_hz(r["pitch"]))) <= options.get(
+                "tolerance_cents", 50.0
+            )
+        if "timbre" in r and "timbre" in attributes:
+            hit["timbre"] = timbre[i] == r["timbre"]
+        if "loudness" in r and "loudness" in attributes:
+            loud = float(level[i]) >= options.get("loudness_threshold_dbfs", LOUDNESS_THRESHOLD_DBFS)
+            hit["loudness"] = loud == (r["loudness"] == "loud")
+        if "duration" in r and "duration" in attributes:
+            long_ = envelope_duration(w[i], sr) >= options.get("duration_threshold_s", DURATION_THRESHOLD_S)
+            hit["duration"] = long_ == (r["duration"] == "long")
+        out.append(hit)
+    return out
+
+
+def _attribute_accuracy(attribute: str):
+    def metric(samples, reference=None, **options) -> float:
+        hits = [h[attribute] for h in prompt_hits(samples, (attribute,), **options) if attribute in h]
+        return float(np.mean(hits)) if hits else float("nan")
+
+    metric.__name__ = f"prompt_{attribute}_accuracy"
+    metric.__doc__ = f"Share of the clips whose prompt names a {attribute} that have it (NaN: none names one)."
+    return metric
+
+
+prompt_pitch_accuracy = _attribute_accuracy("pitch")
+prompt_timbre_accuracy = _attribute_accuracy("timbre")
+prompt_loudness_accuracy = _attribute_accuracy("loudness")
+prompt_duration_accuracy = _attribute_accuracy("duration")
+
+
+def prompt_alignment(samples, reference=None, **options) -> float:
+    """Mean over clips (those naming ≥ 1 judged attribute) of the share of named attributes met."""
+    per_clip = [np.mean(list(h.values())) for h in prompt_hits(samples, **options) if h]
+    return float(np.mean(per_clip)) if per_clip else float("nan")
+
+
+def loud_share(samples, **options) -> float:
+    """Share of clips whose RMS level reads as ``loud`` (the negative-prompt check)."""
+    thr = options.get("loudness_threshold_dbfs", LOUDNESS_THRESHOLD_DBFS)
+    return float((rms_dbfs(samples) >= thr).double().mean())
+
+
 #: registered metric name → (function, higher_is_better)
 METRICS = {
     "audio_spectral_convergence": (spectral_convergence, False),
@@ -270,4 +403,9 @@ METRICS = {
     "audio_is_ours": (is_ours, True),
     "audio_kl_ours": (kl_ours, False),
     "audio_pitch_accuracy": (pitch_accuracy, True),
+    "audio_prompt_pitch_accuracy": (prompt_pitch_accuracy, True),
+    "audio_prompt_timbre_accuracy": (prompt_timbre_accuracy, True),
+    "audio_prompt_loudness_accuracy": (prompt_loudness_accuracy, True),
+    "audio_prompt_duration_accuracy": (prompt_duration_accuracy, True),
+    "audio_prompt_alignment": (prompt_alignment, True),
 }

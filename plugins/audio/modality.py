@@ -15,6 +15,20 @@ Typical use::
     model = polydiff.create(mod)                    # network sized for the labels
     train(model, data, TrainConfig(cond_dropout=0.15))
     clips = model.sample(8, cond={"label": "piano_C4"}, guidance=3.0, seed=0)
+
+Text prompts (issue 20): with ``config["text"] = {"encoder": "tiny", **options}`` the model
+is conditioned on captions instead of labels. The default data set is then
+``audio_notes_text`` (:func:`.data.captioned_notes`), :meth:`collate` tokenizes each item's
+caption (cond ``prompt_ids``, ``prompt_mask``, ``cond_mask``), :meth:`sampling_request`
+takes ``cond={"prompt": str | list[str]}`` (or ``{"prompt_cycle": [...]}``: those prompts
+in turn), and the decoded :class:`AudioClips` carry ``prompts`` and ``requested`` (the
+attributes each prompt names, :func:`.captions.parse_prompt`)::
+
+    mod = AudioModality({"text": {"encoder": "tiny"}})
+    data = mod.load_dataset()                        # captioned notes
+    model = polydiff.create(mod)
+    train(model, data, TrainConfig(cond_dropout=0.1))
+    clips = model.sample(4, prompt="a soft flute playing A4", negative="loud", guidance=3.0)
 """
 
 from __future__ import annotations
@@ -30,6 +44,11 @@ from .classifier import MelClassifier, classifier_recipe, stored_or_trained_clas
 from .clips import AudioClips, AudioScorer
 from .frontend import FrontendConfig, log_mel, pad_frames
 from .vae import MelVAE, train_vae
+
+
+def prompt_slug(prompt: str, max_len: int = 60) -> str:
+    """A file-name-safe form of a prompt (``"a soft flute, C#4"`` → ``a_soft_flute_cs4``)."""
+    return re.sub(r"[^a-z0-9]+", "_", prompt.lower().replace("#", "s")).strip("_")[:max_len] or "prompt"
 
 
 class AudioModality(Modality):
@@ -48,6 +67,7 @@ class AudioModality(Modality):
         c.setdefault("classifier_steps", 300)
         c.setdefault("seed", 0)
         c.setdefault("progress", True)
+        c.setdefault("text", None)
         self.frontend = FrontendConfig.from_dict(c["frontend"])
         self.vae = MelVAE(**c["vae"])
         self.vae.eval().requires_grad_(False)
@@ -58,6 +78,50 @@ class AudioModality(Modality):
     def _build_classifier(self):
         self.classifier = MelClassifier(len(self.config["label_names"]))
         self.classifier.eval().requires_grad_(False)
+
+    # -- text prompts --------------------------------------------------------------------
+    @property
+    def text_config(self) -> dict | None:
+        return self.config.get("text") or None
+
+    @property
+    def accepts_prompts(self) -> bool:
+        return self.text_config is not None
+
+    @property
+    def tokenizer(self):
+        from polydiff.text import tokenizer_for
+
+        opts = dict(self.text_config or {})
+        return tokenizer_for(opts.pop("encoder", "tiny"), **opts)
+
+    def prompt_tensors(self, prompts, n: int) -> dict:
+        """Prompt(s) → ``{"prompt_ids", "prompt_mask", "cond_mask", "prompt": [n str]}`` (the
+        prompts themselves ride along for :meth:`decode`; networks ignore them)."""
+        from polydiff.text import prompt_cond
+
+        if isinstance(prompts, str):
+            prompts = [prompts] * n
+        prompts = [str(p) for p in prompts]
+        out = prompt_cond(prompts, n, self.tokenizer)
+        out["prompt"] = prompts
+        return out
+
+    def prepare_negative(self, negative: dict, n: int) -> dict:
+        """``{"prompt": str | list[str]}`` → cond tensors of the keys :meth:`sampling_request`
+        returns (a text model); anything else unchanged."""
+        if self.accepts_prompts and isinstance(negative, dict) and "prompt" in negative:
+            p = negative["prompt"]
+            if not (isinstance(p, str) or (isinstance(p, (list, tuple)) and all(isinstance(v, str) for v in p))):
+                return negative  # already tensors
+            return self.prompt_tensors(p, n)
+        return negative
+
+    def load_dataset(self, name: str | None = None, **options):
+        """As :meth:`Modality.load_dataset`; a text model's default is ``audio_notes_text``."""
+        if name is None and self.accepts_prompts:
+            name = "audio_notes_text"
+        return super().load_dataset(name, **options)
 
     # -- label handling ------------------------------------------------------------------
     @property
@@ -142,6 +206,8 @@ class AudioModality(Modality):
             c["mel_mean"], c["mel_std"] = float(lm.mean()), float(lm.std())
             c["label_names"] = names
             c["n_train_clips"] = len(dataset)
+            if self.accepts_prompts:  # what the prompts may name (held-out pairs: the compositional test)
+                c["data_provenance"] = getattr(dataset, "provenance", None)
         if not c.get("vae_trained"):
             self.vae.requires_grad_(True)
             log = train_vae(
@@ -185,6 +251,15 @@ class AudioModality(Modality):
             x = torch.stack([it["latent"] for it in items])
         else:
             x = self.encode(torch.stack([it["wave"] for it in items]))
+        if self.accepts_prompts:
+            if not all("caption" in it for it in items):
+                raise ValueError(
+                    "a text-conditioned audio model trains on captioned items (item['caption']): use a captioned "
+                    "data set such as 'audio_notes_text'"
+                )
+            from polydiff.text import prompt_cond
+
+            return {"x": x, "cond": prompt_cond([it["caption"] for it in items], len(items), self.tokenizer)}
         lab = torch.tensor([int(it["label"]) for it in items], dtype=torch.long)
         return {"x": x, "cond": {"label": lab} if self.label_names else None}
 
@@ -193,9 +268,21 @@ class AudioModality(Modality):
         return (self.vae.z_channels, self.frontend.n_mels // MelVAE.downsample, t // MelVAE.downsample)
 
     def sampling_request(self, n: int, cond: dict | None, rng):
-        return self.latent_shape(), self.cond_tensors(cond, n)
+        if not self.accepts_prompts:
+            return self.latent_shape(), self.cond_tensors(cond, n)
+        cond = cond or {}
+        if cond.get("label") is not None:
+            raise ValueError("this audio model is conditioned on text: pass prompt=... (cond={'prompt': ...})")
+        if cond.get("prompt") is not None:
+            return self.latent_shape(), self.prompt_tensors(cond["prompt"], n)
+        if cond.get("prompt_cycle"):
+            cyc = list(cond["prompt_cycle"])
+            return self.latent_shape(), self.prompt_tensors([cyc[i % len(cyc)] for i in range(n)], n)
+        return self.latent_shape(), None
 
     def network_kwargs(self) -> dict:
+        if self.accepts_prompts:
+            return {"in_channels": self.vae.z_channels, "n_classes": 0, "text": dict(self.text_config)}
         return {"in_channels": self.vae.z_channels, "n_classes": len(self.label_names)}
 
     def modules(self) -> dict:
@@ -208,7 +295,13 @@ class AudioModality(Modality):
     def scorer(self) -> AudioScorer | None:
         if self.classifier is None or "mel_mean" not in self.config:
             return None
-        return AudioScorer(self.classifier, self.frontend, self.config["mel_mean"], self.config["mel_std"])
+        return AudioScorer(
+            self.classifier,
+            self.frontend,
+            self.config["mel_mean"],
+            self.config["mel_std"],
+            label_names=self.label_names,
+        )
 
     # -- decoding and files ---------------------------------------------------------------------
     def decode(self, x: torch.Tensor, cond: dict | None) -> AudioClips:
@@ -219,6 +312,9 @@ class AudioModality(Modality):
         wave = vocode(lm, self.frontend).float().cpu()
         labels = None if not cond or "label" not in cond else cond["label"].cpu()
         names = None if labels is None else [self.label_names[int(i)] for i in labels]
+        prompts = None if not cond or cond.get("prompt") is None else list(cond["prompt"])
+        if prompts is not None and len(prompts) != wave.shape[0]:
+            prompts = None
         return AudioClips(
             wave,
             self.frontend.sample_rate,
@@ -227,6 +323,7 @@ class AudioModality(Modality):
             names=names,
             scorer=self.scorer,
             frontend=self.frontend.to_dict(),
+            prompts=prompts,
         )
 
     def write(self, samples, path) -> list[Path]:
@@ -234,6 +331,9 @@ class AudioModality(Modality):
 
         names = getattr(samples, "names", None)
         n = len(samples)
+        prompts = getattr(samples, "prompts", None)
+        if not names and prompts:
+            names = [prompt_slug(p) for p in prompts]
         fnames = [f"{i:04d}_{names[i]}" if names else f"{i:04d}" for i in range(n)]
         sr = getattr(samples, "sample_rate", self.frontend.sample_rate)
         return write_wav(samples, path, sr, names=fnames)

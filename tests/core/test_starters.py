@@ -54,8 +54,15 @@ def test_starter_loads_and_samples_with_its_defaults(modality):
     assert len(out) == 2
 
 
+def test_text_starters_are_shipped_and_named_per_modality():
+    assert set(starters.DEFAULT_TEXT_STARTER.values()) <= set(starters.available())
+    for modality, name in starters.DEFAULT_TEXT_STARTER.items():
+        model = polydiff.load(f"starter:{name}")
+        assert model.modality.name == modality and model.modality.accepts_prompts
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(EXPECTED.values()))
+@pytest.mark.parametrize("name", starters.available())
 def test_starter_still_meets_its_model_card(name):
     torch.manual_seed(0)
     model = polydiff.load(f"starter:{name}")
