@@ -10,7 +10,9 @@ The bond-aware joint model (issue 18): modality ``molecule_joint`` (positions, a
 formal charges and bond orders as one mixed state, :mod:`.joint`), its network
 ``egnn_joint`` (EGNN with edge updates, :mod:`.joint_network`), dataset ``qm9_bonds`` (QM9
 with RDKit-perceived bonds and charges, :mod:`.bonds_qm9`) and the bond-aware metrics
-``molecule_joint_*`` and chemistry checks (:mod:`.chem_checks`).
+``molecule_joint_*`` and chemistry checks (:mod:`.chem_checks`); ``molecule_joint`` conditions
+on QM9 properties (``properties=["alpha", "gap"]``), judged by the E(3)-invariant EGNN
+regressor :class:`~.property_predictor.PropertyPredictor` (EDM's protocol).
 
 >>> import polydiff
 >>> model = polydiff.load("runs/qm9")
@@ -46,6 +48,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "bonds_qm9": ["perceive_bonds", "qm9_bond_table", "attach_bonds", "load_qm9_bonds"],
         "decode": ["bonded_mol", "read_bonded_sdf"],
         "chem_checks": ["chemistry_report"],
+        "property_predictor": ["PropertyPredictor", "fit_predictor"],
     },
 )
 

@@ -20,7 +20,19 @@ Padding atoms hold atom 0, charge class 1 (neutral) and no bonds; the loss ignor
 Items are :class:`~.data.MoleculeRecord` with ``bonds`` ``[n, n]`` and ``charges`` ``[n]``
 (dataset ``qm9_bonds``, :func:`~.bonds_qm9.attach_bonds`) or RDKit Mols with bonds (an SDF
 read with its bonds). Decoding builds RDKit Mols from the *predicted* bonds and charges
-(:mod:`.decode`); property conditioning is not implemented for this modality yet.
+(:mod:`.decode`).
+
+**Property conditioning** (EDM's protocol, Hoogeboom et al. 2022 §5): ``config["properties"]``
+names scalar properties (QM9: ``alpha`` bohr³, ``gap`` eV, …, :mod:`.qm9`) that every training
+record must carry (a record without one is an :class:`~polydiff.errors.InputError` naming the
+record and the property); :meth:`JointMoleculeModality.fit` records their mean and standard
+deviation in ``config["property_stats"]``; :meth:`~JointMoleculeModality.collate` then adds
+``cond["props"]`` ``[B, P]`` (normalised, in ``properties`` order) and ``cond["cond_mask"]``
+``[B]`` (ones; CFG dropout zeroes it, and the network swaps in a learned null embedding).
+Sampling takes ``cond={"alpha": value or [n values], "gap": ...}`` (all properties or none;
+none samples unconditionally) or ``cond={"props": normalised [n, P]}``; decoded Mols carry
+the targets as ``target_<name>`` properties. See ``examples/recipes/molecule_property.py``
+and :mod:`.property_predictor` for the evaluation protocol.
 """
 
 from __future__ import annotations
@@ -134,8 +146,12 @@ class JointMoleculeModality(MoleculeModality):
             raise ValueError(f"categorical_loss must be 'elbo' or 'ce', got {c['categorical_loss']!r}")
         if c["process"] not in PROCESSES:
             raise ValueError(f"process must be one of {PROCESSES}, got {c['process']!r}")
-        if c.get("properties"):
-            raise ValueError("property conditioning is not implemented for molecule_joint yet (properties=[])")
+        props = c.get("properties") or []
+        if isinstance(props, str) or not all(isinstance(q, str) and q for q in props):
+            raise ValueError(f"properties must be a list of property names, got {props!r}")
+        if len(set(props)) != len(props):
+            raise ValueError(f"properties name a property twice: {props!r}")
+        c["properties"] = list(props)
         if c.get("include_charges"):
             raise ValueError("molecule_joint always carries formal charges as a part; leave include_charges unset")
 
@@ -171,13 +187,18 @@ class JointMoleculeModality(MoleculeModality):
         for name in ("atom", "charge", "bond"):
             proc = p[name].process
             out[f"n_{name}_states"], out[f"n_{name}_classes"] = proc.num_states, proc.num_classes
+        if self.config["properties"]:  # unconditional models keep their saved kwargs unchanged
+            out["n_props"] = len(self.config["properties"])
         return out
 
     # -- data -------------------------------------------------------------------------------
     def fit(self, dataset) -> None:
-        """Atom-count histogram (as the molecule modality) and the class frequencies of atom
-        types, charges and bond orders (pairs i < j) for the marginal process."""
+        """Atom-count histogram (as the molecule modality), the class frequencies of atom
+        types, charges and bond orders (pairs i < j) for the marginal process and, for a
+        conditional model, each property's mean and standard deviation
+        (``config["property_stats"]``; every record must carry every property)."""
         items = list(dataset.records) if hasattr(dataset, "records") else list(dataset)
+        values = self._property_table(items)  # refuses a record without a property first
         if items and not hasattr(items[0], "GetAtoms"):
             super().fit(dataset)
         else:
@@ -201,6 +222,67 @@ class JointMoleculeModality(MoleculeModality):
             name: [float(v) for v in (cnt + 1e-3) / (cnt + 1e-3).sum()]
             for name, cnt in (("atom", atom), ("charge", charge), ("bond", bond))
         }
+        self.config["property_stats"] = {
+            p: [float(values[:, j].mean()), float(values[:, j].std() or 1.0)]
+            for j, p in enumerate(self.config["properties"])
+        }
+
+    # -- properties ---------------------------------------------------------------------------
+    def record_properties(self, item, index: int = -1) -> np.ndarray:
+        """``[P]`` float64 raw values of ``config["properties"]`` of one record (its
+        ``properties`` dict) or RDKit Mol (its numeric Mol properties); a missing or
+        non-finite value is an :class:`InputError` naming the record and the property."""
+        is_mol = hasattr(item, "GetAtoms")
+        rec_id = index if is_mol or getattr(item, "index", -1) < 0 else item.index
+        out = []
+        for p in self.config["properties"]:
+            if is_mol:
+                v = item.GetProp(p) if item.HasProp(p) else None
+            else:
+                v = (getattr(item, "properties", None) or {}).get(p)
+            if v is None:
+                have = sorted(item.GetPropNames()) if is_mol else sorted(getattr(item, "properties", None) or {})
+                raise InputError(
+                    f"the model conditions on {self.config['properties']} but this record has no property {p!r} "
+                    f"(it has {have})",
+                    record=rec_id,
+                    field=p,
+                )
+            try:
+                v = float(v)
+            except (TypeError, ValueError):
+                raise InputError(f"property {p!r} is not a number: {v!r}", record=rec_id, field=p) from None
+            if not np.isfinite(v):
+                raise InputError(f"property {p!r} is not finite: {v!r}", record=rec_id, field=p)
+            out.append(v)
+        return np.asarray(out, dtype=np.float64)
+
+    def _property_table(self, items) -> np.ndarray:
+        P = len(self.config["properties"])
+        if not P:
+            return np.zeros((len(items), 0))
+        if not items:
+            raise InputError("no records to fit the property statistics on", field=self.config["properties"][0])
+        return np.stack([self.record_properties(it, k) for k, it in enumerate(items)])
+
+    def normalise_properties(self, values) -> torch.Tensor:
+        """{name: value} or ``[P]`` raw values (``config["properties"]`` order) → ``[P]``
+        normalised float32 vector; needs :meth:`fit`'s ``property_stats``."""
+        names = self.config["properties"]
+        stats = self.config["property_stats"]
+        missing = [p for p in names if p not in stats]
+        if missing:
+            raise ValueError(f"no statistics for properties {missing}: fit the modality on the training data first")
+        raw = [values[p] for p in names] if isinstance(values, dict) else list(values)
+        return torch.tensor([(float(v) - stats[p][0]) / stats[p][1] for p, v in zip(names, raw)], dtype=torch.float32)
+
+    def denormalise_properties(self, props) -> np.ndarray:
+        """``[..., P]`` normalised → raw values (``config["properties"]`` order)."""
+        props = np.asarray(torch.as_tensor(props).detach().cpu().double())
+        stats = self.config["property_stats"]
+        mean = np.array([stats[p][0] for p in self.config["properties"]])
+        std = np.array([stats[p][1] for p in self.config["properties"]])
+        return props * std + mean
 
     def _indices(self, elements, charges, record) -> tuple[np.ndarray, np.ndarray]:
         try:
@@ -240,7 +322,12 @@ class JointMoleculeModality(MoleculeModality):
             bo = torch.as_tensor(bo)
             bond[b, :k, :k] = bo * (1 - torch.eye(k, dtype=torch.long))
             mask[b, :k] = 1
-        return {"x": {"pos": pos, "atom": atom, "charge": charge, "bond": bond}, "cond": {"mask": mask}}
+        cond = {"mask": mask}
+        if self.config["properties"]:
+            raw = [self.record_properties(it, k) for k, it in enumerate(items)]
+            cond["props"] = torch.stack([self.normalise_properties(v) for v in raw])
+            cond["cond_mask"] = torch.ones(B)
+        return {"x": {"pos": pos, "atom": atom, "charge": charge, "bond": bond}, "cond": cond}
 
     def auxiliary_loss(self, *args, **kwargs):
         return None
@@ -248,11 +335,19 @@ class JointMoleculeModality(MoleculeModality):
     # -- sampling -----------------------------------------------------------------------------
     def sampling_request(self, n: int, cond: dict | None, rng):
         """Shapes ``{"pos": (M, 3), "atom": (M,), "charge": (M,), "bond": (M, M)}`` with M the
-        largest atom count, and ``mask`` from ``cond["n_atoms"]`` or the training histogram."""
+        largest atom count, and ``mask`` from ``cond["n_atoms"]`` (an int or one per sample)
+        or the training histogram. A conditional model also takes its properties: every one
+        of ``config["properties"]`` by name (raw value, or one per sample), or ``props``
+        (normalised ``[n, P]``, optional ``cond_mask`` ``[n]``); none of them samples
+        unconditionally (``cond_mask`` 0). Unknown keys and a partial set are errors."""
         cond = dict(cond or {})
         counts = cond.pop("n_atoms", None)
+        props = self._requested_props(n, cond)
         if cond:
-            raise ValueError(f"unknown molecule_joint conditions {sorted(cond)}; known: n_atoms")
+            names = ", ".join(
+                ["n_atoms", *self.config["properties"]] + (["props"] if self.config["properties"] else [])
+            )
+            raise ValueError(f"unknown molecule_joint conditions {sorted(cond)}; known: {names}")
         if counts is None:
             counts = self.sample_atom_counts(n, rng)
         else:
@@ -265,7 +360,46 @@ class JointMoleculeModality(MoleculeModality):
         mask = torch.zeros(n, m)
         for b, k in enumerate(counts):
             mask[b, :k] = 1
-        return {"pos": (m, 3), "atom": (m,), "charge": (m,), "bond": (m, m)}, {"mask": mask}
+        return {"pos": (m, 3), "atom": (m,), "charge": (m,), "bond": (m, m)}, {"mask": mask, **props}
+
+    def _requested_props(self, n: int, cond: dict) -> dict:
+        """Pops the property requests off ``cond`` → ``{"props", "cond_mask"}`` (empty for an
+        unconditional model)."""
+        names = self.config["properties"]
+        if not names:
+            return {}
+        given = [p for p in names if p in cond]
+        if "props" in cond:
+            if given:
+                raise ValueError(f"give the properties either as 'props' (normalised) or by name, not both ({given})")
+            props = torch.as_tensor(cond.pop("props"), dtype=torch.float32)
+            if props.ndim == 1 and props.numel() == len(names):
+                props = props.expand(n, -1)
+            if tuple(props.shape) != (n, len(names)):
+                raise ValueError(f"props must be [n, P] = [{n}, {len(names)}] (P: {names}), got {tuple(props.shape)}")
+            cm = cond.pop("cond_mask", None)
+            cm = torch.ones(n) if cm is None else torch.as_tensor(cm, dtype=torch.float32).reshape(-1).expand(n)
+            return {"props": props.clone(), "cond_mask": cm.clone()}
+        if not given:
+            cond.pop("cond_mask", None)
+            return {"props": torch.zeros(n, len(names)), "cond_mask": torch.zeros(n)}
+        missing = [p for p in names if p not in cond]
+        if missing:
+            raise ValueError(
+                f"the model conditions on {names}: give all of them or none; missing {missing} (got {given})"
+            )
+        vals = {}
+        for p in names:
+            v = np.asarray(cond.pop(p), dtype=np.float64).reshape(-1)
+            if v.size not in (1, n):
+                raise ValueError(f"property {p!r} has {v.size} values for {n} samples")
+            if not np.isfinite(v).all():
+                raise ValueError(f"property {p!r} has non-finite target values")
+            vals[p] = np.broadcast_to(v, (n,))
+        raw = np.stack([vals[p] for p in names], -1)
+        cm = cond.pop("cond_mask", None)
+        cm = torch.ones(n) if cm is None else torch.as_tensor(cm, dtype=torch.float32).reshape(-1).expand(n).clone()
+        return {"props": torch.stack([self.normalise_properties(r) for r in raw]), "cond_mask": cm}
 
     def decode(self, x, cond):
         """Sampled state → RDKit Mols from the predicted atoms, charges and bonds (see
@@ -278,6 +412,13 @@ class JointMoleculeModality(MoleculeModality):
         mask = cond["mask"] if cond and "mask" in cond else torch.ones(x["atom"].shape[:2])
         mols, report = state_to_mols(x, mask, self.elements, CHARGES)
         self.last_decode = report
+        if cond and "props" in cond and self.config["properties"] and self.config["property_stats"]:
+            use = cond.get("cond_mask", torch.ones(len(mols))).detach().cpu()
+            raw = self.denormalise_properties(cond["props"])
+            for k, mol in enumerate(mols):
+                if float(use[k]) > 0:
+                    for j, p in enumerate(self.config["properties"]):
+                        mol.SetDoubleProp(f"target_{p}", float(raw[k, j]))
         return mols
 
     # -- files --------------------------------------------------------------------------------

@@ -15,6 +15,13 @@ Outputs: ``pos`` the displacement x_final − x⁰ with zero centre of mass (equ
 ``atom`` and ``charge`` logits from h (invariant); ``bond`` logits from
 φ_b(e_ij, h_i + h_j, ‖x_i−x_j‖²), symmetrised as ½(L_ij + L_ji) (exactly symmetric) and
 pinned to "none" on the diagonal and for padding (a −30 margin on the other classes).
+Property conditioning (``n_props`` > 0; EDM, Hoogeboom et al. 2022 §5, feeds the properties
+to every node): ``cond["props"]`` ``[B, P]`` passes an MLP
+(:class:`~.egnn.ConditionEmbedding`) into an embedding added to the time embedding, so every
+node's initial features see it; ``cond["cond_mask"]`` 0 (CFG dropout, the unconditional
+branch of guidance) swaps in a learned null embedding instead. The properties are invariant
+scalars, so the symmetries below are unchanged.
+
 Positions enter only through distances and move only along relative vectors with
 invariant weights: E(3)-equivariant; atoms are a set and bonds are indexed by atom pairs:
 permutation-equivariant with the matching permutation of bond rows and columns.
@@ -25,7 +32,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .egnn import remove_com, time_features
+from .egnn import ConditionEmbedding, remove_com, time_features
 
 #: logit margin that pins the diagonal and padding pairs to "no bond"
 PIN = 30.0
@@ -74,7 +81,8 @@ class JointEGNN(nn.Module):
     token included for the masked process); ``cond["mask"]`` ``[B, N]``. Args: the state and
     class counts of the three categorical parts (:meth:`.joint.JointMoleculeModality.network_kwargs`),
     ``hidden`` (node width), ``edge_dim`` (edge width), ``layers``, ``coords_range`` r,
-    ``aggregation_norm`` Z, ``time_dim``.
+    ``aggregation_norm`` Z, ``time_dim``, ``n_props`` (conditioning properties P:
+    ``cond["props"]`` ``[B, P]``, ``cond["cond_mask"]`` ``[B]``; 0: unconditional).
     """
 
     def __init__(
@@ -91,9 +99,12 @@ class JointEGNN(nn.Module):
         coords_range: float = 15.0,
         aggregation_norm: float = 10.0,
         time_dim: int = 16,
+        n_props: int = 0,
     ):
         super().__init__()
         self.time_dim = time_dim
+        self.n_props = n_props
+        self.cond_emb = ConditionEmbedding(n_props, hidden) if n_props else None
         self.atom_emb = nn.Embedding(n_atom_states, hidden)
         self.charge_emb = nn.Embedding(n_charge_states, hidden)
         self.time_emb = _mlp(1 + time_dim, hidden, hidden)
@@ -112,6 +123,8 @@ class JointEGNN(nn.Module):
         eye = torch.eye(N, dtype=dt, device=pos0.device)
         pair = (mask[:, :, None] * mask[:, None, :] * (1 - eye))[..., None]
         t = self.time_emb(time_features(time.to(dt), self.time_dim))
+        if self.cond_emb is not None:
+            t = t + self.cond_emb(cond, B, dt, pos0.device)
         h = (self.atom_emb(state["atom"]) + self.charge_emb(state["charge"]) + t[:, None]) * node
         e = self.bond_emb(state["bond"]) * pair
         x = pos0 * node
