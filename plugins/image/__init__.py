@@ -3,8 +3,11 @@
 Modality ``image``; networks ``image_unet`` (:class:`.unet.UNet`) and ``image_dit``
 (:class:`.dit.DiT`); data sets ``mnist5k``, ``sklearn_digits``, ``image_folder``,
 ``image_npz``; metrics ``image_class_accuracy``, ``image_fd_ours``, ``image_kid_ours``,
-``image_precision_ours``, ``image_recall_ours``; benchmark tasks ``image/digits8`` and
-``image/mnist``. Imports are deferred as in every plugin (see :mod:`polydiff.lazy`):
+``image_precision_ours``, ``image_recall_ours`` and the prompt metrics ``image_prompt_*``
+(text-prompt models: digit, thickness, slant, size accuracy and alignment); benchmark tasks
+``image/digits8``, ``image/mnist`` and the starter rows. Text prompts (issue 20): captions
+and attribute measurement in :mod:`.captions`, ``modality_config={"text": {...}}``.
+Imports are deferred as in every plugin (see :mod:`polydiff.lazy`):
 scikit-learn, mlxtend and Pillow only inside the functions that use them.
 """
 
@@ -20,6 +23,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "modality": ["ImageModality"],
         "io": ["ImageSample", "save_image", "save_grid", "write_samples", "read_samples", "ddim_interpolation"],
         "edit": ["inpaint", "sdedit"],
+        "captions": ["measure_attributes", "parse_prompt", "CaptionedImageDataset"],
         "superres": ["super_resolve"],
     },
 )

@@ -8,6 +8,11 @@ Each run trains with CFG dropout, samples class-balanced digits with CFG over th
 grid (default ``dpmpp_2m`` at 50 NFE; the quick 8×8 task at 20), and reports class accuracy, ``fd_ours``, KID,
 precision/recall with the real-vs-real floor (``data``) and the untrained model
 (``untrained``), plus ``train_steps_per_s``, ``samples_per_s`` (images/s), ``peak_mem_mb``.
+
+Starter rows score the shipped checkpoints instead of training: ``starter/image-mnist``,
+``starter/image-mnist-2step`` and ``starter/image-mnist-text`` (text prompts, issue 20: the
+prompt metrics ``image_prompt_*`` on its card's held-out-triple prompts). Like every starter row
+they are in the quick suite too (``tests/core/test_bench_starters.py``, issue 19).
 """
 
 from __future__ import annotations
@@ -250,4 +255,72 @@ STARTER_2STEP = BenchmarkTask(
     expected_s=12,
     starter="image-mnist-2step",
 )
-TASKS = (DIGITS8, MNIST, STARTER, STARTER_2STEP)
+
+
+def real_prompt_samples(data, thresholds: dict, n: int, seed: int = 0) -> list:
+    """``n`` real digits (a seeded random subset) as samples whose prompts name their own
+    label and clear attribute words: the data row of the prompt metrics."""
+    from .captions import DIGIT_WORDS, attribute_words, measure_attributes
+    from .io import ImageSample
+
+    perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n]
+    x, y = data.images[perm], data.labels[perm]
+    words = attribute_words(measure_attributes(x), thresholds)
+    out = []
+    for i in range(len(perm)):
+        w = [words[i][a] for a in ("thickness", "slant") if words[i][a]]
+        out.append(ImageSample((x[i] + 1) / 2, int(y[i]), prompt=" ".join(["a", *w, DIGIT_WORDS[int(y[i])]])))
+    return out
+
+
+def run_starter_text(ctx: BenchContext) -> list[dict]:
+    """``starter/image-mnist-text``: the prompt metrics (digit by the shipped classifier,
+    thickness and slant by the measurement functions at the model's thresholds) and the
+    image scores of its card's 100 samples (prompts naming the held-out triples)."""
+    import json
+
+    from polydiff.bench.task import score_starter
+    from polydiff.starters import starter_path
+
+    from .classifier import classifier_for
+    from .data import LOADERS
+    from .io import save_grid
+    from .metrics import all_scores, prompt_scores, real_floor
+
+    n = 100
+    ctx.phase("data")
+    data = LOADERS["mnist5k"]()
+    clf = classifier_for(data.images, data.labels)
+    config = json.loads((starter_path(STARTER_TEXT.starter) / "config.json").read_text())
+    th = config["modality"]["config"]["captions"]["thresholds"]
+
+    def evaluate(samples):
+        scores = {k: v for k, v in prompt_scores(samples, data, classifier=clf, thresholds=th).items()}
+        scores = {k: v for k, v in scores.items() if not k.startswith("n_")}
+        return {**all_scores(samples, data, clf, kid_subset_size=n), **scores}
+
+    return score_starter(
+        ctx,
+        STARTER_TEXT,
+        evaluate=evaluate,
+        # image scores: the usual real-vs-real floor; prompt metrics: real digits with their own words
+        data_row={**evaluate(real_prompt_samples(data, th, n)), **real_floor(data, clf, n=n, kid_subset_size=n)},
+        n=n,
+        pictures=lambda samples, out: [save_grid(samples[:100], out / "grid.png", nrow=10, scale=3)],
+        note="100 digits from prompts naming the held-out digit × thickness × slant triples (5 prompts per "
+        "triple, cycled): accuracies are known to about ± 0.05. The data row: real digits whose prompts name "
+        "their own label and clear attribute words.",
+    )
+
+
+STARTER_TEXT = BenchmarkTask(
+    name="starter/image-mnist-text",
+    modality="image",
+    model="image_unet",
+    run=run_starter_text,
+    description="the shipped image-mnist-text starter (text prompts → digits, latent U-Net with cross-attention), "
+    "prompt metrics on held-out attribute combinations",
+    expected_s=25,
+    starter="image-mnist-text",
+)
+TASKS = (DIGITS8, MNIST, STARTER, STARTER_2STEP, STARTER_TEXT)

@@ -1,7 +1,8 @@
 """Image output and input: single PNGs, PNG grids, DDIM interpolation strips, reading back.
 
 Decoded samples are :class:`ImageSample` objects: ``pixels`` float32 ``[C, H, W]`` in
-[0, 1] and the requested ``label`` (None when unconditional). Files are 8-bit PNGs
+[0, 1], the requested ``label`` (None when unconditional) and, for a text-prompt model, the
+``prompt`` and the ``attributes`` it asks for. Files are 8-bit PNGs
 (grey ``L`` or ``RGB``), written atomically (:func:`polydiff.checkpoint.atomic_write_bytes`:
 temporary file, fsync, rename).
 """
@@ -25,6 +26,10 @@ from polydiff.errors import InputError
 class ImageSample:
     pixels: torch.Tensor  # [C, H, W] float32 in [0, 1]
     label: int | None = None
+    #: the text prompt it was sampled with (a prompt model), else None
+    prompt: str | None = None
+    #: the attributes that prompt asks for (:func:`polydiff.plugins.image.captions.parse_prompt`)
+    attributes: dict | None = None
 
     def to_uint8(self) -> np.ndarray:
         """``[H, W]`` (grey) or ``[H, W, 3]`` uint8."""

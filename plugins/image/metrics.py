@@ -15,6 +15,15 @@ an :class:`~polydiff.plugins.image.data.ImageDataset`, or a tensor ``[N, C, H, W
 chosen by image size). ``classifier=`` passes a trained
 :class:`~polydiff.plugins.image.classifier.DigitClassifier`; otherwise one is trained on the
 reference (cached). :func:`real_floor` gives each metric's real-vs-real value.
+
+Prompt metrics (text-prompt models, issue 20; ``image_prompt_*``, higher is better): each
+sample's requested attributes come from its ``attributes`` (set by the modality's decode) or
+its parsed ``prompt`` (:func:`~polydiff.plugins.image.captions.parse_prompt`; ``prompts=``
+passes them for tensors). The digit is judged by the classifier above, thickness, slant and
+size by the measurement functions of :mod:`~polydiff.plugins.image.captions` at the boundary
+between the two words (``thresholds=``: the model's ``captions.thresholds``; default: fitted
+on the reference). Each per-attribute accuracy counts only samples whose prompt named that
+attribute; ``image_prompt_alignment`` is the share of all named attributes that hold.
 """
 
 from __future__ import annotations
@@ -151,6 +160,106 @@ def recall_ours(samples, reference=None, *, classifier: DigitClassifier | None =
     return precision_recall_from_features(features(rx, clf), features(x, clf), k)[1]
 
 
+# -- prompt metrics -------------------------------------------------------------------------------------------
+PROMPT_ATTRIBUTES = ("digit", "thickness", "slant", "size")
+
+
+def requested_attributes(samples, prompts=None) -> list[dict]:
+    """Per sample the attributes its prompt asks for (see the module docstring)."""
+    from .captions import parse_prompt
+
+    if prompts is not None:
+        return [parse_prompt(p) for p in prompts]
+    out = []
+    for s in samples:
+        a = getattr(s, "attributes", None)
+        out.append(dict(a) if a is not None else parse_prompt(getattr(s, "prompt", None)))
+    return out
+
+
+def prompt_judgements(
+    samples, reference=None, *, classifier: DigitClassifier | None = None, thresholds=None, prompts=None
+) -> list[dict]:
+    """Per sample ``{attribute: True/False}`` for each attribute its prompt names, plus the
+    measurements (``measured``) and the classifier's digit (``predicted``)."""
+    from .captions import fit_thresholds, measure_attributes, satisfies
+
+    if not isinstance(samples, (ImageDataset, torch.Tensor)):
+        samples = list(samples)
+    req = requested_attributes(samples, prompts)
+    x, _, rx, _, clf = _setup(samples, reference, classifier)
+    if len(req) != x.shape[0]:
+        raise ValueError(f"{len(req)} prompts for {x.shape[0]} samples")
+    if thresholds is None:
+        thresholds = fit_thresholds(rx)
+    meas = measure_attributes(x)
+    pred = clf.predict(x).tolist() if any(r["digit"] is not None for r in req) else [None] * len(req)
+    out = []
+    for i, r in enumerate(req):
+        j = {"measured": {k: float(v[i]) for k, v in meas.items()}, "predicted": pred[i]}
+        if r["digit"] is not None:
+            j["digit"] = pred[i] == r["digit"]
+        for a in ("thickness", "slant", "size"):
+            if r.get(a):
+                j[a] = satisfies(a, r[a], j["measured"][a], thresholds)
+        out.append(j)
+    return out
+
+
+def _share(judged: list[dict], attribute: str | None) -> float:
+    keys = PROMPT_ATTRIBUTES if attribute is None else (attribute,)
+    vals = [j[k] for j in judged for k in keys if k in j]
+    if not vals:
+        what = "any attribute" if attribute is None else f"the {attribute}"
+        raise ValueError(f"no sample's prompt names {what}")
+    return float(sum(vals) / len(vals))
+
+
+def prompt_scores(samples, reference=None, **options) -> dict[str, float]:
+    """Every prompt metric at once (keys without the ``image_`` prefix; attributes no prompt
+    names are left out) and the counts ``n_<attribute>``."""
+    judged = prompt_judgements(samples, reference, **options)
+    out = {}
+    for a in PROMPT_ATTRIBUTES:
+        n = sum(a in j for j in judged)
+        if n:
+            out[f"prompt_{a}_accuracy"] = _share(judged, a)
+            out[f"n_{a}"] = n
+    if out:
+        out["prompt_alignment"] = _share(judged, None)
+    return out
+
+
+def _prompt_metric(attribute: str | None):
+    def metric(samples, reference=None, *, classifier=None, thresholds=None, prompts=None, **_) -> float:
+        judged = prompt_judgements(samples, reference, classifier=classifier, thresholds=thresholds, prompts=prompts)
+        return _share(judged, attribute)
+
+    what = "all named attributes" if attribute is None else f"the {attribute}"
+    metric.__doc__ = f"Share of samples whose prompt names {what} that satisfy it (see the module docstring)."
+    metric.__name__ = f"prompt_{attribute or 'alignment'}"
+    return metric
+
+
+prompt_digit_accuracy = _prompt_metric("digit")
+prompt_thickness_accuracy = _prompt_metric("thickness")
+prompt_slant_accuracy = _prompt_metric("slant")
+prompt_size_accuracy = _prompt_metric("size")
+prompt_alignment = _prompt_metric(None)
+
+
+def prompt_metrics_for(samples) -> list[str]:
+    """The registered prompt metrics that apply to ``samples`` (those whose prompts name something)."""
+    if isinstance(samples, (ImageDataset, torch.Tensor)):
+        return []
+    samples = list(samples)
+    if not any(getattr(s, "prompt", None) for s in samples):
+        return []
+    req = requested_attributes(samples)
+    names = [f"image_prompt_{a}_accuracy" for a in PROMPT_ATTRIBUTES if any(r.get(a) is not None for r in req)]
+    return names + ["image_prompt_alignment"] if names else []
+
+
 #: registered metric name → (function, higher_is_better)
 METRICS = {
     "image_class_accuracy": (class_accuracy, True),
@@ -158,6 +267,11 @@ METRICS = {
     "image_kid_ours": (kid_ours, False),
     "image_precision_ours": (precision_ours, True),
     "image_recall_ours": (recall_ours, True),
+    "image_prompt_digit_accuracy": (prompt_digit_accuracy, True),
+    "image_prompt_thickness_accuracy": (prompt_thickness_accuracy, True),
+    "image_prompt_slant_accuracy": (prompt_slant_accuracy, True),
+    "image_prompt_size_accuracy": (prompt_size_accuracy, True),
+    "image_prompt_alignment": (prompt_alignment, True),
 }
 
 

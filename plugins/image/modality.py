@@ -12,8 +12,18 @@ class-conditional (CFG) and optionally a super-resolution stage.
   whose network also sees ``cond["lowres"]``, the ``low_size`` image upsampled (bicubic)
   back to ``image_size``.
 
+- ``text``: ``None`` (class labels, the default) or ``{"encoder": "tiny", **encoder options}``:
+  a text-prompt model (issue 20). The network gets ``text=`` (and no class embedding);
+  :meth:`load_dataset` returns a :class:`~.captions.CaptionedImageDataset` whose items carry a
+  caption built from the digit and attributes measured on the image; ``captions`` then holds
+  ``{"thresholds", "held_out_triples", "seed", "shear", "shear_prob"}`` (shear: slant augmentation,
+  see :class:`~.captions.CaptionedImageDataset`; thresholds fitted on the training data by
+  :meth:`fit`, used by the prompt metrics to judge generated images with the same functions).
+
 Cond dicts: ``label`` ``[B]`` long, ``cond_mask`` ``[B]`` (0 = unconditional/null),
-``lowres`` ``[B, C, H, W]`` for super-resolution.
+``lowres`` ``[B, C, H, W]`` for super-resolution; with ``text``: ``prompt_ids`` /
+``prompt_mask`` ``[B, L]`` (:func:`polydiff.text.prompt_cond`) and, when sampling, ``prompt``
+(the list of prompt strings, carried to :meth:`decode`).
 """
 
 from __future__ import annotations
@@ -66,6 +76,16 @@ class ImageModality(Modality):
         c.setdefault("class_names", [str(i) for i in range(c["num_classes"])])
         c.setdefault("latent", None)
         c.setdefault("superres", None)
+        c.setdefault("text", None)
+        if c["text"]:
+            if c["superres"]:
+                raise ValueError("a text-prompt super-resolution stage is not supported")
+            c["text"] = {"encoder": "tiny", **(c["text"] if isinstance(c["text"], dict) else {})}
+            c["captions"] = {"held_out_triples": None, "seed": 0, **(c.get("captions") or {})}
+            if c["captions"]["held_out_triples"] is None:
+                from .captions import HELD_OUT_TRIPLES
+
+                c["captions"]["held_out_triples"] = [list(t) for t in HELD_OUT_TRIPLES]
         self.vae = None
         if c["latent"]:
             if c["superres"]:
@@ -103,15 +123,89 @@ class ImageModality(Modality):
         kw = {"in_channels": ch, "image_size": size, "num_classes": int(self.config["num_classes"])}
         if self.config["superres"]:  # the SR stage is conditioned on the low-res image only
             kw.update(cond_channels=int(self.config["channels"]), num_classes=0)
+        if self.config["text"]:
+            kw.update(text=dict(self.config["text"]), num_classes=0)
         return kw
+
+    def build_network(self, name: str | None = None, **kwargs):
+        """As the base class; a text-prompt model needs a network that takes ``text=`` (``image_unet``)."""
+        import inspect
+
+        from polydiff.errors import PolydiffError
+        from polydiff.plugin_manager import registry
+
+        if kwargs.get("text"):
+            cls = registry("network").entry(name or self.default_network).obj
+            if "text" not in inspect.signature(cls).parameters:
+                raise PolydiffError(
+                    f"network {name!r} cannot read text prompts (no text= argument); use image_unet for a "
+                    "text-prompt image model"
+                )
+        return super().build_network(name, **kwargs)
+
+    # -- text prompts --------------------------------------------------------------------------
+    @property
+    def accepts_prompts(self) -> bool:
+        """True for a text-prompt model (``config["text"]`` set)."""
+        return bool(self.config["text"])
+
+    def tokenizer(self):
+        """The prompt tokenizer of the configured text encoder (:func:`polydiff.text.tokenizer_for`)."""
+        from polydiff.text import tokenizer_for
+
+        opts = dict(self.config["text"])
+        return tokenizer_for(opts.pop("encoder", "tiny"), **opts)
+
+    @property
+    def thresholds(self) -> dict | None:
+        """The attribute-word thresholds fitted on the training data (None before :meth:`fit`)."""
+        return (self.config.get("captions") or {}).get("thresholds")
+
+    def prompts_for(self, n: int, prompt) -> list[str]:
+        """``prompt``: one string (all samples) or a list; a list of another length than ``n``
+        is cycled (sample i gets ``prompt[i mod len]``, so saved defaults work for any n)."""
+        if isinstance(prompt, str):
+            return [prompt] * n
+        prompts = list(prompt)
+        if not prompts or not all(isinstance(p, str) for p in prompts):
+            raise ValueError("prompt must be a string or a non-empty list of strings")
+        return [prompts[i % len(prompts)] for i in range(n)]
+
+    def prepare_negative(self, negative: dict, n: int) -> dict:
+        """``{"prompt": str | list}`` → the tokenized negative prompt (the same keys as
+        :meth:`sampling_request`'s cond); other dicts pass through."""
+        if not self.config["text"] or "prompt" not in (negative or {}):
+            return negative
+        from polydiff.text import prompt_cond
+
+        prompts = self.prompts_for(n, negative["prompt"])
+        return {**prompt_cond(prompts, n, self.tokenizer()), "prompt": prompts}
 
     def modules(self) -> dict:
         return {"vae": self.vae} if self.vae is not None else {}
 
     # -- data --------------------------------------------------------------------------------
     def load_dataset(self, name: str | None = None, **options):
-        """A registered image data set (default: ``config["dataset"]``), fitted (see :meth:`fit`)."""
-        return super().load_dataset(name or self.config["dataset"], **options)
+        """A registered image data set (default: ``config["dataset"]``), fitted (see :meth:`fit`);
+        with ``text``, wrapped as a :class:`~.captions.CaptionedImageDataset`."""
+        ds = super().load_dataset(name or self.config["dataset"], **options)
+        return self.captioned(ds) if self.config["text"] else ds
+
+    def captioned(self, dataset):
+        """``dataset`` with a caption per item (thresholds from :meth:`fit`)."""
+        from .captions import CaptionedImageDataset
+
+        if self.thresholds is None:
+            self.fit(dataset)
+        cap = self.config["captions"]
+        return CaptionedImageDataset(
+            dataset,
+            cap["thresholds"],
+            seed=int(cap["seed"]),
+            held_out_triples=cap["held_out_triples"],
+            shear=float(cap.get("shear", 0.0)),
+            shear_prob=float(cap.get("shear_prob", 0.5)),
+        )
 
     def fit(self, dataset) -> None:
         c = self.config
@@ -129,6 +223,10 @@ class ImageModality(Modality):
         if dataset.class_names:
             c["class_names"] = list(dataset.class_names) + c["class_names"][len(dataset.class_names) :]
         c["data_pixel_std"] = float(dataset.images.std())
+        if c["text"] and not (c.get("captions") or {}).get("thresholds"):
+            from .captions import fit_thresholds
+
+            c["captions"]["thresholds"] = fit_thresholds(dataset.images)
         if self.vae is not None and "scale" not in c["latent"]:
             self.fit_latent(dataset)
 
@@ -160,6 +258,16 @@ class ImageModality(Modality):
 
     def collate(self, items: list) -> dict:
         x = torch.stack([torch.as_tensor(i["x"]) for i in items]).float()
+        if self.config["text"]:
+            from polydiff.text import prompt_cond
+
+            from .captions import DIGIT_WORDS
+
+            caps = [
+                i["caption"] if "caption" in i else (DIGIT_WORDS[int(i["label"])] if i.get("label", -1) >= 0 else "")
+                for i in items
+            ]
+            return {"x": self.encode(x).cpu(), "cond": prompt_cond(caps, len(caps), self.tokenizer())}
         labels = torch.tensor([int(i.get("label", -1)) for i in items], dtype=torch.long)
         cond = {"label": labels.clamp(min=0), "cond_mask": (labels >= 0).float()}
         if self.config["superres"]:
@@ -192,8 +300,12 @@ class ImageModality(Modality):
 
     def sampling_request(self, n: int, cond: dict | None, rng):
         """cond: ``{"label": ...}`` (see :meth:`labels_for`; absent = unconditional) and, for a
-        super-resolution stage, ``{"lowres": [n, C, h, w] in [-1, 1]}``."""
+        super-resolution stage, ``{"lowres": [n, C, h, w] in [-1, 1]}``. A text model takes
+        ``{"prompt": str | list[str]}`` (see :meth:`prompts_for`; a label is turned into the
+        digit's word, nothing = the empty prompt, unconditional)."""
         cond = dict(cond or {})
+        if self.config["text"]:
+            return self.state_shape, self._text_request(n, cond)
         out = {}
         if cond.get("label") is not None and self.config["num_classes"] > 0:
             out["label"] = self.labels_for(n, cond["label"])
@@ -213,6 +325,19 @@ class ImageModality(Modality):
             out["cond_mask"] = torch.ones(n)  # the low-res image always conditions the stage
         return self.state_shape, out
 
+    def _text_request(self, n: int, cond: dict) -> dict:
+        from polydiff.text import empty_prompt_cond, prompt_cond
+
+        from .captions import DIGIT_WORDS
+
+        if cond.get("prompt") is not None:
+            prompts = self.prompts_for(n, cond["prompt"])
+        elif cond.get("label") is not None:
+            prompts = [DIGIT_WORDS[int(k)] for k in self.labels_for(n, cond["label"]).tolist()]
+        else:
+            return {**empty_prompt_cond(n, self.tokenizer()), "prompt": [""] * n}
+        return {**prompt_cond(prompts, n, self.tokenizer()), "prompt": prompts}
+
     def negative(self, label, n: int) -> dict:
         """A negative condition for ``model.sample(..., negative=...)`` (CFG away from ``label``)."""
         return {"label": self.labels_for(n, label), "cond_mask": torch.ones(n)}
@@ -222,6 +347,16 @@ class ImageModality(Modality):
 
     def decode(self, x: torch.Tensor, cond: dict | None) -> list[ImageSample]:
         px = (self.to_pixels(x).cpu() + 1) / 2
+        if self.config["text"] and cond is not None and "prompt" in cond:
+            from .captions import parse_prompt
+
+            m = cond.get("cond_mask", torch.ones(px.shape[0])).cpu().tolist()
+            out = []
+            for i, p in enumerate(cond["prompt"][: px.shape[0]]):
+                p = p if m[i] > 0.5 else None
+                attrs = parse_prompt(p)
+                out.append(ImageSample(px[i], attrs["digit"], prompt=p, attributes=attrs))
+            return out
         labels = [None] * px.shape[0]
         if cond is not None and "label" in cond and self.config["num_classes"] > 0:
             m = cond.get("cond_mask", torch.ones(px.shape[0])).cpu()
@@ -233,10 +368,16 @@ class ImageModality(Modality):
 
     def evaluate(self, samples: list, reference=None, metrics=None, **options) -> dict[str, float]:
         """Registered metrics (default reference: ``config["dataset"]``); class accuracy is
-        left out of the defaults when no sample carries a label."""
+        left out of the defaults when no sample carries a label. Samples with prompts add the
+        prompt metrics of the attributes they ask for (judged with this model's thresholds)."""
         if metrics is None:
             labelled = any(getattr(s, "label", None) is not None for s in samples)
             metrics = [m for m in self.default_metrics if labelled or m != "image_class_accuracy"]
+            from .metrics import prompt_metrics_for
+
+            metrics += prompt_metrics_for(samples)
+        if self.thresholds is not None and any(str(m).startswith("image_prompt_") for m in metrics):
+            options.setdefault("thresholds", self.thresholds)
         return super().evaluate(samples, reference=reference or self.config["dataset"], metrics=metrics, **options)
 
     def write(self, samples: list, path: str | Path) -> list[Path]:

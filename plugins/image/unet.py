@@ -7,6 +7,12 @@ Called as ``net(x_in, time, cond)``: ``x_in`` ``[B, C, H, W]``, ``time`` ``[B]``
 (EDM c_noise = ¼ ln σ̃ by default), ``cond`` a dict with optional ``label`` ``[B]`` long,
 ``cond_mask`` ``[B]`` (1 = conditional, 0 = null) and ``lowres`` ``[B, C_c, H, W]``
 (an upsampled low-resolution image for a super-resolution stage, Saharia et al. 2022).
+With ``text`` (a text-prompt model, issue 20) the cond carries ``prompt_ids`` / ``prompt_mask``
+``[B, L]`` (:func:`polydiff.text.prompt_cond`): a :class:`polydiff.text.TextConditioning`
+encodes them, :class:`polydiff.text.CrossAttention2d` blocks attend to the encoded prompt after
+the self-attention at the attention resolutions and in the middle block (Rombach et al. 2022
+§3.3), and the pooled prompt is added to the time embedding; ``cond_mask`` 0 means the empty
+prompt (the CFG null).
 
 Building blocks reused by other plugins (names kept stable): :func:`sinusoidal_embedding`,
 :class:`TimeEmbedding`, :class:`ClassEmbedding`, :class:`ResBlock`,
@@ -142,6 +148,9 @@ class UNet(nn.Module):
         num_classes: > 0 adds a class embedding (``cond["label"]``) with a learned null.
         cond_channels: > 0 concatenates ``cond["lowres"]`` ``[B, cond_channels, H, W]``
             (zeroed where ``cond_mask`` is 0) to the input.
+        text: None (no prompts), or ``{"encoder": name, **encoder options}`` for prompt
+            conditioning by cross-attention (see the module docstring); use with
+            ``num_classes=0``. Without it the network is exactly the class-label one.
     Output: ``[B, out_channels, H, W]`` in the input's dtype (zero at initialisation).
     """
 
@@ -159,6 +168,7 @@ class UNet(nn.Module):
         dropout: float = 0.0,
         out_channels: int | None = None,
         heads: int = 4,
+        text: dict | None = None,
     ):
         super().__init__()
         self.in_channels, self.cond_channels, self.num_classes = in_channels, cond_channels, num_classes
@@ -194,6 +204,7 @@ class UNet(nn.Module):
         self.mid = nn.ModuleList(
             [ResBlock(ch, ch, emb, dropout), SelfAttention2d(ch, heads), ResBlock(ch, ch, emb, dropout)]
         )
+        ch_mid = ch
         self.up = nn.ModuleList()
         for lvl, mult in reversed(list(enumerate(channel_mult))):
             for _ in range(num_res_blocks + 1):
@@ -216,6 +227,18 @@ class UNet(nn.Module):
         self.conv_out = nn.Conv2d(ch, out_channels or in_channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
+        self.text = None
+        if text:  # built last: a class-label network's parameters and their init are unchanged
+            from polydiff.text import CrossAttention2d, TextConditioning
+
+            opts = dict(text)
+            self.text = TextConditioning(opts.pop("encoder", "tiny"), opts)
+            d = self.text.dim
+            self.text_emb = nn.Linear(d, emb)
+            for block in [*self.down, *self.up]:
+                if isinstance(block, nn.ModuleList) and isinstance(block[1], SelfAttention2d):
+                    block.append(CrossAttention2d(block[0].conv2.out_channels, d, heads))
+            self.mid.append(CrossAttention2d(ch_mid, d, heads))
 
     def embed(self, time: torch.Tensor, cond: dict | None, batch: int) -> torch.Tensor:
         e = self.time(time.reshape(batch))
@@ -226,6 +249,8 @@ class UNet(nn.Module):
     def forward(self, x: torch.Tensor, time: torch.Tensor, cond: dict | None = None) -> torch.Tensor:
         B = x.shape[0]
         emb = self.embed(time, cond, B)
+        if self.text is not None:
+            return self._forward_text(x, emb, cond)
         h = x
         if self.cond_channels:
             low = None if cond is None else cond.get("lowres")
@@ -247,4 +272,33 @@ class UNet(nn.Module):
                 h = block[1](block[0](torch.cat([h, skips.pop()], dim=1), emb))
             else:
                 h = block(h)
+        return self.conv_out(F.silu(self.norm_out(h))).to(x.dtype)
+
+    def _forward_text(self, x: torch.Tensor, emb: torch.Tensor, cond: dict | None) -> torch.Tensor:
+        """:meth:`forward` of a prompt-conditioned network (cross-attention after self-attention)."""
+        assert self.text is not None
+        B = x.shape[0]
+        ctx, key_mask, pooled = self.text(cond, B, x.device)
+        emb = emb + self.text_emb(pooled.to(emb.dtype))
+        h = x
+        if self.cond_channels:
+            low = None if cond is None else cond.get("lowres")
+            if low is None:
+                raise ValueError("this network needs cond['lowres'] (a super-resolution stage)")
+            m = cond_mask_of(cond, B, x.device)[:, None, None, None]
+            h = torch.cat([x, (low.to(x.device) * m).to(x.dtype)], dim=1)
+
+        def level(block, h):
+            h = block[1](block[0](h, emb))
+            return block[2](h, ctx, key_mask) if len(block) > 2 else h
+
+        h = self.conv_in(h)
+        skips = [h]
+        for block in self.down:
+            h = level(block, h) if isinstance(block, nn.ModuleList) else block(h)
+            skips.append(h)
+        h = self.mid[3](self.mid[1](self.mid[0](h, emb)), ctx, key_mask)
+        h = self.mid[2](h, emb)
+        for block in self.up:
+            h = level(block, torch.cat([h, skips.pop()], dim=1)) if isinstance(block, nn.ModuleList) else block(h)
         return self.conv_out(F.silu(self.norm_out(h))).to(x.dtype)
