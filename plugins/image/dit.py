@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .unet import ClassEmbedding, TimeEmbedding, cond_mask_of
+from .unet import ClassEmbedding, TimeEmbedding, with_lowres
 
 
 def sincos_2d(dim: int, grid: int) -> torch.Tensor:
@@ -114,13 +114,7 @@ class DiT(nn.Module):
 
     def forward(self, x: torch.Tensor, time: torch.Tensor, cond: dict | None = None) -> torch.Tensor:
         B = x.shape[0]
-        h = x
-        if self.cond_channels:
-            low = None if cond is None else cond.get("lowres")
-            if low is None:
-                raise ValueError("this network needs cond['lowres'] (a super-resolution stage)")
-            m = cond_mask_of(cond, B, x.device)[:, None, None, None]
-            h = torch.cat([x, (low.to(x.device) * m).to(x.dtype)], dim=1)
+        h = with_lowres(x, cond, self.cond_channels)
         tok = self.patch(h).flatten(2).transpose(1, 2)
         tok = tok + self.pos.to(tok.dtype)
         c = self.time(time.reshape(B))

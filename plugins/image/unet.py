@@ -66,6 +66,18 @@ def cond_mask_of(cond: dict | None, batch: int, device) -> torch.Tensor:
     return m.to(device=device, dtype=torch.float32).reshape(batch)
 
 
+def with_lowres(x: torch.Tensor, cond: dict | None, cond_channels: int) -> torch.Tensor:
+    """``x`` ``[B, C, H, W]`` with ``cond["lowres"]`` (zeroed where ``cond_mask`` is 0) concatenated
+    on the channel axis when ``cond_channels`` > 0 (a super-resolution stage's input), else ``x``."""
+    if not cond_channels:
+        return x
+    low = None if cond is None else cond.get("lowres")
+    if low is None:
+        raise ValueError("this network needs cond['lowres'] (a super-resolution stage)")
+    m = cond_mask_of(cond, x.shape[0], x.device)[:, None, None, None]
+    return torch.cat([x, (low.to(x.device) * m).to(x.dtype)], dim=1)
+
+
 class ClassEmbedding(nn.Module):
     """``cond["label"]`` → ``[B, dim]``, blended with a learned null embedding by
     ``cond_mask`` (1 = class, 0 = null): the switch CFG and CFG-dropout use."""
@@ -251,13 +263,7 @@ class UNet(nn.Module):
         emb = self.embed(time, cond, B)
         if self.text is not None:
             return self._forward_text(x, emb, cond)
-        h = x
-        if self.cond_channels:
-            low = None if cond is None else cond.get("lowres")
-            if low is None:
-                raise ValueError("this network needs cond['lowres'] (a super-resolution stage)")
-            m = cond_mask_of(cond, B, x.device)[:, None, None, None]
-            h = torch.cat([x, (low.to(x.device) * m).to(x.dtype)], dim=1)
+        h = with_lowres(x, cond, self.cond_channels)
         h = self.conv_in(h)
         skips = [h]
         for block in self.down:
@@ -280,13 +286,7 @@ class UNet(nn.Module):
         B = x.shape[0]
         ctx, key_mask, pooled = self.text(cond, B, x.device)
         emb = emb + self.text_emb(pooled.to(emb.dtype))
-        h = x
-        if self.cond_channels:
-            low = None if cond is None else cond.get("lowres")
-            if low is None:
-                raise ValueError("this network needs cond['lowres'] (a super-resolution stage)")
-            m = cond_mask_of(cond, B, x.device)[:, None, None, None]
-            h = torch.cat([x, (low.to(x.device) * m).to(x.dtype)], dim=1)
+        h = with_lowres(x, cond, self.cond_channels)
 
         def level(block, h):
             h = block[1](block[0](h, emb))
