@@ -1,6 +1,8 @@
 """U-Net and DiT denoisers: shapes, conditioning conventions, bf16, CUDA."""
 
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,15 +10,8 @@ import torch
 from polydiff.plugins.image.dit import DiT, sincos_2d
 from polydiff.plugins.image.unet import UNet, sinusoidal_embedding
 
-
-def _randomise(net: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Give zero-initialised layers random weights so outputs depend on every input."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in net.parameters():
-            if p.abs().sum() == 0:
-                p.copy_(0.1 * torch.randn(p.shape, generator=g))
-    return net
+sys.path.insert(0, str(Path(__file__).parent))
+from net_helpers import randomise as _randomise  # noqa: E402
 
 
 def _nets(**kw):

@@ -5,6 +5,8 @@ sample run, and (slow) the image-mnist-text starter's card."""
 from __future__ import annotations
 
 import itertools
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +18,9 @@ from polydiff.plugins.image.metrics import prompt_metrics_for, prompt_scores
 from polydiff.plugins.image.unet import UNet
 from polydiff.text import empty_prompt_cond, prompt_cond, tokenizer_for
 from polydiff.training import TrainConfig, train
+
+sys.path.insert(0, str(Path(__file__).parent))
+from net_helpers import randomise as _randomise  # noqa: E402
 
 TEXT = {"encoder": "tiny", "dim": 32, "layers": 1, "max_len": 16}
 
@@ -132,15 +137,6 @@ def test_parser_round_trips_every_phrasing():
         for p in ph["digit"]:
             assert C.parse_prompt(p.format(w="seven", n="7"))["digit"] == 7
     assert C.parse_prompt("") == {"digit": None, "thickness": None, "slant": None, "size": None}
-
-
-def _randomise(net: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in net.parameters():
-            if p.abs().sum() == 0:
-                p.copy_(0.1 * torch.randn(p.shape, generator=g))
-    return net
 
 
 def test_unet_with_text_depends_on_the_prompt_and_null_is_the_empty_prompt():

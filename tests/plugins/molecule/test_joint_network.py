@@ -3,10 +3,16 @@ permutation-equivariance in float64, symmetric bond logits, padding that never l
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 from polydiff.plugins.molecule.joint_network import JointEGNN
+
+sys.path.insert(0, str(Path(__file__).parent))
+from rotations import orthogonal as _orthogonal  # noqa: E402
 
 TOL = 1e-5
 
@@ -37,14 +43,6 @@ def _state(B=3, N=7, counts=(7, 5, 3), seed=0):
         "bond": bond,
     }
     return state, {"mask": mask}, torch.rand(B, generator=g, dtype=torch.float64).float()
-
-
-def _orthogonal(seed, reflect):
-    q, r = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
-    q = q * torch.sign(torch.diagonal(r))[None]
-    if (torch.det(q) < 0) != reflect:
-        q[:, 0] = -q[:, 0]
-    return q
 
 
 @pytest.mark.parametrize("reflect", [False, True])

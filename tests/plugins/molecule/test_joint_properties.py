@@ -6,6 +6,9 @@ simple property and round-trips through safetensors; bad requests are clear erro
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -15,6 +18,9 @@ from polydiff.errors import InputError
 from polydiff.plugins.molecule.joint import JointMoleculeModality
 from polydiff.plugins.molecule.joint_network import JointEGNN
 from polydiff.plugins.molecule.property_predictor import PropertyPredictor, fit_predictor
+
+sys.path.insert(0, str(Path(__file__).parent))
+from rotations import orthogonal as _orthogonal  # noqa: E402
 
 PROPS = ["alpha", "gap"]
 SMILES = ("C", "CC", "CO", "C=O", "CC#N", "OCC=O", "CN", "C=CC")
@@ -150,14 +156,6 @@ def test_missing_and_unknown_properties_are_clear_errors(records):
 
 
 # -- the conditioned network's symmetries (float64) --------------------------------------------------
-def _orthogonal(seed, reflect):
-    q, r = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
-    q = q * torch.sign(torch.diagonal(r))[None]
-    if (torch.det(q) < 0) != reflect:
-        q[:, 0] = -q[:, 0]
-    return q
-
-
 def _state(B, N, counts, seed=0):
     g = torch.Generator().manual_seed(seed)
     mask = torch.zeros(B, N, dtype=torch.float64)
