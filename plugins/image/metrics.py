@@ -187,6 +187,8 @@ def prompt_judgements(
     if not isinstance(samples, (ImageDataset, torch.Tensor)):
         samples = list(samples)
     req = requested_attributes(samples, prompts)
+    if not any(v is not None for r in req for v in r.values()):
+        raise ValueError("no sample carries a prompt naming an attribute (prompt metrics need prompted samples)")
     x, _, rx, _, clf = _setup(samples, reference, classifier)
     if len(req) != x.shape[0]:
         raise ValueError(f"{len(req)} prompts for {x.shape[0]} samples")
