@@ -134,8 +134,8 @@ def tokenizer_for(name: str = "tiny", **options):
     """The tokenizer of text encoder ``name`` (built once per name and options, then cached)."""
     key = (name, repr(sorted(options.items())))
     if key not in _TOKENIZERS:
-        if name == "tiny":
-            _TOKENIZERS[key] = WordTokenizer(options.get("vocab_size", 4096), options.get("max_len", 32))
+        if name == "tiny":  # the tiny encoder's tokenizer alone, without building its weights
+            _TOKENIZERS[key] = WordTokenizer(**{k: options[k] for k in ("vocab_size", "max_len") if k in options})
         else:
             _TOKENIZERS[key] = build_text_encoder(name, **options).tokenizer
     return _TOKENIZERS[key]
