@@ -98,12 +98,10 @@ def cmd_train(args) -> int:
 def _load_model(args):
     import polydiff
 
-    from .starters import DEFAULT_TEXT_STARTER
+    from .starters import starter_for
 
-    default = args.modality
-    if getattr(args, "prompt", None) is not None and args.modality in DEFAULT_TEXT_STARTER:
-        default = DEFAULT_TEXT_STARTER[args.modality]  # a prompt: the modality's text starter
-    src = args.checkpoint or f"starter:{default}"
+    prompted = getattr(args, "prompt", None) is not None  # a prompt: the modality's text starter
+    src = args.checkpoint or f"starter:{starter_for(args.modality, prompted=prompted)}"
     model = polydiff.load(src, device=args.device if args.device != "auto" else None)
     if args.device == "auto":
         from .model import resolve_device

@@ -34,6 +34,19 @@ DEFAULT_STARTER = {
 DEFAULT_TEXT_STARTER = {"image": "image-mnist-text", "audio": "audio-notes-text"}
 
 
+def starter_for(modality: str, *, prompted: bool = False) -> str:
+    """The starter to load for ``modality`` (or a starter's own name); ``prompted``: the
+    modality's text-prompted starter (:data:`DEFAULT_TEXT_STARTER`), an error for a modality
+    that has none."""
+    if not prompted:
+        return modality
+    if modality not in DEFAULT_TEXT_STARTER and modality in DEFAULT_STARTER:
+        raise CheckpointError(
+            f"no text-prompted starter for modality {modality!r}; prompts: {', '.join(DEFAULT_TEXT_STARTER)}"
+        )
+    return DEFAULT_TEXT_STARTER.get(modality, modality)
+
+
 def available() -> list[str]:
     """Names of the starters present in this installation."""
     if not ROOT.exists():
@@ -192,14 +205,7 @@ def generate(
     PNG, PDB)."""
     from . import load
 
-    name = modality
-    if sample_kwargs.get("prompt") is not None:
-        if modality not in DEFAULT_TEXT_STARTER and modality in DEFAULT_STARTER:
-            raise CheckpointError(
-                f"no text-prompted starter for modality {modality!r}; prompts: {', '.join(DEFAULT_TEXT_STARTER)}"
-            )
-        name = DEFAULT_TEXT_STARTER.get(modality, modality)
-    model = load(f"starter:{name}", device=device)
+    model = load(f"starter:{starter_for(modality, prompted=sample_kwargs.get('prompt') is not None)}", device=device)
     samples = model.sample(n, seed=seed, **sample_kwargs)
     if out is not None:
         model.modality.write(samples, out)

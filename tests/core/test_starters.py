@@ -59,6 +59,10 @@ def test_text_starters_are_shipped_and_named_per_modality():
     for modality, name in starters.DEFAULT_TEXT_STARTER.items():
         model = polydiff.load(f"starter:{name}")
         assert model.modality.name == modality and model.modality.accepts_prompts
+        assert starters.starter_for(modality, prompted=True) == name
+    assert starters.starter_for("image") == "image"
+    with pytest.raises(CheckpointError, match="no text-prompted starter for modality 'molecule'"):
+        starters.starter_for("molecule", prompted=True)
 
 
 @pytest.mark.slow
