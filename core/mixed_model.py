@@ -54,11 +54,13 @@ def sample_raw(
     callback,
     wrap,
     unsupported: dict,
+    final: str = "sample",
 ) -> tuple[dict, dict | None]:
     """``DiffusionModel.sample_raw`` for a modality with parts: ``(state {part: [n, ...]}, cond)``.
 
     ``steps`` (default 50; ``nfe`` is the same number: one network call per step) uniform
-    time steps from t = 1 to 0; ``unsupported``: ``sample_raw``'s keywords that only
+    time steps from t = 1 to 0; ``final``: the last step's categorical pick (``"sample"`` or
+    ``"argmax"``, :func:`polydiff.mixed.sample_mixed`); ``unsupported``: ``sample_raw``'s keywords that only
     continuous models take, with the values given (any that is set is an error)."""
     from .model import _eval_mode
 
@@ -94,7 +96,9 @@ def sample_raw(
     if wrap is not None:
         d = wrap(d, c)
     with _eval_mode(den.net, *model.modality.modules().values()):
-        state = sample_mixed(d, state, time_grid(steps), parts=parts, rng=rng, method=method, cond=c, callback=callback)
+        state = sample_mixed(
+            d, state, time_grid(steps), parts=parts, rng=rng, method=method, cond=c, callback=callback, final=final
+        )
     return state, c
 
 

@@ -88,6 +88,12 @@ class Modality:
     def fit(self, dataset) -> None:
         """Record data statistics needed at sampling time in ``self.config``."""
 
+    def item_size(self, item) -> float | None:
+        """A number that sets how much padding an item needs in a batch (atoms of a molecule,
+        frames of a clip), for training with ``group_by_size``; None (the default): items
+        are all the same size."""
+        return None
+
     def collate(self, items: list) -> dict:
         """Items → batch ``{"x": Tensor [B, ...], "cond": dict | None}``.
 

@@ -216,8 +216,10 @@ class DiffusionModel:
         (:meth:`polydiff.modality.Modality.parts`) ``x`` is ``{part: [n, ...]}``, the sampler is
         ``"ancestral"`` (default) or ``"euler"`` over ``steps`` (or ``nfe``) uniform time steps,
         ``guidance`` a CFG scale, ``wrap(denoiser, cond)`` wraps the bound ``D(state, t)`` (e.g.
-        :func:`polydiff.mixed.mixed_known_region`), and the σ̃-grid and initial-state keywords do not
-        apply (:mod:`polydiff.mixed_model`).
+        :func:`polydiff.mixed.mixed_known_region`), ``final="argmax"`` ends on the most probable
+        categorical values instead of a draw (:func:`polydiff.mixed.sample_mixed`; a checkpoint
+        can set it in ``extra["sample_defaults"]``), and the σ̃-grid and initial-state keywords do
+        not apply (:mod:`polydiff.mixed_model`).
 
         ``guidance``: a CFG scale, a registered guidance name, ``(name, scale)``,
         ``(name, {options})`` or a list of those, composed in list order (see
@@ -259,7 +261,7 @@ class DiffusionModel:
                 "sampling_cond": sampling_cond is not None,
                 "sigma_min": sigma_min is not None,
                 "sigma_max": sigma_max is not None,
-                **{k: True for k in sampler_options},
+                **{k: True for k in sampler_options if k != "final"},
             }
             return mixed_model.sample_raw(
                 self,
@@ -276,6 +278,7 @@ class DiffusionModel:
                 callback=callback,
                 wrap=wrap,
                 unsupported=unsupported,
+                final=sampler_options.get("final") or "sample",
             )
         sampler = sampler or "dpmpp_2m"
         spec = get_sampler(sampler)

@@ -130,6 +130,10 @@ class MoleculeModality(Modality):
             out.append((float(values[p]) - mean) / std)
         return torch.tensor(out, dtype=torch.float32)
 
+    def item_size(self, item) -> float:
+        """Atoms of a record or RDKit Mol: batches pad to the largest (``group_by_size``)."""
+        return float(item.GetNumAtoms() if hasattr(item, "GetAtoms") else item.n_atoms)
+
     def collate(self, items: list) -> dict:
         feats = [self.record_to_tensor(r) for r in items]
         n = max(f.shape[0] for f in feats)

@@ -129,6 +129,37 @@ def test_each_epoch_visits_every_item_once(n, batch, seed):
     assert again.next() == order.next()  # the data order resumes from its two integers
 
 
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 200), batch=st.integers(1, 9), seed=st.integers(0, 5), window=st.integers(1, 6))
+def test_size_grouped_order_visits_every_item_once_and_resumes(n, batch, seed, window):
+    sizes = [(7 * i) % 23 for i in range(n)]
+    order = GlobalBatchOrder(n, batch, seed, sizes=sizes, group_window=window)
+    stream = [i for _ in range(-(-2 * n // batch)) for i in order.next()]
+    for e in range(2):
+        assert sorted(stream[e * n : (e + 1) * n]) == list(range(n))
+    again = GlobalBatchOrder(n, batch, seed, sizes=sizes, group_window=window)
+    again.load_state({**order.state()})
+    assert again.next() == order.next()
+
+
+def test_size_grouped_batches_hold_similar_sizes():
+    """Grouping by size cuts the padding (largest minus mean size per batch) several-fold."""
+    sizes = torch.randint(3, 30, (2000,), generator=torch.Generator().manual_seed(0)).tolist()
+
+    def padding(order):
+        waste = 0.0
+        for _ in range(2000 // 32):
+            b = [sizes[i] for i in order.next()]
+            waste += max(b) - sum(b) / len(b)
+        return waste
+
+    plain = padding(GlobalBatchOrder(2000, 32, 1))
+    grouped = padding(GlobalBatchOrder(2000, 32, 1, sizes=sizes, group_window=16))
+    assert grouped < plain / 4
+    with pytest.raises(ValueError, match="3 entries for 4 items"):
+        GlobalBatchOrder(4, 2, 0, sizes=[1, 2, 3])
+
+
 def test_setup_without_torchrun_is_single_process(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     ctx = setup("cpu")

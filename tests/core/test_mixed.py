@@ -175,6 +175,36 @@ def test_symmetric_edge_parts_stay_symmetric():
     assert torch.equal(out["bond"], out["bond"].transpose(1, 2)) and int(out["bond"].max()) < 3
 
 
+@pytest.mark.parametrize("proc,steps", [(UniformProcess(3), 8), (MaskedProcess(3), 1)])
+def test_final_argmax_ends_on_the_most_probable_class_and_sample_draws(proc, steps):
+    """A network that always predicts p(x₀) = (0.2, 0.5, 0.3): ``final="sample"`` ends with
+    those frequencies, ``final="argmax"`` with class 1 everywhere. (A masked variable keeps the
+    value it took at an earlier step, so there one step from the all-mask prior is checked.)"""
+    parts = {"label": CategoricalPart(proc)}
+    logits = torch.tensor([0.2, 0.5, 0.3], dtype=F64).log()
+
+    def den(st, t):
+        return {"label": logits.expand(st["label"].shape + (3,))}
+
+    n = 4000
+    drawn = sample_mixed(
+        den, prior_state(parts, {"label": ()}, SampleRNG(0, n)), time_grid(steps), parts=parts, rng=SampleRNG(0, n)
+    )["label"]
+    freq = torch.bincount(drawn, minlength=3).double() / n
+    assert (freq - torch.tensor([0.2, 0.5, 0.3], dtype=F64)).abs().max() < 0.03
+    mode = sample_mixed(
+        den,
+        prior_state(parts, {"label": ()}, SampleRNG(0, n)),
+        time_grid(steps),
+        parts=parts,
+        rng=SampleRNG(0, n),
+        final="argmax",
+    )["label"]
+    assert int((mode == 1).sum()) == n
+    with pytest.raises(ValueError, match="final step"):
+        sample_mixed(den, {"label": drawn}, time_grid(2), parts=parts, rng=SampleRNG(0, n), final="mode")
+
+
 def test_parts_config_round_trip():
     from polydiff.categorical import MarginalProcess
     from polydiff.schedules import SCHEDULES

@@ -240,3 +240,10 @@ def test_cuda_real_out_of_memory_is_reported(tiny):
     model.network, model.ema = WideNet(), None
     with pytest.raises(TrainingOOMError, match="micro-batch of 65536"):
         train(model, tw.make_dataset(65536), cfg(steps=1, batch_size=65536, device="cuda"))
+
+
+def test_group_by_size_needs_the_modality_item_size(tiny):
+    with pytest.raises(ValueError, match="does not define item_size"):
+        train(tw.make_model(0), tw.make_dataset(), cfg(group_by_size=4))
+    with pytest.raises(ValueError, match="group_by_size"):
+        cfg(group_by_size=-1).validate()

@@ -70,8 +70,8 @@ def test_train_sample_decode_write_and_score(bonded, tmp_path):
     model.modality.fit(data)
     marg = model.modality.config["marginals"]
     assert marg["bond"][0] > 0.8 and abs(sum(marg["atom"]) - 1) < 1e-9
-    res = train(model, data, TrainConfig(steps=4, batch_size=10, progress=False, seed=0))
-    assert res.steps == 4
+    res = train(model, data, TrainConfig(steps=4, batch_size=10, progress=False, seed=0, group_by_size=2))
+    assert res.steps == 4 and model.modality.item_size(data[0]) == data[0].n_atoms
     mols = model.sample(4, steps=6, seed=0)
     assert len(mols) == 4 and model.modality.last_decode["samples"] == 4
     assert all(m.GetNumConformers() == 1 and m.HasProp("sanitized") for m in mols)
@@ -91,6 +91,12 @@ def test_train_sample_decode_write_and_score(bonded, tmp_path):
     loaded = polydiff.load(tmp_path / "ckpt")
     same = loaded.sample(2, steps=6, seed=0)
     assert [m.GetNumBonds() for m in same] == [m.GetNumBonds() for m in mols[:2]]
+    # a checkpoint's sample defaults choose the last step's pick
+    loaded.extra["sample_defaults"] = {"final": "argmax"}
+    from rdkit import Chem
+
+    picked = [Chem.MolToMolBlock(m) for m in loaded.sample(2, steps=6, seed=0)]
+    assert picked == [Chem.MolToMolBlock(m) for m in loaded.sample(2, steps=6, seed=0, final="argmax")]
 
 
 def test_collate_refuses_records_without_bonds():
