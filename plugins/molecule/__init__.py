@@ -103,5 +103,5 @@ def polydiff_register_metrics(register):
 def polydiff_register_benchmarks(register):
     from .bench import TASKS
 
-    for task in TASKS:  # molecule/qm9 and the starter's task
-        register(task.name, task, modality="molecule", suites=list(task.suites))
+    for task in TASKS:  # molecule/qm9, molecule_joint/qm9 and the starter's task
+        register(task.name, task, modality=task.modality, suites=list(task.suites))

@@ -37,8 +37,18 @@ def test_plugin_registers_everything():
         ("metric", "molecule_novelty"),
         ("metric", "molecule_bond_angle_w1"),
         ("benchmark", "molecule/qm9"),
+        ("benchmark", "molecule_joint/qm9"),
     ]:
         assert item in names
+    # the quick suite's molecule task is the bond-aware joint model; the EDM-class one runs in standard/gpu
+    from polydiff.bench.runner import select_tasks
+
+    quick = {
+        e.name for e in select_tasks({"name": "quick", "budget": "quick", "tasks": ["*"]}, "molecule,molecule_joint")
+    }
+    standard = {e.name for e in select_tasks({"name": "standard", "tasks": ["*"]}, None)}
+    assert "molecule_joint/qm9" in quick and "molecule/qm9" not in quick
+    assert {"molecule_joint/qm9", "molecule/qm9"} <= standard
     reg = polydiff.registry("metric")
     assert reg.entry("molecule_atom_stability").info["higher_is_better"] is True
     assert reg.entry("molecule_bond_length_w1").info["higher_is_better"] is False
