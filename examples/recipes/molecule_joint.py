@@ -46,7 +46,7 @@ def main(argv=None) -> dict:
     p.add_argument("--out", default="runs/molecule_joint")
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--edge-dim", type=int, default=32)
-    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--layers", type=int, default=6)
     p.add_argument("--process", default="marginal", choices=["marginal", "masked"])
     p.add_argument("--weights", default="pos=3,atom=0.4,charge=1,bond=2", help="per-part loss weights")
     p.add_argument("--steps", type=int, default=100000, help="at most this many optimiser steps")
@@ -69,6 +69,8 @@ def main(argv=None) -> dict:
         choices=["argmax", "sample"],
         help="last step's atom/charge/bond pick: most probable class, or a draw",
     )
+    p.add_argument("--checkpoint-every", type=int, default=0, help="training checkpoints every this many steps")
+    p.add_argument("--resume", action="store_true", help="continue from the newest training checkpoint in --out")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -117,6 +119,8 @@ def main(argv=None) -> dict:
         device="cpu",
         out_dir=str(out),
         log_every=25,
+        checkpoint_every=args.checkpoint_every,
+        resume="auto" if args.resume else None,
     )
     t0 = time.perf_counter()
     res = train(model, data, cfg)
