@@ -75,7 +75,7 @@ def sample_raw(
     if given:
         raise PolydiffError(
             f"sample() keyword(s) {', '.join(map(repr, given))} apply to continuous models only; modality "
-            f"{name!r} has parts (sample it with sampler, steps/nfe, seed, cond, guidance, negative, wrap, "
+            f"{name!r} has parts (sample it with sampler, steps/nfe, final, seed, cond, guidance, negative, wrap, "
             "callback, sample_offset)"
         )
     if steps is None:
