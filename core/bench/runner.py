@@ -278,7 +278,8 @@ def _run_study(args, suite: dict, out: Path, results: dict) -> list[Path]:
 
     nfe = [int(n) for n in args.nfe.split(",")] if args.nfe else suite.get("nfe", [5, 10, 20, 50])
     samplers = args.samplers.split(",") if args.samplers else None
-    results["sampler_study"] = run_sampler_study(out, samplers=samplers, nfe=tuple(nfe))
+    students = bool(suite.get("students", True))  # consistency-distilled student rows
+    results["sampler_study"] = run_sampler_study(out, samplers=samplers, nfe=tuple(nfe), students=students)
     return sorted(out.glob("*.png"))
 
 

@@ -18,8 +18,14 @@ noise) join as ``grid="tuned"`` rows. Every deterministic diffusers scheduler, w
 runs from the same noise on the same schedule at every spacing it takes (``leading``,
 ``trailing``, ``linspace``, each also with Karras σ where it has them), with the exact ε-model;
 its RMSE is to the converged ODE from its own first state (``leading`` starts below t = 999).
-The summary has, per problem and NFE, the best of ours against the best of diffusers and
-their ratio, and the NFE each method needs to reach each of ``RMSE_TARGETS``.
+Consistency-distilled students (``students=True``, :mod:`.sampler_study_students`) join as
+``sampler="consistency_student"``, ``grid="student"`` rows at 1, 2 and 4 NFE: per problem a
+small time-conditioned MLP distilled from the exact teacher by :func:`polydiff.distill.distill`
+(``method="consistency"``, a fixed number of optimiser steps, recorded with its seconds),
+trained on seeds 20,000+ and sampled by the ``consistency`` sampler from the same noise ``z``;
+the re-noise level of its multistep grids is picked on the calibration noise (10,000+).
+The summary has, per problem and NFE, the best of ours (students included) against the best
+of diffusers and their ratio, and the NFE each method needs to reach each of ``RMSE_TARGETS``.
 Outputs ``sampler_study.json`` and ``sampler_study.png`` (quality vs NFE, diffusers dashed).
 """
 
@@ -164,6 +170,8 @@ DIFFUSERS_SCHEDULERS: dict[str, tuple[str, dict[str, Any], bool]] = {
 DIFFUSERS_SPACINGS = ("leading", "trailing", "linspace")
 #: samplers whose grids the study tunes (on calibration seeds, evaluated on the study's noise)
 TUNED_SAMPLERS = ("unipc", "unipc_gauss", "dpmpp_3m")
+#: the grid label of the consistency-distilled students' rows (:mod:`.sampler_study_students`)
+STUDENT_GRID = "student"
 #: RMSE targets for the NFE-for-target table (per problem)
 RMSE_TARGETS = (0.2, 0.1, 0.05)
 #: grid names for :func:`polydiff.discretization.make_grid`; "kind:σ_min" overrides the lower
@@ -309,7 +317,8 @@ class _Problem:
         end = float(sig[-2]) if own else self.s_end
         key = (round(float(sig[0]), 9), round(end, 9), float(x[0, 0]))
         if key not in self._refs:
-            ends = torch.tensor([float(sig[0]), end, 0.0], dtype=F64)
+            # a one-step grid's own end is its start (then D alone): [σ̃₀, 0]
+            ends = torch.tensor([float(sig[0]), end, 0.0] if end < float(sig[0]) else [float(sig[0]), 0.0], dtype=F64)
             self._refs[key] = _converged(self.mix, x[: self.n_rmse], ends)
         return self._refs[key]
 
@@ -496,6 +505,8 @@ def run_sampler_study(
     n_calib: int = 1000,
     tune_evals: int = 600,
     diffusers_schedulers=None,
+    students: bool = True,
+    student_config=None,
 ) -> dict:
     """Run the study; write ``sampler_study.json`` and ``sampler_study.png`` into ``out_dir``.
 
@@ -506,7 +517,9 @@ def run_sampler_study(
     ``nfe`` that is in ``tune_nfe``; rows with ``grid="tuned"``. Returns the JSON dict
     (``rows``, ``overhead``, ``floors``, ``summary`` with the best ours vs best diffusers at
     each NFE and the NFE each method needs for the ``RMSE_TARGETS``). ``diffusers_schedulers``:
-    labels of :data:`DIFFUSERS_SCHEDULERS` to run (default: all).
+    labels of :data:`DIFFUSERS_SCHEDULERS` to run (default: all). ``students``: add a
+    consistency-distilled student per problem (rows ``grid="student"``, at the NFEs of
+    ``student_config``, a :class:`.sampler_study_students.StudentConfig`; default 1, 2, 4).
     """
     from tqdm.auto import tqdm
 
@@ -527,12 +540,21 @@ def run_sampler_study(
         prob = _Problem(name, mixes[name](), sch, n, n_rmse, seed)
         floors[name] = prob.floor
         rows += _our_rows(prob, specs, grids, nfe, sch, seed, bar)
-        tuned = {k: v for k, v in _resolve_samplers(list(tuned_samplers or ())).items() if v.deterministic}
+        # an empty list tunes none (``_resolve_samplers([])`` would mean "all built-in")
+        tuned = (
+            {k: v for k, v in _resolve_samplers(list(tuned_samplers)).items() if v.deterministic}
+            if tuned_samplers
+            else {}
+        )
         tnfe = [k for k in nfe if k in tuple(tune_nfe)]
         if tuned and tnfe:
             rows += _tuned_rows(prob, tuned, tnfe, sch, seed, n_calib, tune_evals)
         if have_diffusers:
             rows += _diffusers_rows(prob, sch, nfe, diffusers_schedulers)
+        if students:
+            from .sampler_study_students import student_rows
+
+            rows += student_rows(prob, sch, seed, student_config)
     bar.close()
     overhead = _overheads(specs, have_diffusers, only=diffusers_schedulers)
     study = {
@@ -543,6 +565,7 @@ def run_sampler_study(
         "grids": list(grids),
         "tuned_samplers": list(tuned_samplers or ()),
         "calibration_seed": 10_000 + seed,
+        "students": bool(students),
         "rmse_targets": list(RMSE_TARGETS),
         "nfe": list(nfe),
         "rows": rows,
@@ -628,17 +651,21 @@ def _plot(study: dict, path: Path) -> None:
             key = (r["source"], r["sampler"])
             series.setdefault(key, {}).setdefault(r["nfe_actual"], []).append(r["rmse_to_ode"])
         ours_c, theirs_c = plt.get_cmap("tab10"), plt.get_cmap("tab20b")  # solid ours, dashed diffusers
+        students = {r["sampler"] for r in rows if r.get("grid") == STUDENT_GRID}
         for j, ((src, name), pts) in enumerate(sorted(series.items())):
             cmap = theirs_c if src == "diffusers" else ours_c
             xs = sorted(pts)
             ys = [min(pts[k]) for k in xs]  # best grid per NFE
+            student = src == "polydiff" and name in students
+            style = ":*" if student else ("--s" if src == "diffusers" else "-o")
+            what = "distilled student" if student else "diffusers, best spacing" if src == "diffusers" else None
             ax.plot(
                 xs,
                 ys,
-                ("--" if src == "diffusers" else "-") + ("s" if src == "diffusers" else "o"),
-                ms=3,
-                color=cmap(j % cmap.N),
-                label=f"{name} ({'diffusers, best spacing' if src == 'diffusers' else 'best grid, tuned included'})",
+                style,
+                ms=8 if student else 3,
+                color="black" if student else cmap(j % cmap.N),
+                label=f"{name} ({what or 'best grid, tuned included'})",
             )
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -663,6 +690,7 @@ def main(argv=None) -> int:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--tuned", default=",".join(TUNED_SAMPLERS), help="samplers to tune grids for ('' for none)")
     p.add_argument("--n-calib", type=int, default=1000)
+    p.add_argument("--no-students", action="store_true", help="skip the consistency-distilled students")
     a = p.parse_args(argv)
     study = run_sampler_study(
         a.out,
@@ -674,6 +702,7 @@ def main(argv=None) -> int:
         progress=not a.no_progress,
         tuned_samplers=[v for v in a.tuned.split(",") if v],
         n_calib=a.n_calib,
+        students=not a.no_students,
     )
     print(json.dumps(study["summary"], indent=1))
     return 0

@@ -30,6 +30,7 @@ def test_half_the_best_diffusers_error_at_5_and_10_nfe(tmp_path):
             tuned_samplers=("unipc_gauss",),
             n_calib=1000,
             tune_evals=600,
+            students=False,  # students: tests/core/test_sampler_study_students.py
         )
     finally:
         torch.set_num_threads(threads)

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from polydiff.bench.sampler_study import run_sampler_study
+from polydiff.bench.sampler_study_students import StudentConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors on a shared 2-core machine
 
@@ -28,6 +29,7 @@ def test_study_writes_json_and_png(tmp_path):
         n_calib=64,
         tune_evals=30,
         diffusers_schedulers=("DDIM", "UniPC"),
+        student_config=StudentConfig(nfe=(1, 2), train_steps=20, batch_size=32, n_data=500, n_calib=32),
     )
     assert (tmp_path / "sampler_study.png").stat().st_size > 0
     saved = json.loads((tmp_path / "sampler_study.json").read_text())
@@ -46,6 +48,10 @@ def test_study_writes_json_and_png(tmp_path):
     assert not [r for r in study["rows"] if "error" in r]
     tuned = [r for r in study["rows"] if r["grid"] == "tuned"]
     assert [(r["sampler"], r["nfe"], r["nfe_actual"]) for r in tuned] == [("unipc", 5, 5)]
+    students = [r for r in study["rows"] if r["grid"] == "student"]  # a tiny one: schema only here
+    assert [(r["sampler"], r["nfe"], r["nfe_actual"]) for r in students] == [
+        ("consistency_student", k, k) for k in (1, 2)
+    ]
     s5 = study["summary"]["mixture2d"]["nfe5"]
     assert s5["rmse_ratio"] == s5["best_ours"]["rmse_to_ode"] / s5["best_diffusers"]["rmse_to_ode"]
     best_theirs = min(r["rmse_to_ode"] for r in study["rows"] if r["source"] == "diffusers" and r["nfe"] == 5)
