@@ -297,11 +297,34 @@ def euler_step(process: CategoricalProcess, x_t: torch.Tensor, logits: torch.Ten
     return sample_categorical(probs, rng)
 
 
-def time_grid(steps: int, *, device=None) -> torch.Tensor:
-    """Uniform decreasing time grid ``[steps + 1]`` float64 from 1 to 0."""
+def time_grid(steps: int, *, rho: float = 1.0, device=None) -> torch.Tensor:
+    """Decreasing time grid ``[steps + 1]`` float64 from 1 to 0: t_i = 1 − (i/steps)^(1/ρ).
+
+    ρ = 1 is uniform; ρ > 1 takes large steps at high noise and ever smaller ones towards
+    t = 0, where the categorical parts commit and positions get their last ångströms (the
+    same idea as EDM's ρ for σ grids, Karras et al. 2022 §3)."""
     if int(steps) < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    return torch.linspace(1.0, 0.0, int(steps) + 1, dtype=F64, device=device)
+    if not rho >= 1.0:
+        raise ValueError(f"rho must be >= 1, got {rho}")
+    u = torch.linspace(0.0, 1.0, int(steps) + 1, dtype=F64, device=device)
+    return 1.0 - u ** (1.0 / float(rho))
+
+
+def parse_time_grid(grid: str | None) -> float:
+    """ρ of a mixed sampler's ``grid`` name: None or ``"uniform"`` → 1; ``"power:ρ"`` → ρ (≥ 1)."""
+    if grid in (None, "uniform"):
+        return 1.0
+    if isinstance(grid, str) and grid.startswith("power:"):
+        try:
+            rho = float(grid.split(":", 1)[1])
+        except ValueError:
+            rho = float("nan")
+        if rho >= 1.0:
+            return rho
+    raise ValueError(
+        f"time grid {grid!r}: mixed samplers take 'uniform' or 'power:<rho>' with rho >= 1 (e.g. 'power:3')"
+    )
 
 
 # -- training loss and ELBO terms -----------------------------------------------------------------------

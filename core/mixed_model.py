@@ -5,7 +5,7 @@ A modality declares a mixed continuous–categorical state through
 :meth:`polydiff.modality.Modality.parts`; the model then
 
 - samples with :func:`polydiff.mixed.sample_mixed` from :func:`polydiff.mixed.prior_state` on the
-  uniform grid :func:`polydiff.categorical.time_grid` (``steps`` network calls; sampler
+  time grid :func:`polydiff.categorical.time_grid` (uniform, or ``grid="power:ρ"``; ``steps`` network calls; sampler
   ``"ancestral"``, the default, or ``"euler"``), with per-sample random numbers
   (:class:`polydiff.rng.SampleRNG`: sample i does not depend on the batch);
 - guides with a CFG scale w (:func:`polydiff.mixed.mixed_cfg`, ``negative=`` the other branch)
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from .categorical import time_grid
+from .categorical import parse_time_grid, time_grid
 from .conditioning import to_device, with_cond_mask
 from .errors import CheckpointError, PolydiffError
 from .mixed import CategoricalPart, Part, mixed_cfg, mixed_loss, parts_config, prior_state, sample_mixed
@@ -55,12 +55,15 @@ def sample_raw(
     wrap,
     unsupported: dict,
     final: str = "sample",
+    grid: str | None = None,
 ) -> tuple[dict, dict | None]:
     """``DiffusionModel.sample_raw`` for a modality with parts: ``(state {part: [n, ...]}, cond)``.
 
-    ``steps`` (default 50; ``nfe`` is the same number: one network call per step) uniform
-    time steps from t = 1 to 0; ``final``: the last step's categorical pick (``"sample"`` or
-    ``"argmax"``, :func:`polydiff.mixed.sample_mixed`); ``unsupported``: ``sample_raw``'s keywords that only
+    ``steps`` (default 50; ``nfe`` is the same number: one network call per step) time steps
+    from t = 1 to 0 (``grid``: ``"uniform"``, the default, or ``"power:ρ"``, steps shrinking
+    towards t = 0, :func:`~polydiff.categorical.time_grid`); ``final``: the last step's
+    categorical pick (``"sample"`` or ``"argmax"``, :func:`polydiff.mixed.sample_mixed`);
+    ``unsupported``: ``sample_raw``'s keywords that only
     continuous models take, with the values given (any that is set is an error)."""
     from .model import _eval_mode
 
@@ -78,6 +81,7 @@ def sample_raw(
             f"{name!r} has parts (sample it with sampler, steps/nfe, final, seed, cond, guidance, negative, wrap, "
             "callback, sample_offset)"
         )
+    rho = parse_time_grid(grid)
     if steps is None:
         steps = int(nfe) if nfe is not None else 50
     parts = model.parts
@@ -97,7 +101,15 @@ def sample_raw(
         d = wrap(d, c)
     with _eval_mode(den.net, *model.modality.modules().values()):
         state = sample_mixed(
-            d, state, time_grid(steps), parts=parts, rng=rng, method=method, cond=c, callback=callback, final=final
+            d,
+            state,
+            time_grid(steps, rho=rho),
+            parts=parts,
+            rng=rng,
+            method=method,
+            cond=c,
+            callback=callback,
+            final=final,
         )
     return state, c
 

@@ -214,11 +214,13 @@ class DiffusionModel:
 
         ``sampler``: a registered sampler (default ``dpmpp_2m``). For a modality with parts
         (:meth:`polydiff.modality.Modality.parts`) ``x`` is ``{part: [n, ...]}``, the sampler is
-        ``"ancestral"`` (default) or ``"euler"`` over ``steps`` (or ``nfe``) uniform time steps,
+        ``"ancestral"`` (default) or ``"euler"`` over ``steps`` (or ``nfe``) time steps,
         ``guidance`` a CFG scale, ``wrap(denoiser, cond)`` wraps the bound ``D(state, t)`` (e.g.
-        :func:`polydiff.mixed.mixed_known_region`), ``final="argmax"`` ends on the most probable
-        categorical values instead of a draw (:func:`polydiff.mixed.sample_mixed`; a checkpoint
-        can set it in ``extra["sample_defaults"]``), and the σ̃-grid and initial-state keywords do
+        :func:`polydiff.mixed.mixed_known_region`), ``grid="power:ρ"`` shrinks the time steps
+        towards t = 0 (:func:`polydiff.categorical.time_grid`; default uniform),
+        ``final="argmax"`` ends on the most probable categorical values instead of a draw
+        (:func:`polydiff.mixed.sample_mixed`; a checkpoint can set both in
+        ``extra["sample_defaults"]``), and the σ̃-grid and initial-state keywords do
         not apply (:mod:`polydiff.mixed_model`).
 
         ``guidance``: a CFG scale, a registered guidance name, ``(name, scale)``,
@@ -253,7 +255,6 @@ class DiffusionModel:
             from . import mixed_model
 
             unsupported = {
-                "grid": grid not in (None, "karras"),
                 "guidance_rescale": guidance_rescale,
                 "sigmas": sigmas is not None,
                 "x_init": x_init is not None,
@@ -279,6 +280,7 @@ class DiffusionModel:
                 wrap=wrap,
                 unsupported=unsupported,
                 final=sampler_options.get("final") or "sample",
+                grid=grid,
             )
         sampler = sampler or "dpmpp_2m"
         spec = get_sampler(sampler)

@@ -151,6 +151,24 @@ def test_guidance_scale_is_mixed_cfg_with_the_same_noise(trained):
     assert torch.equal(x["label"], want["label"]) and torch.equal(x["pos"], want["pos"])
 
 
+def test_power_time_grid_is_used_and_named(trained):
+    """grid="power:ρ" samples on time_grid(steps, rho=ρ): t_i = 1 − (i/steps)^(1/ρ), steps
+    shrinking towards t = 0; "uniform" is ρ = 1; anything else is an error naming both forms."""
+    g = time_grid(4, rho=2.0)
+    assert torch.allclose(g, 1 - torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0], dtype=torch.float64).sqrt())
+    assert torch.equal(time_grid(4, rho=1.0), time_grid(4)) and (g[:-1] - g[1:]).diff().le(0).all()
+    model = trained[0]
+    times = []
+    model.sample_raw(2, steps=4, seed=0, grid="power:2", callback=lambda i, t, *a: times.append(t))
+    assert times == pytest.approx(g[:-1].tolist())
+    x, _ = model.sample_raw(2, steps=4, seed=0, grid="uniform")
+    y, _ = model.sample_raw(2, steps=4, seed=0)
+    assert torch.equal(x["pos"], y["pos"])
+    for bad in ("karras", "power:0.5", "power:x"):
+        with pytest.raises(ValueError, match="'uniform' or 'power:<rho>'"):
+            model.sample_raw(2, steps=2, grid=bad)
+
+
 def test_routing_errors_name_what_mixed_models_accept(trained):
     model = trained[0]
     with pytest.raises(PolydiffError, match="'ancestral' or 'euler'"):
