@@ -4,7 +4,8 @@ suite's molecule task.
 ``run(ctx)`` trains ``egnn_joint`` (:mod:`.joint_network`) on QM9 with perceived bonds and
 charges (dataset ``qm9_bonds``; quick: 4 × 64 on a seeded 5,000-molecule subset, 900 steps
 of 32 molecules grouped by size, ≈ 2 min on one thread; standard/gpu: larger), samples
-with the ancestral sampler (last step: most probable atoms, charges and bonds), and scores
+with the ancestral sampler (20 steps on the time grid ``power:3``; last step: most probable
+atoms, charges and bonds), and scores
 both protocols — EDM's distance-based stability and the bond-aware one (stability, validity,
 connected validity, uniqueness from the *predicted* bonds) — and the chemistry checks
 against QM9 (ring-size total variation, 3-ring, O–O and N–N single-bond shares). References:
@@ -30,6 +31,9 @@ CHEMISTRY_CHECKS = (
 )
 #: molecules sampled at a time on a CPU (pair features: N×N per molecule)
 SAMPLE_CHUNK = 64
+#: the sampler's time grid: measured on an 8-minute model (200 samples), 20 steps on it give the
+#: bond-aware stability and validity of 100 uniform steps (0.35 / 0.71 vs 0.35 / 0.69)
+TIME_GRID = "power:3"
 
 
 def run(ctx) -> list:
@@ -55,7 +59,7 @@ def run(ctx) -> list:
     steps = ctx.budget(quick=900, standard=20000, gpu=100000)
     batch = ctx.budget(quick=32, standard=64)
     n_train = ctx.budget(quick=5000, standard=100_000)
-    n_samples = ctx.budget(quick=128, standard=1000, gpu=10000)
+    n_samples = ctx.budget(quick=256, standard=1000, gpu=10000)
     n_ref = ctx.budget(quick=256, standard=1000)
     metrics = [*JointMoleculeModality.default_metrics, *CHEMISTRY_CHECKS]
     if not q:
@@ -77,7 +81,8 @@ def run(ctx) -> list:
     ctx.phase("reference")
     # the subset comes sorted by QM9 index, which follows size and composition: halves must interleave
     data_row = mod.evaluate(ref[0::2], reference=ref[1::2], metrics=metrics)
-    grid = ctx.sampler_grid(["ancestral"], [50] if q else [100])
+    # steps shrinking towards t = 0 (time grid "power:3"): 20 of them match 100 uniform ones
+    grid = ctx.sampler_grid(["ancestral"], [20] if q else [20, 100])
     s0, n0 = grid[0]
     model.to(ctx.device)
     chunk = SAMPLE_CHUNK if ctx.device.type == "cpu" else None
@@ -112,7 +117,15 @@ def run(ctx) -> list:
         ctx.phase("sample", total=n_samples)
         t0 = time.perf_counter()
         mols = sample_in_chunks(
-            model, n_samples, chunk=chunk, progress=ctx.step, sampler=sampler, nfe=nfe, seed=ctx.seed, final="argmax"
+            model,
+            n_samples,
+            chunk=chunk,
+            progress=ctx.step,
+            sampler=sampler,
+            nfe=nfe,
+            seed=ctx.seed,
+            final="argmax",
+            grid=TIME_GRID,
         )
         dt = time.perf_counter() - t0
         ctx.phase("evaluate")
