@@ -10,12 +10,19 @@ with the card's grid, and evaluates the card's metrics; samples/s are wall-clock
 rates on this machine (not a test). ``--write`` stores the grids in the shipped starter's
 config.json (content hash recomputed; weights untouched). A starter whose card sampler is
 stochastic (molecule-qm9: dpmpp_2m_sde, protein-domains: euler_ancestral) is refused by the
-tuner: step schedules are tuned for deterministic samplers.
+tuner: step schedules are tuned for deterministic samplers. For those, ``--metric NAME`` tunes a
+grid for a (stochastic) ``--sampler`` by sample quality instead
+(:func:`polydiff.samplers.tuning.tune_by_metric`: Karras ρ × σ̃_min searched on calibration
+seeds 10,000+ with the registered metric), e.g.::
+
+    OMP_NUM_THREADS=1 .venv/bin/python examples/recipes/tune_starter.py protein-domains --nfe 10 \
+        --sampler dpmpp_2m_sde --metric protein_ca_ca_validity --out runs/tune/protein.json --write
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import time
 from pathlib import Path
@@ -40,6 +47,7 @@ def main(argv=None) -> int:
         default=None,
         help="a deterministic sampler to tune (default: the card's; needed where the card's sampler is stochastic)",
     )
+    p.add_argument("--metric", default=None, help="tune by this registered metric on calibration samples (any sampler)")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     model = polydiff.load(f"starter:{a.starter}")
@@ -47,12 +55,18 @@ def main(argv=None) -> int:
     nfes = [int(v) for v in a.nfe.split(",")]
     t0 = time.perf_counter()
     sampler = a.sampler or card["sampler"]
-    info = tuning.tune_model(model, sampler, nfes, n=a.n_calib, max_evals=a.max_evals, log=print)
+    if a.metric:
+        info = {str(k): tuning.tune_by_metric(model, sampler, k, a.metric, n=a.n_calib, log=print) for k in nfes}
+    else:
+        info = tuning.tune_model(model, sampler, nfes, n=a.n_calib, max_evals=a.max_evals, log=print)
     tune_s = time.perf_counter() - t0
 
     from polydiff.model import _SAMPLE_KEYWORDS
+    from polydiff.samplers import get_sampler
 
-    general = {k: v for k, v in card.items() if k in _SAMPLE_KEYWORDS}  # without the card sampler's options
+    # another sampler keeps the card's general keywords and those of its options it also takes
+    takes = set(inspect.signature(get_sampler(sampler).fn).parameters) - {"space", "rng", "callback"}
+    general = {k: v for k, v in card.items() if k in _SAMPLE_KEYWORDS or k in takes}
 
     def score(**kw) -> dict:
         t = time.perf_counter()

@@ -163,3 +163,23 @@ def test_unipc_bh1_matches_diffusers(order):
     assert torch.allclose(ours / math.sqrt(1 + float(sig[-1]) ** 2), x.double(), atol=5e-5)
     bh2 = SAMPLERS["unipc"].fn(mix, z * math.sqrt(1 + float(sig[0]) ** 2), sig, order=order)
     assert not torch.allclose(ours, bh2, atol=1e-3)
+
+
+def test_tune_by_metric_keeps_the_best_karras_grid_in_the_metric_direction(small_model):
+    """A stochastic sampler's grid by sample quality: every (ρ, σ̃_min) pair is scored on the
+    calibration seeds, the best in the metric's direction (pointcloud_ring_error: lower) is
+    stored, and re-sampling with the stored grid on those seeds gives the recorded value."""
+    from polydiff.samplers.tuning import lookup, tune_by_metric
+
+    m = small_model
+    info = tune_by_metric(
+        m, "euler_ancestral", 4, "pointcloud_ring_error", n=6, rhos=(3.0, 7.0), sigma_min_factors=(1.0, 5.0)
+    )
+    values = [v for *_, v in info["table"]]
+    assert len(values) == 4 and info["value"] == min(values) and len(set(values)) > 1
+    stored = lookup(m, "euler_ancestral", 4)
+    assert stored is not None and torch.allclose(stored, torch.tensor(info["sigmas"], dtype=F64))
+    again = m.sample(6, seed=CALIBRATION_SEED, sampler="euler_ancestral", nfe=4, grid="tuned")
+    assert m.modality.evaluate(again, metrics=["pointcloud_ring_error"])["pointcloud_ring_error"] == pytest.approx(
+        info["value"]
+    )
