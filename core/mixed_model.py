@@ -38,6 +38,24 @@ METHODS = ("ancestral", "euler")
 
 
 # -- sampling -------------------------------------------------------------------------------------
+def _times(model, method: str, steps: int, grid: str | None) -> torch.Tensor:
+    """The time grid of a sampling call: ``"tuned"`` (or None when one is stored) the grid
+    :func:`polydiff.samplers.tuning.tune_by_metric` stored for this sampler and step count,
+    else :func:`~polydiff.categorical.time_grid` with ``grid``'s ρ."""
+    from .samplers import tuning
+
+    if grid in (None, "tuned"):
+        stored = tuning.lookup(model, method, steps)
+        if stored is not None:
+            return stored
+        if grid == "tuned":
+            raise PolydiffError(
+                f"grid='tuned': no tuned time grid is stored for sampler {method!r} at {steps} steps; "
+                f"stored: {tuning.describe(model)} (tune one with polydiff.samplers.tuning.tune_by_metric)"
+            )
+    return time_grid(steps, rho=parse_time_grid(grid))
+
+
 def sample_raw(
     model,
     n: int,
@@ -60,8 +78,10 @@ def sample_raw(
     """``DiffusionModel.sample_raw`` for a modality with parts: ``(state {part: [n, ...]}, cond)``.
 
     ``steps`` (default 50; ``nfe`` is the same number: one network call per step) time steps
-    from t = 1 to 0 (``grid``: ``"uniform"``, the default, or ``"power:ρ"``, steps shrinking
-    towards t = 0, :func:`~polydiff.categorical.time_grid`); ``final``: the last step's
+    from t = 1 to 0 (``grid``: ``"uniform"``, ``"power:ρ"`` — steps shrinking towards t = 0,
+    :func:`~polydiff.categorical.time_grid` — or ``"tuned"``, the grid stored for the sampler
+    and step count by :func:`~polydiff.samplers.tuning.tune_by_metric`; None: the stored one if
+    any, else uniform); ``final``: the last step's
     categorical pick (``"sample"`` or ``"argmax"``, :func:`polydiff.mixed.sample_mixed`);
     ``unsupported``: ``sample_raw``'s keywords that only
     continuous models take, with the values given (any that is set is an error)."""
@@ -81,9 +101,9 @@ def sample_raw(
             f"{name!r} has parts (sample it with sampler, steps/nfe, final, seed, cond, guidance, negative, wrap, "
             "callback, sample_offset)"
         )
-    rho = parse_time_grid(grid)
     if steps is None:
         steps = int(nfe) if nfe is not None else 50
+    times = _times(model, method, int(steps), grid)
     parts = model.parts
     dev = model.device
     rng = SampleRNG(seed, n, offset=sample_offset)
@@ -103,7 +123,7 @@ def sample_raw(
         state = sample_mixed(
             d,
             state,
-            time_grid(steps, rho=rho),
+            times,
             parts=parts,
             rng=rng,
             method=method,

@@ -328,13 +328,17 @@ def tune_by_metric(
     the model's σ̃_max samples ``n`` calibration items (seeds ``(seed, i)``, disjoint from
     evaluation seeds; the model's other sample defaults apply), scored by the registered
     ``metric`` of the model's modality in its better direction; the best grid is stored
-    (:func:`store`). Works for any sampler, stochastic ones included. Returns ``{"sigmas",
-    "rho", "sigma_min", "value", "table": [(ρ, σ̃_min, value), …]}``."""
+    (:func:`store`). Works for any sampler, stochastic ones included. A model with a mixed
+    state searches the ρ of its time grid instead (``"power:ρ"``; stored as times 1 → 0 and
+    used by ``grid="tuned"`` or by default at that step count). Returns ``{"sigmas", "rho",
+    "sigma_min", "value", "table": [(ρ, σ̃_min, value), …]}``."""
     from .. import discretization
     from ..plugin_manager import registry
 
     entry = registry("metric").entry(metric)
     higher = entry.info.get("higher_is_better", True) is not False
+    if model.parts is not None:
+        return _tune_time_grid(model, sampler, int(nfe), metric, higher, n=n, seed=seed, rhos=rhos, log=log)
     lo, hi = sigma_range(model)
     best: dict | None = None
     table = []
@@ -350,6 +354,33 @@ def tune_by_metric(
                 best = {"sigmas": sig, "rho": float(rho), "sigma_min": lo * float(f), "value": v}
     assert best is not None, "rhos and sigma_min_factors must not be empty"
     store(model, sampler, int(nfe), best["sigmas"])
+    return {**best, "sigmas": [float(x) for x in best["sigmas"]], "table": table}
+
+
+#: the time-grid ρ values tried for a model with a mixed state (:func:`tune_by_metric`)
+TIME_GRID_RHOS = (1.0, 2.0, 3.0, 4.0, 5.0, 7.0)
+
+
+def _tune_time_grid(model, sampler: str, nfe: int, metric: str, higher: bool, *, n, seed, rhos, log) -> dict:
+    """:func:`tune_by_metric` for a mixed continuous–categorical state: the ρ of the time grid
+    t_i = 1 − (i/N)^(1/ρ) (:func:`polydiff.categorical.time_grid`; ``rhos`` below 1 are
+    skipped, the defaults are :data:`TIME_GRID_RHOS`), stored like a σ̃ grid (times 1 → 0)."""
+    from ..categorical import time_grid
+
+    tried = [float(r) for r in (TIME_GRID_RHOS if tuple(rhos) == METRIC_RHOS else rhos) if float(r) >= 1.0]
+    best: dict | None = None
+    table = []
+    for rho in tried:
+        samples = model.sample(n, seed=seed, sampler=sampler, nfe=nfe, grid=f"power:{rho:g}")
+        v = float(model.modality.evaluate(samples, metrics=[metric])[metric])
+        table.append((rho, None, v))
+        if log is not None:
+            log(f"{sampler}@{nfe} time grid power:{rho:g}: {metric} {v:.4g}")
+        if best is None or (v > best["value"] if higher else v < best["value"]):
+            best = {"sigmas": time_grid(nfe, rho=rho), "rho": rho, "sigma_min": None, "value": v}
+    if best is None:
+        raise ValueError(f"no time-grid rho >= 1 among {rhos}")
+    store(model, sampler, nfe, best["sigmas"])
     return {**best, "sigmas": [float(x) for x in best["sigmas"]], "table": table}
 
 

@@ -169,6 +169,31 @@ def test_power_time_grid_is_used_and_named(trained):
             model.sample_raw(2, steps=2, grid=bad)
 
 
+def test_time_grid_tuned_by_metric_is_stored_and_used(trained):
+    """tune_by_metric on a mixed model searches the time grid's ρ on calibration seeds, stores
+    the best as times 1 → 0, and sampling uses it for grid="tuned" and by default at that step
+    count (an explicit grid still wins); grid="tuned" without one names what is stored."""
+    import copy
+
+    from polydiff.samplers.tuning import CALIBRATION_SEED, tune_by_metric
+
+    model = copy.deepcopy(trained[0])
+    with pytest.raises(PolydiffError, match="no tuned time grid .*'ancestral' at 3 steps; stored: none"):
+        model.sample_raw(2, steps=3, grid="tuned")
+    metric = "pointcloud_labelled_radius_error"  # lower is better
+    info = tune_by_metric(model, "ancestral", 3, metric, n=16, rhos=(1.0, 3.0, 6.0))
+    values = [v for *_, v in info["table"]]
+    assert [r for r, *_ in info["table"]] == [1.0, 3.0, 6.0] and info["value"] == min(values)
+    want = time_grid(3, rho=info["rho"])
+    assert info["sigmas"] == pytest.approx(want.tolist())
+    x, _ = model.sample_raw(2, steps=3, seed=4, grid="tuned")
+    y, _ = model.sample_raw(2, steps=3, seed=4, grid=f"power:{info['rho']:g}")
+    z, _ = model.sample_raw(2, steps=3, seed=4)
+    assert torch.equal(x["pos"], y["pos"]) and torch.equal(x["pos"], z["pos"])
+    again = model.sample(16, seed=CALIBRATION_SEED, sampler="ancestral", nfe=3)
+    assert model.modality.evaluate(again, metrics=[metric])[metric] == pytest.approx(info["value"])
+
+
 def test_routing_errors_name_what_mixed_models_accept(trained):
     model = trained[0]
     with pytest.raises(PolydiffError, match="'ancestral' or 'euler'"):
