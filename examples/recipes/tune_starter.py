@@ -83,13 +83,14 @@ def main(argv=None) -> int:
         )
         return {**metrics, "samples_per_s": int(check["n"]) / dt}
 
+    default_grid = "uniform" if model.parts is not None else "karras"  # a mixed state's time grid
     rows = [
         {"nfe": k, "sampler": sampler, "grid": g, **score(sampler=sampler, nfe=k, grid=g)}
         for k in nfes
-        for g in ("karras", "tuned")
+        for g in (default_grid, "tuned")
     ]
     rows.append(
-        {"nfe": card["nfe"], "sampler": card["sampler"], "grid": "card", **score(grid=card.get("grid", "karras"))}
+        {"nfe": card["nfe"], "sampler": card["sampler"], "grid": "card", **score(grid=card.get("grid", default_grid))}
     )
     for r in rows:
         print(r)
