@@ -337,6 +337,8 @@ class DiffusionModel:
             kwargs["cond"] = {**(defaults.pop("cond", None) or {}), **(kwargs.get("cond") or {}), "prompt": prompt}
         if "steps" in kwargs or "sigmas" in kwargs:
             defaults.pop("nfe", None)
+        if "nfe" in kwargs or "sigmas" in kwargs:  # a saved step count must not override the NFE asked for
+            defaults.pop("steps", None)
         if kwargs.get("grid", defaults.get("grid")) in (None, "tuned") and not {"sigma_min", "sigma_max"} & set(kwargs):
             # a tuned grid was tuned over the saved σ̃ range: the saved bounds must not switch it off
             req = {**defaults, **kwargs}

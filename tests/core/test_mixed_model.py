@@ -194,6 +194,20 @@ def test_time_grid_tuned_by_metric_is_stored_and_used(trained):
     assert model.modality.evaluate(again, metrics=[metric])[metric] == pytest.approx(info["value"])
 
 
+def test_an_asked_nfe_overrides_saved_steps_and_the_reverse(trained):
+    import copy
+
+    model = copy.deepcopy(trained[0])
+    seen = []
+    model.extra["sample_defaults"] = {"steps": 6}
+    model.sample(1, nfe=3, callback=lambda i, *a: seen.append(i))
+    assert seen == [0, 1, 2]
+    seen.clear()
+    model.extra["sample_defaults"] = {"nfe": 6}
+    model.sample(1, steps=2, callback=lambda i, *a: seen.append(i))
+    assert seen == [0, 1]
+
+
 def test_routing_errors_name_what_mixed_models_accept(trained):
     model = trained[0]
     with pytest.raises(PolydiffError, match="'ancestral' or 'euler'"):
