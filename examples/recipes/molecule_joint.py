@@ -6,8 +6,10 @@ training subset as the EDM-class recipe ``molecule.py``, with per-part loss weig
 (``--weights``, MiDi's λ: positions 3, atom types 0.4, charges 1, bonds 2; Vignac et al.
 2023 §4), ELBO loss for the categorical parts, batches grouped by atom count, EMA with
 warm-up and a cosine learning-rate decay over a wall-clock budget, then samples molecules
-(ancestral sampler, ``--sample-steps`` 20 on the ``power:3`` time grid, the last step taking
-the most probable atoms, charges and bonds) and scores them with both protocols:
+(ancestral sampler, ``--sample-steps`` 100 on the ``power:3`` time grid, the last step taking
+the most probable atoms, charges and bonds; on an 8-minute model, 200 samples: bond-aware
+molecule stability 0.575 and validity 0.835 against 0.35 and 0.69 with 100 uniform steps,
+0.35 / 0.71 with 20 steps on ``power:3``) and scores them with both protocols:
 EDM's distance-based stability (bonds inferred from the geometry) and the bond-aware one
 (the *predicted* bonds and charges: stability, validity, connected validity, uniqueness), and
 the chemistry checks against QM9 (ring-size total variation, 3-ring, O–O and N–N single-bond
@@ -64,7 +66,7 @@ def main(argv=None) -> dict:
     )
     p.add_argument("--n-train", type=int, default=20000, help="seeded QM9 training subset (as molecule.py)")
     p.add_argument("--n-samples", type=int, default=500)
-    p.add_argument("--sample-steps", type=int, default=20, help="ancestral sampler steps")
+    p.add_argument("--sample-steps", type=int, default=100, help="ancestral sampler steps")
     p.add_argument(
         "--grid", default="power:3", help="sampler time grid: uniform, or power:<rho> (steps shrinking towards t = 0)"
     )
