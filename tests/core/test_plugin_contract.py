@@ -481,7 +481,7 @@ def test_plugin_that_fails_to_import_is_reported_and_skipped(tmp_path, monkeypat
     from polydiff.bench.runner import load_suite, select_tasks
 
     names = {e.name for e in select_tasks(load_suite("quick"), None)}
-    assert {"molecule/qm9", "protein/domains50", "pointcloud/rings"} <= names
+    assert {"molecule_joint/qm9", "protein/domains50", "pointcloud/rings"} <= names
     with pytest.raises(RegistryError, match="a plugin failed to load: plugin 'broken' cannot be loaded"):
         pm.get("modality", "broken_modality")
     # the CLI lists it with its error
