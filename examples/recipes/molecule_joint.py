@@ -132,8 +132,9 @@ def main(argv=None) -> dict:
     t0 = time.perf_counter()
     res = train(model, data, cfg)
     train_s = time.perf_counter() - t0
-    losses = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
-    training_curve([(r["step"], r["loss"]) for r in losses], out / "training_curve.png", title="molecule_joint on QM9")
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    losses = [(r["step"], r["loss"]) for r in log if "loss" in r]  # the log also records checkpoints
+    training_curve(losses, out / "training_curve.png", title="molecule_joint on QM9")
     model.training_info = {"steps": res.steps, "seconds": train_s}
     model.extra["sample_defaults"] = {
         "sampler": "ancestral",
