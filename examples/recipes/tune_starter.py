@@ -65,7 +65,11 @@ def main(argv=None) -> int:
     from polydiff.samplers import get_sampler
 
     # another sampler keeps the card's general keywords and those of its options it also takes
-    takes = set(inspect.signature(get_sampler(sampler).fn).parameters) - {"space", "rng", "callback"}
+    takes = (  # a mixed state's samplers ("ancestral", "euler") are not registered σ̃ samplers
+        set(inspect.signature(get_sampler(sampler).fn).parameters) - {"space", "rng", "callback"}
+        if model.parts is None
+        else set()
+    )
     general = {k: v for k, v in card.items() if k in _SAMPLE_KEYWORDS or k in takes}
 
     def score(**kw) -> dict:
