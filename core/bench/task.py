@@ -87,10 +87,12 @@ class BenchContext:
 
     def sample_callback(self, sampler: str, nfe: int) -> Callable:
         """``callback(i, σ̃, x, x̂₀)`` for ``model.sample`` that reports the sampler's step
-        ``i + 1`` of the steps ``sampler`` takes at ``nfe`` evaluations."""
+        ``i + 1`` of the steps ``sampler`` takes at ``nfe`` evaluations (a mixed state's
+        ``"ancestral"``/``"euler"``: one evaluation per step)."""
+        from ..mixed_model import METHODS
         from ..samplers import get_sampler
 
-        total = get_sampler(sampler).steps_for_nfe(nfe)
+        total = int(nfe) if sampler in METHODS else get_sampler(sampler).steps_for_nfe(nfe)
         return lambda i, *_: self.step(min(i + 1, total), total)
 
     def _write(self, force: bool = False) -> None:

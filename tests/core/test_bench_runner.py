@@ -202,6 +202,12 @@ def test_context_reports_phases_and_steps_to_its_progress_file(tmp_path):
     ctx._written = 0.0
     sample_cb(9, 1.0, None, None)
     assert progress_text(read_progress(task_dir)) == "sample 10/100"
+    mixed_cb = ctx.sample_callback("ancestral", 20)  # a mixed state's sampler: one evaluation per step
+    ctx._written = 0.0
+    mixed_cb(19, 0.0, None, None)
+    assert progress_text(read_progress(task_dir)) == "sample 20/20"
+    ctx._written = 0.0
+    sample_cb(9, 1.0, None, None)
     line = _status({"m/q": time.perf_counter() - 5}, tmp_path)
     assert line.startswith("m/q sample 10/100 · ") and line.endswith(" s")
     ctx.end_phase()
