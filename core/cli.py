@@ -107,8 +107,14 @@ def _load_model(args):
         from .model import resolve_device
 
         model.to(resolve_device("auto"))
-    if args.modality and model.modality.name != args.modality.split("-")[0]:
-        raise SystemExit(f"checkpoint {src} is a {model.modality.name!r} model, not {args.modality!r}")
+    want = args.modality.split("-")[0] if args.modality else None
+    if want and model.modality.name != want:
+        from .plugin_manager import registry
+
+        # a specialised modality serves its base's requests (molecule_joint is a molecule modality)
+        base = registry("modality").get(want) if want in registry("modality") else None
+        if base is None or not isinstance(model.modality, base):
+            raise SystemExit(f"checkpoint {src} is a {model.modality.name!r} model, not {args.modality!r}")
     return model
 
 

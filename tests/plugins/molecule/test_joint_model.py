@@ -135,3 +135,15 @@ def test_options_masked_process_and_cross_entropy(bonded):
     assert len(mols) == 2
     with pytest.raises(ValueError, match="categorical_loss"):
         JointMoleculeModality({"categorical_loss": "mse"})
+
+
+def test_cli_samples_the_molecule_starter_and_refuses_other_modalities(tmp_path, capsys):
+    """`polydiff sample molecule` uses starter:molecule-qm9, a molecule_joint model (a molecule
+    modality): its SDF carries the predicted bonds; a model of an unrelated modality is refused."""
+    from polydiff.cli import main
+
+    assert main(["sample", "molecule", "-n", "2", "--out", str(tmp_path / "m.sdf"), "--device", "cpu"]) == 0
+    text = (tmp_path / "m.sdf").read_text()
+    assert text.count("$$$$") == 2 and "M  END" in text
+    with pytest.raises(SystemExit, match="is a 'molecule_joint' model, not 'image'"):
+        main(["sample", "image", "--checkpoint", "starter:molecule-qm9", "-n", "1", "--out", str(tmp_path / "x")])
