@@ -35,15 +35,6 @@ import json
 import time
 from pathlib import Path
 
-#: the chemistry checks scored besides the modality's default metrics (both protocols); MMFF strain (an MMFF94
-#: relaxation per molecule) is left out
-CHEMISTRY_CHECKS = (
-    "molecule_joint_ring_size_tv",
-    "molecule_joint_ring3_share_diff",
-    "molecule_joint_oo_single_share_diff",
-    "molecule_joint_nn_single_share_diff",
-)
-
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -86,6 +77,7 @@ def main(argv=None) -> dict:
 
     import polydiff
     from polydiff.plotting import training_curve
+    from polydiff.plugins.molecule.chem_checks import CHEMISTRY_CHECKS  # ring sizes, 3-rings, O–O / N–N
     from polydiff.plugins.molecule.io import png_grid, write_sdf
     from polydiff.training import TrainConfig, train
 

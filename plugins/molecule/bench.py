@@ -240,8 +240,8 @@ def run_starter(ctx) -> list:
     protocols, chemistry checks) against the same real QM9 test molecules with their bonds."""
     from polydiff.bench.task import score_starter
 
-    from .bench_joint import CHEMISTRY_CHECKS
     from .bonds_qm9 import load_qm9_bonds
+    from .chem_checks import CHEMISTRY_CHECKS
     from .io import png_grid
     from .joint import JointMoleculeModality
 

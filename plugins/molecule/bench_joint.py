@@ -22,13 +22,6 @@ from pathlib import Path
 from polydiff.memory import peak_memory_mb
 from polydiff.plotting import training_curve
 
-#: the chemistry checks scored besides the modality's default metrics (MMFF strain: standard only)
-CHEMISTRY_CHECKS = (
-    "molecule_joint_ring_size_tv",
-    "molecule_joint_ring3_share_diff",
-    "molecule_joint_oo_single_share_diff",
-    "molecule_joint_nn_single_share_diff",
-)
 #: molecules sampled at a time on a CPU (pair features: N×N per molecule)
 SAMPLE_CHUNK = 64
 #: the sampler's time grid: measured on an 8-minute model (200 samples), 20 steps on it give the
@@ -45,6 +38,7 @@ def run(ctx) -> list:
     from polydiff.training import TrainConfig, train
 
     from .bonds_qm9 import load_qm9_bonds
+    from .chem_checks import CHEMISTRY_CHECKS
     from .io import png_grid, write_sdf
     from .joint import JointMoleculeModality
 

@@ -320,6 +320,16 @@ def chemistry_report(samples, reference=None) -> dict:
     }
 
 
+#: the chemistry checks scored beside the modality's default metrics by the joint recipe and the
+#: benchmark tasks (cheap: no MMFF relaxation; ``molecule_joint_mmff_strain`` is added where time allows)
+CHEMISTRY_CHECKS = (
+    "molecule_joint_ring_size_tv",
+    "molecule_joint_ring3_share_diff",
+    "molecule_joint_oo_single_share_diff",
+    "molecule_joint_nn_single_share_diff",
+)
+
+
 #: registered metric name → (function, higher_is_better); modality ``molecule_joint``
 METRICS = {
     "molecule_joint_atom_stability": (bonded_atom_stability, True),
