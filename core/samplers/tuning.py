@@ -309,6 +309,8 @@ def tune_model(
 #: the Karras ρ values and σ̃_min multiples :func:`tune_by_metric` tries by default
 METRIC_RHOS = (3.0, 5.0, 7.0, 10.0, 14.0, 20.0, 30.0)
 METRIC_SIGMA_MIN_FACTORS = (1.0, 2.5, 5.0)
+#: the time-grid ρ values tried by default for a model with a mixed state
+TIME_GRID_RHOS = (1.0, 2.0, 3.0, 4.0, 5.0, 7.0)
 
 
 def tune_by_metric(
@@ -319,67 +321,55 @@ def tune_by_metric(
     *,
     n: int = 16,
     seed: int = CALIBRATION_SEED,
-    rhos=METRIC_RHOS,
+    rhos=None,
     sigma_min_factors=METRIC_SIGMA_MIN_FACTORS,
     log=None,
 ) -> dict:
     """Tune and store the grid of ``sampler`` at ``nfe`` by sample quality: every Karras grid
-    with ρ in ``rhos`` and σ̃_min = factor × the model's σ̃_min (``sigma_min_factors``) from
-    the model's σ̃_max samples ``n`` calibration items (seeds ``(seed, i)``, disjoint from
-    evaluation seeds; the model's other sample defaults apply), scored by the registered
-    ``metric`` of the model's modality in its better direction; the best grid is stored
-    (:func:`store`). Works for any sampler, stochastic ones included. A model with a mixed
-    state searches the ρ of its time grid instead (``"power:ρ"``; stored as times 1 → 0 and
-    used by ``grid="tuned"`` or by default at that step count). Returns ``{"sigmas", "rho",
-    "sigma_min", "value", "table": [(ρ, σ̃_min, value), …]}``."""
+    with ρ in ``rhos`` (default :data:`METRIC_RHOS`) and σ̃_min = factor × the model's σ̃_min
+    (``sigma_min_factors``) from the model's σ̃_max samples ``n`` calibration items (seeds
+    ``(seed, i)``, disjoint from evaluation seeds; the model's other sample defaults apply),
+    scored by the registered ``metric`` of the model's modality in its better direction; the
+    best grid is stored (:func:`store`). Works for any sampler, stochastic ones included. A
+    model with a mixed state searches the ρ ≥ 1 of its time grid instead (``"power:ρ"``,
+    default :data:`TIME_GRID_RHOS`; stored as times 1 → 0 and used by ``grid="tuned"`` or by
+    default at that step count). Returns ``{"sigmas", "rho", "sigma_min", "value", "table":
+    [(ρ, σ̃_min, value), …]}``."""
     from .. import discretization
+    from ..categorical import time_grid
     from ..plugin_manager import registry
 
-    entry = registry("metric").entry(metric)
-    higher = entry.info.get("higher_is_better", True) is not False
+    higher = registry("metric").entry(metric).info.get("higher_is_better", True) is not False
+    nfe = int(nfe)
+    # candidates: (ρ, σ̃_min or None, grid to store, sample() keywords that draw with it)
+    cands: list[tuple[float, float | None, torch.Tensor, dict]]
     if model.parts is not None:
-        return _tune_time_grid(model, sampler, int(nfe), metric, higher, n=n, seed=seed, rhos=rhos, log=log)
-    lo, hi = sigma_range(model)
+        cands = [
+            (float(r), None, time_grid(nfe, rho=float(r)), {"nfe": nfe, "grid": f"power:{float(r):g}"})
+            for r in (TIME_GRID_RHOS if rhos is None else rhos)
+            if float(r) >= 1.0
+        ]
+    else:
+        lo, hi = sigma_range(model)
+        cands = []
+        for r in METRIC_RHOS if rhos is None else rhos:
+            for f in sigma_min_factors:
+                sig = discretization.karras(nfe, lo * float(f), hi, float(r))
+                cands.append((float(r), lo * float(f), sig, {"sigmas": sig}))
+    if not cands:
+        raise ValueError(f"no grid to try: rhos {rhos}, sigma_min_factors {sigma_min_factors}")
     best: dict | None = None
     table = []
-    for rho in rhos:
-        for f in sigma_min_factors:
-            sig = discretization.karras(int(nfe), lo * float(f), hi, float(rho))
-            samples = model.sample(n, seed=seed, sampler=sampler, sigmas=sig)
-            v = float(model.modality.evaluate(samples, metrics=[metric])[metric])
-            table.append((float(rho), lo * float(f), v))
-            if log is not None:
-                log(f"{sampler}@{nfe} rho {rho:g} sigma_min {lo * f:.4g}: {metric} {v:.4g}")
-            if best is None or (v > best["value"] if higher else v < best["value"]):
-                best = {"sigmas": sig, "rho": float(rho), "sigma_min": lo * float(f), "value": v}
-    assert best is not None, "rhos and sigma_min_factors must not be empty"
-    store(model, sampler, int(nfe), best["sigmas"])
-    return {**best, "sigmas": [float(x) for x in best["sigmas"]], "table": table}
-
-
-#: the time-grid ρ values tried for a model with a mixed state (:func:`tune_by_metric`)
-TIME_GRID_RHOS = (1.0, 2.0, 3.0, 4.0, 5.0, 7.0)
-
-
-def _tune_time_grid(model, sampler: str, nfe: int, metric: str, higher: bool, *, n, seed, rhos, log) -> dict:
-    """:func:`tune_by_metric` for a mixed continuous–categorical state: the ρ of the time grid
-    t_i = 1 − (i/N)^(1/ρ) (:func:`polydiff.categorical.time_grid`; ``rhos`` below 1 are
-    skipped, the defaults are :data:`TIME_GRID_RHOS`), stored like a σ̃ grid (times 1 → 0)."""
-    from ..categorical import time_grid
-
-    tried = [float(r) for r in (TIME_GRID_RHOS if tuple(rhos) == METRIC_RHOS else rhos) if float(r) >= 1.0]
-    best: dict | None = None
-    table = []
-    for rho in tried:
-        samples = model.sample(n, seed=seed, sampler=sampler, nfe=nfe, grid=f"power:{rho:g}")
+    for rho, smin, grid, kw in cands:
+        samples = model.sample(n, seed=seed, sampler=sampler, **kw)
         v = float(model.modality.evaluate(samples, metrics=[metric])[metric])
-        table.append((rho, None, v))
+        table.append((rho, smin, v))
         if log is not None:
-            log(f"{sampler}@{nfe} time grid power:{rho:g}: {metric} {v:.4g}")
+            where = f"time grid power:{rho:g}" if smin is None else f"rho {rho:g} sigma_min {smin:.4g}"
+            log(f"{sampler}@{nfe} {where}: {metric} {v:.4g}")
         if best is None or (v > best["value"] if higher else v < best["value"]):
-            best = {"sigmas": time_grid(nfe, rho=rho), "rho": rho, "sigma_min": None, "value": v}
-    if best is None:
-        raise ValueError(f"no time-grid rho >= 1 among {rhos}")
+            best = {"sigmas": grid, "rho": rho, "sigma_min": smin, "value": v}
+    assert best is not None
     store(model, sampler, nfe, best["sigmas"])
     return {**best, "sigmas": [float(x) for x in best["sigmas"]], "table": table}
 
