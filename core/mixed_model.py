@@ -6,7 +6,7 @@ A modality declares a mixed continuous–categorical state through
 
 - samples with :func:`polydiff.mixed.sample_mixed` from :func:`polydiff.mixed.prior_state` on the
   time grid :func:`polydiff.categorical.time_grid` (uniform, or ``grid="power:ρ"``; ``steps`` network calls; sampler
-  ``"ancestral"``, the default, or ``"euler"``), with per-sample random numbers
+  ``"ancestral"``, the default, ``"euler"`` or ``"dpmpp_2m"``), with per-sample random numbers
   (:class:`polydiff.rng.SampleRNG`: sample i does not depend on the batch);
 - guides with a CFG scale w (:func:`polydiff.mixed.mixed_cfg`, ``negative=`` the other branch)
   and ``wrap(denoiser, cond) → denoiser`` on the bound ``D(state, t)`` — known-region
@@ -29,12 +29,12 @@ import torch
 from .categorical import parse_time_grid, time_grid
 from .conditioning import to_device, with_cond_mask
 from .errors import CheckpointError, PolydiffError
-from .mixed import CategoricalPart, Part, mixed_cfg, mixed_loss, parts_config, prior_state, sample_mixed
+from .mixed import MIXED_METHODS, CategoricalPart, Part, mixed_cfg, mixed_loss, parts_config, prior_state, sample_mixed
 from .rng import SampleRNG
 
 F64 = torch.float64
 #: sampler names of mixed models (``sample(sampler=...)``)
-METHODS = ("ancestral", "euler")
+METHODS = MIXED_METHODS
 
 
 # -- sampling -------------------------------------------------------------------------------------
@@ -73,6 +73,7 @@ def sample_raw(
     wrap,
     unsupported: dict,
     final: str = "sample",
+    temperature: float = 1.0,
     grid: str | None = None,
 ) -> tuple[dict, dict | None]:
     """``DiffusionModel.sample_raw`` for a modality with parts: ``(state {part: [n, ...]}, cond)``.
@@ -82,7 +83,8 @@ def sample_raw(
     :func:`~polydiff.categorical.time_grid` — or ``"tuned"``, the grid stored for the sampler
     and step count by :func:`~polydiff.samplers.tuning.tune_by_metric`; None: the stored one if
     any, else uniform); ``final``: the last step's
-    categorical pick (``"sample"`` or ``"argmax"``, :func:`polydiff.mixed.sample_mixed`);
+    categorical pick (``"sample"`` or ``"argmax"``) and ``temperature`` the categorical
+    steps' (:func:`polydiff.mixed.sample_mixed`);
     ``unsupported``: ``sample_raw``'s keywords that only
     continuous models take, with the values given (any that is set is an error)."""
     from .model import _eval_mode
@@ -130,6 +132,7 @@ def sample_raw(
             cond=c,
             callback=callback,
             final=final,
+            temperature=temperature,
         )
     return state, c
 

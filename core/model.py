@@ -214,12 +214,13 @@ class DiffusionModel:
 
         ``sampler``: a registered sampler (default ``dpmpp_2m``). For a modality with parts
         (:meth:`polydiff.modality.Modality.parts`) ``x`` is ``{part: [n, ...]}``, the sampler is
-        ``"ancestral"`` (default) or ``"euler"`` over ``steps`` (or ``nfe``) time steps,
+        ``"ancestral"`` (default), ``"euler"`` or ``"dpmpp_2m"`` over ``steps`` (or ``nfe``) time steps,
         ``guidance`` a CFG scale, ``wrap(denoiser, cond)`` wraps the bound ``D(state, t)`` (e.g.
         :func:`polydiff.mixed.mixed_known_region`), ``grid="power:ρ"`` shrinks the time steps
         towards t = 0 (:func:`polydiff.categorical.time_grid`; default uniform),
-        ``final="argmax"`` ends on the most probable categorical values instead of a draw
-        (:func:`polydiff.mixed.sample_mixed`; a checkpoint can set both in
+        ``final="argmax"`` ends on the most probable categorical values instead of a draw,
+        ``temperature=τ`` draws the categorical steps from p̂(x₀ | x_t) ∝ exp(logits/τ)
+        (:func:`polydiff.mixed.sample_mixed`; a checkpoint can set these in
         ``extra["sample_defaults"]``), and the σ̃-grid and initial-state keywords do
         not apply (:mod:`polydiff.mixed_model`).
 
@@ -262,7 +263,7 @@ class DiffusionModel:
                 "sampling_cond": sampling_cond is not None,
                 "sigma_min": sigma_min is not None,
                 "sigma_max": sigma_max is not None,
-                **{k: True for k in sampler_options if k != "final"},
+                **{k: True for k in sampler_options if k not in ("final", "temperature")},
             }
             return mixed_model.sample_raw(
                 self,
@@ -280,6 +281,9 @@ class DiffusionModel:
                 wrap=wrap,
                 unsupported=unsupported,
                 final=sampler_options.get("final") or "sample",
+                temperature=1.0
+                if sampler_options.get("temperature") is None
+                else float(sampler_options["temperature"]),
                 grid=grid,
             )
         sampler = sampler or "dpmpp_2m"

@@ -23,6 +23,14 @@ same budget, one thread each, at the same time)::
     OMP_NUM_THREADS=1 .venv/bin/python examples/recipes/molecule_joint.py --threads 1 --minutes 16 \\
         --n-samples 500 --out runs/side_by_side/joint
 
+Continuing a saved model (``--init-from``: its weights, EMA, architecture and modality settings,
+a fresh optimiser and cosine schedule; ``training_info`` sums both runs) — how the starter got
+its second stage::
+
+    OMP_NUM_THREADS=1 .venv/bin/python examples/recipes/molecule_joint.py --threads 1 \\
+        --init-from core/starter_models/molecule-qm9 --minutes 55 --lr 3e-4 --batch-size 32 --n-train 0 \\
+        --n-samples 1000 --checkpoint-every 2000 --out runs/starter_joint2
+
 Writes into ``--out``: ``checkpoint/``, ``samples.sdf`` (with the predicted bonds),
 ``samples.png`` (16 molecules drawn from their predicted bonds), ``training_curve.png``,
 ``metrics.json`` (settings, timings, metrics) and ``train_log.jsonl``.
@@ -69,6 +77,12 @@ def main(argv=None) -> dict:
     )
     p.add_argument("--checkpoint-every", type=int, default=0, help="training checkpoints every this many steps")
     p.add_argument("--resume", action="store_true", help="continue from the newest training checkpoint in --out")
+    p.add_argument(
+        "--init-from",
+        default=None,
+        help="warm start: a saved model (e.g. the starter) whose network and EMA weights, architecture and "
+        "modality settings this run continues with a fresh optimiser and learning-rate schedule",
+    )
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -87,17 +101,27 @@ def main(argv=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
     weights = {k: float(v) for k, v in (kv.split("=") for kv in args.weights.split(",") if kv)}
-    model = polydiff.create(
-        "molecule_joint",
-        modality_config={
-            "process": args.process,
-            "part_loss_weights": weights,
-            "categorical_loss": args.categorical_loss,
-        },
-        hidden=args.hidden,
-        edge_dim=args.edge_dim,
-        layers=args.layers,
-    )
+    if args.init_from:
+        # the architecture and modality settings are the saved model's; --hidden/--layers/--weights are not used
+        model = polydiff.load(args.init_from)
+        if model.modality.name != "molecule_joint":
+            raise SystemExit(f"--init-from {args.init_from}: a {model.modality.name!r} model, not molecule_joint")
+        before = dict(model.training_info)
+        for key in ("tuned_grids", "starter"):  # tuned for, and checked on, the weights this run changes
+            model.extra.pop(key, None)
+    else:
+        model = polydiff.create(
+            "molecule_joint",
+            modality_config={
+                "process": args.process,
+                "part_loss_weights": weights,
+                "categorical_loss": args.categorical_loss,
+            },
+            hidden=args.hidden,
+            edge_dim=args.edge_dim,
+            layers=args.layers,
+        )
+        before = {}
     t0 = time.perf_counter()
     data = model.modality.load_dataset("qm9_bonds", split="train", limit=args.n_train or None, seed=args.seed)
     data_s = time.perf_counter() - t0
@@ -109,7 +133,9 @@ def main(argv=None) -> dict:
         batch_size=args.batch_size,
         lr=args.lr,
         ema_decay=args.ema,
-        ema_warmup=True,  # else a 0.999 average over ~1,000 steps still holds 40 % of the initial weights
+        # from scratch, warm-up: else a 0.999 average over ~1,000 steps still holds 40 % of the initial weights;
+        # a warm start keeps averaging into the saved EMA
+        ema_warmup=not args.init_from,
         group_by_size=args.group_by_size,
         warmup_steps=200,
         lr_schedule="cosine",
@@ -128,6 +154,12 @@ def main(argv=None) -> dict:
     losses = [(r["step"], r["loss"]) for r in log if "loss" in r]  # the log also records checkpoints
     training_curve(losses, out / "training_curve.png", title="molecule_joint on QM9")
     model.training_info = {"steps": res.steps, "seconds": train_s}
+    if before:  # a warm start: the totals over both runs, and the earlier run's own numbers
+        model.training_info = {
+            "steps": int(before.get("steps", 0)) + res.steps,
+            "seconds": float(before.get("seconds", 0.0)) + train_s,
+            "stages": [*before.get("stages", [before]), {"steps": res.steps, "seconds": train_s}],
+        }
     model.extra["sample_defaults"] = {
         "sampler": "ancestral",
         "nfe": args.sample_steps,

@@ -72,6 +72,31 @@ class JointBlock(nn.Module):
         return h, x, e
 
 
+def _size_groups(cond: dict | None, N: int) -> list[tuple[int, torch.Tensor]] | None:
+    """``[(atom count n, batch indices)]`` when ``cond["mask"]`` is a prefix mask over
+    molecules of more than one size (or all smaller than N), else None (one dense pass)."""
+    if cond is None or "mask" not in cond:
+        return None
+    mask = cond["mask"]
+    counts = (mask > 0).sum(1)
+    prefix = torch.arange(N, device=mask.device)[None] < counts[:, None]
+    if not bool(((mask > 0) == prefix).all()) or bool((counts == N).all()):
+        return None
+    return [(int(n), torch.nonzero(counts == n).flatten()) for n in torch.unique(counts).tolist() if n > 0] or None
+
+
+def _crop(v: torch.Tensor, n: int, pairs: bool = False) -> torch.Tensor:
+    """The first ``n`` atoms of a per-atom ``[b, N, ...]`` (``pairs``: per-pair ``[b, N, N, ...]``) tensor."""
+    return v[:, :n, :n] if pairs else v[:, :n]
+
+
+def _pinned(like: torch.Tensor, B: int, N: int) -> torch.Tensor:
+    """Bond logits ``[B, N, N, K]`` of a padding pair: 0 for "none", −PIN for the rest."""
+    pin = torch.full((B, N, N, like.shape[-1]), -PIN, dtype=like.dtype, device=like.device)
+    pin[..., 0] = 0.0
+    return pin
+
+
 class JointEGNN(nn.Module):
     """``forward(state, time [B], cond) → {"pos": [B, N, 3], "atom": [B, N, Ka],
     "charge": [B, N, Kc], "bond": [B, N, N, Kb]}``.
@@ -115,6 +140,37 @@ class JointEGNN(nn.Module):
         self.bond_out = _mlp(edge_dim + hidden + 1, hidden, n_bond_classes)
 
     def forward(self, state: dict, time: torch.Tensor, cond: dict | None = None) -> dict:
+        """The outputs above. A batch of molecules of different sizes (prefix ``cond["mask"]``)
+        runs in groups of equal atom count, each cropped to its own size: the padding atoms
+        and pairs carry exact zeros through every block, so the real atoms' outputs are the
+        dense pass's (to float rounding) and the padding gets what the dense pass gives it, at
+        Σ nᵢ² instead of B·N² pair cost (QM9 samples: ≈ 2.5× fewer pairs)."""
+        groups = _size_groups(cond, state["pos"].shape[1])
+        if groups is None:
+            return self._dense(state, time, cond)
+        pos0 = state["pos"]
+        B, N, _ = pos0.shape
+        outs = []
+        for n, idx in groups:
+            sub_state = {k: _crop(v[idx], n, pairs=k == "bond") for k, v in state.items()}
+            sub_cond = {
+                k: _crop(v[idx], n) if k == "mask" else (v[idx] if torch.is_tensor(v) else v) for k, v in cond.items()
+            }
+            outs.append((n, idx, self._dense(sub_state, time[idx] if time.dim() else time, sub_cond)))
+        h0 = torch.zeros(self.atom_out[0].in_features, dtype=pos0.dtype, device=pos0.device)
+        out = {
+            "pos": torch.zeros_like(pos0),
+            "atom": self.atom_out(h0).expand(B, N, -1).clone(),
+            "charge": self.charge_out(h0).expand(B, N, -1).clone(),
+            "bond": _pinned(outs[0][2]["bond"], B, N),
+        }
+        for n, idx, sub in outs:
+            for key in ("pos", "atom", "charge"):
+                out[key][idx, :n] = sub[key]
+            out["bond"][idx, :n, :n] = sub["bond"]
+        return out
+
+    def _dense(self, state: dict, time: torch.Tensor, cond: dict | None = None) -> dict:
         pos0 = state["pos"]
         B, N, _ = pos0.shape
         dt = pos0.dtype

@@ -72,7 +72,7 @@ def _floors(reps: int = 4):
     return sum(tv) / reps, sum(sw) / reps
 
 
-@pytest.mark.parametrize("method", ["ancestral", "euler"])
+@pytest.mark.parametrize("method", ["ancestral", "euler", "dpmpp_2m"])
 @pytest.mark.parametrize("proc", ["masked", "uniform"])
 def test_joint_of_label_and_position_within_twice_the_floor(proc, method):
     """Label frequencies (TV to the exact weights, mean over 2 seeds) and per-label SW2 of
@@ -90,6 +90,34 @@ def test_joint_of_label_and_position_within_twice_the_floor(proc, method):
         sws.append(_per_label_sw2(out["label"], out["pos"], *ref))
     assert sum(tvs) / 2 <= 2 * tv_floor, (tvs, tv_floor)
     assert sum(sws) / 2 <= 2 * sw_floor, (sws, sw_floor)
+
+
+def _gaussian_pf_ode_error(method: str, steps: int) -> float:
+    """RMS distance of ``method``'s continuous part to the exact PF-ODE end point for data
+    N(μ, s²I) (x₀ = μ + s (x_T − μ) / √(s² + σ_T²)), from the same starts, time grid ``power:2``."""
+    mu, s = torch.tensor([1.0, -2.0], dtype=F64), 0.7
+    part = ContinuousPart(VEGeometric(0.002, 20.0))
+    x_T = mu + 20.0 * torch.randn(2000, 2, generator=torch.Generator().manual_seed(5), dtype=F64)
+
+    def exact(state, t):
+        sigma = part.sigma(t).reshape(-1, 1)
+        return {"pos": mu + s * s / (s * s + sigma * sigma) * (state["pos"] - mu)}
+
+    rng = GeneratorRNG(torch.Generator().manual_seed(0))
+    out = sample_mixed(exact, {"pos": x_T}, time_grid(steps, rho=2.0), parts={"pos": part}, rng=rng, method=method)
+    target = mu + s * (x_T - mu) / (s * s + 20.0**2) ** 0.5
+    return float(((out["pos"] - target) ** 2).sum(-1).mean().sqrt())
+
+
+def test_dpmpp_2m_continuous_step_is_second_order_and_beats_ddim():
+    """DPM-Solver++(2M) on the continuous part against the exact probability-flow solution of
+    a Gaussian: error falls ≈ 4× per doubling of the steps (second order; measured 3.7×;
+    1st-order DDIM, ``euler``: 1.9×), and at 20 steps it is under half of DDIM's (0.27×)."""
+    e10, e20, e40 = (_gaussian_pf_ode_error("dpmpp_2m", n) for n in (10, 20, 40))
+    ddim10, ddim20 = _gaussian_pf_ode_error("euler", 10), _gaussian_pf_ode_error("euler", 20)
+    assert e10 / e20 > 3.0 and e20 / e40 > 3.0, (e10, e20, e40)
+    assert 1.5 < ddim10 / ddim20 < 2.5, (ddim10, ddim20)
+    assert e10 < ddim10 and e20 < 0.5 * ddim20, (e10, ddim10, e20, ddim20)
 
 
 def test_error_falls_with_steps():
@@ -264,3 +292,29 @@ def test_continuous_elbo_of_an_exact_gaussian_is_its_nll():
     nll = 0.5 * (x0**2).sum(1) / s**2 + torch.log(torch.tensor(2 * torch.pi * s * s, dtype=F64))
     gap = float(res["total"].mean()) - float(nll.mean())
     assert -0.05 < gap < 0.08, gap
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.5, 0.25])
+def test_temperature_samples_the_sharpened_clean_class_distribution(temperature):
+    """One step from the all-masked prior to t = 0 draws x₀ from softmax(logits/τ): class
+    frequencies match w^{1/τ}/Σ (20,000 draws, 4 standard errors), and τ = 1 is the default."""
+    w = torch.tensor([0.6, 0.3, 0.1], dtype=F64)
+    parts = {"label": CategoricalPart(MaskedProcess(3))}
+    n = 20000
+
+    def den(state, t):
+        return {"label": torch.log(w).expand(len(state["label"]), 3)}
+
+    def run(**kw):
+        rng = GeneratorRNG(torch.Generator().manual_seed(11))
+        start = {"label": torch.full((n,), 3, dtype=torch.long)}  # the mask state
+        return sample_mixed(den, start, time_grid(1), parts=parts, rng=rng, **kw)["label"]
+
+    out = run(temperature=temperature)
+    want = w ** (1 / temperature) / (w ** (1 / temperature)).sum()
+    freq = torch.bincount(out, minlength=3).double() / n
+    assert ((freq - want).abs() <= 4 * (want * (1 - want) / n).sqrt()).all(), (freq, want)
+    if temperature == 1.0:
+        assert torch.equal(out, run())
+    with pytest.raises(ValueError, match="temperature"):
+        run(temperature=0.0)

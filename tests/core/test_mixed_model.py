@@ -63,7 +63,7 @@ def test_create_train_sample_write_read(trained, tmp_path):
     assert model.modality.evaluate(back) == pytest.approx(metrics)
 
 
-@pytest.mark.parametrize("sampler", ["ancestral", "euler"])
+@pytest.mark.parametrize("sampler", ["ancestral", "euler", "dpmpp_2m"])
 def test_sample_i_alone_equals_sample_i_of_a_batch(trained, sampler):
     model = trained[0]
     batch, _ = model.sample_raw(6, sampler=sampler, steps=12, seed=3)
@@ -210,8 +210,8 @@ def test_an_asked_nfe_overrides_saved_steps_and_the_reverse(trained):
 
 def test_routing_errors_name_what_mixed_models_accept(trained):
     model = trained[0]
-    with pytest.raises(PolydiffError, match="'ancestral' or 'euler'"):
-        model.sample_raw(2, sampler="dpmpp_2m", steps=2)
+    with pytest.raises(PolydiffError, match="'ancestral' or 'euler' or 'dpmpp_2m'"):
+        model.sample_raw(2, sampler="heun", steps=2)
     with pytest.raises(PolydiffError, match="'x_init'.*continuous models only"):
         model.sample_raw(2, steps=2, x_init=torch.zeros(2, N_POINTS, 2))
     with pytest.raises(PolydiffError, match="'s_churn'"):
@@ -220,6 +220,11 @@ def test_routing_errors_name_what_mixed_models_accept(trained):
         model.sample_raw(2, steps=2, guidance=("cfg", 2.0))
     with pytest.raises(PolydiffError, match="negative="):
         model.sample_raw(2, steps=2, negative={"mask": torch.ones(2, N_POINTS)})
+    # temperature reaches the categorical steps (τ = 1: the default draw; τ ≤ 0: an error)
+    x, _ = model.sample_raw(2, steps=3, seed=0, temperature=1.0)
+    assert torch.equal(x["label"], model.sample_raw(2, steps=3, seed=0)[0]["label"])
+    with pytest.raises(ValueError, match="temperature"):
+        model.sample_raw(2, steps=3, temperature=0.0)
     # nfe is the number of steps (one network call each)
     seen = []
     model.sample_raw(2, nfe=5, callback=lambda i, *a: seen.append(i))
