@@ -23,6 +23,17 @@ same budget, one thread each, at the same time)::
     OMP_NUM_THREADS=1 .venv/bin/python examples/recipes/molecule_joint.py --threads 1 --minutes 16 \\
         --n-samples 500 --out runs/side_by_side/joint
 
+Measured so on 2026-12-02 (2-core machine, both recipes at once, 500 samples each;
+``examples/recipes/results/molecule_side_by_side/``): in 16 minutes the EDM-class recipe takes
+2,045 steps of 64 and the joint one 1,067 (one step costs twice as much: N×N edge features),
+and the joint model is the *worse* of the two at this budget — EDM-protocol molecule
+stability 0.002 against 0.004 (atom 0.608 / 0.686), bond-aware molecule stability 0.060,
+validity 0.452, connected validity 0.188, ring-size TV 0.371, 274 of 500 failing
+sanitisation. The joint model needs more training than 16 CPU minutes: the starter (70
+minutes on the full training split) reaches the numbers on its card. Issue 18's side-by-side
+targets (≥ 3× EDM-class molecule stability, bond-aware molecule stability ≥ 0.70, connected
+validity ≥ 0.85, ring TV ≤ 0.10 at 16 minutes) are not met.
+
 Continuing a saved model (``--init-from``: its weights, EMA, architecture and modality settings,
 a fresh optimiser and cosine schedule; ``training_info`` sums both runs) — how the starter got
 its second stage::
