@@ -35,12 +35,17 @@ targets (≥ 3× EDM-class molecule stability, bond-aware molecule stability ≥
 validity ≥ 0.85, ring TV ≤ 0.10 at 16 minutes) are not met.
 
 Continuing a saved model (``--init-from``: its weights, EMA, architecture and modality settings,
-a fresh optimiser and cosine schedule; ``training_info`` sums both runs) — how the starter got
-its second stage::
+a fresh optimiser and cosine schedule; ``training_info`` sums both runs), e.g. a second stage
+for the starter::
 
     OMP_NUM_THREADS=1 .venv/bin/python examples/recipes/molecule_joint.py --threads 1 \\
         --init-from core/starter_models/molecule-qm9 --minutes 55 --lr 3e-4 --batch-size 32 --n-train 0 \\
         --n-samples 1000 --checkpoint-every 2000 --out runs/starter_joint2
+
+Measured so on 2026-12-03 (7,979 more steps of 32 in 55 minutes, one contended thread; 1,000
+samples at the card's settings, seed 1, against the shipped starter on the same seeds): EDM
+atom stability 0.946 against 0.945, bond-aware validity 0.910 against 0.916, connected validity
+0.853 against 0.879 — no gain, so the starter was not replaced.
 
 Writes into ``--out``: ``checkpoint/``, ``samples.sdf`` (with the predicted bonds),
 ``samples.png`` (16 molecules drawn from their predicted bonds), ``training_curve.png``,
@@ -85,6 +90,12 @@ def main(argv=None) -> dict:
         default="argmax",
         choices=["argmax", "sample"],
         help="last step's atom/charge/bond pick: most probable class, or a draw",
+    )
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        help="categorical steps drawn from softmax(logits / temperature) (< 1 sharpens; stored in the defaults)",
     )
     p.add_argument("--checkpoint-every", type=int, default=0, help="training checkpoints every this many steps")
     p.add_argument("--resume", action="store_true", help="continue from the newest training checkpoint in --out")
@@ -176,6 +187,7 @@ def main(argv=None) -> dict:
         "nfe": args.sample_steps,
         "grid": args.grid,
         "final": args.final,
+        **({"temperature": args.temperature} if args.temperature != 1.0 else {}),
     }
     model.save(out / "checkpoint")
 
@@ -189,6 +201,7 @@ def main(argv=None) -> dict:
             sample_offset=s,
             final=args.final,
             grid=args.grid,
+            temperature=args.temperature,
         )
     sample_s = time.perf_counter() - t0
     metrics = model.modality.evaluate(mols, metrics=[*model.modality.default_metrics, *CHEMISTRY_CHECKS])

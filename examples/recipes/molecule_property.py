@@ -78,6 +78,12 @@ def main(argv=None) -> dict:
         "--guidance", type=float, nargs="+", default=[1.0, 2.0], help="classifier-free guidance scales (1 = none)"
     )
     p.add_argument("--shuffles", type=int, default=10)
+    p.add_argument(
+        "--generator-from",
+        default=None,
+        help="judge a saved generator (a checkpoint this recipe wrote with the same --n-train, --seed and "
+        "--properties) instead of training one",
+    )
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
 
@@ -96,6 +102,12 @@ def main(argv=None) -> dict:
     props = list(args.properties)
     wall0 = time.perf_counter()
     report: dict = {"args": vars(args), "timing": {}}
+
+    split = {"n_train": args.n_train, "seed": args.seed, "properties": props}
+    saved = None
+    if args.generator_from:  # checked before any training: a mismatch fails fast
+        saved = polydiff.load(args.generator_from)
+        _check_generator(saved, split, args.generator_from)
 
     # 1. data and the A/B split --------------------------------------------------------------
     t0 = time.perf_counter()
@@ -137,43 +149,56 @@ def main(argv=None) -> dict:
     atoms_mae = np.abs(atoms_pred - tgt_B).mean(0)
 
     # 3. the conditional generator on B ----------------------------------------------------------
-    torch.manual_seed(args.seed)
-    model = polydiff.create(
-        "molecule_joint",
-        modality_config={"properties": props},
-        hidden=args.hidden,
-        edge_dim=args.edge_dim,
-        layers=args.layers,
-    )
-    model.modality.fit(B)
-    n_params = sum(q.numel() for q in model.network.parameters())
-    cfg = TrainConfig(
-        steps=100_000,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        warmup_steps=100,
-        lr_schedule="cosine",
-        max_seconds=60 * args.generator_minutes,
-        ema_decay=0.999,
-        ema_warmup=True,
-        cond_dropout=args.cond_dropout,
-        seed=args.seed,
-        out_dir=str(out),
-        log_every=100,
-        progress=False,
-        device="cpu",
-    )
-    t0 = time.perf_counter()
-    res = train(model, B, cfg)
-    report["timing"]["generator_s"] = time.perf_counter() - t0
-    report["generator"] = {
-        "steps": res.steps,
-        "parameters": n_params,
-        "final_loss": res.losses[-1] if res.losses else None,
-    }
-    model.training_info = {"steps": res.steps, "seconds": report["timing"]["generator_s"]}
-    model.save(out / "checkpoint")
-    print(f"generator: {res.steps} steps in {report['timing']['generator_s']:.0f} s ({n_params:,} parameters)")
+    if saved is not None:
+        model = saved
+        n_params = sum(q.numel() for q in model.network.parameters())
+        info = model.training_info or {}
+        report["timing"]["generator_s"] = 0.0
+        report["generator"] = {
+            "from": str(args.generator_from),
+            "steps": info.get("steps"),
+            "train_seconds": info.get("seconds"),
+            "parameters": n_params,
+        }
+        print(f"generator: {args.generator_from} ({info.get('steps')} steps, {n_params:,} parameters)")
+    else:
+        torch.manual_seed(args.seed)
+        model = polydiff.create(
+            "molecule_joint",
+            modality_config={"properties": props},
+            hidden=args.hidden,
+            edge_dim=args.edge_dim,
+            layers=args.layers,
+        )
+        model.modality.fit(B)
+        n_params = sum(q.numel() for q in model.network.parameters())
+        cfg = TrainConfig(
+            steps=100_000,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            warmup_steps=100,
+            lr_schedule="cosine",
+            max_seconds=60 * args.generator_minutes,
+            ema_decay=0.999,
+            ema_warmup=True,
+            cond_dropout=args.cond_dropout,
+            seed=args.seed,
+            out_dir=str(out),
+            log_every=100,
+            progress=False,
+            device="cpu",
+        )
+        t0 = time.perf_counter()
+        res = train(model, B, cfg)
+        report["timing"]["generator_s"] = time.perf_counter() - t0
+        report["generator"] = {
+            "steps": res.steps,
+            "parameters": n_params,
+            "final_loss": res.losses[-1] if res.losses else None,
+        }
+        model.training_info = {"steps": res.steps, "seconds": report["timing"]["generator_s"], "split": split}
+        model.save(out / "checkpoint")
+        print(f"generator: {res.steps} steps in {report['timing']['generator_s']:.0f} s ({n_params:,} parameters)")
 
     # 4. targets from A, one molecule per target (per guidance scale) ------------------------------
     pick = np.random.default_rng(args.seed + 1).choice(len(A), size=args.n_samples, replace=len(A) < args.n_samples)
@@ -235,6 +260,23 @@ def main(argv=None) -> dict:
     _plot(report, props, targets, preds, res_dir / "mae.png")
     print(json.dumps({k: round(v, 1) for k, v in report["timing"].items()}))
     return report
+
+
+def _check_generator(model, split: dict, path) -> None:
+    """A saved generator must be conditioned on the same properties and, where its training
+    info records it, trained on half B of the same subset (else the judge's half A overlaps
+    its training data)."""
+    have = list(model.modality.config.get("properties") or [])
+    if have != split["properties"]:
+        raise ValueError(f"{path}: generator conditioned on {have}, --properties asks for {split['properties']}")
+    recorded = (model.training_info or {}).get("split")
+    if recorded is None:
+        print(
+            f"warning: {path} records no training split; it must come from --n-train {split['n_train']} "
+            f"--seed {split['seed']}"
+        )
+    elif {k: recorded.get(k) for k in ("n_train", "seed")} != {k: split[k] for k in ("n_train", "seed")}:
+        raise ValueError(f"{path}: generator trained on split {recorded}, this run uses {split}")
 
 
 def _plot(report: dict, props: list, targets, preds: dict, path: Path) -> None:
