@@ -311,20 +311,98 @@ def time_grid(steps: int, *, rho: float = 1.0, device=None) -> torch.Tensor:
     return 1.0 - u ** (1.0 / float(rho))
 
 
-def parse_time_grid(grid: str | None) -> float:
-    """ρ of a mixed sampler's ``grid`` name: None or ``"uniform"`` → 1; ``"power:ρ"`` → ρ (≥ 1)."""
-    if grid in (None, "uniform"):
-        return 1.0
-    if isinstance(grid, str) and grid.startswith("power:"):
-        try:
-            rho = float(grid.split(":", 1)[1])
-        except ValueError:
-            rho = float("nan")
-        if rho >= 1.0:
-            return rho
-    raise ValueError(
-        f"time grid {grid!r}: mixed samplers take 'uniform' or 'power:<rho>' with rho >= 1 (e.g. 'power:3')"
+def restart_time_grid(steps: int, *, rho: float = 1.0, restarts=()) -> torch.Tensor:
+    """A time grid with restarts (Xu et al. 2023, "Restart sampling for improving generative
+    processes", adapted to mixed states): ``steps`` network calls in all — the first
+    ``steps − Σk`` on :func:`time_grid` (ρ = ``rho``) from 1 to 0, then for each ``(t_r, k)`` of
+    ``restarts`` the finished sample is noised forward to t_r (q(x_{t_r} | x₀) for every part,
+    no network call) and brought back to 0 in k uniform steps. Returns float64
+    ``[steps + 1 + len(restarts)]``: decreasing segments ending in 0, each rise starting at 0.
+
+    Why: a few large steps commit many atoms and bonds at once from independent per-variable
+    draws and leave position errors; a restart re-noises a finished molecule a little and lets
+    the network repair what does not fit, at a fraction of a full run's calls."""
+    restarts = [(float(tr), int(k)) for tr, k in restarts]
+    for tr, k in restarts:
+        if not (0.0 < tr <= 1.0) or k < 1:
+            raise ValueError(f"restart {(tr, k)}: needs 0 < t_r <= 1 and k >= 1 steps")
+    main = int(steps) - sum(k for _, k in restarts)
+    if main < 1:
+        raise ValueError(
+            f"{steps} steps leave {main} for the main pass after restarts {restarts}: "
+            "the restarts' steps must be fewer than the steps in all"
+        )
+    segs = [time_grid(main, rho=rho)]
+    segs += [torch.linspace(tr, 0.0, k + 1, dtype=F64) for tr, k in restarts]
+    return torch.cat(segs)
+
+
+def check_time_grid(values, what: str = "time grid") -> torch.Tensor:
+    """``values`` as a float64 tensor, checked as a mixed sampler's time grid: finite, in
+    [0, 1], ending in 0, no two equal neighbours, and every rise (a restart) starting at 0."""
+    t = torch.as_tensor(values, dtype=F64).flatten()
+    ok = t.numel() >= 2 and bool(torch.isfinite(t).all()) and float(t[-1]) == 0.0
+    ok = ok and bool(((t >= 0) & (t <= 1)).all()) and bool((t[1:] != t[:-1]).all())
+    if ok:
+        rises = t[1:] > t[:-1]
+        ok = bool((t[:-1][rises] == 0).all())
+    if not ok:
+        raise ValueError(
+            f"{what}: a time grid must be finite, within [0, 1], end in 0 and decrease except for restarts "
+            f"that rise from 0; got {t.tolist()}"
+        )
+    return t
+
+
+def grid_calls(times) -> int:
+    """Network calls of a (checked) time grid: its decreasing steps (restart rises cost none)."""
+    t = torch.as_tensor(times, dtype=F64)
+    return int((t[1:] < t[:-1]).sum())
+
+
+def parse_time_grid(grid: str | None) -> tuple[float, list[tuple[float, int]]]:
+    """``(ρ, restarts)`` of a mixed sampler's ``grid`` name: None or ``"uniform"`` → ρ = 1;
+    ``"power:ρ"`` → ρ (≥ 1); either may end in ``"+restart:t×k,t×k…"`` (``x`` for ×), e.g.
+    ``"power:3+restart:0.3x2,0.15x2,0.05x2"`` (:func:`restart_time_grid`)."""
+    bad = ValueError(
+        f"time grid {grid!r}: mixed samplers take 'uniform' or 'power:<rho>' with rho >= 1 (e.g. 'power:3'), "
+        "optionally followed by '+restart:<t>x<k>,…' (e.g. 'power:3+restart:0.2x2,0.1x3')"
     )
+    if grid is None:
+        return 1.0, []
+    if not isinstance(grid, str):
+        raise bad
+    base, _, tail = grid.partition("+")
+    if base == "uniform":
+        rho = 1.0
+    elif base.startswith("power:"):
+        try:
+            rho = float(base.split(":", 1)[1])
+        except ValueError:
+            raise bad from None
+        if not rho >= 1.0:
+            raise bad
+    else:
+        raise bad
+    restarts: list[tuple[float, int]] = []
+    if tail:
+        if not tail.startswith("restart:"):
+            raise bad
+        for item in tail[len("restart:") :].split(","):
+            tr, sep, k = item.partition("x")
+            try:
+                restarts.append((float(tr), int(k)))
+            except ValueError:
+                raise bad from None
+            if not sep or not (0.0 < restarts[-1][0] <= 1.0) or restarts[-1][1] < 1:
+                raise bad
+    return rho, restarts
+
+
+def named_time_grid(steps: int, grid: str | None) -> torch.Tensor:
+    """The time grid ``grid`` names (:func:`parse_time_grid`) with ``steps`` network calls."""
+    rho, restarts = parse_time_grid(grid)
+    return restart_time_grid(steps, rho=rho, restarts=restarts) if restarts else time_grid(steps, rho=rho)
 
 
 # -- training loss and ELBO terms -----------------------------------------------------------------------

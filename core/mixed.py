@@ -29,6 +29,7 @@ from .categorical import (
     CategoricalProcess,
     ancestral_step,
     categorical_loss,
+    check_time_grid,
     euler_step,
     kl_step,
     prior_kl,
@@ -189,7 +190,10 @@ def sample_mixed(
     step first order) and the exact posterior step for categorical ones — for few steps, where
     the ancestral position noise is coarse. The last step
     lands on x̂₀ / the clean classes. ``rng`` draws per sample (a sample does not depend on
-    its batch with a :class:`polydiff.rng.SampleRNG`). ``callback(i, t, state, out)``.
+    its batch with a :class:`polydiff.rng.SampleRNG`). ``callback(i, t, state, out)`` after
+    each network call. A rise in ``times`` (only from 0: a restart,
+    :func:`~polydiff.categorical.restart_time_grid`) noises the finished state forward to the
+    higher time with :func:`noise_state` (no network call) and sampling goes on from there.
     ``final``: how the last step (to t = 0) picks the categorical parts' clean values:
     ``"sample"`` draws them from p̂(x₀ | x_t) (the model's own distribution), ``"argmax"``
     takes its most probable class per variable (a zero-temperature last step: a pair with
@@ -204,13 +208,17 @@ def sample_mixed(
         raise ValueError(f"unknown final step {final!r}; one of {FINAL_STEPS}")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
-    times = torch.as_tensor(times, dtype=F64)
+    times = check_time_grid(times, "sample_mixed times")
     spaces = _spaces(parts, cond)
     state = dict(state)
     B = next(iter(state.values())).shape[0]
     previous: dict = {}  # dpmpp_2m: each continuous part's last (x̂₀, h) for the multistep correction
     for i in range(len(times) - 1):
         t, s = times[i].expand(B), times[i + 1].expand(B)
+        if times[i + 1] > times[i]:  # a restart: re-noise the finished sample, go on from there
+            state = noise_state(parts, state, s, rng, cond)
+            previous = {}
+            continue
         out = denoiser(state, t)
         if callback is not None:
             callback(i, float(times[i]), state, out)

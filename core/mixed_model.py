@@ -5,7 +5,8 @@ A modality declares a mixed continuous–categorical state through
 :meth:`polydiff.modality.Modality.parts`; the model then
 
 - samples with :func:`polydiff.mixed.sample_mixed` from :func:`polydiff.mixed.prior_state` on the
-  time grid :func:`polydiff.categorical.time_grid` (uniform, or ``grid="power:ρ"``; ``steps`` network calls; sampler
+  time grid :func:`polydiff.categorical.named_time_grid` (uniform, ``grid="power:ρ"``, either with
+  restarts ``"+restart:t×k,…"``; ``steps`` network calls in all; sampler
   ``"ancestral"``, the default, ``"euler"`` or ``"dpmpp_2m"``), with per-sample random numbers
   (:class:`polydiff.rng.SampleRNG`: sample i does not depend on the batch);
 - guides with a CFG scale w (:func:`polydiff.mixed.mixed_cfg`, ``negative=`` the other branch)
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from .categorical import parse_time_grid, time_grid
+from .categorical import named_time_grid
 from .conditioning import to_device, with_cond_mask
 from .errors import CheckpointError, PolydiffError
 from .mixed import MIXED_METHODS, CategoricalPart, Part, mixed_cfg, mixed_loss, parts_config, prior_state, sample_mixed
@@ -53,7 +54,7 @@ def _times(model, method: str, steps: int, grid: str | None) -> torch.Tensor:
                 f"grid='tuned': no tuned time grid is stored for sampler {method!r} at {steps} steps; "
                 f"stored: {tuning.describe(model)} (tune one with polydiff.samplers.tuning.tune_by_metric)"
             )
-    return time_grid(steps, rho=parse_time_grid(grid))
+    return named_time_grid(steps, grid)
 
 
 def sample_raw(
@@ -80,7 +81,10 @@ def sample_raw(
 
     ``steps`` (default 50; ``nfe`` is the same number: one network call per step) time steps
     from t = 1 to 0 (``grid``: ``"uniform"``, ``"power:ρ"`` — steps shrinking towards t = 0,
-    :func:`~polydiff.categorical.time_grid` — or ``"tuned"``, the grid stored for the sampler
+    :func:`~polydiff.categorical.time_grid` —, either followed by restarts
+    ``"+restart:0.3x2,0.15x2"`` (:func:`~polydiff.categorical.restart_time_grid`: the steps
+    after the main pass re-noise the finished sample to t and take k steps back; ``steps``
+    counts all network calls), or ``"tuned"``, the grid stored for the sampler
     and step count by :func:`~polydiff.samplers.tuning.tune_by_metric`; None: the stored one if
     any, else uniform); ``final``: the last step's
     categorical pick (``"sample"`` or ``"argmax"``) and ``temperature`` the categorical

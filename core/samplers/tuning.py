@@ -211,13 +211,14 @@ def stored_grids(model) -> dict:
 
 def lookup(model, sampler: str, nfe: int | None, steps: int | None = None) -> torch.Tensor | None:
     """The stored grid for ``sampler`` at ``nfe`` (or, with ``nfe`` None, the one with
-    ``steps`` steps), as float64 ``[steps + 1]``; None when there is none."""
+    ``steps`` steps), as float64 ``[steps + 1]`` (a mixed state's time grid with restarts: one
+    entry more per restart); None when there is none."""
     table = stored_grids(model).get(sampler) or {}
     for key, vals in table.items():
         if (nfe is not None and str(key) == str(int(nfe))) or (
             nfe is None and steps is not None and len(vals) == steps + 1
         ):
-            return check_grid(vals, f"tuned grid {sampler}/{key}")
+            return _checked(model, vals, f"tuned grid {sampler}/{key}")
     return None
 
 
@@ -235,9 +236,30 @@ def check_grid(values, what: str = "grid") -> torch.Tensor:
     return s
 
 
+def _checked(model, values, what: str) -> torch.Tensor:
+    """A stored grid checked as what the model samples on: σ̃ (:func:`check_grid`), or for a
+    model with a mixed state times 1 → 0, restarts allowed
+    (:func:`polydiff.categorical.check_time_grid`)."""
+    if model.parts is None:
+        return check_grid(values, what)
+    from ..categorical import check_time_grid
+
+    try:
+        return check_time_grid(values, what)
+    except ValueError as e:
+        raise PolydiffError(str(e)) from None
+
+
 def store(model, sampler: str, nfe: int, sigmas) -> None:
-    """Put ``sigmas`` into ``model.extra["tuned_grids"][sampler][str(nfe)]`` (JSON floats)."""
-    s = check_grid(sigmas, f"tuned grid {sampler}/{nfe}")
+    """Put ``sigmas`` into ``model.extra["tuned_grids"][sampler][str(nfe)]`` (JSON floats); a
+    mixed state's time grid must take ``nfe`` network calls."""
+    what = f"tuned grid {sampler}/{nfe}"
+    s = _checked(model, sigmas, what)
+    if model.parts is not None:
+        from ..categorical import grid_calls
+
+        if grid_calls(s) != int(nfe):
+            raise PolydiffError(f"{what}: the time grid takes {grid_calls(s)} network calls, not {int(nfe)}")
     table = stored_grids(model)
     table[sampler] = {**(table.get(sampler) or {}), str(int(nfe)): [float(v) for v in s]}
     model.extra[EXTRA_KEY] = table
@@ -311,6 +333,31 @@ METRIC_RHOS = (3.0, 5.0, 7.0, 10.0, 14.0, 20.0, 30.0)
 METRIC_SIGMA_MIN_FACTORS = (1.0, 2.5, 5.0)
 #: the time-grid ρ values tried by default for a model with a mixed state
 TIME_GRID_RHOS = (1.0, 2.0, 3.0, 4.0, 5.0, 7.0)
+#: restart schedules tried by default for a mixed state (the re-noising times, highest first;
+#: :func:`polydiff.categorical.restart_time_grid`), each with the main pass taking these shares
+#: of the network calls and the restarts sharing the rest evenly
+RESTART_TIMES = ((0.2,), (0.3, 0.1), (0.2, 0.1), (0.3, 0.15, 0.05), (0.2, 0.1, 0.05))
+RESTART_MAIN_SHARES = (0.4, 0.6)
+
+
+def restart_grid_names(nfe: int, rho: float, restart_times=RESTART_TIMES, shares=RESTART_MAIN_SHARES) -> list[str]:
+    """Grid names (``"power:ρ+restart:t×k,…"``) of the restart candidates at ``nfe`` network
+    calls: every schedule of ``restart_times`` with the main pass on ``power:ρ`` taking each
+    share of ``shares`` of the calls (at least one) and the restarts the rest, split evenly
+    (earlier restarts take the remainder); schedules with fewer calls left than restarts are
+    skipped; duplicates once."""
+    names: list[str] = []
+    for times in restart_times:
+        for share in shares:
+            main = max(1, round(share * nfe))
+            rest = nfe - main
+            if rest < len(times):
+                continue
+            ks = [rest // len(times) + (1 if i < rest % len(times) else 0) for i in range(len(times))]
+            name = f"power:{rho:g}+restart:" + ",".join(f"{t:g}x{k}" for t, k in zip(times, ks))
+            if name not in names:
+                names.append(name)
+    return names
 
 
 def tune_by_metric(
@@ -323,6 +370,7 @@ def tune_by_metric(
     seed: int = CALIBRATION_SEED,
     rhos=None,
     sigma_min_factors=METRIC_SIGMA_MIN_FACTORS,
+    restart_times=RESTART_TIMES,
     log=None,
 ) -> dict:
     """Tune and store the grid of ``sampler`` at ``nfe`` by sample quality: every Karras grid
@@ -330,48 +378,57 @@ def tune_by_metric(
     (``sigma_min_factors``) from the model's σ̃_max samples ``n`` calibration items (seeds
     ``(seed, i)``, disjoint from evaluation seeds; the model's other sample defaults apply),
     scored by the registered ``metric`` of the model's modality in its better direction; the
-    best grid is stored (:func:`store`). Works for any sampler, stochastic ones included. A
-    model with a mixed state searches the ρ ≥ 1 of its time grid instead (``"power:ρ"``,
-    default :data:`TIME_GRID_RHOS`; stored as times 1 → 0 and used by ``grid="tuned"`` or by
-    default at that step count). Returns ``{"sigmas", "rho", "sigma_min", "value", "table":
-    [(ρ, σ̃_min, value), …]}``."""
+    best grid is stored (:func:`store`). Works for any sampler, stochastic ones included.
+
+    A model with a mixed state searches its time grid instead (stored as times 1 → 0 and used
+    by ``grid="tuned"`` or by default at that step count): first the ρ ≥ 1 of ``"power:ρ"``
+    (default :data:`TIME_GRID_RHOS`), then, on the best ρ, restart schedules with the same
+    ``nfe`` network calls (:func:`restart_grid_names` of ``restart_times``; ``()`` tries none;
+    Xu et al. 2023, :func:`polydiff.categorical.restart_time_grid`). Returns ``{"sigmas",
+    "rho", "sigma_min", "value", "grid", "table": [(ρ, σ̃_min, value), …], "names": [grid
+    name per table row]}`` (σ̃_min None and ``grid`` the best grid's name for a mixed state)."""
     from .. import discretization
-    from ..categorical import time_grid
+    from ..categorical import named_time_grid
     from ..plugin_manager import registry
 
     higher = registry("metric").entry(metric).info.get("higher_is_better", True) is not False
     nfe = int(nfe)
-    # candidates: (ρ, σ̃_min or None, grid to store, sample() keywords that draw with it)
-    cands: list[tuple[float, float | None, torch.Tensor, dict]]
-    if model.parts is not None:
-        cands = [
-            (float(r), None, time_grid(nfe, rho=float(r)), {"nfe": nfe, "grid": f"power:{float(r):g}"})
-            for r in (TIME_GRID_RHOS if rhos is None else rhos)
-            if float(r) >= 1.0
-        ]
-    else:
-        lo, hi = sigma_range(model)
-        cands = []
-        for r in METRIC_RHOS if rhos is None else rhos:
-            for f in sigma_min_factors:
-                sig = discretization.karras(nfe, lo * float(f), hi, float(r))
-                cands.append((float(r), lo * float(f), sig, {"sigmas": sig}))
-    if not cands:
-        raise ValueError(f"no grid to try: rhos {rhos}, sigma_min_factors {sigma_min_factors}")
+    table: list[tuple[float, float | None, float]] = []
+    names: list[str] = []
     best: dict | None = None
-    table = []
-    for rho, smin, grid, kw in cands:
+
+    def consider(rho: float, smin: float | None, grid: torch.Tensor, kw: dict, name: str) -> None:
+        nonlocal best
         samples = model.sample(n, seed=seed, sampler=sampler, **kw)
         v = float(model.modality.evaluate(samples, metrics=[metric])[metric])
         table.append((rho, smin, v))
+        names.append(name)
         if log is not None:
-            where = f"time grid power:{rho:g}" if smin is None else f"rho {rho:g} sigma_min {smin:.4g}"
-            log(f"{sampler}@{nfe} {where}: {metric} {v:.4g}")
+            log(f"{sampler}@{nfe} {name}: {metric} {v:.4g}")
         if best is None or (v > best["value"] if higher else v < best["value"]):
-            best = {"sigmas": grid, "rho": rho, "sigma_min": smin, "value": v}
-    assert best is not None
+            best = {"sigmas": grid, "rho": rho, "sigma_min": smin, "value": v, "grid": name}
+
+    if model.parts is not None:
+        for r in TIME_GRID_RHOS if rhos is None else rhos:
+            if float(r) >= 1.0:
+                name = f"power:{float(r):g}"
+                consider(float(r), None, named_time_grid(nfe, name), {"nfe": nfe, "grid": name}, name)
+        if best is not None:
+            rho = best["rho"]
+            for name in restart_grid_names(nfe, rho, restart_times):
+                consider(rho, None, named_time_grid(nfe, name), {"nfe": nfe, "grid": name}, name)
+    else:
+        lo, hi = sigma_range(model)
+        for r in METRIC_RHOS if rhos is None else rhos:
+            for f in sigma_min_factors:
+                sig = discretization.karras(nfe, lo * float(f), hi, float(r))
+                consider(
+                    float(r), lo * float(f), sig, {"sigmas": sig}, f"karras rho {float(r):g} sigma_min {lo * f:.4g}"
+                )
+    if best is None:
+        raise ValueError(f"no grid to try: rhos {rhos}, sigma_min_factors {sigma_min_factors}")
     store(model, sampler, nfe, best["sigmas"])
-    return {**best, "sigmas": [float(x) for x in best["sigmas"]], "table": table}
+    return {**best, "sigmas": [float(x) for x in best["sigmas"]], "table": table, "names": names}
 
 
 def write_tuned_grids(path, grids: dict) -> None:

@@ -12,7 +12,7 @@ import torch
 
 import polydiff
 from polydiff import checkpoint as ckpt
-from polydiff.categorical import time_grid
+from polydiff.categorical import named_time_grid, time_grid
 from polydiff.errors import CheckpointError, PolydiffError
 from polydiff.mixed import mixed_cfg, mixed_known_region, prior_state, sample_mixed
 from polydiff.rng import SampleRNG
@@ -164,9 +164,29 @@ def test_power_time_grid_is_used_and_named(trained):
     x, _ = model.sample_raw(2, steps=4, seed=0, grid="uniform")
     y, _ = model.sample_raw(2, steps=4, seed=0)
     assert torch.equal(x["pos"], y["pos"])
-    for bad in ("karras", "power:0.5", "power:x"):
+    for bad in (
+        "karras",
+        "power:0.5",
+        "power:x",
+        "power:2+restart:0.3",
+        "power:2+restart:1.5x1",
+        "power:2+reset:0.1x1",
+    ):
         with pytest.raises(ValueError, match="'uniform' or 'power:<rho>'"):
             model.sample_raw(2, steps=2, grid=bad)
+
+
+def test_a_restart_grid_name_counts_all_network_calls(trained):
+    """grid="power:2+restart:0.3x1,0.1x2" with steps=6: 3 main steps, then restarts of 1 and 2
+    steps — 6 network calls at the times of named_time_grid; too few steps is an error."""
+    model = trained[0]
+    times = []
+    model.sample_raw(2, steps=6, seed=0, grid="power:2+restart:0.3x1,0.1x2", callback=lambda i, t, *a: times.append(t))
+    want = named_time_grid(6, "power:2+restart:0.3x1,0.1x2")
+    assert times == pytest.approx([float(a) for a, b in zip(want[:-1], want[1:]) if b < a])
+    assert times == pytest.approx(time_grid(3, rho=2.0)[:-1].tolist() + [0.3, 0.1, 0.05])
+    with pytest.raises(ValueError, match="fewer than the steps in all"):
+        model.sample_raw(2, steps=3, grid="power:2+restart:0.3x1,0.1x2")
 
 
 def test_time_grid_tuned_by_metric_is_stored_and_used(trained):
@@ -181,7 +201,7 @@ def test_time_grid_tuned_by_metric_is_stored_and_used(trained):
     with pytest.raises(PolydiffError, match="no tuned time grid .*'ancestral' at 3 steps; stored: none"):
         model.sample_raw(2, steps=3, grid="tuned")
     metric = "pointcloud_labelled_radius_error"  # lower is better
-    info = tune_by_metric(model, "ancestral", 3, metric, n=16, rhos=(1.0, 3.0, 6.0))
+    info = tune_by_metric(model, "ancestral", 3, metric, n=16, rhos=(1.0, 3.0, 6.0), restart_times=())
     values = [v for *_, v in info["table"]]
     assert [r for r, *_ in info["table"]] == [1.0, 3.0, 6.0] and info["value"] == min(values)
     want = time_grid(3, rho=info["rho"])
@@ -192,6 +212,30 @@ def test_time_grid_tuned_by_metric_is_stored_and_used(trained):
     assert torch.equal(x["pos"], y["pos"]) and torch.equal(x["pos"], z["pos"])
     again = model.sample(16, seed=CALIBRATION_SEED, sampler="ancestral", nfe=3)
     assert model.modality.evaluate(again, metrics=[metric])[metric] == pytest.approx(info["value"])
+
+
+def test_restart_schedules_are_tuned_on_the_best_rho_and_stored_with_their_calls(trained):
+    """With restarts (the default) tune_by_metric tries, after the ρ grid, restart schedules on
+    the best ρ with the same calls; the stored grid is the best row's, whatever it is, and
+    grid="tuned" samples on it; a stored grid with the wrong number of calls is refused."""
+    import copy
+
+    from polydiff.samplers.tuning import restart_grid_names, store, tune_by_metric
+
+    model = copy.deepcopy(trained[0])
+    metric = "pointcloud_labelled_radius_error"  # lower is better
+    info = tune_by_metric(model, "ancestral", 5, metric, n=16, rhos=(1.0, 3.0))
+    rho = min(info["table"][:2], key=lambda r: r[-1])[0]
+    assert info["names"] == ["power:1", "power:3"] + restart_grid_names(5, rho)
+    assert restart_grid_names(5, 3.0)[:2] == ["power:3+restart:0.2x3", "power:3+restart:0.2x2"]
+    best = min(range(len(info["table"])), key=lambda i: info["table"][i][-1])
+    assert info["grid"] == info["names"][best] and info["value"] == info["table"][best][-1]
+    assert info["sigmas"] == pytest.approx(named_time_grid(5, info["grid"]).tolist())
+    x, _ = model.sample_raw(2, steps=5, seed=4, grid="tuned")
+    y, _ = model.sample_raw(2, steps=5, seed=4, grid=info["grid"])
+    assert torch.equal(x["pos"], y["pos"]) and torch.equal(x["label"], y["label"])
+    with pytest.raises(PolydiffError, match="takes 5 network calls, not 4"):
+        store(model, "ancestral", 4, named_time_grid(5, "power:3+restart:0.2x2"))
 
 
 def test_an_asked_nfe_overrides_saved_steps_and_the_reverse(trained):
