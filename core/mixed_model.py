@@ -6,7 +6,9 @@ A modality declares a mixed continuous–categorical state through
 
 - samples with :func:`polydiff.mixed.sample_mixed` from :func:`polydiff.mixed.prior_state` on the
   time grid :func:`polydiff.categorical.named_time_grid` (uniform, ``grid="power:ρ"``, either with
-  restarts ``"+restart:t×k,…"``; ``steps`` network calls in all; sampler
+  restarts ``"+restart:t×k,…"``; ``steps`` network calls in all; a saved default grid applies
+  at its saved step count, another count asked of ``sample()`` takes the grid tuned for it or
+  else the saved grid's base without restarts; sampler
   ``"ancestral"``, the default, ``"euler"`` or ``"dpmpp_2m"``), with per-sample random numbers
   (:class:`polydiff.rng.SampleRNG`: sample i does not depend on the batch);
 - guides with a CFG scale w (:func:`polydiff.mixed.mixed_cfg`, ``negative=`` the other branch)

@@ -343,6 +343,8 @@ class DiffusionModel:
             defaults.pop("nfe", None)
         if "nfe" in kwargs or "sigmas" in kwargs:  # a saved step count must not override the NFE asked for
             defaults.pop("steps", None)
+        if self.parts is not None and "grid" not in kwargs and isinstance(defaults.get("grid"), str):
+            defaults["grid"] = _saved_time_grid_for(self, defaults, kwargs)
         if kwargs.get("grid", defaults.get("grid")) in (None, "tuned") and not {"sigma_min", "sigma_max"} & set(kwargs):
             # a tuned grid was tuned over the saved σ̃ range: the saved bounds must not switch it off
             req = {**defaults, **kwargs}
@@ -492,3 +494,20 @@ def _load_prefixed(module: nn.Module, tensors: dict, prefix: str, path: Path) ->
             f"{path}: weights do not match the architecture ({prefix[:-1]}): "
             f"missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}"
         )
+
+
+def _saved_time_grid_for(model, defaults: dict, kwargs: dict) -> str:
+    """The saved time grid of a mixed model for a call that may ask another step count: the
+    saved grid belongs to the saved count (a restart schedule fixes its steps), so at another
+    count the grid stored for it (``"tuned"``) or else the saved grid's base (``"power:ρ"``
+    without its restarts) is used."""
+    from .samplers import tuning
+
+    saved = defaults["grid"]
+    asked = kwargs.get("steps", kwargs.get("nfe"))
+    if asked is None or int(asked) == int(defaults.get("steps", defaults.get("nfe", asked))):
+        return saved
+    sampler = kwargs.get("sampler", defaults.get("sampler")) or "ancestral"
+    if tuning.lookup(model, sampler, int(asked)) is not None:
+        return "tuned"
+    return saved.split("+", 1)[0]

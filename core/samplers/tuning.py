@@ -336,7 +336,16 @@ TIME_GRID_RHOS = (1.0, 2.0, 3.0, 4.0, 5.0, 7.0)
 #: restart schedules tried by default for a mixed state (the re-noising times, highest first;
 #: :func:`polydiff.categorical.restart_time_grid`), each with the main pass taking these shares
 #: of the network calls and the restarts sharing the rest evenly
-RESTART_TIMES = ((0.2,), (0.3, 0.1), (0.2, 0.1), (0.3, 0.15, 0.05), (0.2, 0.1, 0.05))
+RESTART_TIMES = (
+    (0.2,),
+    (0.3, 0.1),
+    (0.2, 0.1),
+    (0.3, 0.15, 0.05),
+    (0.2, 0.1, 0.05),
+    (0.3, 0.2, 0.1, 0.05),
+    (0.3, 0.2, 0.15, 0.1, 0.05),
+    (0.3, 0.25, 0.2, 0.15, 0.1, 0.05),
+)
 RESTART_MAIN_SHARES = (0.4, 0.6)
 
 

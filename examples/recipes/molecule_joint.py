@@ -83,7 +83,10 @@ def main(argv=None) -> dict:
     p.add_argument("--n-samples", type=int, default=500)
     p.add_argument("--sample-steps", type=int, default=100, help="ancestral sampler steps")
     p.add_argument(
-        "--grid", default="power:3", help="sampler time grid: uniform, or power:<rho> (steps shrinking towards t = 0)"
+        "--grid",
+        default="power:3",
+        help="sampler time grid: uniform, or power:<rho> (steps shrinking towards t = 0), either with restarts "
+        "'+restart:<t>x<k>,…' (the starter's card: power:3+restart:0.3x2,0.2x2,0.15x2,0.1x2,0.05x2 at 15 steps)",
     )
     p.add_argument(
         "--final",

@@ -287,7 +287,7 @@ def _starter_task():
         model="egnn_joint",
         run=run_starter,
         description="the shipped molecule-qm9 starter (bond-aware joint model), scored like molecule_joint/qm9",
-        expected_s=60,  # 100 molecules × 100 steps of a 6-layer egnn_joint
+        expected_s=15,  # 100 molecules × 15 network calls (card: restarts) of a 6-layer egnn_joint
         starter="molecule-qm9",
     )
 

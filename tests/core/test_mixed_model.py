@@ -252,6 +252,29 @@ def test_an_asked_nfe_overrides_saved_steps_and_the_reverse(trained):
     assert seen == [0, 1]
 
 
+def test_a_saved_time_grid_belongs_to_its_saved_step_count(trained):
+    """Sample defaults with a restart grid at 6 steps: sample() uses it at 6; asked for 4 steps,
+    the grid tuned for 4 if one is stored, else the saved grid's base (power:2, no restarts);
+    an explicit grid always wins."""
+    import copy
+
+    from polydiff.samplers.tuning import store
+
+    model = copy.deepcopy(trained[0])
+    model.extra["sample_defaults"] = {"nfe": 6, "grid": "power:2+restart:0.2x2"}
+
+    def times(**kw):
+        seen = []
+        model.sample(1, callback=lambda i, t, *a: seen.append(t), **kw)
+        return pytest.approx(seen)
+
+    assert times() == [*time_grid(4, rho=2.0)[:-1].tolist(), 0.2, 0.1]
+    assert times(nfe=4) == time_grid(4, rho=2.0)[:-1].tolist()
+    assert times(nfe=4, grid="uniform") == time_grid(4)[:-1].tolist()
+    store(model, "ancestral", 4, named_time_grid(4, "power:5+restart:0.1x1"))
+    assert times(nfe=4) == [*time_grid(3, rho=5.0)[:-1].tolist(), 0.1]
+
+
 def test_routing_errors_name_what_mixed_models_accept(trained):
     model = trained[0]
     with pytest.raises(PolydiffError, match="'ancestral' or 'euler' or 'dpmpp_2m'"):

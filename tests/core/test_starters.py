@@ -75,13 +75,17 @@ def test_starter_still_meets_its_model_card(name):
 
 
 #: starters with a tuned 10-NFE grid stored (issue 16): the sampler it is tuned for (None: the
-#: card's) and the headline metrics checked (None: all of the card's). protein-domains' card
-#: sampler (Euler ancestral) needs its noise; its grid is tuned by sample quality for
-#: DPM-Solver++(2M) SDE (tune_starter.py --metric). molecule-qm9 (mixed state) has none.
+#: card's), the headline metrics checked (None: all of the card's) and the samples (None: the
+#: card check's). protein-domains' card sampler (Euler ancestral) needs its noise; its grid is
+#: tuned by sample quality for DPM-Solver++(2M) SDE (tune_starter.py --metric). molecule-qm9
+#: (mixed state, restart grids): validity and EDM atom stability on 1,000 molecules — 100
+#: resolve a share to ± 0.03, too coarse for a 5 % bound (measured 2026-12-03: validity 0.917
+#: against 0.953, ratio 0.96; on 500 molecules the ratio was 0.950, on the bound).
 TUNED_AT_10 = {
-    "image-mnist": (None, None),
-    "audio-notes": (None, None),
-    "protein-domains": ("dpmpp_2m_sde", ("protein_ca_ca_validity",)),
+    "image-mnist": (None, None, None),
+    "audio-notes": (None, None, None),
+    "protein-domains": ("dpmpp_2m_sde", ("protein_ca_ca_validity",), None),
+    "molecule-qm9": (None, ("molecule_joint_validity", "molecule_atom_stability"), 1000),
 }
 
 
@@ -89,16 +93,18 @@ TUNED_AT_10 = {
 @pytest.mark.parametrize("name", sorted(TUNED_AT_10))
 def test_tuned_grid_at_10_nfe_is_within_5_percent_of_the_card(name):
     """Issue 16: with the stored tuned grid at 10 NFE each headline metric stays within 5 % of
-    its value at the card's NFE (both re-measured here on the card's samples and seed)."""
+    its value at the card's NFE (both re-measured here on the card's seed and samples, or the
+    table's n)."""
     from polydiff.samplers import tuning
 
     model = polydiff.load(f"starter:{name}")
-    sampler, headline = TUNED_AT_10[name]
+    sampler, headline, n = TUNED_AT_10[name]
     sampler = sampler or model.extra["sample_defaults"]["sampler"]
     assert tuning.lookup(model, sampler, 10) is not None
-    card = starters.measure(model)
     check = model.extra["starter"]["check"]
-    samples = model.sample(int(check["n"]), seed=int(check["seed"]), sampler=sampler, nfe=10, grid="tuned")
+    n = int(n or check["n"])
+    card = starters.measure(model, n=n)
+    samples = model.sample(n, seed=int(check["seed"]), sampler=sampler, nfe=10, grid="tuned")
     at10 = model.modality.evaluate(samples, reference=check.get("reference"), metrics=list(check["metrics"]))
     for metric in headline or card:
         value = card[metric]

@@ -37,7 +37,18 @@ def test_property_recipe_smoke_and_rejudging_a_saved_generator(tmp_path):
     assert again["generator"]["steps"] == report["generator"]["steps"]
     assert json.loads((second / "metrics.json").read_text())["timing"]["generator_s"] == 0.0
 
-    # a generator from another subset would share molecules with the judge's half: refused
+    # a saved judge: the same predictions (the data bound on B is the same number), sampling on
+    # a restart grid with an argmax last step
+    third = tmp_path / "third"
+    judged = mod.main(
+        [*tiny, "--generator-from", str(first / "checkpoint"), "--predictor-from", str(first / "predictor.safetensors")]
+        + ["--grid", "power:2+restart:0.2x1", "--final", "argmax", "--out", str(third), "--results", str(third / "r")]
+    )
+    assert judged["predictor"]["from"] == str(first / "predictor.safetensors")
+    for q in ("alpha", "gap"):
+        assert judged["baselines"][q]["data_lower_bound"] == report["baselines"][q]["data_lower_bound"]
+
+    # a generator or judge from another subset would share molecules with the other's half: refused
     other = [a if a != "40" else "60" for a in tiny]
     with pytest.raises(ValueError, match="trained on split"):
         mod.main([*other, "--generator-from", str(first / "checkpoint"), "--out", str(tmp_path / "x")])
@@ -53,3 +64,5 @@ def test_property_recipe_smoke_and_rejudging_a_saved_generator(tmp_path):
                 str(tmp_path / "y"),
             ]
         )
+    with pytest.raises(ValueError, match="judge fitted on other data"):
+        mod.main([*other, "--predictor-from", str(first / "predictor.safetensors"), "--out", str(tmp_path / "z")])
