@@ -207,7 +207,13 @@ def cmd_tune_steps(args) -> int:
     if args.seed < tuning.CALIBRATION_SEED:
         raise SystemExit(f"--seed must be >= {tuning.CALIBRATION_SEED}: evaluation seeds start at 0")
     log = None if args.quiet else (lambda m: print(m, file=sys.stderr))
-    res = tuning.tune_model(model, args.sampler, nfes, n=args.n, seed=args.seed, max_evals=args.max_evals, log=log)
+    if args.metric:  # by sample quality: any sampler, a mixed state's time grids and restarts included
+        res = {
+            str(k): tuning.tune_by_metric(model, args.sampler, k, args.metric, n=args.n, seed=args.seed, log=log)
+            for k in nfes
+        }
+    else:
+        res = tuning.tune_model(model, args.sampler, nfes, n=args.n, seed=args.seed, max_evals=args.max_evals, log=log)
     src = Path(args.checkpoint) if args.checkpoint and not args.checkpoint.startswith("starter:") else None
     if src is None and not args.out:
         raise SystemExit("tune-steps on a starter needs --out (the starter's folder is not written in place)")
@@ -336,13 +342,19 @@ def _add_distill(sub) -> None:
 
 
 def _add_tune_steps(sub) -> None:
-    sp = sub.add_parser("tune-steps", help="tune σ̃ grids for a sampler at given NFEs (saved in the checkpoint)")
+    sp = sub.add_parser("tune-steps", help="tune σ̃ or time grids for a sampler at given NFEs (saved in the checkpoint)")
     sp.add_argument("checkpoint", help="checkpoint folder (updated in place unless --out) or starter:NAME")
     sp.add_argument("--sampler", default="unipc", help="a deterministic sampler (default unipc)")
     sp.add_argument("--nfe", default="5,10,20", help="comma-separated NFE budgets")
     sp.add_argument("--out", default=None, help="write a new checkpoint folder instead of updating CHECKPOINT")
     sp.add_argument("-n", type=int, default=64, help="calibration batch size")
     sp.add_argument("--max-evals", type=int, default=400, help="sampler runs per NFE the search may spend")
+    sp.add_argument(
+        "--metric",
+        default=None,
+        help="tune by this registered metric on -n calibration samples instead (any sampler; the way to tune "
+        "a mixed state's time grid, restart schedules included)",
+    )
     sp.add_argument("--quiet", action="store_true")
     sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     sp.add_argument("--seed", type=int, default=10_000, help="first calibration seed (>= 10000; evaluation uses 0..)")

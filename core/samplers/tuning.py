@@ -277,7 +277,8 @@ def calibration_problem(model, n: int, *, seed: int = CALIBRATION_SEED, ema: boo
     if model.parts is not None:
         raise PolydiffError(
             f"tune-steps: {model.modality.name!r} has a mixed continuous-categorical state; "
-            "σ̃ grids apply to continuous models only"
+            "σ̃ grids apply to continuous models only; tune its time grid by a metric "
+            "(tune_by_metric, or polydiff tune-steps --metric NAME --sampler ancestral)"
         )
     defaults = dict(model.extra.get("sample_defaults") or {})
     rng = SampleRNG(seed, n)

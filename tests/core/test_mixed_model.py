@@ -238,6 +238,25 @@ def test_restart_schedules_are_tuned_on_the_best_rho_and_stored_with_their_calls
         store(model, "ancestral", 4, named_time_grid(5, "power:3+restart:0.2x2"))
 
 
+def test_tune_steps_cli_tunes_a_mixed_time_grid_by_metric(trained, tmp_path, capsys):
+    """`polydiff tune-steps CK --metric M --sampler ancestral` stores the best time grid (plain or
+    with restarts) in the checkpoint's config; without --metric a mixed state is refused with a
+    pointer to it."""
+    import json
+
+    from polydiff.cli import main
+    from polydiff.samplers.tuning import lookup
+
+    trained[0].save(tmp_path / "ck")
+    assert main(["tune-steps", str(tmp_path / "ck"), "--sampler", "ancestral", "--nfe", "4", "--quiet"]) == 1
+    assert "--metric NAME" in capsys.readouterr().err
+    argv = ["tune-steps", str(tmp_path / "ck"), "--sampler", "ancestral", "--nfe", "4", "-n", "8", "--quiet"]
+    assert main([*argv, "--metric", "pointcloud_labelled_radius_error"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["tuned"]["4"]
+    stored = lookup(polydiff.load(tmp_path / "ck"), "ancestral", 4)
+    assert stored is not None and stored.tolist() == pytest.approx(named_time_grid(4, res["grid"]).tolist())
+
+
 def test_an_asked_nfe_overrides_saved_steps_and_the_reverse(trained):
     import copy
 
