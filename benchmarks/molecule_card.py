@@ -1,6 +1,7 @@
 """Measure the molecule starter as its model card reports it: 1,000 molecules, all metrics.
 
-Samples ``--n`` molecules of ``starter:molecule-qm9`` (seed ``--seed``, chunks of 100; sample
+Samples ``--n`` molecules of ``starter:molecule-qm9`` (or ``--checkpoint``, any
+``molecule_joint`` checkpoint; seed ``--seed``, chunks of 100; sample
 i does not depend on the chunking) with the card's defaults or the ``generate()`` keywords of
 ``--kwargs`` (JSON), and scores them with both protocols (EDM distance-based and bond-aware),
 novelty against QM9-train, the chemistry checks against QM9-test and, unless ``--no-mmff``,
@@ -26,6 +27,9 @@ from pathlib import Path
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True)
+    p.add_argument(
+        "--checkpoint", default="starter:molecule-qm9", help="a molecule_joint checkpoint (default: the starter)"
+    )
     p.add_argument("--kwargs", default="{}", help="JSON keywords for model.sample (default: the card's)")
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--seed", type=int, default=1)
@@ -41,7 +45,7 @@ def main(argv=None) -> dict:
 
     torch.set_num_threads(a.threads)
     kw = json.loads(a.kwargs)
-    model = polydiff.load("starter:molecule-qm9")
+    model = polydiff.load(a.checkpoint)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -55,6 +59,7 @@ def main(argv=None) -> dict:
     metrics = model.modality.evaluate(mols, metrics=names)
     failures = sum(1 for m in mols if m.HasProp("sanitized") and m.GetIntProp("sanitized") == 0)
     report = {
+        "checkpoint": a.checkpoint,
         "kwargs": kw,
         "sample_defaults": model.extra.get("sample_defaults"),
         "n": a.n,
