@@ -34,6 +34,20 @@ minutes on the full training split) reaches the numbers on its card. Issue 18's 
 targets (≥ 3× EDM-class molecule stability, bond-aware molecule stability ≥ 0.70, connected
 validity ≥ 0.85, ring TV ≤ 0.10 at 16 minutes) are not met.
 
+Again on 2026-12-03 with batches of 32 (the starter's) and the starter's 15-call restart grid
+(``--batch-size 32 --sample-steps 15 --grid power:3+restart:0.3x2,0.2x2,0.15x2,0.1x2,0.05x2``;
+the EDM-class command unchanged; both at once on an otherwise idle machine, 500 samples each;
+``examples/recipes/results/molecule_side_by_side_restarts/``): EDM-class 3,034 steps of 64,
+EDM-protocol atom / molecule stability 0.657 / 0.000 (0 of 500), validity 0.666, connected
+0.250; joint 3,285 steps of 32, EDM-protocol 0.882 / **0.334** (167 of 500), bond-aware atom /
+molecule stability 0.986 / **0.766**, validity 0.830, connected validity 0.772, ring-size TV
+0.250, 85 of 500 failing sanitisation. The same joint checkpoint with 100 plain steps on
+``power:3`` (``benchmarks/molecule_card.py --checkpoint … --n 500 --kwargs '{"nfe": 100, "grid":
+"power:3"}'``): EDM 0.839 / 0.192, bond-aware 0.982 / 0.714, validity 0.828, connected 0.688.
+Met now: EDM-protocol molecule stability ≥ 3 × the EDM-class recipe's (0.334 against 0.000)
+and bond-aware molecule stability ≥ 0.70; still short: connected validity (0.77 < 0.85) and
+ring-size TV (0.25 > 0.10: too many 3-membered rings).
+
 Continuing a saved model (``--init-from``: its weights, EMA, architecture and modality settings,
 a fresh optimiser and cosine schedule; ``training_info`` sums both runs), e.g. a second stage
 for the starter::
