@@ -324,7 +324,7 @@ def restart_time_grid(steps: int, *, rho: float = 1.0, restarts=()) -> torch.Ten
     the network repair what does not fit, at a fraction of a full run's calls."""
     restarts = [(float(tr), int(k)) for tr, k in restarts]
     for tr, k in restarts:
-        if not (0.0 < tr <= 1.0) or k < 1:
+        if not _valid_restart(tr, k):
             raise ValueError(f"restart {(tr, k)}: needs 0 < t_r <= 1 and k >= 1 steps")
     main = int(steps) - sum(k for _, k in restarts)
     if main < 1:
@@ -335,6 +335,11 @@ def restart_time_grid(steps: int, *, rho: float = 1.0, restarts=()) -> torch.Ten
     segs = [time_grid(main, rho=rho)]
     segs += [torch.linspace(tr, 0.0, k + 1, dtype=F64) for tr, k in restarts]
     return torch.cat(segs)
+
+
+def _valid_restart(t_r: float, k: int) -> bool:
+    """A restart re-noises to 0 < t_r ≤ 1 and takes k ≥ 1 steps back."""
+    return 0.0 < t_r <= 1.0 and k >= 1
 
 
 def check_time_grid(values, what: str = "time grid") -> torch.Tensor:
@@ -394,7 +399,7 @@ def parse_time_grid(grid: str | None) -> tuple[float, list[tuple[float, int]]]:
                 restarts.append((float(tr), int(k)))
             except ValueError:
                 raise bad from None
-            if not sep or not (0.0 < restarts[-1][0] <= 1.0) or restarts[-1][1] < 1:
+            if not sep or not _valid_restart(*restarts[-1]):
                 raise bad
     return rho, restarts
 
