@@ -342,11 +342,12 @@ def _valid_restart(t_r: float, k: int) -> bool:
     return 0.0 < t_r <= 1.0 and k >= 1
 
 
-def check_time_grid(values, what: str = "time grid") -> torch.Tensor:
+def check_time_grid(values, what: str = "time grid", *, open_end: bool = False) -> torch.Tensor:
     """``values`` as a float64 tensor, checked as a mixed sampler's time grid: finite, in
-    [0, 1], ending in 0, no two equal neighbours, and every rise (a restart) starting at 0."""
+    [0, 1], ending in 0 (any time with ``open_end``: a segment of a longer run), no two equal
+    neighbours, and every rise (a restart) starting at 0."""
     t = torch.as_tensor(values, dtype=F64).flatten()
-    ok = t.numel() >= 2 and bool(torch.isfinite(t).all()) and float(t[-1]) == 0.0
+    ok = t.numel() >= 2 and bool(torch.isfinite(t).all()) and (open_end or float(t[-1]) == 0.0)
     ok = ok and bool(((t >= 0) & (t <= 1)).all()) and bool((t[1:] != t[:-1]).all())
     if ok:
         rises = t[1:] > t[:-1]

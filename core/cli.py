@@ -156,10 +156,15 @@ def cmd_bench(args) -> int:
 
 
 def cmd_distill(args) -> int:
-    from .distill import DistillConfig, distill
+    from .distill import DistillConfig, _as_model, distill
 
+    teacher = args.checkpoint
+    method = args.method
+    if method is None:  # the default by the teacher's kind of state
+        teacher = _as_model(args.checkpoint)
+        method = "trajectory" if teacher.parts is not None else "consistency"
     cfg = DistillConfig(
-        method=args.method,
+        method=method,
         steps=args.steps,
         train_steps=args.train_steps,
         max_seconds=60 * args.minutes if args.minutes else None,
@@ -177,14 +182,16 @@ def cmd_distill(args) -> int:
         teacher_steps=args.teacher_steps,
         n_grid=args.n_grid,
         sigmas=[float(v) for v in args.sigmas.split(",")] if args.sigmas else None,
+        time_grid=[float(v) for v in args.time_grid.split(",")] if args.time_grid else None,
+        segment_steps=args.segment_steps,
     )
-    res = distill(args.checkpoint, cfg)
+    res = distill(teacher, cfg)
     res.student.save(args.out)
     print(
         json.dumps(
             {
                 "out": str(args.out),
-                "method": args.method,
+                "method": method,
                 "steps": args.steps,
                 "train_steps": res.steps,
                 "seconds": round(res.seconds, 1),
@@ -321,7 +328,13 @@ def _add_bench(sub) -> None:
 def _add_distill(sub) -> None:
     sp = sub.add_parser("distill", help="distil a checkpoint into a few-step student (a new checkpoint)")
     sp.add_argument("checkpoint", help="checkpoint folder or starter:NAME")
-    sp.add_argument("--method", default="consistency", choices=["consistency", "progressive", "reflow"])
+    sp.add_argument(
+        "--method",
+        default=None,
+        choices=["consistency", "progressive", "reflow", "trajectory"],
+        help="consistency, progressive or reflow (one-tensor modalities; default consistency); trajectory "
+        "(modalities with parts, e.g. molecule_joint; their default)",
+    )
     sp.add_argument("--steps", type=int, default=2, help="the student's network evaluations per sample")
     sp.add_argument("--out", required=True, help="student checkpoint folder (training logs in OUT/work)")
     sp.add_argument("--train-steps", type=int, default=2000, help="optimiser steps (all rounds together)")
@@ -334,6 +347,13 @@ def _add_distill(sub) -> None:
     sp.add_argument("--teacher-steps", type=int, default=None, help="progressive: first teacher's steps")
     sp.add_argument("--n-grid", type=int, default=18, help="consistency: points of the distillation grid")
     sp.add_argument("--sigmas", default=None, help="the student's σ̃ grid, comma-separated, ending in 0")
+    sp.add_argument(
+        "--time-grid",
+        default=None,
+        help="trajectory: the student's time grid, comma-separated (e.g. 1,0.2,0,0.2,0,0.1,0; default: the "
+        "teacher's tuned grid at --steps)",
+    )
+    sp.add_argument("--segment-steps", type=int, default=8, help="trajectory: teacher steps per student step")
     sp.add_argument("--checkpoint-every", type=int, default=0, help="steps between training checkpoints")
     sp.add_argument("--resume", action="store_true", help="continue the training checkpoints in OUT/work")
     sp.add_argument("--no-progress", action="store_true")

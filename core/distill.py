@@ -6,7 +6,9 @@
 through the plugin API: the teacher's ``denoiser`` (D(x̃, σ̃, cond) → x̂₀ in the VE view),
 its modality's data set, collate and ``space`` (noise, projection, masked mean), so one
 implementation serves images, molecules and third-party modalities alike. Modalities with
-parts (mixed continuous–categorical states) are refused.
+parts (mixed continuous–categorical states, e.g. ``molecule_joint``) are distilled with
+``trajectory`` (:mod:`polydiff.mixed_distill`); the σ̃-grid methods below are for one-tensor
+modalities.
 
 Methods (all on the teacher's σ̃ grid, σ̃ ∈ [σ̃_min, σ̃_max] of the schedule):
 
@@ -27,6 +29,13 @@ on the student's grid.
 ``reflow`` — rectified-flow reflow (Liu et al. 2023) for flow models (``rectified_flow``
 schedule or ``flow`` parameterisation): pairs (z, x₁ = ODE_teacher(z)) from the teacher,
 then flow matching on the straight line between them, so few Euler steps suffice.
+
+``trajectory`` — for mixed states: each step t → s of the student's time grid (the teacher's
+tuned grid at ``steps``, restarts included) learns to land where ``segment_steps`` teacher
+steps land (to s = 0: the teacher's whole completion with its restarts); positions by the
+DDIM inversion, categorical parts by the NLL of the teacher's draw (details in
+:mod:`polydiff.mixed_distill`). Sampling: ``dpmpp_2m`` on the student's time grid,
+``final="argmax"``.
 
 Guidance is distilled in (Meng et al. 2023): a teacher whose sampling defaults carry a CFG
 scale w is distilled as the guided denoiser x̂_u + w(x̂_c − x̂_u); the student samples with
@@ -51,8 +60,13 @@ import torch
 
 from . import discretization
 from . import guidance as guidance_mod
+from .categorical import check_time_grid, grid_calls
 from .conditioning import to_device
 from .errors import PolydiffError
+from .mixed_denoiser import MixedDenoiser
+from .mixed_distill import STUDENT_SAMPLER as MIXED_STUDENT_SAMPLER
+from .mixed_distill import TrajectoryLoss, set_mixed_student_defaults, teacher_restarts
+from .mixed_distill import default_student_grid as default_mixed_grid
 from .parameterization import CONSISTENCY, Denoiser
 from .rng import SampleRNG, sample_seed
 from .training import checkpointing
@@ -65,8 +79,10 @@ if TYPE_CHECKING:
     from .model import DiffusionModel
 
 F64 = torch.float64
-METHODS = ("consistency", "progressive", "reflow")
+METHODS = ("consistency", "progressive", "reflow", "trajectory")
 STUDENT_SAMPLER = {"consistency": "consistency", "progressive": "euler", "reflow": "euler"}
+#: the method of modalities with parts (mixed continuous–categorical states)
+MIXED_METHODS = ("trajectory",)
 
 
 @dataclass
@@ -109,6 +125,9 @@ class DistillConfig:
     # reflow
     reflow_pairs: int = 1024
     reflow_nfe: int = 30
+    # trajectory (mixed states)
+    time_grid: list | None = None  # the student's time grid (None: the teacher's tuned grid at ``steps``)
+    segment_steps: int = 8  # teacher steps per student step
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -266,10 +285,12 @@ class DistillResult:
 
 
 def _check_teacher(teacher, cfg: DistillConfig) -> None:
-    if teacher.parts is not None:
+    if (teacher.parts is not None) != (cfg.method in MIXED_METHODS):
+        kind = "has parts (a mixed continuous–categorical state)" if teacher.parts is not None else "has one tensor"
+        allowed = MIXED_METHODS if teacher.parts is not None else tuple(m for m in METHODS if m not in MIXED_METHODS)
         raise PolydiffError(
-            f"modality {teacher.modality.name!r} has parts (a mixed continuous–categorical state); "
-            "distillation supports single-tensor modalities only"
+            f"modality {teacher.modality.name!r} {kind}: distil it with --method {' or '.join(allowed)} "
+            f"(not {cfg.method!r})"
         )
     if cfg.method == "reflow" and not (teacher.parameterization == "flow" or teacher.schedule_name == "rectified_flow"):
         raise PolydiffError(
@@ -332,7 +353,15 @@ def distill(teacher, cfg: DistillConfig | None = None, *, callback=None) -> Dist
     log = RunLog(cfg.out_dir, tensorboard=False)
     t0 = time.perf_counter()
     try:
-        if cfg.method == "progressive":
+        if cfg.method == "trajectory":
+            if w != 1.0:
+                raise PolydiffError(f"trajectory distillation has no guidance to distil in (guidance {w}); use 1")
+            rounds, sigmas = [], None
+            grid, loss = _trajectory_setup(teacher, cfg)
+            losses, done = _train(
+                student, loss, _data_batches(student, cfg), cfg, cfg.train_steps, cfg.max_seconds, log, callback, 0
+            )
+        elif cfg.method == "progressive":
             losses, done, rounds = _progressive(teacher, student, cfg, w, lo, hi, log, callback)
             g0 = discretization.karras(progressive_teacher_steps(cfg), lo, hi)
             sigmas = [float(v) for v in g0[:: (len(g0) - 1) // cfg.steps]]
@@ -350,7 +379,12 @@ def distill(teacher, cfg: DistillConfig | None = None, *, callback=None) -> Dist
     if cfg.sigmas is not None:
         sigmas = [float(v) for v in cfg.sigmas]
     seconds = time.perf_counter() - t0
-    set_student_defaults(student, cfg.method, sigmas, cond=cond)
+    if cfg.method == "trajectory":
+        set_mixed_student_defaults(student, grid)
+        sigmas = list(student.extra["tuned_grids"][MIXED_STUDENT_SAMPLER].values())[0]  # its time grid
+    else:
+        set_student_defaults(student, cfg.method, sigmas, cond=cond)
+    assert sigmas is not None
     student.extra["distill"] = {
         "method": cfg.method,
         "teacher": name,
@@ -453,6 +487,30 @@ def _reflow_setup(teacher, student, cfg: DistillConfig, w: float, cond):
     return _Reflow(student.schedule, den.default_x0_weight), _Batches(gen(), order)
 
 
+def _trajectory_setup(teacher, cfg: DistillConfig):
+    """The student's time grid and the trajectory loss (:mod:`polydiff.mixed_distill`) of a
+    mixed teacher, as a ``_train`` loss function."""
+    grid = cfg.time_grid if cfg.time_grid is not None else default_mixed_grid(teacher, cfg.steps)
+    grid = [float(v) for v in check_time_grid(grid, "the student's time grid")]
+    if grid_calls(grid) != cfg.steps:
+        raise PolydiffError(
+            f"the student's time grid {grid} has {grid_calls(grid)} network calls, not steps={cfg.steps}"
+        )
+    traj = TrajectoryLoss(
+        teacher.denoiser(True),
+        teacher.parts,
+        grid,
+        weights=teacher.modality.part_loss_weights(),
+        teacher_steps=cfg.segment_steps,
+        restarts=teacher_restarts(teacher),
+    )
+
+    def loss(live, _target, x0, cond, _space, rng):
+        return traj(live, x0, cond, rng)
+
+    return grid, loss
+
+
 def _index_cond(c, idx):
     if c is None:
         return None
@@ -505,9 +563,14 @@ def _train(student, loss_fn, batches, cfg: DistillConfig, steps: int, max_second
     net = student.network
     net.train()
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=0.0)
-    live = Denoiser(net, student.schedule, student.parameterization, student.sigma_data)
     tnet = copy.deepcopy(net).requires_grad_(False) if cfg.target_ema > 0 else net
-    target = Denoiser(tnet, student.schedule, student.parameterization, student.sigma_data)
+    live: Denoiser | MixedDenoiser
+    target: Denoiser | MixedDenoiser
+    if student.parts is not None:
+        live = target = MixedDenoiser(net, student.parts)
+    else:
+        live = Denoiser(net, student.schedule, student.parameterization, student.sigma_data)
+        target = Denoiser(tnet, student.schedule, student.parameterization, student.sigma_data)
     ctx = DistContext(0, 1, 0, dev)
     root = Path(cfg.out_dir) / "checkpoints" / f"round_{round_}" if cfg.out_dir else None
     start = 0
@@ -535,11 +598,11 @@ def _train(student, loss_fn, batches, cfg: DistillConfig, steps: int, max_second
             for g in opt.param_groups:
                 g["lr"] = lr
             x0, cond, extra = next(batches)
-            x0, cond = x0.to(dev), to_device(cond, dev)
-            rng = SampleRNG(
-                seeds=[sample_seed(sample_seed(cfg.seed, round_ * 10**7 + step), i) for i in range(len(x0))]
-            )
-            space = student.modality.space(cond)
+            x0 = to_device(x0, dev) if isinstance(x0, dict) else x0.to(dev)
+            cond = to_device(cond, dev)
+            n = len(next(iter(x0.values()))) if isinstance(x0, dict) else len(x0)
+            rng = SampleRNG(seeds=[sample_seed(sample_seed(cfg.seed, round_ * 10**7 + step), i) for i in range(n)])
+            space = student.modality.space(cond) if student.parts is None else None
             args = () if extra is None else (extra.to(dev),)
             loss = loss_fn(live, target, x0, cond, space, rng, *args).mean()
             opt.zero_grad(set_to_none=True)

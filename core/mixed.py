@@ -177,6 +177,7 @@ def sample_mixed(
     callback=None,
     final: str = "sample",
     temperature: float = 1.0,
+    open_end: bool = False,
 ) -> dict:
     """Sample all parts along the decreasing time grid ``times`` ``[T + 1]`` (1 → 0).
 
@@ -201,6 +202,9 @@ def sample_mixed(
     spurious ones). ``temperature`` τ > 0: the categorical steps use p̂(x₀ | x_t) ∝
     exp(logits/τ); τ < 1 sharpens each step's clean-class guess (fewer inconsistent joint
     draws of many variables per step, at some diversity; 1: the model's own distribution).
+    ``open_end``: ``times`` may stop above 0 (a segment of a longer run, e.g. a teacher's
+    steps between two student times in :mod:`polydiff.mixed_distill`); the state at its last
+    time is returned.
     """
     if method not in MIXED_METHODS:
         raise ValueError(f"unknown mixed sampling method {method!r}; one of {MIXED_METHODS}")
@@ -208,7 +212,7 @@ def sample_mixed(
         raise ValueError(f"unknown final step {final!r}; one of {FINAL_STEPS}")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
-    times = check_time_grid(times, "sample_mixed times")
+    times = check_time_grid(times, "sample_mixed times", open_end=open_end)
     spaces = _spaces(parts, cond)
     state = dict(state)
     B = next(iter(state.values())).shape[0]

@@ -68,6 +68,8 @@ def main(argv=None) -> dict:
     out = Path(args.out or Path(args.student) / "distill_report.json")
     if args.reuse_report:
         report = json.loads(out.read_text())
+    elif args.select and student.parts is not None:
+        raise SystemExit("--select picks a σ̃ grid; a mixed-state student samples on its stored time grid")
     elif args.select:
         from polydiff.discretization import karras
 
@@ -94,10 +96,13 @@ def main(argv=None) -> dict:
         report["selection"] = {"metric": args.select, "seed": args.select_seed, "n": args.select_n, "tried": tried}
         report["selected_grid"] = grids[best]
     sig = student_sigmas(student)
+    mixed = student.parts is not None  # a time grid (with restarts) under the defaults, not σ̃
+    nfe = int(d["nfe"]) if mixed else len(sig) - 1
     if not args.reuse_report:
         kw = {"sampler": d["sampler"], "sigmas": sig, **({"cond": d["cond"]} if "cond" in d else {})}
-        res, rate = score(student, metrics, args.n, args.seed, **kw)
-        report["student_metrics"] = {"nfe": len(sig) - 1, "sigmas": sig.tolist(), **res, "samples_per_s": rate}
+        res, rate = score(student, metrics, args.n, args.seed, **({} if mixed else kw))
+        grid = {"time_grid" if mixed else "sigmas": sig.tolist()}
+        report["student_metrics"] = {"nfe": nfe, **grid, **res, "samples_per_s": rate}
         print("student", json.dumps(report["student_metrics"]), flush=True)
     if not args.no_teacher and not args.reuse_report:
         teacher = polydiff.load(info["teacher"])
@@ -107,22 +112,28 @@ def main(argv=None) -> dict:
         print("teacher card", json.dumps(report["teacher_card"]), flush=True)
         low = {k: v for k, v in td.items() if k != "nfe"}
         low["sampler"] = "dpmpp_2m" if td.get("sampler") in (None, "ddpm") else td["sampler"]
-        res, rate = score(teacher, metrics, args.n, args.seed, **low, nfe=len(sig) - 1)
-        report["teacher_at_student_nfe"] = {**low, "nfe": len(sig) - 1, **res, "samples_per_s": rate}
+        if mixed:  # the teacher's card sampler on its time grid tuned for this NFE (if stored)
+            low.pop("grid", None)
+        res, rate = score(teacher, metrics, args.n, args.seed, **low, nfe=nfe)
+        report["teacher_at_student_nfe"] = {**low, "nfe": nfe, **res, "samples_per_s": rate}
         print("teacher at student NFE", json.dumps(report["teacher_at_student_nfe"]), flush=True)
     if args.starter:
         from polydiff.starters import write_starter
 
         tol = json.loads(args.tolerance)
         c = info["config"]
+        cfg_note = "no CFG" if mixed else f"CFG {info['guidance_distilled']} distilled in"
+        options = (
+            f"--segment-steps {c['segment_steps']}" if info["method"] == "trajectory" else f"--n-grid {c['n_grid']}"
+        )
         card = {
-            "title": f"{args.starter} — {info['method']} distillation of {info['teacher']} to {len(sig) - 1} NFE",
+            "title": f"{args.starter} — {info['method']} distillation of {info['teacher']} to {nfe} NFE",
             "data": f"The teacher's training data (see {info['teacher']}'s card); no new data.",
             "recipe": f"`OMP_NUM_THREADS=1 polydiff distill {info['teacher']} --method {info['method']} "
-            f"--steps {len(sig) - 1} --lr {c['lr']} --batch-size {c['batch_size']} --n-grid {c['n_grid']} "
+            f"--steps {nfe} --lr {c['lr']} --batch-size {c['batch_size']} {options} "
             f"--minutes {(c['max_seconds'] or 0) / 60:.0f} --train-steps 100000 --out DIR` "
             f"({info['train_steps']} optimiser steps, {info['seconds']:.0f} s on one CPU thread of a shared "
-            f"2-core machine; CFG {info['guidance_distilled']} distilled in), then "
+            f"2-core machine; {cfg_note}), then "
             f"`examples/recipes/distill.py DIR --metrics {args.metrics} --n {report['n']}"
             + (
                 f" --select {report['selection']['metric']} --candidates {args.candidates}`"
