@@ -184,6 +184,7 @@ def cmd_distill(args) -> int:
         sigmas=[float(v) for v in args.sigmas.split(",")] if args.sigmas else None,
         time_grid=[float(v) for v in args.time_grid.split(",")] if args.time_grid else None,
         segment_steps=args.segment_steps,
+        on_policy=args.on_policy,
     )
     res = distill(teacher, cfg)
     res.student.save(args.out)
@@ -354,6 +355,12 @@ def _add_distill(sub) -> None:
         "teacher's tuned grid at --steps)",
     )
     sp.add_argument("--segment-steps", type=int, default=8, help="trajectory: teacher steps per student step")
+    sp.add_argument(
+        "--on-policy",
+        type=float,
+        default=0.0,
+        help="trajectory: share of batches that start from the student's own samples (0-1)",
+    )
     sp.add_argument("--checkpoint-every", type=int, default=0, help="steps between training checkpoints")
     sp.add_argument("--resume", action="store_true", help="continue the training checkpoints in OUT/work")
     sp.add_argument("--no-progress", action="store_true")

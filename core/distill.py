@@ -128,6 +128,7 @@ class DistillConfig:
     # trajectory (mixed states)
     time_grid: list | None = None  # the student's time grid (None: the teacher's tuned grid at ``steps``)
     segment_steps: int = 8  # teacher steps per student step
+    on_policy: float = 0.0  # share of batches that start from the student's own sampler state
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -503,6 +504,7 @@ def _trajectory_setup(teacher, cfg: DistillConfig):
         weights=teacher.modality.part_loss_weights(),
         teacher_steps=cfg.segment_steps,
         restarts=teacher_restarts(teacher),
+        on_policy=cfg.on_policy,
     )
 
     def loss(live, _target, x0, cond, _space, rng):

@@ -40,7 +40,7 @@ import torch
 
 from .categorical import check_time_grid, grid_calls, named_time_grid, parse_time_grid
 from .errors import PolydiffError
-from .mixed import ContinuousPart, _spaces, noise_state, sample_mixed
+from .mixed import ContinuousPart, _spaces, noise_state, prior_state, sample_mixed
 from .mixed_model import part_masks
 
 F64 = torch.float64
@@ -88,35 +88,65 @@ class TrajectoryLoss:
         weights: per-part loss weights (the modality's ``part_loss_weights``; None: 1).
         teacher_steps: the teacher's steps per student step (plus restarts on steps to 0).
         restarts: the teacher's completion restarts ``[(t_r, k)]``.
+        on_policy: the share of batches (of steps after the first) whose x_t is the student's
+            own sampler state rather than noised data (:meth:`part_losses`).
     """
 
-    def __init__(self, teacher, parts, grid, *, weights=None, teacher_steps: int = 8, restarts=()):
+    def __init__(
+        self, teacher, parts, grid, *, weights=None, teacher_steps: int = 8, restarts=(), on_policy: float = 0.0
+    ):
         self.teacher, self.parts = teacher, parts
+        self.grid = [float(v) for v in check_time_grid(grid, "student grid")]
         self.intervals = student_intervals(grid)
+        self.on_policy = float(on_policy)
+        if not 0.0 <= self.on_policy <= 1.0:
+            raise PolydiffError(f"on_policy is a share of batches in [0, 1], got {on_policy}")
         self.weights = dict(weights or {})
         self.teacher_steps = int(teacher_steps)
         self.restarts = list(restarts)
         if self.teacher_steps < 1:
             raise PolydiffError(f"teacher_steps must be >= 1, got {teacher_steps}")
 
-    def interval(self, rng) -> tuple[float, float]:
-        """One student step per batch, uniformly, from the batch's first sample generator."""
-        i = int(torch.randint(len(self.intervals), (1,), generator=rng.generators[0]))
-        return self.intervals[i]
-
     def __call__(self, student, x0: dict, cond, rng) -> torch.Tensor:
-        """The weighted sum of :meth:`part_losses` at one student step drawn per batch."""
-        losses = self.part_losses(student, x0, cond, rng, self.interval(rng))
+        """The weighted sum of :meth:`part_losses` at one student step drawn per batch; with
+        probability ``on_policy`` the step starts from the student's own samples."""
+        i = int(torch.randint(len(self.intervals), (1,), generator=rng.generators[0]))
+        own = i > 0 and float(torch.rand(1, generator=rng.generators[0])) < self.on_policy
+        losses = self.part_losses(student, x0, cond, rng, self.intervals[i], own=own)
         return sum(float(self.weights.get(name, 1.0)) * v for name, v in losses.items())
 
-    def part_losses(self, student, x0: dict, cond, rng, interval: tuple[float, float]) -> dict:
-        """``{part: [B] loss}`` of the student step ``interval`` = (t, s) on data ``x0``:
-        continuous parts λ(σ̃_t)·mean ‖x̂₀ − x̂₀*‖², categorical parts the mean NLL of the
-        teacher's x_s over valid variables (module docstring)."""
+    def rollout(self, student, x0: dict, cond, rng, t: float) -> dict:
+        """The student's own state at grid time ``t``: its sampler (no gradient) from the prior
+        (shaped like ``x0``, conditioned on ``cond``) along the grid up to t's first visit."""
+        k = next(j for j, v in enumerate(self.grid) if v == t and (j == 0 or self.grid[j - 1] != v))
+        shapes = {name: tuple(v.shape[1:]) for name, v in x0.items()}
+        dev = next(iter(x0.values())).device
+        state = prior_state(self.parts, shapes, rng, cond=cond, device=dev)
+        if k == 0:
+            return state
+        with torch.no_grad():
+            return sample_mixed(
+                lambda st, time: student(st, time, cond),
+                state,
+                torch.tensor(self.grid[: k + 1], dtype=F64),
+                parts=self.parts,
+                rng=rng,
+                method=STUDENT_SAMPLER,
+                cond=cond,
+                final="argmax",
+                open_end=True,
+            )
+
+    def part_losses(self, student, x0: dict, cond, rng, interval: tuple[float, float], *, own: bool = False) -> dict:
+        """``{part: [B] loss}`` of the student step ``interval`` = (t, s) from x_t ~ q(x_t | x₀)
+        on data ``x0`` (``own``: from the student's own sampler's state at t, :meth:`rollout`,
+        so that a step learns to repair what the student's earlier steps got wrong — the teacher
+        shows the way back from there): continuous parts λ(σ̃_t)·mean ‖x̂₀ − x̂₀*‖², categorical
+        parts the mean NLL of the teacher's x_s over valid variables (module docstring)."""
         t, s = interval
         B = next(iter(x0.values())).shape[0]
         tt, ss = torch.full((B,), t, dtype=F64), torch.full((B,), s, dtype=F64)
-        xt = noise_state(self.parts, x0, tt, rng, cond)
+        xt = self.rollout(student, x0, cond, rng, t) if own else noise_state(self.parts, x0, tt, rng, cond)
         with torch.no_grad():
             target = sample_mixed(
                 lambda state, time: self.teacher(state, time, cond),

@@ -100,6 +100,39 @@ def test_the_categorical_loss_estimates_the_cross_entropy_to_the_teachers_step()
     assert abs(float(diff.mean()) - float(kl.mean())) < 4 * float(diff.std()) / n**0.5
 
 
+def test_on_policy_steps_start_from_the_students_own_sampler_state():
+    """``rollout``: at t = 1 the prior; at a later grid time the student's sampler along the
+    grid's prefix (restart rise included), with the same per-sample randomness; the shares
+    of batches outside [0, 1] are refused; a segment ending above 0 needs ``open_end``."""
+    from polydiff.mixed import prior_state, sample_mixed
+
+    parts, exact, x0 = _gmm_setup(64)
+    grid = [1.0, 0.5, 0.0, 0.2, 0.0]
+    loss = TrajectoryLoss(exact, parts, grid, teacher_steps=1, on_policy=1.0)
+    shapes = {k: tuple(v.shape[1:]) for k, v in x0.items()}
+    start = loss.rollout(exact, x0, None, SampleRNG(4, 64), 1.0)
+    ref = prior_state(parts, shapes, SampleRNG(4, 64))
+    assert all(torch.equal(start[k], ref[k]) for k in parts)
+    got = loss.rollout(exact, x0, None, SampleRNG(4, 64), 0.2)
+    rng = SampleRNG(4, 64)
+    ref = prior_state(parts, shapes, rng)
+    ref = sample_mixed(
+        exact,
+        ref,
+        torch.tensor(grid[:4], dtype=F64),
+        parts=parts,
+        rng=rng,
+        method="dpmpp_2m",
+        final="argmax",
+        open_end=True,
+    )
+    assert all(torch.equal(got[k], ref[k]) for k in parts)
+    with pytest.raises(ValueError, match="time grid"):
+        sample_mixed(exact, ref, torch.tensor([0.5, 0.2], dtype=F64), parts=parts, rng=rng)
+    with pytest.raises(PolydiffError, match="on_policy"):
+        TrajectoryLoss(exact, parts, grid, on_policy=1.5)
+
+
 # -- the public path: a mixed plugin model ------------------------------------------------------------
 @pytest.fixture(scope="module")
 def teacher():
