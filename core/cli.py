@@ -185,6 +185,7 @@ def cmd_distill(args) -> int:
         time_grid=[float(v) for v in args.time_grid.split(",")] if args.time_grid else None,
         segment_steps=args.segment_steps,
         on_policy=args.on_policy,
+        step_shares=[float(v) for v in args.step_shares.split(",")] if args.step_shares else None,
     )
     res = distill(teacher, cfg)
     res.student.save(args.out)
@@ -360,6 +361,11 @@ def _add_distill(sub) -> None:
         type=float,
         default=0.0,
         help="trajectory: share of batches that start from the student's own samples (0-1)",
+    )
+    sp.add_argument(
+        "--step-shares",
+        default=None,
+        help="trajectory: relative frequency of each student step in the batches, comma-separated (default equal)",
     )
     sp.add_argument("--checkpoint-every", type=int, default=0, help="steps between training checkpoints")
     sp.add_argument("--resume", action="store_true", help="continue the training checkpoints in OUT/work")

@@ -129,6 +129,7 @@ class DistillConfig:
     time_grid: list | None = None  # the student's time grid (None: the teacher's tuned grid at ``steps``)
     segment_steps: int = 8  # teacher steps per student step
     on_policy: float = 0.0  # share of batches that start from the student's own sampler state
+    step_shares: list | None = None  # relative frequency of each student step (None: equal)
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -505,6 +506,7 @@ def _trajectory_setup(teacher, cfg: DistillConfig):
         teacher_steps=cfg.segment_steps,
         restarts=teacher_restarts(teacher),
         on_policy=cfg.on_policy,
+        step_shares=cfg.step_shares,
     )
 
     def loss(live, _target, x0, cond, _space, rng):

@@ -90,10 +90,21 @@ class TrajectoryLoss:
         restarts: the teacher's completion restarts ``[(t_r, k)]``.
         on_policy: the share of batches (of steps after the first) whose x_t is the student's
             own sampler state rather than noised data (:meth:`part_losses`).
+        step_shares: relative frequency of each student step in the batches (default: equal);
+            e.g. more weight on the last, which sets the final geometry.
     """
 
     def __init__(
-        self, teacher, parts, grid, *, weights=None, teacher_steps: int = 8, restarts=(), on_policy: float = 0.0
+        self,
+        teacher,
+        parts,
+        grid,
+        *,
+        weights=None,
+        teacher_steps: int = 8,
+        restarts=(),
+        on_policy: float = 0.0,
+        step_shares=None,
     ):
         self.teacher, self.parts = teacher, parts
         self.grid = [float(v) for v in check_time_grid(grid, "student grid")]
@@ -101,6 +112,13 @@ class TrajectoryLoss:
         self.on_policy = float(on_policy)
         if not 0.0 <= self.on_policy <= 1.0:
             raise PolydiffError(f"on_policy is a share of batches in [0, 1], got {on_policy}")
+        shares = [1.0] * len(self.intervals) if step_shares is None else [float(v) for v in step_shares]
+        if len(shares) != len(self.intervals) or min(shares) < 0 or sum(shares) <= 0:
+            raise PolydiffError(
+                f"step_shares needs one weight >= 0 per student step ({len(self.intervals)}), not all 0; "
+                f"got {step_shares}"
+            )
+        self.shares = torch.tensor(shares, dtype=F64)
         self.weights = dict(weights or {})
         self.teacher_steps = int(teacher_steps)
         self.restarts = list(restarts)
@@ -108,9 +126,10 @@ class TrajectoryLoss:
             raise PolydiffError(f"teacher_steps must be >= 1, got {teacher_steps}")
 
     def __call__(self, student, x0: dict, cond, rng) -> torch.Tensor:
-        """The weighted sum of :meth:`part_losses` at one student step drawn per batch; with
+        """The weighted sum of :meth:`part_losses` at one student step drawn per batch
+        (``step_shares``); with
         probability ``on_policy`` the step starts from the student's own samples."""
-        i = int(torch.randint(len(self.intervals), (1,), generator=rng.generators[0]))
+        i = int(torch.multinomial(self.shares, 1, generator=rng.generators[0]))
         own = i > 0 and float(torch.rand(1, generator=rng.generators[0])) < self.on_policy
         losses = self.part_losses(student, x0, cond, rng, self.intervals[i], own=own)
         return sum(float(self.weights.get(name, 1.0)) * v for name, v in losses.items())

@@ -238,6 +238,16 @@ def run_starter(ctx) -> list:
     """``starter/molecule-qm9``: the shipped starter (the bond-aware joint model), its card's
     100 molecules with its sampling defaults, scored like ``molecule_joint/qm9`` (both
     protocols, chemistry checks) against the same real QM9 test molecules with their bonds."""
+    return _score_starter(ctx, STARTER)
+
+
+def run_starter_4step(ctx) -> list:
+    """``starter/molecule-qm9-4step``: the starter's 4-call student (trajectory distillation),
+    scored as ``starter/molecule-qm9``."""
+    return _score_starter(ctx, STARTER_4STEP)
+
+
+def _score_starter(ctx, task) -> list:
     from polydiff.bench.task import score_starter
 
     from .bonds_qm9 import load_qm9_bonds
@@ -251,7 +261,7 @@ def run_starter(ctx) -> list:
     mod = JointMoleculeModality()
     return score_starter(
         ctx,
-        STARTER,
+        task,
         evaluate=lambda mols: mod.evaluate(mols, reference=ref, metrics=metrics),
         data_row=mod.evaluate(ref[0::2], reference=ref[1::2], metrics=metrics),  # interleaved: sorted by index
         n_untrained=STARTER_UNTRAINED,
@@ -292,14 +302,30 @@ def _starter_task():
     )
 
 
+def _starter_4step_task():
+    from polydiff.bench import BenchmarkTask
+
+    return BenchmarkTask(
+        name="starter/molecule-qm9-4step",
+        modality="molecule_joint",
+        model="egnn_joint",
+        run=run_starter_4step,
+        description="the molecule-qm9 starter distilled to 4 network calls (trajectory distillation), scored like "
+        "starter/molecule-qm9",
+        expected_s=10,
+        starter="molecule-qm9-4step",
+    )
+
+
 TASK = _task()
 STARTER = _starter_task()
+STARTER_4STEP = _starter_4step_task()
 
 
 def _tasks() -> tuple:
     from .bench_joint import TASK as JOINT
 
-    return (TASK, JOINT, STARTER)
+    return (TASK, JOINT, STARTER, STARTER_4STEP)
 
 
 #: every task of this plugin (the plugin registers each)

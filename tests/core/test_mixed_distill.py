@@ -133,6 +133,21 @@ def test_on_policy_steps_start_from_the_students_own_sampler_state():
         TrajectoryLoss(exact, parts, grid, on_policy=1.5)
 
 
+def test_step_shares_set_how_often_each_student_step_is_trained(monkeypatch):
+    parts, exact, x0 = _gmm_setup(8)
+    grid = [1.0, 0.5, 0.0, 0.2, 0.0]  # steps (1, 0.5), (0.5, 0), (0.2, 0)
+    seen = []
+    loss = TrajectoryLoss(exact, parts, grid, teacher_steps=1, step_shares=[1, 0, 3])
+    monkeypatch.setattr(loss, "part_losses", lambda *a, own=False: seen.append(a[-1]) or {"pos": torch.zeros(8)})
+    for k in range(400):
+        loss(exact, x0, None, SampleRNG(k, 8))
+    share = seen.count((0.2, 0.0)) / len(seen)
+    assert (0.5, 0.0) not in seen and 0.68 < share < 0.82, share  # 3/4 expected
+    for bad in ([1, 1], [0, 0, 0], [1, -1, 1]):
+        with pytest.raises(PolydiffError, match="step_shares"):
+            TrajectoryLoss(exact, parts, grid, step_shares=bad)
+
+
 # -- the public path: a mixed plugin model ------------------------------------------------------------
 @pytest.fixture(scope="module")
 def teacher():
