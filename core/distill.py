@@ -166,7 +166,11 @@ def _as_model(teacher):
 
 
 def _teacher_name(teacher) -> str:
-    return str(teacher) if isinstance(teacher, (str, Path)) else (teacher.extra.get("starter") or {}).get("name", "")
+    """How to load the teacher again: its path or ``starter:NAME`` (a loaded starter), else ""."""
+    if isinstance(teacher, (str, Path)):
+        return str(teacher)
+    name = (teacher.extra.get("starter") or {}).get("name", "")
+    return f"starter:{name}" if name else ""
 
 
 def guided_teacher(model, guidance: float):
