@@ -288,38 +288,35 @@ def _task():
     )
 
 
-def _starter_task():
+def _starter_task(starter: str, run_fn, description: str, expected_s: float):
+    """The quick-suite task ``starter/<starter>`` of a shipped molecule_joint starter."""
     from polydiff.bench import BenchmarkTask
 
     return BenchmarkTask(
-        name="starter/molecule-qm9",
+        name=f"starter/{starter}",
         modality="molecule_joint",
         model="egnn_joint",
-        run=run_starter,
-        description="the shipped molecule-qm9 starter (bond-aware joint model), scored like molecule_joint/qm9",
-        expected_s=15,  # 100 molecules × 15 network calls (card: restarts) of a 6-layer egnn_joint
-        starter="molecule-qm9",
-    )
-
-
-def _starter_4step_task():
-    from polydiff.bench import BenchmarkTask
-
-    return BenchmarkTask(
-        name="starter/molecule-qm9-4step",
-        modality="molecule_joint",
-        model="egnn_joint",
-        run=run_starter_4step,
-        description="the molecule-qm9 starter distilled to 4 network calls (trajectory distillation), scored like "
-        "starter/molecule-qm9",
-        expected_s=10,
-        starter="molecule-qm9-4step",
+        run=run_fn,
+        description=description,
+        expected_s=expected_s,
+        starter=starter,
     )
 
 
 TASK = _task()
-STARTER = _starter_task()
-STARTER_4STEP = _starter_4step_task()
+# 100 molecules × 15 network calls (card: restarts) of a 6-layer egnn_joint
+STARTER = _starter_task(
+    "molecule-qm9",
+    run_starter,
+    "the shipped molecule-qm9 starter (bond-aware joint model), scored like molecule_joint/qm9",
+    15,
+)
+STARTER_4STEP = _starter_task(
+    "molecule-qm9-4step",
+    run_starter_4step,
+    "the molecule-qm9 starter distilled to 4 network calls (trajectory distillation), scored like starter/molecule-qm9",
+    10,
+)
 
 
 def _tasks() -> tuple:
