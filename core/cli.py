@@ -158,11 +158,9 @@ def cmd_bench(args) -> int:
 def cmd_distill(args) -> int:
     from .distill import DistillConfig, _as_model, distill
 
-    teacher = args.checkpoint
     method = args.method
     if method is None:  # the default by the teacher's kind of state
-        teacher = _as_model(args.checkpoint)
-        method = "trajectory" if teacher.parts is not None else "consistency"
+        method = "trajectory" if _as_model(args.checkpoint).parts is not None else "consistency"
     cfg = DistillConfig(
         method=method,
         steps=args.steps,
@@ -187,7 +185,7 @@ def cmd_distill(args) -> int:
         on_policy=args.on_policy,
         step_shares=[float(v) for v in args.step_shares.split(",")] if args.step_shares else None,
     )
-    res = distill(teacher, cfg)
+    res = distill(args.checkpoint, cfg)  # by path, so the student records where its teacher is
     res.student.save(args.out)
     print(
         json.dumps(

@@ -205,7 +205,9 @@ def test_distill_cli_picks_trajectory_for_a_mixed_model_and_refuses_mismatched_m
     assert cli.main(args) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["method"] == "trajectory" and out["sample_defaults"]["nfe"] == 3
-    assert polydiff.load(tmp_path / "s").extra["tuned_grids"]["dpmpp_2m"]["3"] == [1.0, 0.3, 0.0, 0.2, 0.0]
+    st = polydiff.load(tmp_path / "s")
+    assert st.extra["tuned_grids"]["dpmpp_2m"]["3"] == [1.0, 0.3, 0.0, 0.2, 0.0]
+    assert st.extra["distill"]["teacher"] == str(tmp_path / "teacher")  # loadable again
     with pytest.raises(PolydiffError, match="has parts.*--method trajectory"):
         distill(teacher, DistillConfig(method="consistency", steps=2, train_steps=1, progress=False))
     with pytest.raises(PolydiffError, match="4 network calls, not steps=3"):
