@@ -64,7 +64,6 @@ from .categorical import check_time_grid, grid_calls
 from .conditioning import to_device
 from .errors import PolydiffError
 from .mixed_denoiser import MixedDenoiser
-from .mixed_distill import STUDENT_SAMPLER as MIXED_STUDENT_SAMPLER
 from .mixed_distill import TrajectoryLoss, set_mixed_student_defaults, teacher_restarts
 from .mixed_distill import default_student_grid as default_mixed_grid
 from .parameterization import CONSISTENCY, Denoiser
@@ -387,7 +386,7 @@ def distill(teacher, cfg: DistillConfig | None = None, *, callback=None) -> Dist
     seconds = time.perf_counter() - t0
     if cfg.method == "trajectory":
         set_mixed_student_defaults(student, grid)
-        sigmas = list(student.extra["tuned_grids"][MIXED_STUDENT_SAMPLER].values())[0]  # its time grid
+        sigmas = grid  # its time grid
     else:
         set_student_defaults(student, cfg.method, sigmas, cond=cond)
     assert sigmas is not None

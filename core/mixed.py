@@ -57,6 +57,11 @@ class ContinuousPart:
         t = torch.as_tensor(t, dtype=F64)
         return torch.where(t > 0, self.schedule.sigma_ve(t.clamp(min=1e-12)), torch.zeros_like(t))
 
+    def loss_weight(self, t) -> torch.Tensor:
+        """EDM's weight λ(σ̃) = (σ̃² + σ_d²)/(σ̃σ_d)² of ‖x̂₀ − x₀‖² at times ``t`` (Karras et al. 2022)."""
+        s = self.sigma(t)
+        return (s**2 + self.sigma_data**2) / (s * self.sigma_data) ** 2
+
     def make_space(self, cond):
         return self.space(cond) if self.space is not None else EuclideanSpace()
 
@@ -356,8 +361,7 @@ def mixed_loss(
     for name, part in parts.items():
         w = 1.0 if weights is None else float(weights.get(name, 1.0))
         if isinstance(part, ContinuousPart):
-            s = part.sigma(t).to(total.device)
-            lam = (s**2 + part.sigma_data**2) / (s * part.sigma_data) ** 2
+            lam = part.loss_weight(t).to(total.device)
             sq = (out[name].to(F64) - x0[name].to(F64)) ** 2
             total = total + w * lam * spaces[name].mean(sq).to(F64)
         else:

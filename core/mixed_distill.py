@@ -108,7 +108,7 @@ class TrajectoryLoss:
     ):
         self.teacher, self.parts = teacher, parts
         self.grid = [float(v) for v in check_time_grid(grid, "student grid")]
-        self.intervals = student_intervals(grid)
+        self.intervals = student_intervals(self.grid)
         self.on_policy = float(on_policy)
         if not 0.0 <= self.on_policy <= 1.0:
             raise PolydiffError(f"on_policy is a share of batches in [0, 1], got {on_policy}")
@@ -127,8 +127,8 @@ class TrajectoryLoss:
 
     def __call__(self, student, x0: dict, cond, rng) -> torch.Tensor:
         """The weighted sum of :meth:`part_losses` at one student step drawn per batch
-        (``step_shares``); with
-        probability ``on_policy`` the step starts from the student's own samples."""
+        (``step_shares``); with probability ``on_policy`` the step starts from the student's
+        own samples."""
         i = int(torch.multinomial(self.shares, 1, generator=rng.generators[0]))
         own = i > 0 and float(torch.rand(1, generator=rng.generators[0])) < self.on_policy
         losses = self.part_losses(student, x0, cond, rng, self.intervals[i], own=own)
@@ -188,7 +188,7 @@ class TrajectoryLoss:
                 sig_t, sig_s = part.sigma(tt).to(x.device), part.sigma(ss).to(x.device)
                 r = (sig_s / sig_t).reshape((-1,) + (1,) * (x.ndim - 1))
                 want = (target[name].to(F64) - r * x) / (1 - r)
-                lam = (sig_t**2 + part.sigma_data**2) / (sig_t * part.sigma_data) ** 2
+                lam = part.loss_weight(tt).to(x.device)
                 res[name] = lam * spaces[name].mean((out[name].to(F64) - want) ** 2).to(F64)
                 continue
             logits = out[name].to(F64)
