@@ -12,6 +12,7 @@ chosen for resuming, a gather of per-rank RNG states).
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 from dataclasses import dataclass
 
@@ -74,10 +75,20 @@ class DistContext:
     def _comm_device(self) -> torch.device:
         return self.device if dist.get_backend() == "nccl" else torch.device("cpu")
 
-    def close(self) -> None:
+    def close(self, wait_for_peers: bool = True) -> None:
+        """Destroy the group this context created, after the objects that hold it (a DDP
+        reducer, pending gloo work) are collected and, with ``wait_for_peers``, every rank got
+        here: a group torn down during interpreter finalisation aborts the process
+        (``terminate called without an active exception``, seen under CPU contention). After
+        an error pass ``wait_for_peers=False`` (a failed peer would never reach the barrier)."""
         if self.owns_group and dist.is_initialized():
-            dist.destroy_process_group()
-            self.owns_group = False
+            gc.collect()
+            try:
+                if wait_for_peers:
+                    dist.barrier()
+            finally:
+                dist.destroy_process_group()
+                self.owns_group = False
 
 
 def env_world_size() -> int:

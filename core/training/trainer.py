@@ -197,9 +197,12 @@ def train(model, dataset, cfg: TrainConfig | None = None, *, callback=None) -> T
         raise ValueError("cannot train on an empty dataset")
     ctx = distributed.setup(cfg.device, cfg.distributed, cfg.dist_backend)
     try:
-        return _train(model, dataset, cfg, ctx, callback)
-    finally:
-        ctx.close()
+        result = _train(model, dataset, cfg, ctx, callback)
+    except BaseException:
+        ctx.close(wait_for_peers=False)
+        raise
+    ctx.close()
+    return result
 
 
 @dataclass
@@ -256,6 +259,9 @@ def _train(model, dataset, cfg: TrainConfig, ctx: distributed.DistContext, callb
         _loop(run, callback)
     finally:
         run.log.close()
+        # The DDP wrapper's reducer holds the process group; let it go (and its gloo work)
+        # before the group is destroyed, not at interpreter exit where tearing it down aborts.
+        run.train_net = run.den = None
     result = run.result
     model.training_info = {
         "config": asdict(cfg),
