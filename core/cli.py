@@ -184,6 +184,8 @@ def cmd_distill(args) -> int:
         segment_steps=args.segment_steps,
         on_policy=args.on_policy,
         step_shares=[float(v) for v in args.step_shares.split(",")] if args.step_shares else None,
+        teacher_restarts=not args.no_teacher_restarts,
+        init_from=args.init_from,
     )
     res = distill(args.checkpoint, cfg)  # by path, so the student records where its teacher is
     res.student.save(args.out)
@@ -364,6 +366,14 @@ def _add_distill(sub) -> None:
         "--step-shares",
         default=None,
         help="trajectory: relative frequency of each student step in the batches, comma-separated (default equal)",
+    )
+    sp.add_argument(
+        "--no-teacher-restarts",
+        action="store_true",
+        help="trajectory: the teacher's completions to 0 skip its restarts (deterministic position targets)",
+    )
+    sp.add_argument(
+        "--init-from", default=None, help="start the student from this checkpoint (e.g. an earlier student)"
     )
     sp.add_argument("--checkpoint-every", type=int, default=0, help="steps between training checkpoints")
     sp.add_argument("--resume", action="store_true", help="continue the training checkpoints in OUT/work")

@@ -32,7 +32,9 @@ then flow matching on the straight line between them, so few Euler steps suffice
 
 ``trajectory`` — for mixed states: each step t → s of the student's time grid (the teacher's
 tuned grid at ``steps``, restarts included) learns to land where ``segment_steps`` teacher
-steps land (to s = 0: the teacher's whole completion with its restarts); positions by the
+steps land (to s = 0: the teacher's whole completion with its restarts; without them,
+``teacher_restarts=False``, the positions' target is a deterministic function of x_t, so a
+step learns a sample instead of the mean over the restarts' noise); positions by the
 DDIM inversion, categorical parts by the NLL of the teacher's draw (details in
 :mod:`polydiff.mixed_distill`). Sampling: ``dpmpp_2m`` on the student's time grid,
 ``final="argmax"``.
@@ -129,6 +131,9 @@ class DistillConfig:
     segment_steps: int = 8  # teacher steps per student step
     on_policy: float = 0.0  # share of batches that start from the student's own sampler state
     step_shares: list | None = None  # relative frequency of each student step (None: equal)
+    teacher_restarts: bool = True  # completions to 0 end with the teacher's restarts (False: its ODE only)
+    # any method: start the student from this checkpoint's weights instead of the teacher's
+    init_from: str | None = None
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -334,6 +339,22 @@ def new_student(teacher, method: str):
     return student
 
 
+def warm_start(student, source) -> None:
+    """Start ``student``'s network (and EMA) from ``source``'s EMA weights (a checkpoint folder,
+    ``starter:NAME`` or a model): e.g. an earlier student, to train on with another recipe.
+    The source must be the same modality and network (same architecture) as the student."""
+    src = _as_model(source)
+    mine = (student.modality.name, student.network_name, student.network_kwargs)
+    theirs = (src.modality.name, src.network_name, src.network_kwargs)
+    if mine != theirs:
+        raise PolydiffError(
+            f"init_from {source!s}: modality/network {theirs[:2]} {theirs[2]} does not match the student's "
+            f"{mine[:2]} {mine[2]}"
+        )
+    student.network.load_state_dict((src.ema if src.ema is not None else src.network).state_dict())
+    student.init_ema()
+
+
 def distill(teacher, cfg: DistillConfig | None = None, *, callback=None) -> DistillResult:
     """Distil ``teacher`` (a model, a checkpoint folder or ``"starter:NAME"``) into a student
     of ``cfg.steps`` network evaluations (module docstring). ``callback(step, loss)`` after
@@ -355,6 +376,8 @@ def distill(teacher, cfg: DistillConfig | None = None, *, callback=None) -> Dist
     cond = defaults.get("cond") if cfg.cond is None else cfg.cond
     lo, hi = _sigma_range(teacher)
     student = new_student(teacher, cfg.method)
+    if cfg.init_from is not None:
+        warm_start(student, cfg.init_from)
     log = RunLog(cfg.out_dir, tensorboard=False)
     t0 = time.perf_counter()
     try:
@@ -507,7 +530,7 @@ def _trajectory_setup(teacher, cfg: DistillConfig):
         grid,
         weights=teacher.modality.part_loss_weights(),
         teacher_steps=cfg.segment_steps,
-        restarts=teacher_restarts(teacher),
+        restarts=teacher_restarts(teacher) if cfg.teacher_restarts else [],
         on_policy=cfg.on_policy,
         step_shares=cfg.step_shares,
     )

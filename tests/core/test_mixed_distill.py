@@ -208,6 +208,11 @@ def test_distill_cli_picks_trajectory_for_a_mixed_model_and_refuses_mismatched_m
     st = polydiff.load(tmp_path / "s")
     assert st.extra["tuned_grids"]["dpmpp_2m"]["3"] == [1.0, 0.3, 0.0, 0.2, 0.0]
     assert st.extra["distill"]["teacher"] == str(tmp_path / "teacher")  # loadable again
+    args[args.index("--out") + 1] = str(tmp_path / "s2")
+    assert cli.main([*args, "--init-from", str(tmp_path / "s"), "--no-teacher-restarts", "--train-steps", "0"]) == 0
+    again = polydiff.load(tmp_path / "s2")
+    assert again.extra["distill"]["config"]["teacher_restarts"] is False
+    assert all(torch.equal(p, q) for p, q in zip(again.ema.parameters(), st.ema.parameters()))
     with pytest.raises(PolydiffError, match="has parts.*--method trajectory"):
         distill(teacher, DistillConfig(method="consistency", steps=2, train_steps=1, progress=False))
     with pytest.raises(PolydiffError, match="4 network calls, not steps=3"):
@@ -215,3 +220,33 @@ def test_distill_cli_picks_trajectory_for_a_mixed_model_and_refuses_mismatched_m
     image = polydiff.create("image", modality_config={"dataset": "sklearn_digits"}, base_channels=8, channel_mult=[1])
     with pytest.raises(PolydiffError, match="has one tensor.*consistency or progressive or reflow"):
         distill(image, DistillConfig(method="trajectory", steps=2, train_steps=1, progress=False))
+
+
+def test_warm_start_from_an_earlier_student_and_teacher_completions_without_restarts(teacher, tmp_path, monkeypatch):
+    """``init_from`` (``--init-from``) starts the student from another checkpoint's EMA weights
+    (0 training steps: exactly them) and refuses a different network; ``teacher_restarts=False``
+    (``--no-teacher-restarts``) hands the loss no restarts although the teacher's grid has some."""
+    import copy
+
+    import polydiff.distill as distill_mod
+
+    first = distill(teacher, _cfg(train_steps=3, batch_size=8, lr=1e-3, time_grid=[1.0, 0.3, 0.0]))
+    first.student.save(tmp_path / "first")
+    again = distill(teacher, _cfg(train_steps=0, time_grid=[1.0, 0.3, 0.0], init_from=str(tmp_path / "first")))
+    src = dict(first.student.ema.named_parameters())
+    assert all(torch.equal(p, src[k]) for k, p in again.student.network.named_parameters())
+    tw = dict(teacher.ema.named_parameters())
+    assert any(not torch.equal(p, tw[k]) for k, p in again.student.network.named_parameters())
+    assert again.student.extra["distill"]["config"]["init_from"] == str(tmp_path / "first")
+    wide = polydiff.create("pointcloud_labelled", hidden=16, layers=1)
+    with pytest.raises(PolydiffError, match="init_from.*does not match"):
+        distill(teacher, _cfg(train_steps=0, init_from=wide))
+
+    seen = []
+    real = distill_mod.TrajectoryLoss
+    monkeypatch.setattr(distill_mod, "TrajectoryLoss", lambda *a, **kw: seen.append(kw["restarts"]) or real(*a, **kw))
+    with_restarts = copy.deepcopy(teacher)
+    with_restarts.extra["sample_defaults"] = {"grid": "power:3+restart:0.2x2", "nfe": 12}
+    for flag in (True, False):
+        distill(with_restarts, _cfg(train_steps=1, batch_size=8, time_grid=[1.0, 0.3, 0.0], teacher_restarts=flag))
+    assert seen == [[(0.2, 2)], []]
