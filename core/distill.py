@@ -33,8 +33,9 @@ then flow matching on the straight line between them, so few Euler steps suffice
 ``trajectory`` — for mixed states: each step t → s of the student's time grid (the teacher's
 tuned grid at ``steps``, restarts included) learns to land where ``segment_steps`` teacher
 steps land (to s = 0: the teacher's whole completion with its restarts; without them,
-``teacher_restarts=False``, the positions' target is a deterministic function of x_t, so a
-step learns a sample instead of the mean over the restarts' noise); positions by the
+``teacher_restarts=False``, the positions' target is a deterministic function of x_t, as in
+progressive distillation — on the molecule starter at 4 calls it measured no better,
+benchmarks/README.md); positions by the
 DDIM inversion, categorical parts by the NLL of the teacher's draw (details in
 :mod:`polydiff.mixed_distill`). Sampling: ``dpmpp_2m`` on the student's time grid,
 ``final="argmax"``.
