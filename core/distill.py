@@ -134,7 +134,7 @@ class DistillConfig:
     step_shares: list | None = None  # relative frequency of each student step (None: equal)
     teacher_restarts: bool = True  # completions to 0 end with the teacher's restarts (False: its ODE only)
     # any method: start the student from this checkpoint's weights instead of the teacher's
-    init_from: str | None = None
+    init_from: str | None = None  # a checkpoint folder or starter:NAME
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -153,6 +153,13 @@ class DistillConfig:
                 raise PolydiffError(f"teacher_steps ({t}) must be steps ({self.steps}) times a power of 2 (> 1)")
         if self.sigmas is not None and len(self.sigmas) != self.steps + 1:
             raise PolydiffError(f"sigmas has {len(self.sigmas)} entries; a {self.steps}-step grid has {self.steps + 1}")
+        if self.init_from is not None and not isinstance(self.init_from, (str, Path)):
+            raise PolydiffError(
+                f"init_from is a checkpoint folder or 'starter:NAME' (recorded with the student), "
+                f"got {type(self.init_from).__name__}"
+            )
+        if isinstance(self.init_from, Path):
+            self.init_from = str(self.init_from)  # recorded in the student's JSON config
         if (self.checkpoint_every or self.resume) and not self.out_dir:
             raise PolydiffError("checkpoint_every and resume need out_dir")
 
@@ -325,9 +332,7 @@ def new_student(teacher, method: str):
     """A copy of ``teacher`` whose network (and EMA) start from the teacher's EMA weights; for
     ``consistency`` its parameterisation becomes ``consistency_<teacher's>``."""
     student = copy.deepcopy(teacher)
-    src = teacher.ema if teacher.ema is not None else teacher.network
-    student.network.load_state_dict(src.state_dict())
-    student.init_ema()
+    _load_weights(student, teacher)
     student.training_info = {}
     if method == "consistency":
         kind = f"consistency_{teacher.parameterization}"
@@ -352,6 +357,11 @@ def warm_start(student, source) -> None:
             f"init_from {source!s}: modality/network {theirs[:2]} {theirs[2]} does not match the student's "
             f"{mine[:2]} {mine[2]}"
         )
+    _load_weights(student, src)
+
+
+def _load_weights(student, src) -> None:
+    """``student``'s network and EMA := ``src``'s EMA weights (its live weights without EMA)."""
     student.network.load_state_dict((src.ema if src.ema is not None else src.network).state_dict())
     student.init_ema()
 

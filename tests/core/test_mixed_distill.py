@@ -239,7 +239,10 @@ def test_warm_start_from_an_earlier_student_and_teacher_completions_without_rest
     assert any(not torch.equal(p, tw[k]) for k, p in again.student.network.named_parameters())
     assert again.student.extra["distill"]["config"]["init_from"] == str(tmp_path / "first")
     wide = polydiff.create("pointcloud_labelled", hidden=16, layers=1)
+    wide.save(tmp_path / "wide")
     with pytest.raises(PolydiffError, match="init_from.*does not match"):
+        distill(teacher, _cfg(train_steps=0, init_from=str(tmp_path / "wide")))
+    with pytest.raises(PolydiffError, match="init_from is a checkpoint folder"):
         distill(teacher, _cfg(train_steps=0, init_from=wide))
 
     seen = []
