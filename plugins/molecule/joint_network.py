@@ -20,7 +20,9 @@ to every node): ``cond["props"]`` ``[B, P]`` passes an MLP
 (:class:`~.egnn.ConditionEmbedding`) into an embedding added to the time embedding, so every
 node's initial features see it; ``cond["cond_mask"]`` 0 (CFG dropout, the unconditional
 branch of guidance) swaps in a learned null embedding instead. The properties are invariant
-scalars, so the symmetries below are unchanged.
+scalars, so the symmetries below are unchanged. With ``atoms_given`` (formula conditioning,
+:mod:`.joint`) the atom types come from ``cond["atom_types"]`` instead of the state and there
+is no ``atom`` output; they are embedded as before.
 
 Positions enter only through distances and move only along relative vectors with
 invariant weights: E(3)-equivariant; atoms are a set and bonds are indexed by atom pairs:
@@ -107,7 +109,9 @@ class JointEGNN(nn.Module):
     class counts of the three categorical parts (:meth:`.joint.JointMoleculeModality.network_kwargs`),
     ``hidden`` (node width), ``edge_dim`` (edge width), ``layers``, ``coords_range`` r,
     ``aggregation_norm`` Z, ``time_dim``, ``n_props`` (conditioning properties P:
-    ``cond["props"]`` ``[B, P]``, ``cond["cond_mask"]`` ``[B]``; 0: unconditional).
+    ``cond["props"]`` ``[B, P]``, ``cond["cond_mask"]`` ``[B]``; 0: unconditional),
+    ``atoms_given`` (the atom types are a condition, ``cond["atom_types"]`` ``[B, N]`` long,
+    not a part of the state: no ``atom`` output).
     """
 
     def __init__(
@@ -125,17 +129,19 @@ class JointEGNN(nn.Module):
         aggregation_norm: float = 10.0,
         time_dim: int = 16,
         n_props: int = 0,
+        atoms_given: bool = False,
     ):
         super().__init__()
         self.time_dim = time_dim
         self.n_props = n_props
+        self.atoms_given = bool(atoms_given)
         self.cond_emb = ConditionEmbedding(n_props, hidden) if n_props else None
         self.atom_emb = nn.Embedding(n_atom_states, hidden)
         self.charge_emb = nn.Embedding(n_charge_states, hidden)
         self.time_emb = _mlp(1 + time_dim, hidden, hidden)
         self.bond_emb = nn.Embedding(n_bond_states, edge_dim)
         self.blocks = nn.ModuleList(JointBlock(hidden, edge_dim, coords_range, aggregation_norm) for _ in range(layers))
-        self.atom_out = _mlp(hidden, hidden, n_atom_classes)
+        self.atom_out = None if self.atoms_given else _mlp(hidden, hidden, n_atom_classes)
         self.charge_out = _mlp(hidden, hidden, n_charge_classes)
         self.bond_out = _mlp(edge_dim + hidden + 1, hidden, n_bond_classes)
 
@@ -154,18 +160,20 @@ class JointEGNN(nn.Module):
         for n, idx in groups:
             sub_state = {k: _crop(v[idx], n, pairs=k == "bond") for k, v in state.items()}
             sub_cond = {
-                k: _crop(v[idx], n) if k == "mask" else (v[idx] if torch.is_tensor(v) else v) for k, v in cond.items()
+                k: _crop(v[idx], n) if k in ("mask", "atom_types") else (v[idx] if torch.is_tensor(v) else v)
+                for k, v in cond.items()
             }
             outs.append((n, idx, self._dense(sub_state, time[idx] if time.dim() else time, sub_cond)))
-        h0 = torch.zeros(self.atom_out[0].in_features, dtype=pos0.dtype, device=pos0.device)
+        h0 = torch.zeros(self.charge_out[0].in_features, dtype=pos0.dtype, device=pos0.device)
         out = {
             "pos": torch.zeros_like(pos0),
-            "atom": self.atom_out(h0).expand(B, N, -1).clone(),
             "charge": self.charge_out(h0).expand(B, N, -1).clone(),
             "bond": _pinned(outs[0][2]["bond"], B, N),
         }
+        if not self.atoms_given:
+            out["atom"] = self.atom_out(h0).expand(B, N, -1).clone()
         for n, idx, sub in outs:
-            for key in ("pos", "atom", "charge"):
+            for key in [k for k in ("pos", "atom", "charge") if k in sub]:
                 out[key][idx, :n] = sub[key]
             out["bond"][idx, :n, :n] = sub["bond"]
         return out
@@ -181,7 +189,10 @@ class JointEGNN(nn.Module):
         t = self.time_emb(time_features(time.to(dt), self.time_dim))
         if self.cond_emb is not None:
             t = t + self.cond_emb(cond, B, dt, pos0.device)
-        h = (self.atom_emb(state["atom"]) + self.charge_emb(state["charge"]) + t[:, None]) * node
+        if self.atoms_given and (cond is None or "atom_types" not in cond):
+            raise ValueError("this network takes the atom types as a condition: cond['atom_types'] [B, N] is missing")
+        atom = cond["atom_types"] if self.atoms_given else state["atom"]
+        h = (self.atom_emb(atom) + self.charge_emb(state["charge"]) + t[:, None]) * node
         e = self.bond_emb(state["bond"]) * pair
         x = pos0 * node
         diff0 = x[:, :, None] - x[:, None, :]
@@ -196,9 +207,7 @@ class JointEGNN(nn.Module):
         pin = torch.full_like(bond[..., :1], 0.0).expand_as(bond).clone()
         pin[..., 1:] = -PIN
         bond = torch.where(pair > 0, bond, pin)
-        return {
-            "pos": remove_com(x - pos0 * node, mask),
-            "atom": self.atom_out(h),
-            "charge": self.charge_out(h),
-            "bond": bond,
-        }
+        out = {"pos": remove_com(x - pos0 * node, mask), "charge": self.charge_out(h), "bond": bond}
+        if not self.atoms_given:
+            out["atom"] = self.atom_out(h)
+        return out
