@@ -25,6 +25,19 @@ def qm9_small():
     return load_qm9("train", limit=300, seed=0)
 
 
+@pytest.fixture(scope="module")
+def bonded(tmp_path_factory):
+    """60 seeded QM9 training molecules with perceived bonds; a temporary $POLYDIFF_CACHE."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("POLYDIFF_CACHE", str(tmp_path_factory.mktemp("bond_cache")))
+    try:
+        from polydiff.plugins.molecule.bonds_qm9 import load_qm9_bonds
+
+        yield load_qm9_bonds("train", limit=60, seed=0)
+    finally:
+        mp.undo()
+
+
 def random_orthogonal(generator: torch.Generator, dtype, reflect: bool) -> torch.Tensor:
     q, r = torch.linalg.qr(torch.randn(3, 3, generator=generator, dtype=torch.float64))
     q = q * torch.sign(torch.diagonal(r))[None]

@@ -23,19 +23,6 @@ ELEMENTS = ["H", "C", "N", "O", "F"]
 TOL = 1e-5
 
 
-@pytest.fixture(scope="module")
-def bonded(tmp_path_factory):
-    """30 seeded QM9 training molecules with perceived bonds; a temporary $POLYDIFF_CACHE."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("POLYDIFF_CACHE", str(tmp_path_factory.mktemp("formula_cache")))
-    try:
-        from polydiff.plugins.molecule.bonds_qm9 import load_qm9_bonds
-
-        yield load_qm9_bonds("train", limit=30, seed=0)
-    finally:
-        mp.undo()
-
-
 def test_hill_formulas_and_their_parsing():
     assert hill_formula(["O", "C", "H", "H", "C", "H", "H", "H", "H"]) == "C2H6O"  # ethanol
     assert hill_formula(["H", "N", "H", "H"]) == "H3N"  # no carbon: alphabetical

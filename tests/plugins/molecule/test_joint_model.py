@@ -11,19 +11,6 @@ import polydiff
 from polydiff.plugins.molecule.joint import JointMoleculeModality
 
 
-@pytest.fixture(scope="module")
-def bonded(tmp_path_factory):
-    """60 seeded QM9 training molecules with perceived bonds; a temporary $POLYDIFF_CACHE."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("POLYDIFF_CACHE", str(tmp_path_factory.mktemp("bond_cache")))
-    try:
-        from polydiff.plugins.molecule.bonds_qm9 import load_qm9_bonds
-
-        yield load_qm9_bonds("train", limit=60, seed=0)
-    finally:
-        mp.undo()
-
-
 def test_real_qm9_with_perceived_bonds_scores_as_chemistry(bonded):
     import numpy as np
 
