@@ -408,7 +408,10 @@ class JointMoleculeModality(MoleculeModality):
     def sampling_request(self, n: int, cond: dict | None, rng):
         """Shapes ``{"pos": (M, 3), "atom": (M,), "charge": (M,), "bond": (M, M)}`` with M the
         largest atom count, and ``mask`` from ``cond["n_atoms"]`` (an int or one per sample)
-        or the training histogram. A conditional model also takes its properties: every one
+        or the training histogram; a formula-conditioned model takes ``cond["formula"]`` (a Hill
+        formula, or one per sample) or draws one per sample from ``formula_hist`` (of the given
+        ``n_atoms``, if any), drops the ``atom`` shape and returns the formula's types as
+        ``cond["atom_types"]`` ``[n, M]``. A conditional model also takes its properties: every one
         of ``config["properties"]`` by name (raw value, or one per sample), or ``props``
         (normalised ``[n, P]``, optional ``cond_mask`` ``[n]``); none of them samples
         unconditionally (``cond_mask`` 0). Unknown keys and a partial set are errors."""
