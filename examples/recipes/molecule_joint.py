@@ -70,7 +70,9 @@ run as a pair right after (16 minutes each, both at once): positions on ``--sche
 (noisier than the bonds at mid t: the graph first, then the geometry) 3,769 steps, validity
 0.954, connected 0.696, ring-size TV 0.277; categorical parts on ``--keep-schedule linear``
 (the geometry first) 4,036 steps, validity 0.920, connected 0.826, ring-size TV 0.388 — neither
-removes the triangles. Still short at 16 minutes: connected validity ≥ 0.85 and ring-size
+removes the triangles; nor do a heavier position loss (``--weights pos=8,charge=1,bond=2``: 0.914 /
+0.762 / 0.334) or cross-entropy for the categorical parts (``--categorical-loss ce``: 0.894 /
+0.680 / 0.373), another pair run the same way. Still short at 16 minutes: connected validity ≥ 0.85 and ring-size
 TV ≤ 0.10.
 
 Continuing a saved model (``--init-from``: its weights, EMA, architecture and modality settings,
