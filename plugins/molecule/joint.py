@@ -65,7 +65,7 @@ from polydiff.mixed import CategoricalPart, ContinuousPart
 from polydiff.spaces import ZeroCoMSpace
 
 from .bonds_qm9 import BOND_CLASSES
-from .modality import MoleculeModality
+from .modality import MoleculeModality, weighted_draws
 
 #: formal charges of the charge classes 0, 1, 2
 CHARGES = (-1, 0, 1)
@@ -278,8 +278,9 @@ class JointMoleculeModality(MoleculeModality):
         for k, it in enumerate(items):
             el, _, ch, bo = bonded_record(it, k)
             a, c = self._indices(el, ch, getattr(it, "index", k))
-            f = hill_formula(el)
-            formulas[f] = formulas.get(f, 0) + 1
+            if self.config["formula_conditioning"]:
+                f = hill_formula(el)
+                formulas[f] = formulas.get(f, 0) + 1
             atom += np.bincount(a, minlength=self.n_types)
             charge += np.bincount(c, minlength=len(CHARGES))
             iu = np.triu_indices(len(el), 1)
@@ -440,11 +441,6 @@ class JointMoleculeModality(MoleculeModality):
             if counts is not None and [int(c) for c in comp.sum(1)] != counts:
                 raise ValueError("n_atoms disagrees with the formula's atom count; give one of them")
             counts = [int(c) for c in comp.sum(1)]
-            M = max(int(self.config["max_atoms"]), max(counts))
-            types = torch.zeros(n, M, dtype=torch.long)  # atoms are exchangeable: any order of the formula's elements
-            for b, row in enumerate(comp):
-                types[b, : counts[b]] = torch.as_tensor(np.repeat(np.arange(self.n_types), row))
-            extra["atom_types"] = types
         elif counts is None:
             counts = self.sample_atom_counts(n, rng)
         if min(counts) < 1:
@@ -456,6 +452,10 @@ class JointMoleculeModality(MoleculeModality):
         shapes = {"pos": (m, 3), "atom": (m,), "charge": (m,), "bond": (m, m)}
         if self.config["formula_conditioning"]:
             del shapes["atom"]
+            types = torch.zeros(n, m, dtype=torch.long)  # atoms are exchangeable: any order of the formula's elements
+            for b, row in enumerate(comp):
+                types[b, : counts[b]] = torch.as_tensor(np.repeat(np.arange(self.n_types), row))
+            extra["atom_types"] = types
         return shapes, {"mask": mask, **extra, **props}
 
     def _requested_formulas(self, n: int, formula, counts: list[int] | None, rng) -> np.ndarray:
@@ -473,13 +473,14 @@ class JointMoleculeModality(MoleculeModality):
         table = np.stack([parse_formula(f, self.elements) for f in hist])
         weights = np.asarray(list(hist.values()), dtype=np.float64)
         u = rng.rand((), dtype=torch.float64).cpu().numpy().reshape(-1)
+        if counts is None:
+            return table[weighted_draws(weights, u)]
         out = []
         for b in range(n):
-            w = weights if counts is None else weights * (table.sum(1) == counts[b])
+            w = weights * (table.sum(1) == counts[b])
             if w.sum() <= 0:
                 raise ValueError(f"no training formula has {counts[b]} atoms; give cond={{'formula': ...}}")
-            cdf = np.cumsum(w) / w.sum()
-            out.append(table[min(int(np.searchsorted(cdf, u[b], side="right")), len(table) - 1)])
+            out.append(table[weighted_draws(w, u[b : b + 1])[0]])
         return np.stack(out)
 
     def _requested_props(self, n: int, cond: dict) -> dict:

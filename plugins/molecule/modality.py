@@ -26,6 +26,14 @@ from polydiff.spaces import ZeroCoMSpace
 from .data import QM9_ELEMENTS, MoleculeDataset, MoleculeRecord
 
 
+def weighted_draws(weights, u) -> np.ndarray:
+    """Indices drawn with probability ∝ ``weights`` (≥ 0, positive sum), one per uniform in
+    ``u`` ``[n]`` (inverse CDF: index of the first cumulative share above u)."""
+    cdf = np.cumsum(np.asarray(weights, dtype=np.float64))
+    cdf /= cdf[-1]
+    return np.minimum(np.searchsorted(cdf, np.asarray(u), side="right"), len(cdf) - 1)
+
+
 class MoleculeModality(Modality):
     """3-D molecules (EDM-style). Config keys (JSON, saved in checkpoints):
 
@@ -181,10 +189,8 @@ class MoleculeModality(Modality):
         if not hist:
             raise ValueError("the model has no atom-count histogram: load a data set (fit) or pass cond={'n_atoms': k}")
         sizes = np.array(sorted(hist))
-        cdf = np.cumsum([hist[s] for s in sizes], dtype=np.float64)
-        cdf /= cdf[-1]
         u = rng.rand((), dtype=torch.float64).cpu().numpy().reshape(-1)
-        return [int(sizes[min(np.searchsorted(cdf, v, side="right"), len(sizes) - 1)]) for v in u]
+        return [int(sizes[i]) for i in weighted_draws([hist[s] for s in sizes], u)]
 
     def sampling_request(self, n: int, cond: dict | None, rng):
         """Shape ``(max_atoms, D)`` for every sample (so a sample never depends on its batch),
