@@ -107,6 +107,12 @@ def main(argv=None) -> dict:
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--edge-dim", type=int, default=32)
     p.add_argument("--layers", type=int, default=6)
+    p.add_argument(
+        "--triangle-every",
+        type=int,
+        default=0,
+        help="triangle multiplicative edge updates in every k-th block, counted back from the last (0: none)",
+    )
     p.add_argument("--process", default="marginal", choices=["marginal", "masked"])
     p.add_argument("--schedule", default="cosine", help="noise schedule of the positions (a registered schedule)")
     p.add_argument(
@@ -200,6 +206,7 @@ def main(argv=None) -> dict:
             hidden=args.hidden,
             edge_dim=args.edge_dim,
             layers=args.layers,
+            **({"triangle": True, "triangle_every": args.triangle_every} if args.triangle_every else {}),
         )
         before = {}
     t0 = time.perf_counter()

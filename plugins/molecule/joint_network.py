@@ -11,6 +11,11 @@ block, with P_ij = 1 for pairs of distinct real atoms:
     x_i ← x_i + Σ_j (x_i−x_j)/(‖x_i−x_j‖+1) · tanh(φ_x(m_ij)) · r / Z
     e_ij ← e_ij + φ_e(m_ij + m_ji) · P_ij           (symmetric in i, j)
 
+With ``triangle`` a :class:`TriangleUpdate` (AlphaFold 2's triangle multiplicative update,
+Jumper et al. 2021) follows the edge update in every ``triangle_every``-th block (counted
+back from the last): e_ij ← e_ij + Σ_k (gated e_ik ⊙ e_jk), a 3-body term the pair messages
+lack.
+
 Outputs: ``pos`` the displacement x_final − x⁰ with zero centre of mass (equivariant);
 ``atom`` and ``charge`` logits from h (invariant); ``bond`` logits from
 φ_b(e_ij, h_i + h_j, ‖x_i−x_j‖²), symmetrised as ½(L_ij + L_ji) (exactly symmetric) and
@@ -48,7 +53,7 @@ class JointBlock(nn.Module):
     """One message-passing block over nodes ``h`` ``[B, N, H]``, positions ``x`` ``[B, N, 3]``
     and edges ``e`` ``[B, N, N, E]`` (see the module docstring)."""
 
-    def __init__(self, hidden: int, edge_dim: int, coords_range: float, aggregation_norm: float):
+    def __init__(self, hidden: int, edge_dim: int, coords_range: float, aggregation_norm: float, triangle_dim: int = 0):
         super().__init__()
         self.a = nn.Linear(hidden, hidden)
         self.b = nn.Linear(hidden, hidden, bias=False)
@@ -60,6 +65,7 @@ class JointBlock(nn.Module):
         nn.init.xavier_uniform_(self.coord[2].weight, gain=0.001)
         self.edge = _mlp(hidden, hidden, edge_dim)
         self.r, self.z = coords_range, aggregation_norm
+        self.triangle = TriangleUpdate(edge_dim, triangle_dim) if triangle_dim else None
 
     def forward(self, h, x, e, d0, pair, node):
         diff = x[:, :, None] - x[:, None, :]
@@ -71,7 +77,44 @@ class JointBlock(nn.Module):
         unit = diff / (torch.sqrt(d2 + 1e-8) + 1.0)
         x = (x + (unit * torch.tanh(self.coord(m)) * pair).sum(2) * self.r / self.z) * node
         e = (e + self.edge(m + m.transpose(1, 2))) * pair
+        if self.triangle is not None:
+            e = e + self.triangle(e, pair)
         return h, x, e
+
+
+class TriangleUpdate(nn.Module):
+    """A symmetric triangle multiplicative update of the edge state ``e`` ``[B, N, N, E]``
+    (AlphaFold 2's "outgoing edges" update, Jumper et al. 2021, Suppl. Alg. 11, with one
+    projection for both sides so that a symmetric ``e`` stays symmetric):
+
+        a_ik = W_a e_ik · σ(W_g e_ik) · P_ik,   t_ij = Σ_k a_ik ⊙ a_jk,
+        e_ij ← e_ij + W_o LN(t_ij) · σ(W_u e_ij) · P_ij
+
+    Pair messages alone see two atoms and their distance; this lets the bond state of i–j
+    read those of i–k and k–j over every third atom k (a 3-body term: whether i and j already
+    share a bonded neighbour), which an undertrained pairwise model lacks when it closes
+    triangles. Invariant features summed over all k: the symmetries of the block are unchanged.
+    Cost B·N³·E multiply-adds (QM9, N ≤ 29, E = 32: ≈ 0.8 M per molecule).
+    """
+
+    def __init__(self, edge_dim: int, dim: int | None = None):
+        super().__init__()
+        dim = dim or edge_dim
+        self.norm_in = nn.LayerNorm(edge_dim)
+        self.proj = nn.Linear(edge_dim, dim)
+        self.gate = nn.Linear(edge_dim, dim)
+        self.norm_out = nn.LayerNorm(dim)
+        self.out = nn.Linear(dim, edge_dim)
+        self.out_gate = nn.Linear(edge_dim, edge_dim)
+        nn.init.zeros_(self.out.weight)  # starts as the identity: the block without it
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, e: torch.Tensor, pair: torch.Tensor) -> torch.Tensor:
+        """The update (to add to ``e``), zero off the real pairs ``pair`` ``[B, N, N, 1]``."""
+        z = self.norm_in(e)
+        a = self.proj(z) * torch.sigmoid(self.gate(z)) * pair
+        t = torch.einsum("bikc,bjkc->bijc", a, a)
+        return self.out(self.norm_out(t)) * torch.sigmoid(self.out_gate(z)) * pair
 
 
 def _size_groups(cond: dict | None, N: int) -> list[tuple[int, torch.Tensor]] | None:
@@ -111,7 +154,9 @@ class JointEGNN(nn.Module):
     ``aggregation_norm`` Z, ``time_dim``, ``n_props`` (conditioning properties P:
     ``cond["props"]`` ``[B, P]``, ``cond["cond_mask"]`` ``[B]``; 0: unconditional),
     ``atoms_given`` (the atom types are a condition, ``cond["atom_types"]`` ``[B, N]`` long,
-    not a part of the state: no ``atom`` output).
+    not a part of the state: no ``atom`` output), ``triangle`` (a :class:`TriangleUpdate` of
+    the edges, of width ``triangle_dim`` (0: ``edge_dim``), in every ``triangle_every``-th block
+    counted back from the last).
     """
 
     def __init__(
@@ -130,6 +175,9 @@ class JointEGNN(nn.Module):
         time_dim: int = 16,
         n_props: int = 0,
         atoms_given: bool = False,
+        triangle: bool = False,
+        triangle_dim: int = 0,
+        triangle_every: int = 1,
     ):
         super().__init__()
         self.time_dim = time_dim
@@ -140,7 +188,14 @@ class JointEGNN(nn.Module):
         self.charge_emb = nn.Embedding(n_charge_states, hidden)
         self.time_emb = _mlp(1 + time_dim, hidden, hidden)
         self.bond_emb = nn.Embedding(n_bond_states, edge_dim)
-        self.blocks = nn.ModuleList(JointBlock(hidden, edge_dim, coords_range, aggregation_norm) for _ in range(layers))
+        tri = triangle_dim or edge_dim if triangle else 0
+        self.blocks = nn.ModuleList(
+            # the triangle updates in every k-th block, counted back from the last
+            JointBlock(
+                hidden, edge_dim, coords_range, aggregation_norm, tri if (layers - 1 - i) % triangle_every == 0 else 0
+            )
+            for i in range(layers)
+        )
         self.atom_out = None if self.atoms_given else _mlp(hidden, hidden, n_atom_classes)
         self.charge_out = _mlp(hidden, hidden, n_charge_classes)
         self.bond_out = _mlp(edge_dim + hidden + 1, hidden, n_bond_classes)

@@ -135,7 +135,13 @@ def test_tiny_model_samples_the_requested_formula_and_round_trips(bonded, tmp_pa
     from polydiff.training import TrainConfig, train
 
     model = polydiff.create(
-        "molecule_joint", modality_config={"formula_conditioning": True}, hidden=16, edge_dim=8, layers=1
+        "molecule_joint",
+        modality_config={"formula_conditioning": True},
+        hidden=16,
+        edge_dim=8,
+        layers=2,
+        triangle=True,
+        triangle_every=2,
     )
     model.modality.fit(bonded)  # load_dataset fits; a dataset given directly is fitted here
     res = train(model, bonded, TrainConfig(steps=2, batch_size=6, progress=False, seed=0))
@@ -147,6 +153,8 @@ def test_tiny_model_samples_the_requested_formula_and_round_trips(bonded, tmp_pa
     back = polydiff.load(tmp_path / "m")
     assert back.modality.config["formula_hist"] == model.modality.config["formula_hist"]
     assert back.network_kwargs["atoms_given"] is True
+    assert [b.triangle is not None for b in back.network.blocks] == [False, True]  # the last block's
+    assert torch.equal(back.network.blocks[1].triangle.out.weight, model.network.blocks[1].triangle.out.weight)
     formula = lambda ms: [hill_formula([a.GetSymbol() for a in m.GetAtoms()]) for m in ms]  # noqa: E731
     drawn = back.sample(4, steps=2, seed=1)
     assert all(f in model.modality.config["formula_hist"] for f in formula(drawn))

@@ -1,5 +1,6 @@
 """The joint network ``egnn_joint`` (plugins/molecule/joint_network.py): E(3)- and
-permutation-equivariance in float64, symmetric bond logits, padding that never leaks."""
+permutation-equivariance in float64, symmetric bond logits, padding that never leaks — with
+and without the triangle edge updates."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from polydiff.plugins.molecule.joint_network import JointEGNN
+from polydiff.plugins.molecule.joint_network import JointEGNN, TriangleUpdate
 
 sys.path.insert(0, str(Path(__file__).parent))
 from rotations import orthogonal as _orthogonal  # noqa: E402
@@ -17,12 +18,16 @@ from rotations import orthogonal as _orthogonal  # noqa: E402
 TOL = 1e-5
 
 
-def _net():
+@pytest.fixture(params=[False, True], ids=["pairwise", "triangle"])
+def net(request):
     torch.manual_seed(0)
-    net = JointEGNN(hidden=24, edge_dim=8, layers=3).double()
-    # larger coordinate weights than the near-zero init, so the position output is not trivially small
+    net = JointEGNN(hidden=24, edge_dim=8, layers=3, triangle=request.param).double()
+    # larger coordinate weights than the near-zero init, so the position output is not trivially small;
+    # the triangle update's zero-initialised output too, else it would be the identity
     for blk in net.blocks:
         torch.nn.init.normal_(blk.coord[2].weight, std=0.3)
+        if blk.triangle is not None:
+            torch.nn.init.normal_(blk.triangle.out.weight, std=0.3)
     return net.eval()
 
 
@@ -46,8 +51,7 @@ def _state(B=3, N=7, counts=(7, 5, 3), seed=0):
 
 
 @pytest.mark.parametrize("reflect", [False, True])
-def test_rotations_reflections_and_translations(reflect):
-    net = _net()
+def test_rotations_reflections_and_translations(net, reflect):
     state, cond, t = _state()
     out = net(state, t, cond)
     assert out["pos"].abs().max() > 1e-3  # a non-trivial displacement
@@ -61,8 +65,7 @@ def test_rotations_reflections_and_translations(reflect):
             assert (got[k] - out[k]).abs().max() < TOL, k
 
 
-def test_atom_permutation_with_the_matching_bond_permutation():
-    net = _net()
+def test_atom_permutation_with_the_matching_bond_permutation(net):
     state, cond, t = _state(B=1, N=7, counts=(7,))
     out = net(state, t, cond)
     perm = torch.randperm(7, generator=torch.Generator().manual_seed(3))
@@ -79,8 +82,7 @@ def test_atom_permutation_with_the_matching_bond_permutation():
     assert (got["bond"] - out["bond"][:, perm][:, :, perm]).abs().max() < TOL
 
 
-def test_bond_logits_are_symmetric_and_pinned_off_the_molecule():
-    net = _net()
+def test_bond_logits_are_symmetric_and_pinned_off_the_molecule(net):
     state, cond, t = _state()
     state["bond"][0, 1, 2], state["bond"][0, 2, 1] = 1, 3  # even for an asymmetric input
     out = net(state, t, cond)["bond"]
@@ -90,9 +92,8 @@ def test_bond_logits_are_symmetric_and_pinned_off_the_molecule():
     assert (out[2, 3:, :].argmax(-1) == 0).all()  # padding pairs too
 
 
-def test_padding_does_not_change_the_real_atoms():
+def test_padding_does_not_change_the_real_atoms(net):
     """The dense pass over a padded molecule gives its real atoms what the unpadded one does."""
-    net = _net()
     state, cond, t = _state(B=1, N=7, counts=(4,))
     out = net._dense(state, t, cond)
     small = {k: (v[:, :4] if k != "bond" else v[:, :4, :4]) for k, v in state.items()}
@@ -102,12 +103,41 @@ def test_padding_does_not_change_the_real_atoms():
     assert (got["bond"] - out["bond"][:, :4, :4]).abs().max() < TOL
 
 
-def test_size_grouped_pass_equals_the_dense_pass_everywhere():
+def test_size_grouped_pass_equals_the_dense_pass_everywhere(net):
     """A batch of several sizes runs in groups cropped to each size: every output, padding
     included, equals the dense pass over the padded batch (float64, 1e-10)."""
-    net = _net()
     state, cond, t = _state(B=6, N=9, counts=(9, 5, 3, 5, 8, 3), seed=3)
     got, dense = net(state, t, cond), net._dense(state, t, cond)
     for key in ("pos", "atom", "charge", "bond"):
         assert got[key].shape == dense[key].shape
         assert (got[key] - dense[key]).abs().max() < 1e-10, key
+
+
+def test_triangle_update_sums_over_shared_neighbours_and_keeps_symmetry():
+    """``TriangleUpdate`` on a symmetric edge state: symmetric, zero off the real pairs, and
+    the update of i–j moves with the edges i–k and j–k of a third atom k but not with an edge
+    that touches neither i nor j."""
+    torch.manual_seed(1)
+    tri = TriangleUpdate(8).double()
+    torch.nn.init.normal_(tri.out.weight, std=0.3)
+    n = 6
+    e = torch.randn(1, n, n, 8, dtype=torch.float64)
+    e = e + e.transpose(1, 2)
+    mask = torch.tensor([[1, 1, 1, 1, 1, 0]], dtype=torch.float64)
+    pair = (mask[:, :, None] * mask[:, None, :] * (1 - torch.eye(n, dtype=torch.float64)))[..., None]
+    e = e * pair
+    u = tri(e, pair)
+    assert (u - u.transpose(1, 2)).abs().max() < 1e-12
+    assert u[0, 5].abs().max() == 0 and u[0, :, 5].abs().max() == 0 and u[0, 2, 2].abs().max() == 0
+
+    bump = torch.randn(8, dtype=torch.float64)  # not a constant: the input LayerNorm removes those
+
+    def bumped(a, b):
+        f = e.clone()
+        f[0, a, b] += bump
+        f[0, b, a] += bump
+        return tri(f, pair)[0, 0, 1]
+
+    assert (bumped(0, 2) - u[0, 0, 1]).abs().max() > 1e-3  # i–k with k = 2
+    assert (bumped(1, 3) - u[0, 0, 1]).abs().max() > 1e-3  # j–k with k = 3
+    assert (bumped(2, 3) - u[0, 0, 1]).abs().max() < 1e-12  # touches neither: no path of length 2
