@@ -196,11 +196,13 @@ def _qm9_train_bonded_smiles() -> set[str]:
 
 
 # -- chemistry checks ---------------------------------------------------------------------
-def chemistry_stats(samples) -> dict:
+def chemistry_stats(samples, *, strain: bool = True) -> dict:
     """Raw chemistry numbers of ``samples``: ``ring_hist`` (shares of ring sizes
     :data:`RING_BINS`, or None without rings), ``rings``, ``ring3_share``, ``bonds``,
     ``oo_single_share``, ``nn_single_share``, ``strain_median`` (kcal/mol, None when no
-    molecule could be relaxed), ``strain_n`` (molecules relaxed), ``valid`` (molecules)."""
+    molecule could be relaxed), ``strain_n`` (molecules relaxed), ``valid`` (molecules).
+    ``strain=False`` skips the MMFF94 relaxations (``strain_median`` None, ``strain_n`` 0):
+    the ring and bond shares alone are cheap."""
     from rdkit import Chem
 
     ring_counts = np.zeros(len(RING_BINS))
@@ -220,7 +222,7 @@ def chemistry_stats(samples) -> dict:
         valid += 1
         for ring in s.GetRingInfo().AtomRings():
             ring_counts[min(len(ring), RING_BINS[-1]) - RING_BINS[0]] += 1
-        e = mmff_strain(s)
+        e = mmff_strain(s) if strain else None
         if e is not None:
             strains.append(e)
     rings = int(ring_counts.sum())
@@ -263,17 +265,18 @@ def _qm9_reference_stats() -> dict:
     return chemistry_stats(attach_bonds(load_qm9("test", limit=_N_REF, seed=0)).records)
 
 
-def _reference_stats(reference) -> dict:
+def _reference_stats(reference, *, strain: bool = True) -> dict:
     if reference is None or isinstance(reference, str):
         if reference not in (None, "qm9", "qm9:test"):
             raise ValueError(f"unknown reference {reference!r}; use 'qm9' or pass molecules")
         return _qm9_reference_stats()
-    return chemistry_stats(reference)
+    return chemistry_stats(reference, strain=strain)
 
 
 def ring_size_tv(samples, reference=None, **_) -> float:
     """Total variation between the ring-size distributions of samples and reference."""
-    p, q = chemistry_stats(samples)["ring_hist"], _reference_stats(reference)["ring_hist"]
+    p = chemistry_stats(samples, strain=False)["ring_hist"]
+    q = _reference_stats(reference, strain=False)["ring_hist"]
     if p is None or q is None:
         return 0.0 if p is None and q is None else 1.0
     return 0.5 * float(np.abs(np.array(p) - np.array(q)).sum())
@@ -281,17 +284,20 @@ def ring_size_tv(samples, reference=None, **_) -> float:
 
 def ring3_share_diff(samples, reference=None, **_) -> float:
     """|share of 3-membered rings (samples) − same (reference)|."""
-    return abs(chemistry_stats(samples)["ring3_share"] - _reference_stats(reference)["ring3_share"])
+    s, r = chemistry_stats(samples, strain=False), _reference_stats(reference, strain=False)
+    return abs(s["ring3_share"] - r["ring3_share"])
 
 
 def oo_single_share_diff(samples, reference=None, **_) -> float:
     """|share of bonds that are O–O single (samples) − same (reference)|."""
-    return abs(chemistry_stats(samples)["oo_single_share"] - _reference_stats(reference)["oo_single_share"])
+    s, r = chemistry_stats(samples, strain=False), _reference_stats(reference, strain=False)
+    return abs(s["oo_single_share"] - r["oo_single_share"])
 
 
 def nn_single_share_diff(samples, reference=None, **_) -> float:
     """|share of bonds that are N–N single (samples) − same (reference)|."""
-    return abs(chemistry_stats(samples)["nn_single_share"] - _reference_stats(reference)["nn_single_share"])
+    s, r = chemistry_stats(samples, strain=False), _reference_stats(reference, strain=False)
+    return abs(s["nn_single_share"] - r["nn_single_share"])
 
 
 def mmff_strain_median(samples, reference=None, **_) -> float:
@@ -318,6 +324,36 @@ def chemistry_report(samples, reference=None) -> dict:
         "molecule_joint_oo_single_share_diff": abs(s["oo_single_share"] - r["oo_single_share"]),
         "molecule_joint_nn_single_share_diff": abs(s["nn_single_share"] - r["nn_single_share"]),
     }
+
+
+def ring_size_plot(histograms: dict, path, *, title: str = "ring sizes"):
+    """Grouped bars of ring-size shares over :data:`RING_BINS` (3, 4, 5, 6, 7, 8+), one group
+    per entry of ``histograms`` (``{label: shares}``, e.g. a :func:`chemistry_stats`
+    ``ring_hist``; None, a set without rings, is drawn as no bars and says so in the legend).
+    Writes a PNG at ``path`` (atomically); returns its path."""
+    from polydiff.plotting import figure, save_figure
+
+    for label, shares in histograms.items():
+        if shares is not None and len(shares) != len(RING_BINS):
+            raise ValueError(f"ring_size_plot: {label!r} has {len(shares)} shares, not one per bin {RING_BINS}")
+    fig, ax = figure(figsize=(5.0, 3.0))
+    width = 0.8 / max(len(histograms), 1)
+    xs = np.arange(len(RING_BINS))
+    for k, (label, shares) in enumerate(histograms.items()):
+        values = np.zeros(len(RING_BINS)) if shares is None else np.asarray(shares, dtype=float)
+        ax.bar(
+            xs + (k - (len(histograms) - 1) / 2) * width,
+            values,
+            width,
+            label=label + (" (no rings)" if shares is None else ""),
+        )
+    ax.set_xticks(xs, [str(b) for b in RING_BINS[:-1]] + [f"{RING_BINS[-1]}+"])
+    ax.set_xlabel("ring size (atoms)")
+    ax.set_ylabel("share of rings")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, path)
 
 
 #: the chemistry checks scored beside the modality's default metrics by the joint recipe and the

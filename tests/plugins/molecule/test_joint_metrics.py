@@ -71,11 +71,25 @@ def test_ring_sizes_three_rings_and_their_distance_to_a_reference():
     cyclopropane, cyclohexane, benzene = mol3d("C1CC1"), mol3d("C1CCCCC1"), mol3d("c1ccccc1")
     s = cc.chemistry_stats([cyclopropane])
     assert s["rings"] == 1 and s["ring3_share"] == 1.0 and s["ring_hist"][0] == 1.0
+    cheap = cc.chemistry_stats([cyclopropane], strain=False)  # no MMFF: the same shares, no strain
+    assert cheap["strain_n"] == 0 and cheap["strain_median"] is None and s["strain_n"] == 1
+    assert {k: v for k, v in cheap.items() if "strain" not in k} == {k: v for k, v in s.items() if "strain" not in k}
     assert cc.ring_size_tv([cyclopropane], reference=[cyclohexane]) == 1.0
     assert cc.ring_size_tv([cyclohexane], reference=[benzene]) == 0.0
     assert cc.ring_size_tv([cyclopropane, cyclohexane], reference=[cyclohexane]) == pytest.approx(0.5)
     assert cc.ring3_share_diff([cyclopropane, cyclohexane], reference=[cyclohexane]) == pytest.approx(0.5)
     assert cc.ring_size_tv([mol3d("CC")], reference=[cyclohexane]) == 1.0  # no rings at all
+
+
+def test_ring_size_plot_writes_a_png_and_refuses_wrong_bins(tmp_path):
+    from PIL import Image
+
+    hist = cc.chemistry_stats([mol3d("C1CC1"), mol3d("C1CCCCC1")])["ring_hist"]
+    path = cc.ring_size_plot({"samples": hist, "acyclic": None}, tmp_path / "rings.png")
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.size[0] > 100
+    with pytest.raises(ValueError, match="'short' has 2 shares"):
+        cc.ring_size_plot({"short": [0.5, 0.5]}, tmp_path / "bad.png")
 
 
 def test_oo_and_nn_single_bonds():
