@@ -1,31 +1,20 @@
 """The joint molecule recipe runs end to end at a toy budget, with formula conditioning and
 triangle edge updates, and writes what its docstring promises."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-RECIPE = Path(__file__).resolve().parents[2] / "examples" / "recipes" / "molecule_joint.py"
-
-
-def _recipe():
-    spec = importlib.util.spec_from_file_location("molecule_joint_recipe", RECIPE)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
 
 @pytest.mark.slow
-def test_joint_recipe_smoke_with_formula_and_triangles(tmp_path):
+def test_joint_recipe_smoke_with_formula_and_triangles(tmp_path, load_recipe):
     import polydiff
 
     out = tmp_path / "run"
     tiny = ["--n-train", "60", "--steps", "3", "--minutes", "1", "--batch-size", "8", "--n-samples", "6"]
     tiny += ["--sample-steps", "4", "--grid", "power:3+restart:0.3x1", "--hidden", "16", "--edge-dim", "8"]
     tiny += ["--layers", "3", "--formula", "--triangle-every", "2", "--threads", "1", "--out", str(out)]
-    report = _recipe().main(tiny)
+    report = load_recipe("molecule_joint").main(tiny)
     for name in ("samples.sdf", "samples.png", "ring_sizes.png", "training_curve.png", "metrics.json"):
         assert (out / name).exists(), name
     saved = json.loads((out / "metrics.json").read_text())

@@ -1,25 +1,14 @@
 """The property-conditioning recipe runs end to end at a toy budget, and re-judges a saved
 generator only when it was trained on the same split."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-RECIPE = Path(__file__).resolve().parents[2] / "examples" / "recipes" / "molecule_property.py"
-
-
-def _recipe():
-    spec = importlib.util.spec_from_file_location("molecule_property_recipe", RECIPE)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
 
 @pytest.mark.slow
-def test_property_recipe_smoke_and_rejudging_a_saved_generator(tmp_path):
-    mod = _recipe()
+def test_property_recipe_smoke_and_rejudging_a_saved_generator(tmp_path, load_recipe):
+    mod = load_recipe("molecule_property")
     tiny = ["--n-train", "40", "--predictor-minutes", "0.02", "--n-samples", "4", "--steps", "3"]
     tiny += ["--guidance", "1", "--shuffles", "2", "--hidden", "16", "--edge-dim", "8", "--layers", "2"]
     first = tmp_path / "first"

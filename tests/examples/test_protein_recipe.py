@@ -1,19 +1,13 @@
 """The protein recipe runs end to end at a toy budget and writes what its docstring lists."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-RECIPE = Path(__file__).resolve().parents[2] / "examples" / "recipes" / "protein.py"
-
 
 @pytest.mark.slow
-def test_protein_recipe_smoke(tmp_path):
-    spec = importlib.util.spec_from_file_location("protein_recipe", RECIPE)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+def test_protein_recipe_smoke(tmp_path, load_recipe):
+    mod = load_recipe("protein")
     out = tmp_path / "run"
     report = mod.main(
         ["--out", str(out), "--size", "tiny", "--steps", "4", "--samples", "2", "--nfe", "4", "--crop", "30", "40"]
