@@ -86,20 +86,34 @@ every second block (2,797 steps) TV 0.029, validity 0.666; every third (3,173 st
 validity 0.896, connected 0.834 — and with 30 calls
 (``--sample-steps 30 --grid power:3+restart:0.5x2,0.4x2,0.3x3,0.2x3,0.15x3,0.1x3,0.05x3``, the same
 checkpoint) validity 0.928, connected 0.876, TV 0.068. Then side by side with the EDM-class
-recipe (both at once, the EDM-class command unchanged, the joint one with ``--formula
---triangle-every 3 --batch-size 32`` and the 30-call grid;
-``examples/recipes/results/molecule_side_by_side_triangle/``): EDM-class 2,965 steps of 64,
-EDM-protocol atom / molecule stability 0.663 / 0.000, validity 0.610, connected 0.264; joint
-3,167 steps of 32, EDM-protocol 0.917 / **0.456**, bond-aware atom / molecule stability 0.980 /
-**0.824**, validity 0.898, connected validity **0.844**, uniqueness 1.0, ring-size TV **0.063**
-(3-ring share within 0.057 of QM9's). The same checkpoint on other seeds (``molecule_card.py
---seed 7``): connected validity 0.860 (30 calls), 0.858 (50 calls), 0.846 / 0.808 with the
-categorical temperature at 0.5 / 0.8 — the model sits at the 0.85 bar, within the ±0.016
-sampling error of 500 molecules. What the remaining failures are (the side-by-side run's
-samples): every one of the 51 that fail sanitisation has exactly two atoms off valence by ±1,
-two or three bonds apart, mostly in rings — a double bond one position off, the kekulé
-structure broken by per-pair draws; 27 of the 449 valid molecules split off a small piece
-(a lone H in 7, HCN in 6, methane in 5).
+recipe, twice (both at once each time, the EDM-class command unchanged;
+``examples/recipes/results/molecule_side_by_side_triangle/``, the first run's metrics as
+``bond2_*``):
+
+    OMP_NUM_THREADS=1 .venv/bin/python examples/recipes/molecule_joint.py --threads 1 --minutes 16 \\
+        --n-samples 500 --batch-size 32 --formula --triangle-every 3 --weights pos=3,charge=1,bond=4 \\
+        --sample-steps 30 --grid power:3+restart:0.5x2,0.4x2,0.3x3,0.2x3,0.15x3,0.1x3,0.05x3 \\
+        --out runs/side_by_side/joint
+
+| | EDM-class (first run; second) | joint, bond weight 2 (first) | joint, bond weight 4 (second) |
+|---|---|---|---|
+| steps | 2,965; 3,516 of 64 | 3,167 of 32 | 3,605 of 32 |
+| EDM atom / molecule stability | 0.663 / 0.000; 0.706 / 0.004 | 0.917 / 0.456 | 0.920 / **0.494** |
+| bond-aware atom / molecule stability | – | 0.980 / 0.824 | 0.986 / **0.876** |
+| validity / connected validity | 0.610 / 0.264; 0.646 / 0.312 | 0.898 / 0.844 | 0.914 / **0.860** |
+| uniqueness | 1.0 | 1.0 | 1.0 |
+| ring-size TV to QM9 (3-ring share − QM9's) | – | 0.063 (0.057) | **0.083** (0.067) |
+
+The first run (bond loss weight 2, MiDi's) missed connected validity by 3 molecules; its
+checkpoint on other seeds (``benchmarks/molecule_card.py --seed 7``): 0.860 with the 30-call
+grid, 0.858 with 50 calls, 0.846 / 0.808 at categorical temperature 0.5 / 0.8. Its failures
+were bond patterns: every one of the 51 molecules that failed sanitisation had exactly two atoms
+off valence by ±1, two or three bonds apart, mostly in rings (a double bond one position off:
+kekulé structures broken by per-pair draws), and 27 of the 449 valid ones split off a small
+piece (a lone H in 7, HCN in 6, methane in 5) — so the second run doubled the bond loss weight.
+Its checkpoint on seed 7: connected validity 0.860, validity 0.924, ring-size TV 0.070
+(``joint_seed7_metrics.json``): 0.860 on 1,000 molecules over both seeds, ±0.011 (one standard
+error). Median MMFF94 relaxation 44 kcal/mol against QM9's 4 (rough geometry; the starter: 34).
 
 Continuing a saved model (``--init-from``: its weights, EMA, architecture and modality settings,
 a fresh optimiser and cosine schedule; ``training_info`` sums both runs), e.g. a second stage
