@@ -230,7 +230,8 @@ def main(argv=None) -> dict:
     if args.formula:  # the atom types are given, not a part of the state
         weights.pop("atom", None)
     if args.init_from:
-        # the architecture and modality settings are the saved model's; --hidden/--layers/--weights are not used
+        # the architecture and modality settings are the saved model's:
+        # --hidden/--layers/--triangle-every/--weights are not used
         model = polydiff.load(args.init_from)
         if model.modality.name != "molecule_joint":
             raise SystemExit(f"--init-from {args.init_from}: a {model.modality.name!r} model, not molecule_joint")

@@ -87,8 +87,8 @@ class TriangleUpdate(nn.Module):
     (AlphaFold 2's "outgoing edges" update, Jumper et al. 2021, Suppl. Alg. 11, with one
     projection for both sides so that a symmetric ``e`` stays symmetric):
 
-        a_ik = W_a e_ik · σ(W_g e_ik) · P_ik,   t_ij = Σ_k a_ik ⊙ a_jk,
-        e_ij ← e_ij + W_o LN(t_ij) · σ(W_u e_ij) · P_ij
+        z = LN(e),   a_ik = W_a z_ik · σ(W_g z_ik) · P_ik,   t_ij = Σ_k a_ik ⊙ a_jk,
+        e_ij ← e_ij + W_o LN(t_ij) · σ(W_u z_ij) · P_ij
 
     Pair messages alone see two atoms and their distance; this lets the bond state of i–j
     read those of i–k and k–j over every third atom k (a 3-body term: whether i and j already
@@ -106,7 +106,7 @@ class TriangleUpdate(nn.Module):
         self.norm_out = nn.LayerNorm(dim)
         self.out = nn.Linear(dim, edge_dim)
         self.out_gate = nn.Linear(edge_dim, edge_dim)
-        nn.init.zeros_(self.out.weight)  # starts as the identity: the block without it
+        nn.init.zeros_(self.out.weight)  # a zero update at first: the block starts as the one without it
         nn.init.zeros_(self.out.bias)
 
     def forward(self, e: torch.Tensor, pair: torch.Tensor) -> torch.Tensor:
@@ -188,7 +188,9 @@ class JointEGNN(nn.Module):
         self.charge_emb = nn.Embedding(n_charge_states, hidden)
         self.time_emb = _mlp(1 + time_dim, hidden, hidden)
         self.bond_emb = nn.Embedding(n_bond_states, edge_dim)
-        tri = triangle_dim or edge_dim if triangle else 0
+        if triangle and triangle_every < 1:
+            raise ValueError(f"triangle_every must be a positive block interval, got {triangle_every!r}")
+        tri = (triangle_dim or edge_dim) if triangle else 0
         self.blocks = nn.ModuleList(
             # the triangle updates in every k-th block, counted back from the last
             JointBlock(

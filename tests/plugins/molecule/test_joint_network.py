@@ -141,3 +141,5 @@ def test_triangle_update_sums_over_shared_neighbours_and_keeps_symmetry():
     assert (bumped(0, 2) - u[0, 0, 1]).abs().max() > 1e-3  # i–k with k = 2
     assert (bumped(1, 3) - u[0, 0, 1]).abs().max() > 1e-3  # j–k with k = 3
     assert (bumped(2, 3) - u[0, 0, 1]).abs().max() < 1e-12  # touches neither: no path of length 2
+    with pytest.raises(ValueError, match="triangle_every"):
+        JointEGNN(hidden=8, edge_dim=4, layers=2, triangle=True, triangle_every=0)
