@@ -275,8 +275,13 @@ def _reference_stats(reference, *, strain: bool = True) -> dict:
 
 def ring_size_tv(samples, reference=None, **_) -> float:
     """Total variation between the ring-size distributions of samples and reference."""
-    p = chemistry_stats(samples, strain=False)["ring_hist"]
-    q = _reference_stats(reference, strain=False)["ring_hist"]
+    return _ring_tv(
+        chemistry_stats(samples, strain=False)["ring_hist"], _reference_stats(reference, strain=False)["ring_hist"]
+    )
+
+
+def _ring_tv(p, q) -> float:
+    """½Σ|p − q| of two ring-size histograms; 0 when neither has rings, 1 when only one has."""
     if p is None or q is None:
         return 0.0 if p is None and q is None else 1.0
     return 0.5 * float(np.abs(np.array(p) - np.array(q)).sum())
@@ -313,13 +318,10 @@ def chemistry_report(samples, reference=None) -> dict:
     """Samples' and reference's raw chemistry numbers side by side (:func:`chemistry_stats`)
     plus the registered comparisons."""
     s, r = chemistry_stats(samples), _reference_stats(reference)
-    tv = 0.0 if s["ring_hist"] is None and r["ring_hist"] is None else 1.0
-    if s["ring_hist"] is not None and r["ring_hist"] is not None:
-        tv = 0.5 * float(np.abs(np.array(s["ring_hist"]) - np.array(r["ring_hist"])).sum())
     return {
         "samples": s,
         "reference": r,
-        "molecule_joint_ring_size_tv": tv,
+        "molecule_joint_ring_size_tv": _ring_tv(s["ring_hist"], r["ring_hist"]),
         "molecule_joint_ring3_share_diff": abs(s["ring3_share"] - r["ring3_share"]),
         "molecule_joint_oo_single_share_diff": abs(s["oo_single_share"] - r["oo_single_share"]),
         "molecule_joint_nn_single_share_diff": abs(s["nn_single_share"] - r["nn_single_share"]),

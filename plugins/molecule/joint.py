@@ -54,6 +54,7 @@ valid (2026-12-03, recipe ``examples/recipes/molecule_joint.py``).
 from __future__ import annotations
 
 import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -78,9 +79,7 @@ _FORMULA_TOKEN = re.compile(r"([A-Z][a-z]?)(\d*)")
 def hill_formula(elements) -> str:
     """Hill-order formula of a list of element symbols: C, then H, then the rest
     alphabetically (``["C", "H", "H", "O"]`` → ``"CH2O"``; no carbon: all alphabetical)."""
-    counts: dict[str, int] = {}
-    for e in elements:
-        counts[e] = counts.get(e, 0) + 1
+    counts = Counter(elements)
     if "C" in counts:
         order = ["C"] + (["H"] if "H" in counts else []) + sorted(k for k in counts if k not in ("C", "H"))
     else:
@@ -274,13 +273,12 @@ class JointMoleculeModality(MoleculeModality):
         atom = np.zeros(self.n_types)
         charge = np.zeros(len(CHARGES))
         bond = np.zeros(len(BOND_CLASSES))
-        formulas: dict[str, int] = {}
+        formulas: Counter[str] = Counter()
         for k, it in enumerate(items):
             el, _, ch, bo = bonded_record(it, k)
             a, c = self._indices(el, ch, getattr(it, "index", k))
             if self.config["formula_conditioning"]:
-                f = hill_formula(el)
-                formulas[f] = formulas.get(f, 0) + 1
+                formulas[hill_formula(el)] += 1
             atom += np.bincount(a, minlength=self.n_types)
             charge += np.bincount(c, minlength=len(CHARGES))
             iu = np.triu_indices(len(el), 1)
