@@ -186,6 +186,7 @@ def cmd_distill(args) -> int:
         step_shares=[float(v) for v in args.step_shares.split(",")] if args.step_shares else None,
         teacher_restarts=not args.no_teacher_restarts,
         init_from=args.init_from,
+        student_kwargs=json.loads(args.student_kwargs) if args.student_kwargs else None,
     )
     res = distill(args.checkpoint, cfg)  # by path, so the student records where its teacher is
     res.student.save(args.out)
@@ -374,6 +375,13 @@ def _add_distill(sub) -> None:
     )
     sp.add_argument(
         "--init-from", default=None, help="start the student from this checkpoint (e.g. an earlier student)"
+    )
+    sp.add_argument(
+        "--student-kwargs",
+        default=None,
+        metavar="JSON",
+        help="network keywords of a bigger student over the teacher's, e.g. '{\"layers\": 9}' (it starts as "
+        "the teacher: the network's new parts begin as the identity)",
     )
     sp.add_argument("--checkpoint-every", type=int, default=0, help="steps between training checkpoints")
     sp.add_argument("--resume", action="store_true", help="continue the training checkpoints in OUT/work")

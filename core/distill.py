@@ -44,6 +44,11 @@ Guidance is distilled in (Meng et al. 2023): a teacher whose sampling defaults c
 scale w is distilled as the guided denoiser x̂_u + w(x̂_c − x̂_u); the student samples with
 its conditioning and no CFG (half the network calls per step again).
 
+The student is the teacher's network, or with ``student_kwargs`` a bigger one of the same kind
+(e.g. more layers) that starts as the teacher: the teacher's weights fill the parameters they
+name and the network's ``grow_init_(teacher_kwargs)`` turns the rest into the identity
+(:func:`new_student`; ``egnn_joint`` defines it).
+
 The student's checkpoint is a normal one: ``extra["sample_defaults"]`` names its sampler,
 ``nfe`` = ``steps`` and ``grid="tuned"``, with the grid in
 ``extra["tuned_grids"][sampler][str(steps)]`` (σ̃ floats, strictly decreasing, last 0);
@@ -135,6 +140,10 @@ class DistillConfig:
     teacher_restarts: bool = True  # completions to 0 end with the teacher's restarts (False: its ODE only)
     # any method: start the student from this checkpoint's weights instead of the teacher's
     init_from: str | None = None  # a checkpoint folder or starter:NAME
+    # any method: the student's network keywords over the teacher's (a bigger student, e.g.
+    # {"layers": 9}); it starts from the teacher's (or init_from's) weights where they fit and
+    # the network's ``grow_init_`` makes the parts they lack start as the identity
+    student_kwargs: dict | None = None
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -160,6 +169,10 @@ class DistillConfig:
             )
         if isinstance(self.init_from, Path):
             self.init_from = str(self.init_from)  # recorded in the student's JSON config
+        if self.student_kwargs is not None and not isinstance(self.student_kwargs, dict):
+            raise PolydiffError(
+                f"student_kwargs is a dict of network keywords (e.g. {{'layers': 9}}), got {self.student_kwargs!r}"
+            )
         if (self.checkpoint_every or self.resume) and not self.out_dir:
             raise PolydiffError("checkpoint_every and resume need out_dir")
 
@@ -328,10 +341,17 @@ def _sigma_range(teacher) -> tuple[float, float]:
     return float(d.get("sigma_min", lo)), float(d.get("sigma_max", hi))
 
 
-def new_student(teacher, method: str):
+def new_student(teacher, method: str, student_kwargs: dict | None = None):
     """A copy of ``teacher`` whose network (and EMA) start from the teacher's EMA weights; for
-    ``consistency`` its parameterisation becomes ``consistency_<teacher's>``."""
+    ``consistency`` its parameterisation becomes ``consistency_<teacher's>``. With
+    ``student_kwargs`` the student's network is built with those keywords over the teacher's
+    (a bigger network: :func:`_load_weights` starts it from the teacher's weights and the
+    network's ``grow_init_`` makes its new parts the identity, so it starts as the teacher)."""
     student = copy.deepcopy(teacher)
+    if student_kwargs:
+        kw = {**teacher.network_kwargs, **student_kwargs}
+        student.network = teacher.modality.build_network(teacher.network_name, **kw).to(teacher.device)
+        student.network_kwargs = kw
     _load_weights(student, teacher)
     student.training_info = {}
     if method == "consistency":
@@ -348,21 +368,43 @@ def new_student(teacher, method: str):
 def warm_start(student, source) -> None:
     """Start ``student``'s network (and EMA) from ``source``'s EMA weights (a checkpoint folder,
     ``starter:NAME`` or a model): e.g. an earlier student, to train on with another recipe.
-    The source must be the same modality and network (same architecture) as the student."""
+    The source must be the same modality and network as the student, with the same keywords
+    or ones the student's network can grow from (:func:`_load_weights`)."""
     src = _as_model(source)
-    mine = (student.modality.name, student.network_name, student.network_kwargs)
-    theirs = (src.modality.name, src.network_name, src.network_kwargs)
+    mine = (student.modality.name, student.network_name)
+    theirs = (src.modality.name, src.network_name)
     if mine != theirs:
+        raise PolydiffError(f"init_from {source!s}: modality/network {theirs} does not match the student's {mine}")
+    _load_weights(student, src, source=f"init_from {source!s}")
+
+
+def _load_weights(student, src, *, source: str = "the teacher") -> None:
+    """``student``'s network and EMA := ``src``'s EMA weights (its live weights without EMA).
+
+    A student whose network keywords differ (a bigger one) loads every parameter of ``src`` by
+    name — a parameter ``src`` has and the student lacks, or one of another shape, is an
+    error — and then calls the network's ``grow_init_(src_kwargs)``, which must set the
+    parameters ``src`` lacks so that the grown network computes what ``src``'s does."""
+    weights = (src.ema if src.ema is not None else src.network).state_dict()
+    if student.network_kwargs == src.network_kwargs:
+        student.network.load_state_dict(weights)
+        student.init_ema()
+        return
+    grow = getattr(student.network, "grow_init_", None)
+    if grow is None:
         raise PolydiffError(
-            f"init_from {source!s}: modality/network {theirs[:2]} {theirs[2]} does not match the student's "
-            f"{mine[:2]} {mine[2]}"
+            f"{source}: network {student.network_name!r} with {student.network_kwargs} cannot start from one with "
+            f"{src.network_kwargs}: it defines no grow_init_ (use the same network keywords)"
         )
-    _load_weights(student, src)
-
-
-def _load_weights(student, src) -> None:
-    """``student``'s network and EMA := ``src``'s EMA weights (its live weights without EMA)."""
-    student.network.load_state_dict((src.ema if src.ema is not None else src.network).state_dict())
+    mine = student.network.state_dict()
+    bad = [k for k, v in weights.items() if k not in mine or mine[k].shape != v.shape]
+    if bad:
+        raise PolydiffError(
+            f"{source}: the student's network ({student.network_kwargs}) does not contain "
+            f"{src.network_kwargs}'s parameters {', '.join(bad[:5])}{' …' if len(bad) > 5 else ''}"
+        )
+    student.network.load_state_dict(weights, strict=False)
+    grow(dict(src.network_kwargs))
     student.init_ema()
 
 
@@ -386,7 +428,7 @@ def distill(teacher, cfg: DistillConfig | None = None, *, callback=None) -> Dist
     w = float(defaults.get("guidance", 1.0) if cfg.guidance is None else cfg.guidance)
     cond = defaults.get("cond") if cfg.cond is None else cfg.cond
     lo, hi = _sigma_range(teacher)
-    student = new_student(teacher, cfg.method)
+    student = new_student(teacher, cfg.method, cfg.student_kwargs)
     if cfg.init_from is not None:
         warm_start(student, cfg.init_from)
     log = RunLog(cfg.out_dir, tensorboard=False)

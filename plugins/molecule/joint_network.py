@@ -202,6 +202,30 @@ class JointEGNN(nn.Module):
         self.charge_out = _mlp(hidden, hidden, n_charge_classes)
         self.bond_out = _mlp(edge_dim + hidden + 1, hidden, n_bond_classes)
 
+    @torch.no_grad()
+    def grow_init_(self, smaller: dict) -> None:
+        """Make the blocks this network has beyond a network of keywords ``smaller`` (whose
+        weights were loaded into the first ones; only ``layers`` may differ) the identity: the
+        last layers of their node, coordinate and edge MLPs are zeroed, so h, x and e pass them
+        unchanged and the grown network computes what the smaller one does; training then
+        moves them (their inputs are not zero, so their gradients are not). A bigger
+        distillation student (:func:`polydiff.distill.new_student`) starts this way."""
+        n_old = int(smaller.get("layers", 4))
+        # widths and class counts that differ fail the weight loading (shapes); these do not
+        mine = {"coords_range": self.blocks[0].r, "aggregation_norm": self.blocks[0].z, "time_dim": self.time_dim}
+        defaults = {"coords_range": 15.0, "aggregation_norm": 10.0, "time_dim": 16}
+        other = sorted(k for k, v in mine.items() if float(smaller.get(k, defaults[k])) != float(v))
+        if other:
+            raise ValueError(f"egnn_joint grows only in layers; {other} differ")
+        if not 0 < n_old <= len(self.blocks):
+            raise ValueError(f"cannot grow {len(self.blocks)} blocks from {n_old}")
+        if any(b.triangle is not None for b in self.blocks[n_old:]):
+            raise ValueError("egnn_joint grows only by plain blocks (no triangle updates in the new ones)")
+        for blk in self.blocks[n_old:]:
+            for mlp in (blk.node, blk.coord, blk.edge):
+                nn.init.zeros_(mlp[2].weight)
+                nn.init.zeros_(mlp[2].bias)
+
     def forward(self, state: dict, time: torch.Tensor, cond: dict | None = None) -> dict:
         """The outputs above. A batch of molecules of different sizes (prefix ``cond["mask"]``)
         runs in groups of equal atom count, each cropped to its own size: the padding atoms

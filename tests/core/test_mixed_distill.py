@@ -212,6 +212,9 @@ def test_distill_cli_picks_trajectory_for_a_mixed_model_and_refuses_mismatched_m
     assert cli.main([*args, "--init-from", str(tmp_path / "s"), "--no-teacher-restarts", "--train-steps", "0"]) == 0
     again = polydiff.load(tmp_path / "s2")
     assert again.extra["distill"]["config"]["teacher_restarts"] is False
+    # --student-kwargs reaches the student: this network cannot grow, so the command fails cleanly
+    assert cli.main([*args, "--student-kwargs", '{"layers": 3}', "--train-steps", "0"]) == 1
+    assert "defines no grow_init_" in capsys.readouterr().err
     assert all(torch.equal(p, q) for p, q in zip(again.ema.parameters(), st.ema.parameters()))
     with pytest.raises(PolydiffError, match="has parts.*--method trajectory"):
         distill(teacher, DistillConfig(method="consistency", steps=2, train_steps=1, progress=False))
@@ -240,8 +243,16 @@ def test_warm_start_from_an_earlier_student_and_teacher_completions_without_rest
     assert again.student.extra["distill"]["config"]["init_from"] == str(tmp_path / "first")
     wide = polydiff.create("pointcloud_labelled", hidden=16, layers=1)
     wide.save(tmp_path / "wide")
-    with pytest.raises(PolydiffError, match="init_from.*does not match"):
+    with pytest.raises(PolydiffError, match="init_from.*cannot start from one with.*defines no grow_init_"):
         distill(teacher, _cfg(train_steps=0, init_from=str(tmp_path / "wide")))
+    with pytest.raises(
+        PolydiffError, match="the teacher: network 'pointcloud_labelled_deepsets'.*defines no grow_init_"
+    ):
+        distill(teacher, _cfg(train_steps=0, student_kwargs={"layers": 3}))
+    with pytest.raises(PolydiffError, match="init_from.*does not match"):
+        distill(teacher, _cfg(train_steps=0, init_from="starter:image-mnist"))
+    with pytest.raises(PolydiffError, match="student_kwargs is a dict"):
+        distill(teacher, _cfg(train_steps=0, student_kwargs=3))
     with pytest.raises(PolydiffError, match="init_from is a checkpoint folder"):
         distill(teacher, _cfg(train_steps=0, init_from=wide))
 

@@ -134,3 +134,45 @@ def test_cli_samples_the_molecule_starter_and_refuses_other_modalities(tmp_path,
     assert text.count("$$$$") == 2 and "M  END" in text
     with pytest.raises(SystemExit, match="is a 'molecule_joint' model, not 'image'"):
         main(["sample", "image", "--checkpoint", "starter:molecule-qm9", "-n", "1", "--out", str(tmp_path / "x")])
+
+
+def test_a_bigger_distillation_student_starts_as_its_teacher(tmp_path):
+    """``new_student(..., student_kwargs={"layers": 4})`` (``polydiff distill --student-kwargs``)
+    of a 2-block teacher: a 4-block network whose outputs equal the teacher's exactly, saved
+    and loaded with its 4 blocks and warm-started again from that checkpoint; a student
+    smaller than its weights' source is refused."""
+    import torch
+
+    from polydiff.distill import new_student, warm_start
+    from polydiff.errors import PolydiffError
+
+    torch.manual_seed(0)
+    teacher = polydiff.create("molecule_joint", hidden=16, edge_dim=8, layers=2)
+    for blk in teacher.network.blocks:  # coordinate updates that are not near zero
+        torch.nn.init.normal_(blk.coord[2].weight, std=0.3)
+    teacher.init_ema()
+    student = new_student(teacher, "trajectory", {"layers": 4})
+    assert len(student.network.blocks) == 4 and student.network_kwargs["layers"] == 4
+    assert len(teacher.network.blocks) == 2  # untouched
+    kw, g = teacher.network_kwargs, torch.Generator().manual_seed(1)
+    B, N = 2, 6
+    bond = torch.triu(torch.randint(0, kw["n_bond_states"], (B, N, N), generator=g), 1)
+    state = {
+        "pos": torch.randn(B, N, 3, generator=g),
+        "atom": torch.randint(0, kw["n_atom_states"], (B, N), generator=g),
+        "charge": torch.randint(0, kw["n_charge_states"], (B, N), generator=g),
+        "bond": bond + bond.transpose(1, 2),
+    }
+    cond, t = {"mask": torch.ones(B, N)}, torch.tensor([0.3, 0.7])
+    want = teacher.ema(state, t, cond)
+    for net in (student.network, student.ema):
+        got = net(state, t, cond)
+        assert all(torch.equal(got[k], want[k]) for k in want)
+    student.save(tmp_path / "student")
+    back = polydiff.load(tmp_path / "student")
+    assert len(back.network.blocks) == 4
+    again = new_student(teacher, "trajectory", {"layers": 4})
+    warm_start(again, tmp_path / "student")
+    assert all(torch.equal(p, q) for p, q in zip(again.network.parameters(), back.ema.parameters()))
+    with pytest.raises(PolydiffError, match="does not contain"):
+        new_student(back, "trajectory", {"layers": 3})

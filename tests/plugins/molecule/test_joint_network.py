@@ -143,3 +143,27 @@ def test_triangle_update_sums_over_shared_neighbours_and_keeps_symmetry():
     assert (bumped(2, 3) - u[0, 0, 1]).abs().max() < 1e-12  # touches neither: no path of length 2
     with pytest.raises(ValueError, match="triangle_every"):
         JointEGNN(hidden=8, edge_dim=4, layers=2, triangle=True, triangle_every=0)
+
+
+def test_a_grown_network_computes_the_smaller_ones_outputs_and_trains_its_new_blocks():
+    """``grow_init_``: a 5-block network loaded with a 3-block one's weights and grown gives the
+    same outputs (its two new blocks are the identity), yet its new blocks get gradients; it
+    grows only in layers."""
+    torch.manual_seed(0)
+    small = JointEGNN(hidden=16, edge_dim=8, layers=3).double()
+    for blk in small.blocks:
+        torch.nn.init.normal_(blk.coord[2].weight, std=0.3)
+    big = JointEGNN(hidden=16, edge_dim=8, layers=5).double()
+    missing, unexpected = big.load_state_dict(small.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith(("blocks.3.", "blocks.4.")) for k in missing)
+    state, cond, t = _state()
+    before = big(state, t, cond)
+    assert (before["pos"] - small(state, t, cond)["pos"]).abs().max() > 1e-3  # not yet grown: differs
+    big.grow_init_({"hidden": 16, "edge_dim": 8, "layers": 3})
+    out, ref = big(state, t, cond), small(state, t, cond)
+    for k in ref:
+        assert torch.equal(out[k], ref[k]), k
+    sum(v.square().sum() for v in out.values()).backward()
+    assert big.blocks[4].coord[2].weight.grad.abs().max() > 0 and big.blocks[3].edge[2].weight.grad.abs().max() > 0
+    with pytest.raises(ValueError, match="grows only in layers.*coords_range"):
+        big.grow_init_({"layers": 3, "coords_range": 10.0})
