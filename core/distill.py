@@ -350,7 +350,11 @@ def new_student(teacher, method: str, student_kwargs: dict | None = None):
     student = copy.deepcopy(teacher)
     if student_kwargs:
         kw = {**teacher.network_kwargs, **student_kwargs}
-        student.network = teacher.modality.build_network(teacher.network_name, **kw).to(teacher.device)
+        try:
+            net = teacher.modality.build_network(teacher.network_name, **kw)
+        except (TypeError, ValueError) as e:
+            raise PolydiffError(f"student_kwargs {student_kwargs}: network {teacher.network_name!r}: {e}") from e
+        student.network = net.to(teacher.device)
         student.network_kwargs = kw
     _load_weights(student, teacher)
     student.training_info = {}
@@ -404,7 +408,10 @@ def _load_weights(student, src, *, source: str = "the teacher") -> None:
             f"{src.network_kwargs}'s parameters {', '.join(bad[:5])}{' …' if len(bad) > 5 else ''}"
         )
     student.network.load_state_dict(weights, strict=False)
-    grow(dict(src.network_kwargs))
+    try:
+        grow(dict(src.network_kwargs))
+    except ValueError as e:
+        raise PolydiffError(f"{source}: {e}") from e
     student.init_ema()
 
 

@@ -36,6 +36,8 @@ permutation-equivariant with the matching permutation of bond rows and columns.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 
@@ -210,10 +212,10 @@ class JointEGNN(nn.Module):
         unchanged and the grown network computes what the smaller one does; training then
         moves them (their inputs are not zero, so their gradients are not). A bigger
         distillation student (:func:`polydiff.distill.new_student`) starts this way."""
-        n_old = int(smaller.get("layers", 4))
+        defaults = {k: p.default for k, p in inspect.signature(JointEGNN).parameters.items()}
+        n_old = int(smaller.get("layers", defaults["layers"]))
         # widths and class counts that differ fail the weight loading (shapes); these do not
         mine = {"coords_range": self.blocks[0].r, "aggregation_norm": self.blocks[0].z, "time_dim": self.time_dim}
-        defaults = {"coords_range": 15.0, "aggregation_norm": 10.0, "time_dim": 16}
         other = sorted(k for k, v in mine.items() if float(smaller.get(k, defaults[k])) != float(v))
         if other:
             raise ValueError(f"egnn_joint grows only in layers; {other} differ")

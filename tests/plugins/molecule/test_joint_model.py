@@ -176,3 +176,7 @@ def test_a_bigger_distillation_student_starts_as_its_teacher(tmp_path):
     assert all(torch.equal(p, q) for p, q in zip(again.network.parameters(), back.ema.parameters()))
     with pytest.raises(PolydiffError, match="does not contain"):
         new_student(back, "trajectory", {"layers": 3})
+    with pytest.raises(PolydiffError, match="the teacher: egnn_joint grows only in layers; \\['coords_range'\\]"):
+        new_student(teacher, "trajectory", {"layers": 4, "coords_range": 5.0})
+    with pytest.raises(PolydiffError, match="student_kwargs.*'egnn_joint'.*unexpected keyword"):
+        new_student(teacher, "trajectory", {"depth": 4})
