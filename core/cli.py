@@ -185,6 +185,7 @@ def cmd_distill(args) -> int:
         on_policy=args.on_policy,
         step_shares=[float(v) for v in args.step_shares.split(",")] if args.step_shares else None,
         teacher_restarts=not args.no_teacher_restarts,
+        restart_noise=[float(v) for v in args.restart_noise.split(",")] if args.restart_noise else None,
         init_from=args.init_from,
         student_kwargs=json.loads(args.student_kwargs) if args.student_kwargs else None,
     )
@@ -367,6 +368,12 @@ def _add_distill(sub) -> None:
         "--step-shares",
         default=None,
         help="trajectory: relative frequency of each student step in the batches, comma-separated (default equal)",
+    )
+    sp.add_argument(
+        "--restart-noise",
+        default=None,
+        help="trajectory: noise scale of each restart of the student's grid, comma-separated (1 full, "
+        "0 none: the finished sample is relabelled and refined; default all 1)",
     )
     sp.add_argument(
         "--no-teacher-restarts",

@@ -138,6 +138,9 @@ class DistillConfig:
     on_policy: float = 0.0  # share of batches that start from the student's own sampler state
     step_shares: list | None = None  # relative frequency of each student step (None: equal)
     teacher_restarts: bool = True  # completions to 0 end with the teacher's restarts (False: its ODE only)
+    # the noise scale γ of each restart of the student's grid (None: all 1; 0 relabels the
+    # student's finished sample as the state at the restart time: a refinement call)
+    restart_noise: list | None = None
     # any method: start the student from this checkpoint's weights instead of the teacher's
     init_from: str | None = None  # a checkpoint folder or starter:NAME
     # any method: the student's network keywords over the teacher's (a bigger student, e.g.
@@ -441,6 +444,11 @@ def distill(teacher, cfg: DistillConfig | None = None, *, callback=None) -> Dist
     log = RunLog(cfg.out_dir, tensorboard=False)
     t0 = time.perf_counter()
     try:
+        if cfg.restart_noise is not None and cfg.method != "trajectory":
+            raise PolydiffError(
+                f"restart_noise scales the restarts of a mixed student's time grid (method 'trajectory'), "
+                f"not of method {cfg.method!r}"
+            )
         if cfg.method == "trajectory":
             if w != 1.0:
                 raise PolydiffError(f"trajectory distillation has no guidance to distil in (guidance {w}); use 1")
@@ -468,7 +476,7 @@ def distill(teacher, cfg: DistillConfig | None = None, *, callback=None) -> Dist
         sigmas = [float(v) for v in cfg.sigmas]
     seconds = time.perf_counter() - t0
     if cfg.method == "trajectory":
-        set_mixed_student_defaults(student, grid)
+        set_mixed_student_defaults(student, grid, restart_noise=cfg.restart_noise)
         sigmas = grid  # its time grid
     else:
         set_student_defaults(student, cfg.method, sigmas, cond=cond)
@@ -593,6 +601,7 @@ def _trajectory_setup(teacher, cfg: DistillConfig):
         restarts=teacher_restarts(teacher) if cfg.teacher_restarts else [],
         on_policy=cfg.on_policy,
         step_shares=cfg.step_shares,
+        restart_noise=cfg.restart_noise,
     )
 
     def loss(live, _target, x0, cond, _space, rng):

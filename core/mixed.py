@@ -148,6 +148,50 @@ def noise_state(parts: dict[str, Part], x0: dict, t, rng, cond=None) -> dict:
     return out
 
 
+def restart_state(parts: dict[str, Part], x0: dict, t, rng, cond=None, *, noise: float = 1.0) -> dict:
+    """The state a restart to time ``t`` ``[B]`` continues from, given the finished sample ``x0``.
+
+    ``noise`` γ = 1: a full restart, x_t ~ q(x_t | x₀) for every part (:func:`noise_state`;
+    Xu et al. 2023). γ < 1: a *partial* restart — continuous parts get x₀ + γ·σ̃_t·ε and
+    categorical parts are kept as they are; γ = 0 adds no noise at all: the finished sample is
+    relabelled as a state at t and the next call refines it. A few-call sampler's x̂₀ is
+    not clean: it carries the model's own error, so a full restart sees that error plus
+    σ̃_t of fresh noise while being told σ̃_t; with γ < 1 the error stands in for (part of)
+    the noise the network is told about. With γ = 0 the categorical parts are not re-drawn and
+    no random numbers are used."""
+    if noise == 1.0:
+        return noise_state(parts, x0, t, rng, cond)
+    spaces = _spaces(parts, cond)
+    out = {}
+    for name, part in parts.items():
+        x = x0[name]
+        if isinstance(part, ContinuousPart) and noise > 0:
+            eps = spaces[name].randn_like(x, rng)
+            out[name] = spaces[name].project(x + (noise * _bc(part.sigma(t), x)).to(x.dtype) * eps)
+        else:
+            out[name] = x
+    return out
+
+
+def check_restart_noise(restart_noise, times) -> list[float]:
+    """``restart_noise`` as one γ in [0, 1] per restart (rise) of ``times`` (None: all 1)."""
+    rises = int((times[1:] > times[:-1]).sum())
+    if restart_noise is None:
+        return [1.0] * rises
+    try:
+        vals = [float(v) for v in restart_noise]
+    except (TypeError, ValueError):
+        vals = []
+        rises = -1
+    if len(vals) != rises or not all(0.0 <= v <= 1.0 for v in vals):
+        raise ValueError(
+            f"restart_noise needs one scale in [0, 1] per restart of the time grid "
+            f"({max(rises, 0)} in {times.tolist()}; 1 = a full restart, 0 = relabel the sample without noise), "
+            f"got {restart_noise!r}"
+        )
+    return vals
+
+
 def prior_state(parts: dict[str, Part], shapes: dict[str, tuple], rng, cond=None, device=None) -> dict:
     """The state at t = 1: σ̃(1)·ε for continuous parts, x ~ π for categorical ones (per-sample ``rng``)."""
     spaces = _spaces(parts, cond)
@@ -183,6 +227,7 @@ def sample_mixed(
     final: str = "sample",
     temperature: float = 1.0,
     open_end: bool = False,
+    restart_noise=None,
 ) -> dict:
     """Sample all parts along the decreasing time grid ``times`` ``[T + 1]`` (1 → 0).
 
@@ -199,7 +244,9 @@ def sample_mixed(
     its batch with a :class:`polydiff.rng.SampleRNG`). ``callback(i, t, state, out)`` after
     each network call. A rise in ``times`` (only from 0: a restart,
     :func:`~polydiff.categorical.restart_time_grid`) noises the finished state forward to the
-    higher time with :func:`noise_state` (no network call) and sampling goes on from there.
+    higher time with :func:`noise_state` (no network call) and sampling goes on from there;
+    ``restart_noise`` (one γ in [0, 1] per restart, default all 1) makes restart j partial
+    (:func:`restart_state`: γ = 0 relabels the finished sample as the state at that time).
     ``final``: how the last step (to t = 0) picks the categorical parts' clean values:
     ``"sample"`` draws them from p̂(x₀ | x_t) (the model's own distribution), ``"argmax"``
     takes its most probable class per variable (a zero-temperature last step: a pair with
@@ -218,6 +265,7 @@ def sample_mixed(
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
     times = check_time_grid(times, "sample_mixed times", open_end=open_end)
+    gammas = iter(check_restart_noise(restart_noise, times))
     spaces = _spaces(parts, cond)
     state = dict(state)
     B = next(iter(state.values())).shape[0]
@@ -225,7 +273,7 @@ def sample_mixed(
     for i in range(len(times) - 1):
         t, s = times[i].expand(B), times[i + 1].expand(B)
         if times[i + 1] > times[i]:  # a restart: re-noise the finished sample, go on from there
-            state = noise_state(parts, state, s, rng, cond)
+            state = restart_state(parts, state, s, rng, cond, noise=next(gammas))
             previous = {}
             continue
         out = denoiser(state, t)

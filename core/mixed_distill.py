@@ -29,7 +29,8 @@ many steps between the same two times:
 
 The student samples with ``sampler="dpmpp_2m"`` on its grid (every step of a grid whose
 segments have at most two steps is first order, i.e. exactly the DDIM step it was trained
-for; restarts re-noise as in :func:`~polydiff.categorical.restart_time_grid`) and
+for; restarts re-noise as in :func:`~polydiff.categorical.restart_time_grid`, or partially with
+``restart_noise``: :func:`polydiff.mixed.restart_state`) and
 ``final="argmax"``. Its grid is stored like a tuned one
 (``extra["tuned_grids"]["dpmpp_2m"][str(nfe)]``) and named by its sampling defaults.
 """
@@ -40,7 +41,7 @@ import torch
 
 from .categorical import check_time_grid, grid_calls, named_time_grid, parse_time_grid
 from .errors import PolydiffError
-from .mixed import ContinuousPart, _spaces, noise_state, prior_state, sample_mixed
+from .mixed import ContinuousPart, _spaces, check_restart_noise, noise_state, prior_state, sample_mixed
 from .mixed_model import part_masks
 
 F64 = torch.float64
@@ -92,6 +93,10 @@ class TrajectoryLoss:
             own sampler state rather than noised data (:meth:`part_losses`).
         step_shares: relative frequency of each student step in the batches (default: equal);
             e.g. more weight on the last, which sets the final geometry.
+        restart_noise: the noise scale γ of each restart of the student's grid
+            (:func:`polydiff.mixed.restart_state`; None: all 1). A step after a partial restart
+            starts, on the student's own samples, from its relabelled x̂₀; from data, x_t is
+            q(x_t | x₀) as for any step.
     """
 
     def __init__(
@@ -105,9 +110,14 @@ class TrajectoryLoss:
         restarts=(),
         on_policy: float = 0.0,
         step_shares=None,
+        restart_noise=None,
     ):
         self.teacher, self.parts = teacher, parts
         self.grid = [float(v) for v in check_time_grid(grid, "student grid")]
+        try:
+            self.restart_noise = check_restart_noise(restart_noise, torch.tensor(self.grid, dtype=F64))
+        except ValueError as e:
+            raise PolydiffError(f"the student's grid: {e}") from None
         self.intervals = student_intervals(self.grid)
         self.on_policy = float(on_policy)
         if not 0.0 <= self.on_policy <= 1.0:
@@ -143,17 +153,20 @@ class TrajectoryLoss:
         state = prior_state(self.parts, shapes, rng, cond=cond, device=dev)
         if k == 0:
             return state
+        head = torch.tensor(self.grid[: k + 1], dtype=F64)
+        rises = int((head[1:] > head[:-1]).sum())
         with torch.no_grad():
             return sample_mixed(
                 lambda st, time: student(st, time, cond),
                 state,
-                torch.tensor(self.grid[: k + 1], dtype=F64),
+                head,
                 parts=self.parts,
                 rng=rng,
                 method=STUDENT_SAMPLER,
                 cond=cond,
                 final="argmax",
                 open_end=True,
+                restart_noise=self.restart_noise[:rises],
             )
 
     def part_losses(self, student, x0: dict, cond, rng, interval: tuple[float, float], *, own: bool = False) -> dict:
@@ -215,11 +228,16 @@ def teacher_restarts(teacher) -> list[tuple[float, int]]:
     return parse_time_grid(grid)[1]
 
 
-def set_mixed_student_defaults(student, grid, *, final: str = "argmax") -> None:
+def set_mixed_student_defaults(student, grid, *, final: str = "argmax", restart_noise=None) -> None:
     """Point a mixed student's sampling defaults at its grid: stored as the tuned
-    ``dpmpp_2m`` grid of its call count, ``grid="tuned"``, ``final``."""
+    ``dpmpp_2m`` grid of its call count, ``grid="tuned"``, ``final`` and, when given (not all
+    1), the grid's ``restart_noise``."""
     g = [float(v) for v in check_time_grid(grid, "student grid")]
+    gammas = check_restart_noise(restart_noise, torch.tensor(g, dtype=F64))
     nfe = grid_calls(g)
     student.extra.pop("starter", None)
     student.extra["tuned_grids"] = {STUDENT_SAMPLER: {str(nfe): g}}
-    student.extra["sample_defaults"] = {"sampler": STUDENT_SAMPLER, "nfe": nfe, "grid": "tuned", "final": final}
+    defaults = {"sampler": STUDENT_SAMPLER, "nfe": nfe, "grid": "tuned", "final": final}
+    if any(v != 1.0 for v in gammas):
+        defaults["restart_noise"] = gammas
+    student.extra["sample_defaults"] = defaults

@@ -32,7 +32,17 @@ import torch
 from .categorical import named_time_grid
 from .conditioning import to_device, with_cond_mask
 from .errors import CheckpointError, PolydiffError
-from .mixed import MIXED_METHODS, CategoricalPart, Part, mixed_cfg, mixed_loss, parts_config, prior_state, sample_mixed
+from .mixed import (
+    MIXED_METHODS,
+    CategoricalPart,
+    Part,
+    check_restart_noise,
+    mixed_cfg,
+    mixed_loss,
+    parts_config,
+    prior_state,
+    sample_mixed,
+)
 from .rng import SampleRNG
 
 F64 = torch.float64
@@ -78,6 +88,7 @@ def sample_raw(
     final: str = "sample",
     temperature: float = 1.0,
     grid: str | None = None,
+    restart_noise=None,
 ) -> tuple[dict, dict | None]:
     """``DiffusionModel.sample_raw`` for a modality with parts: ``(state {part: [n, ...]}, cond)``.
 
@@ -90,7 +101,9 @@ def sample_raw(
     and step count by :func:`~polydiff.samplers.tuning.tune_by_metric`; None: the stored one if
     any, else uniform); ``final``: the last step's
     categorical pick (``"sample"`` or ``"argmax"``) and ``temperature`` the categorical
-    steps' (:func:`polydiff.mixed.sample_mixed`);
+    steps' and ``restart_noise`` the noise scale γ of each restart (1 full, 0 none: the
+    finished sample relabelled; :func:`polydiff.mixed.restart_state`)
+    (:func:`polydiff.mixed.sample_mixed`);
     ``unsupported``: ``sample_raw``'s keywords that only
     continuous models take, with the values given (any that is set is an error)."""
     from .model import _eval_mode
@@ -112,6 +125,10 @@ def sample_raw(
     if steps is None:
         steps = int(nfe) if nfe is not None else 50
     times = _times(model, method, int(steps), grid)
+    try:
+        check_restart_noise(restart_noise, times)
+    except ValueError as e:
+        raise PolydiffError(f"modality {name!r}, grid {grid!r} at {steps} steps: {e}") from None
     parts = model.parts
     dev = model.device
     rng = SampleRNG(seed, n, offset=sample_offset)
@@ -139,6 +156,7 @@ def sample_raw(
             callback=callback,
             final=final,
             temperature=temperature,
+            restart_noise=restart_noise,
         )
     return state, c
 

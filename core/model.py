@@ -219,7 +219,9 @@ class DiffusionModel:
         :func:`polydiff.mixed.mixed_known_region`), ``grid="power:ρ"`` shrinks the time steps
         towards t = 0 (:func:`polydiff.categorical.time_grid`; default uniform),
         ``final="argmax"`` ends on the most probable categorical values instead of a draw,
-        ``temperature=τ`` draws the categorical steps from p̂(x₀ | x_t) ∝ exp(logits/τ)
+        ``temperature=τ`` draws the categorical steps from p̂(x₀ | x_t) ∝ exp(logits/τ),
+        ``restart_noise=[γ, …]`` scales each restart's noise (0: the finished sample is
+        relabelled and refined; :func:`polydiff.mixed.restart_state`)
         (:func:`polydiff.mixed.sample_mixed`; a checkpoint can set these in
         ``extra["sample_defaults"]``), and the σ̃-grid and initial-state keywords do
         not apply (:mod:`polydiff.mixed_model`).
@@ -263,7 +265,7 @@ class DiffusionModel:
                 "sampling_cond": sampling_cond is not None,
                 "sigma_min": sigma_min is not None,
                 "sigma_max": sigma_max is not None,
-                **{k: True for k in sampler_options if k not in ("final", "temperature")},
+                **{k: True for k in sampler_options if k not in ("final", "temperature", "restart_noise")},
             }
             return mixed_model.sample_raw(
                 self,
@@ -285,6 +287,7 @@ class DiffusionModel:
                 if sampler_options.get("temperature") is None
                 else float(sampler_options["temperature"]),
                 grid=grid,
+                restart_noise=sampler_options.get("restart_noise"),
             )
         sampler = sampler or "dpmpp_2m"
         spec = get_sampler(sampler)
@@ -343,6 +346,9 @@ class DiffusionModel:
             defaults.pop("nfe", None)
         if "nfe" in kwargs or "sigmas" in kwargs:  # a saved step count must not override the NFE asked for
             defaults.pop("steps", None)
+        if "restart_noise" in defaults and _asks_other_grid(defaults, kwargs):
+            # a saved restart_noise has one scale per restart of the saved grid only
+            defaults.pop("restart_noise")
         if self.parts is not None and "grid" not in kwargs and isinstance(defaults.get("grid"), str):
             defaults["grid"] = _saved_time_grid_for(self, defaults, kwargs)
         if kwargs.get("grid", defaults.get("grid")) in (None, "tuned") and not {"sigma_min", "sigma_max"} & set(kwargs):
@@ -494,6 +500,17 @@ def _load_prefixed(module: nn.Module, tensors: dict, prefix: str, path: Path) ->
             f"{path}: weights do not match the architecture ({prefix[:-1]}): "
             f"missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}"
         )
+
+
+def _asks_other_grid(defaults: dict, kwargs: dict) -> bool:
+    """Whether a sampling call's keywords ask for another grid than the saved defaults'
+    (another sampler, grid name or step count)."""
+    for key in ("sampler", "grid"):
+        if key in kwargs and kwargs[key] != defaults.get(key):
+            return True
+    asked = kwargs.get("steps", kwargs.get("nfe"))
+    saved = defaults.get("steps", defaults.get("nfe"))
+    return asked is not None and (saved is None or int(asked) != int(saved))
 
 
 def _saved_time_grid_for(model, defaults: dict, kwargs: dict) -> str:

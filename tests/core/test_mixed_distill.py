@@ -264,3 +264,46 @@ def test_warm_start_from_an_earlier_student_and_teacher_completions_without_rest
     for flag in (True, False):
         distill(with_restarts, _cfg(train_steps=1, batch_size=8, time_grid=[1.0, 0.3, 0.0], teacher_restarts=flag))
     assert seen == [[(0.2, 2)], []]
+
+
+def test_a_partial_restart_of_the_students_grid_is_trained_on_and_saved_with_it(teacher, tmp_path, capsys):
+    """``restart_noise`` (``--restart-noise``): the on-policy state after a γ = 0 restart is the
+    student's finished sample itself (relabelled); the student's sampling defaults keep the
+    scales, so loading and sampling uses them (as passing them does; a full restart differs),
+    a call on another grid drops them, and a wrong count or another method is refused."""
+    from polydiff.mixed import sample_mixed
+
+    parts, exact, x0 = _gmm_setup(64)
+    grid = [1.0, 0.5, 0.0, 0.2, 0.0]
+    loss = TrajectoryLoss(exact, parts, grid, teacher_steps=1, on_policy=1.0, restart_noise=[0.0])
+    got = loss.rollout(exact, x0, None, SampleRNG(4, 64), 0.2)
+    rng = SampleRNG(4, 64)
+    ref = loss.rollout(exact, x0, None, rng, 1.0)
+    ref = sample_mixed(
+        exact, ref, torch.tensor(grid[:3], dtype=F64), parts=parts, rng=rng, method="dpmpp_2m", final="argmax"
+    )
+    assert all(torch.equal(got[k], ref[k]) for k in parts)
+    for bad in ([0.0, 1.0], [2.0]):
+        with pytest.raises(PolydiffError, match="restart_noise needs one scale"):
+            TrajectoryLoss(exact, parts, grid, restart_noise=bad)
+
+    teacher.save(tmp_path / "teacher")
+    args = ["distill", str(tmp_path / "teacher"), "--steps", "3", "--train-steps", "2", "--batch-size", "8"]
+    args += ["--time-grid", "1,0.3,0,0.2,0", "--restart-noise", "0", "--segment-steps", "2", "--no-progress"]
+    args += ["--data-opt", "size=32", "--data-opt", "n_points=8", "--out", str(tmp_path / "s")]
+    assert cli.main(args) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["sample_defaults"]["restart_noise"] == [0.0]
+    st = polydiff.load(tmp_path / "s")
+    a, b, full = (
+        st.sample(16, seed=2),
+        st.sample(16, seed=2, restart_noise=[0.0]),
+        st.sample(16, seed=2, restart_noise=[1.0]),
+    )
+    assert all(torch.equal(x.pos, y.pos) and torch.equal(x.label, y.label) for x, y in zip(a, b))
+    assert not all(torch.equal(x.pos, y.pos) for x, y in zip(a, full))
+    assert len(st.sample(4, seed=2, nfe=3, grid="power:3")) == 4  # no restarts there: the saved scales are dropped
+    with pytest.raises(PolydiffError, match="restart_noise needs one scale.*1 in"):
+        st.sample(4, seed=2, restart_noise=[0.0, 0.0])
+    with pytest.raises(PolydiffError, match="restart_noise scales the restarts.*not of method 'consistency'"):
+        distill(polydiff.create("pointcloud"), DistillConfig(method="consistency", steps=2, restart_noise=[0.0]))
