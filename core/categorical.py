@@ -366,6 +366,12 @@ def grid_calls(times) -> int:
     return int((t[1:] < t[:-1]).sum())
 
 
+def grid_restarts(times) -> int:
+    """Restarts of a (checked) time grid: its rises (each re-noises the finished sample)."""
+    t = torch.as_tensor(times, dtype=F64)
+    return int((t[1:] > t[:-1]).sum())
+
+
 def parse_time_grid(grid: str | None) -> tuple[float, list[tuple[float, int]]]:
     """``(ρ, restarts)`` of a mixed sampler's ``grid`` name: None or ``"uniform"`` → ρ = 1;
     ``"power:ρ"`` → ρ (≥ 1); either may end in ``"+restart:t×k,t×k…"`` (``x`` for ×), e.g.

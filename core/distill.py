@@ -176,6 +176,11 @@ class DistillConfig:
             raise PolydiffError(
                 f"student_kwargs is a dict of network keywords (e.g. {{'layers': 9}}), got {self.student_kwargs!r}"
             )
+        if self.restart_noise is not None and self.method != "trajectory":
+            raise PolydiffError(
+                f"restart_noise scales the restarts of a mixed student's time grid (method 'trajectory'), "
+                f"not of method {self.method!r}"
+            )
         if (self.checkpoint_every or self.resume) and not self.out_dir:
             raise PolydiffError("checkpoint_every and resume need out_dir")
 
@@ -444,11 +449,6 @@ def distill(teacher, cfg: DistillConfig | None = None, *, callback=None) -> Dist
     log = RunLog(cfg.out_dir, tensorboard=False)
     t0 = time.perf_counter()
     try:
-        if cfg.restart_noise is not None and cfg.method != "trajectory":
-            raise PolydiffError(
-                f"restart_noise scales the restarts of a mixed student's time grid (method 'trajectory'), "
-                f"not of method {cfg.method!r}"
-            )
         if cfg.method == "trajectory":
             if w != 1.0:
                 raise PolydiffError(f"trajectory distillation has no guidance to distil in (guidance {w}); use 1")

@@ -31,6 +31,7 @@ from .categorical import (
     categorical_loss,
     check_time_grid,
     euler_step,
+    grid_restarts,
     kl_step,
     prior_kl,
     process_from_config,
@@ -175,7 +176,7 @@ def restart_state(parts: dict[str, Part], x0: dict, t, rng, cond=None, *, noise:
 
 def check_restart_noise(restart_noise, times) -> list[float]:
     """``restart_noise`` as one γ in [0, 1] per restart (rise) of ``times`` (None: all 1)."""
-    rises = int((times[1:] > times[:-1]).sum())
+    rises = grid_restarts(times)
     if restart_noise is None:
         return [1.0] * rises
     try:

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import torch
 
-from .categorical import check_time_grid, grid_calls, named_time_grid, parse_time_grid
+from .categorical import check_time_grid, grid_calls, grid_restarts, named_time_grid, parse_time_grid
 from .errors import PolydiffError
 from .mixed import ContinuousPart, _spaces, check_restart_noise, noise_state, prior_state, sample_mixed
 from .mixed_model import part_masks
@@ -154,7 +154,6 @@ class TrajectoryLoss:
         if k == 0:
             return state
         head = torch.tensor(self.grid[: k + 1], dtype=F64)
-        rises = int((head[1:] > head[:-1]).sum())
         with torch.no_grad():
             return sample_mixed(
                 lambda st, time: student(st, time, cond),
@@ -166,7 +165,7 @@ class TrajectoryLoss:
                 cond=cond,
                 final="argmax",
                 open_end=True,
-                restart_noise=self.restart_noise[:rises],
+                restart_noise=self.restart_noise[: grid_restarts(head)],
             )
 
     def part_losses(self, student, x0: dict, cond, rng, interval: tuple[float, float], *, own: bool = False) -> dict:
