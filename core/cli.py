@@ -1,4 +1,4 @@
-"""The ``polydiff`` command line: plugins, train, sample, eval, bench, tune-steps, info."""
+"""The ``polydiff`` command line: plugins, train, sample, eval, bench, distill, combine-experts, tune-steps, info."""
 
 from __future__ import annotations
 
@@ -238,6 +238,18 @@ def cmd_tune_steps(args) -> int:
     return 0
 
 
+def cmd_combine_experts(args) -> int:
+    import polydiff
+
+    from .experts import combine
+
+    base, expert = polydiff.load(args.base), polydiff.load(args.expert)
+    model = combine(base, expert, below=args.below)
+    out = model.save(Path(args.out))
+    print(json.dumps({"out": str(out), "base": args.base, "expert": args.expert, "below": args.below}))
+    return 0
+
+
 def cmd_info(args) -> int:
     from .checkpoint import read_config
 
@@ -417,6 +429,20 @@ def _add_tune_steps(sub) -> None:
     sp.set_defaults(fn=cmd_tune_steps, modality=None)
 
 
+def _add_combine_experts(sub) -> None:
+    sp = sub.add_parser(
+        "combine-experts",
+        help="one checkpoint whose low-noise calls are made by another network (time experts, eDiff-I)",
+    )
+    sp.add_argument("base", help="checkpoint folder or starter:NAME: its network makes the calls at or above --below")
+    sp.add_argument("expert", help="checkpoint folder: its (EMA) network makes the calls below --below")
+    sp.add_argument(
+        "--below", type=float, required=True, help="the bound: a time t of a model with parts, a σ̃ of a continuous one"
+    )
+    sp.add_argument("--out", required=True, help="the combined checkpoint's folder (the base's sampling defaults)")
+    sp.set_defaults(fn=cmd_combine_experts)
+
+
 def _add_info(sub) -> None:
     sp = sub.add_parser("info", help="print a checkpoint's config")
     sp.add_argument("checkpoint")
@@ -431,6 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (_add_plugins, _add_train, _add_sample, _add_eval, _add_bench, _add_info):
         add(sub)
     _add_distill(sub)
+    _add_combine_experts(sub)
     _add_tune_steps(sub)
     return p
 

@@ -387,6 +387,17 @@ def warm_start(student, source) -> None:
     theirs = (src.modality.name, src.network_name)
     if mine != theirs:
         raise PolydiffError(f"init_from {source!s}: modality/network {theirs} does not match the student's {mine}")
+    from .experts import TimeExperts
+
+    if isinstance(src.network, TimeExperts):
+        # time experts (polydiff.experts): the student becomes the same ensemble; each expert
+        # is trained by the calls in its interval only (e.g. --step-shares 0,0,0,1: the last)
+        if student.network_kwargs != src.network_kwargs:
+            raise PolydiffError(f"init_from {source!s}: a time-experts model cannot start a bigger student")
+        dev = student.device
+        student.network = copy.deepcopy(src.ema if src.ema is not None else src.network).requires_grad_(True).to(dev)
+        student.init_ema()
+        return
     _load_weights(student, src, source=f"init_from {source!s}")
 
 

@@ -377,7 +377,7 @@ class DiffusionModel:
             "polydiff_version": _version(),
             "plugin": {"name": plugin, "version": pm.plugins.get(plugin, "local")},
             "modality": {"name": self.modality.name, "config": self.modality.config},
-            "network": {"name": self.network_name, "kwargs": self.network_kwargs},
+            "network": {"name": self.network_name, "kwargs": self.network_kwargs, **_experts_config(self.network)},
             "schedule": {"name": self.schedule_name, "config": self.schedule.config()},
             "parameterization": {"kind": self.parameterization, "sigma_data": self.sigma_data},
             "training": self.training_info,
@@ -416,7 +416,7 @@ class DiffusionModel:
             pm.require_plugin(plugin, needed_for=f"checkpoint {path}")
         try:
             modality = pm.get("modality", mod_name)(cfg["modality"].get("config"))
-            net = modality.build_network(net_name, **cfg["network"].get("kwargs", {}))
+            net = _build_saved_network(modality, cfg["network"], path)
             sch_cfg = dict(cfg["schedule"]["config"])
             sch_cfg.pop("name", None)
             schedule = pm.get("schedule", cfg["schedule"]["name"])(**sch_cfg)
@@ -490,6 +490,28 @@ def _eval_mode(*modules):
     finally:
         for m, w in zip(mods, was):
             m.train(w)
+
+
+def _experts_config(net: nn.Module) -> dict:
+    """The ``network`` config's ``time_experts`` entry of a :class:`~polydiff.experts.TimeExperts` network."""
+    from .experts import TimeExperts
+
+    return {"time_experts": {"bounds": list(net.bounds)}} if isinstance(net, TimeExperts) else {}
+
+
+def _build_saved_network(modality, cfg: dict, path: Path) -> nn.Module:
+    """The network of a checkpoint's ``network`` config: one of ``name(**kwargs)``, or with
+    ``time_experts`` one per interval of its bounds (:class:`~polydiff.experts.TimeExperts`)."""
+    kwargs = cfg.get("kwargs", {})
+    experts = cfg.get("time_experts")
+    if experts is None:
+        return modality.build_network(cfg["name"], **kwargs)
+    from .experts import TimeExperts
+
+    bounds = experts.get("bounds") if isinstance(experts, dict) else None
+    if not isinstance(bounds, list) or not bounds:
+        raise CheckpointError(f"{path / ckpt.CONFIG_NAME}: network.time_experts.bounds must be a list of numbers")
+    return TimeExperts([modality.build_network(cfg["name"], **kwargs) for _ in range(len(bounds) + 1)], bounds)
 
 
 def _load_prefixed(module: nn.Module, tensors: dict, prefix: str, path: Path) -> None:
