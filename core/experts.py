@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .errors import PolydiffError
+from .parameterization import edm_coefficients
 
 
 class TimeExperts(nn.Module):
@@ -86,7 +87,9 @@ def time_input(model, at: float) -> float:
         )
     if not at > 0:
         raise PolydiffError(f"a time-expert bound of a continuous model is a σ̃ > 0, got {at!r}")
-    return 0.25 * math.log(at)
+    return float(
+        edm_coefficients(torch.tensor(float(at)), model.sigma_data)[3]
+    )  # the c_noise the EDM denoiser feeds its network
 
 
 def combine(base, expert, *, below: float):
